@@ -1,0 +1,106 @@
+"""What every actor shares: configuration from the environment, socket set-up, the stop flag.
+
+Each actor process creates its own zmq.Context after start (a context must never cross a
+fork) and sets LINGER so that exit never hangs on unsent messages.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import zmq
+
+from zwatch.limits import MAX_REQUEST_BYTES
+
+# Defaults: clients talk to fan-outs on 2379 (etcd's client port) and up; the internal
+# endpoints sit beside it.  Every one can be overridden from the environment (.env.example).
+DEFAULTS = {
+    "ZWATCH_DATA_DIR": "default.zwatch",
+    "ZWATCH_WRITER_ENDPOINT": "tcp://127.0.0.1:2480",   # writer ROUTER: write requests
+    "ZWATCH_PUB_ENDPOINT": "tcp://127.0.0.1:2481",      # writer PUB: committed revisions
+    "ZWATCH_SYNCER_ENDPOINT": "tcp://127.0.0.1:2482",   # syncer ROUTER: reads + unsynced watchers
+    "ZWATCH_FANOUT_ENDPOINT": "tcp://127.0.0.1:2379",   # fan-out ROUTER: clients
+}
+
+# Frames may carry a little envelope around a maximal request.
+SOCKET_MAX_MSG = MAX_REQUEST_BYTES + 64 * 1024
+
+
+def env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name)
+    if value:
+        return value
+    return DEFAULTS.get(name, default) if default is None else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def make_socket(ctx: zmq.Context, kind: int, *, linger_ms: int = 0, max_msg: int | None = SOCKET_MAX_MSG,
+                sndhwm: int | None = None, rcvhwm: int | None = None) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    if max_msg is not None:
+        # The size limit is enforced by libzmq before msgpack ever sees the bytes: an
+        # oversized frame drops that peer's connection, never our memory.
+        sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
+    if sndhwm is not None:
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
+    if rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    if kind == zmq.ROUTER:
+        # Unroutable replies raise EHOSTUNREACH instead of vanishing; a full peer pipe raises
+        # EAGAIN (with NOBLOCK), which is how the fan-out spots a slow client.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    return sock
+
+
+class StopFlag:
+    """SIGTERM / SIGINT set the flag; actor loops poll with short timeouts and check it."""
+
+    def __init__(self):
+        self.stopping = False
+        self.signal = None
+        signal.signal(signal.SIGTERM, self._set)
+        signal.signal(signal.SIGINT, self._set)
+
+    def _set(self, signum, frame):
+        self.stopping = True
+        self.signal = signal.Signals(signum).name
+
+    def __bool__(self):
+        return self.stopping
+
+
+class Every:
+    """A periodic deadline on the monotonic clock."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.next = time.monotonic() + interval
+
+    def due(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now >= self.next:
+            self.next = now + self.interval
+            return True
+        return False
+
+    def remaining_ms(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        return max(0, int((self.next - now) * 1000))
+
+
+def percentile(sorted_values, q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    i = min(len(sorted_values) - 1, int(q * len(sorted_values)))
+    return sorted_values[i]

@@ -1,0 +1,766 @@
+"""The fan-out actor: client sessions, the synced watchers, live delivery, victims.
+
+Watcher states (one small state machine per watcher)::
+
+    create --start 0 / next revision--> SYNCED      (in the key index; gets every live match)
+    create --start in the future------> FUTURE      (heap by next revision; enters SYNCED when
+                                                     the live stream reaches it)
+    create --start in the past--------> ring covers it? catch up from the ring, SYNCED
+                                        : UNSYNCED (registered with the syncer)
+    UNSYNCED --syncer "synced" at R---> catch up (R, last_seen] from the ring, SYNCED
+                                        (or FUTURE if we lag behind R, or UNSYNCED again if
+                                        the ring no longer covers R+1)
+    UNSYNCED --syncer "canceled"------> gone (canceled response with compact_revision)
+    SYNCED --session pipe full--------> VICTIM --backoff--> UNSYNCED from its first lost revision
+    SYNCED --publish gap detected-----> UNSYNCED from the first missed revision
+
+A SYNCED watcher's next revision is implicitly ``last_seen + 1`` (the fan-out's position in
+the publish stream), so delivering an event costs nothing per watcher: identical specs share
+a Group, and one Slot per (group, session) carries the session's watch ids, so a publish
+costs O(events x matched slots), not O(watchers).
+
+Sockets: ROUTER for clients (messages.py), SUB to the writer's PUB, DEALER to the writer
+(forwarded writes), DEALER to the syncer (reads, unsynced watchers).
+
+Fan-out <-> syncer messages (single frames, [op, id, body])::
+
+    -> ["sync",   0, [[uid, epoch, key, end|nil, next_rev, filter_bits, prev_kv, watch_id], ...]]
+    -> ["unsync", 0, [[uid, epoch], ...]]
+    -> ["ping",   n, {}]
+    <- ["pong",   n, {"instance": str, "revision": R}]
+    <- ["ev",     0, [[uid, epoch, first_rev, last_rev, response_bytes], ...]]
+    <- ["synced", 0, [[uid, epoch, R], ...]]
+    <- ["compacted", 0, [[uid, epoch, compact_revision], ...]]
+"""
+from __future__ import annotations
+
+import heapq
+import os
+import time
+import uuid
+from collections import deque
+
+import msgpack
+import zmq
+
+from zwatch import messages
+from zwatch.errors import (FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable,
+                           ZwatchError)
+from zwatch.limits import MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION, PROTOCOL_VERSION
+from zwatch.logsetup import configure
+
+from .common import Every, StopFlag, env, env_float, env_int, make_socket
+from .index import KeyIndex
+
+SYNCED, FUTURE, UNSYNCED, VICTIM = "synced", "future", "unsynced", "victim"
+_W_HEAD = b"\x93\xa1w\x00"  # msgpack: array of 3, "w", 0 -- then the array of responses
+_array_header = msgpack.Packer().pack_array_header
+_pack = msgpack.Packer(use_bin_type=True).pack
+NO_SESSION = "NO_SESSION"
+
+
+class Watcher:
+    __slots__ = ("uid", "session", "watch_id", "key", "end", "filter_bits", "prev_kv",
+                 "progress_notify", "fragment", "state", "next_rev", "epoch", "slot")
+
+    def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
+        self.uid = uid
+        self.session = session
+        self.watch_id = watch_id
+        self.key = spec.key
+        self.end = spec.end
+        self.filter_bits = spec.filter_bits
+        self.prev_kv = spec.prev_kv
+        self.progress_notify = spec.progress_notify
+        self.fragment = spec.fragment
+        self.state = None
+        self.next_rev = 0
+        self.epoch = 0
+        self.slot = None
+
+    def matches(self, key: bytes) -> bool:
+        return key == self.key if self.end is None else self.key <= key < self.end
+
+
+class Group:
+    """Synced watchers with one spec; the index holds groups."""
+    __slots__ = ("key", "end", "filter_bits", "prev_kv", "slots")
+
+    def __init__(self, key, end, filter_bits, prev_kv):
+        self.key, self.end, self.filter_bits, self.prev_kv = key, end, filter_bits, prev_kv
+        self.slots: dict[bytes, Slot] = {}
+
+
+class Slot:
+    """One session's synced watchers of one group."""
+    __slots__ = ("group", "session", "ids", "watchers", "last_event_rev")
+
+    def __init__(self, group, session):
+        self.group, self.session = group, session
+        self.ids: list[int] = []
+        self.watchers: list[Watcher] = []
+        self.last_event_rev = 0
+
+
+class Session:
+    __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "progress_waiters", "next_auto_id")
+
+    def __init__(self, ident: bytes, name: str):
+        self.ident = ident
+        self.name = name
+        self.watches: dict[int, Watcher] = {}
+        self.last_heard = time.monotonic()
+        self.unsynced = 0
+        self.progress_waiters: list[int] = []
+        self.next_auto_id = 1
+
+
+class Fanout:
+    def __init__(self, endpoint: str, writer_endpoint: str, pub_endpoint: str, syncer_endpoint: str, *,
+                 idle_timeout_s: float = 10.0, progress_interval_s: float = 600.0,
+                 ring_revisions: int = 20_000, victim_backoff_s: float = 0.1,
+                 max_sessions: int = MAX_SESSIONS_PER_FANOUT, max_watches: int = MAX_WATCHES_PER_SESSION,
+                 session_hwm: int = 1000, stats_s: float = 10.0):
+        self.endpoint = endpoint
+        self.writer_endpoint = writer_endpoint
+        self.pub_endpoint = pub_endpoint
+        self.syncer_endpoint = syncer_endpoint
+        self.idle_timeout_s = idle_timeout_s
+        self.progress_interval_s = max(0.1, progress_interval_s)
+        self.ring_revisions = ring_revisions
+        self.victim_backoff_s = victim_backoff_s
+        self.max_sessions = max_sessions
+        self.max_watches = max_watches
+        self.session_hwm = session_hwm
+        self.stats_s = stats_s
+        self.instance = f"fanout-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.log = configure("fanout").bind(instance=self.instance)
+        self.stop = StopFlag()
+
+        self.sessions: dict[bytes, Session] = {}
+        self.watchers: dict[int, Watcher] = {}
+        self.index = KeyIndex()
+        self.groups: dict[tuple, Group] = {}
+        self.futures: list[tuple[int, int]] = []          # heap of (next_rev, uid)
+        self.victims: deque[tuple[float, Watcher]] = deque()
+        self.progress_watchers: set[Watcher] = set()
+        self.ring: deque[tuple[int, list]] = deque()       # contiguous recent revisions
+        self.last_seen: int | None = None                  # last revision processed, contiguously
+        self.compact_revision = 0
+        self.out: dict[bytes, list] = {}                   # ident -> [(kind, bytes, owners)]
+        self.to_sync: list[list] = []
+        self.to_unsync: list[list] = []
+        self.next_uid = 1
+        self.syncer_instance = None
+        self.syncer_last_pong = 0.0
+        self.ping_seq = 0
+        self.st = dict(publishes=0, revisions=0, events=0, deliveries=0, frames=0, gaps=0, victims=0,
+                       handoffs=0, ring_catchups=0, requests=0, bad_requests=0, synced_from_syncer=0)
+
+    @classmethod
+    def from_env(cls, endpoint: str | None = None) -> "Fanout":
+        return cls(endpoint or env("ZWATCH_FANOUT_ENDPOINT"), env("ZWATCH_WRITER_ENDPOINT"),
+                   env("ZWATCH_PUB_ENDPOINT"), env("ZWATCH_SYNCER_ENDPOINT"),
+                   idle_timeout_s=env_float("ZWATCH_IDLE_TIMEOUT_S", 10.0),
+                   progress_interval_s=env_float("ZWATCH_PROGRESS_INTERVAL_S", 600.0),
+                   ring_revisions=env_int("ZWATCH_RING_REVISIONS", 20_000),
+                   max_sessions=env_int("ZWATCH_MAX_SESSIONS", MAX_SESSIONS_PER_FANOUT),
+                   max_watches=env_int("ZWATCH_MAX_WATCHES_PER_SESSION", MAX_WATCHES_PER_SESSION),
+                   session_hwm=env_int("ZWATCH_SESSION_HWM", 1000),
+                   stats_s=env_float("ZWATCH_STATS_S", 10.0))
+
+    # ================================================================== main loop
+    def run(self) -> int:
+        ctx = zmq.Context()
+        self.router = make_socket(ctx, zmq.ROUTER, sndhwm=self.session_hwm, rcvhwm=10_000)
+        self.sub = make_socket(ctx, zmq.SUB, max_msg=None, rcvhwm=100_000)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.writer = make_socket(ctx, zmq.DEALER, max_msg=None, sndhwm=10_000, rcvhwm=100_000)
+        self.syncer = make_socket(ctx, zmq.DEALER, max_msg=None, sndhwm=100_000, rcvhwm=100_000)
+        # IMMEDIATE: a forwarded request fails at once (UNAVAILABLE) when the peer is down,
+        # instead of waiting in a queue and being applied after the client gave up.
+        self.writer.setsockopt(zmq.IMMEDIATE, 1)
+        self.syncer.setsockopt(zmq.ROUTING_ID, self.instance.encode())
+        self.router.bind(self.endpoint)
+        self.sub.connect(self.pub_endpoint)
+        self.writer.connect(self.writer_endpoint)
+        self.syncer.connect(self.syncer_endpoint)
+        self.log.info("fanout.start", endpoint=self.endpoint, writer=self.writer_endpoint,
+                      pub=self.pub_endpoint, syncer=self.syncer_endpoint, idle_timeout_s=self.idle_timeout_s,
+                      progress_interval_s=self.progress_interval_s, ring_revisions=self.ring_revisions,
+                      max_sessions=self.max_sessions, max_watches=self.max_watches)
+        poller = zmq.Poller()
+        for s in (self.router, self.sub, self.writer, self.syncer):
+            poller.register(s, zmq.POLLIN)
+        housekeeping = Every(0.1)
+        ping = Every(1.0)
+        progress = Every(self.progress_interval_s)
+        stats = Every(self.stats_s)
+        self.progress_mark = 0
+        try:
+            while not self.stop:
+                ready = dict(poller.poll(100))
+                if self.sub in ready:
+                    self._drain_publishes()
+                if self.syncer in ready:
+                    self._drain_syncer()
+                if self.writer in ready:
+                    self._drain_replies(self.writer)
+                if self.router in ready:
+                    self._drain_clients()
+                now = time.monotonic()
+                if housekeeping.due(now):
+                    self._retry_victims(now)
+                    self._expire_sessions(now)
+                if ping.due(now):
+                    self.ping_seq += 1
+                    self._send_syncer(["ping", self.ping_seq, {}])
+                if progress.due(now):
+                    self._progress_tick()
+                self._flush()
+                if stats.due(now):
+                    self._log_stats()
+        finally:
+            self.log.info("fanout.stop", sessions=len(self.sessions), watchers=len(self.watchers),
+                          revision=self.last_seen, signal=self.stop.signal)
+            for s in (self.router, self.sub, self.writer, self.syncer):
+                s.close()
+            ctx.term()
+        return 0
+
+    # ================================================================== publishes
+    def _drain_publishes(self):
+        for _ in range(256):
+            try:
+                raw = self.sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                tag, prev, last, revs, compact_rev = msgpack.unpackb(raw, raw=False, use_list=True)
+                assert tag == "pub"
+            except Exception as exc:
+                self.log.error("fanout.bad_publish", error=str(exc)[:200])
+                continue
+            self._on_publish(prev, last, revs, compact_rev)
+
+    def _on_publish(self, prev: int, last: int, revs: list, compact_rev: int):
+        self.compact_revision = compact_rev
+        if self.last_seen is None:
+            self.last_seen = prev
+            self.log.info("fanout.joined_stream", revision=prev)
+        if last <= self.last_seen:
+            return
+        if prev > self.last_seen:
+            self._gap(prev)
+        self.st["publishes"] += 1
+        revs = [r for r in revs if r[0] > self.last_seen]
+        i = 0
+        while i < len(revs):
+            first = revs[i][0]
+            self._activate_futures(first)
+            # A segment runs until the next future watcher's start, so that every watcher in
+            # the index wants every revision of the segment.
+            nxt = self.futures[0][0] if self.futures else None
+            j = i + 1
+            while j < len(revs) and (nxt is None or revs[j][0] < nxt):
+                j += 1
+            self._deliver(revs[i:j], last)
+            i = j
+        for r in revs:
+            self.ring.append(r)
+            self.st["events"] += len(r[1])
+        self.st["revisions"] += len(revs)
+        while len(self.ring) > self.ring_revisions:
+            self.ring.popleft()
+        self.last_seen = last
+        self._activate_futures(last + 1)
+
+    def _deliver(self, seg: list, header_rev: int):
+        """Match a run of revisions against the index; queue one response per matched slot."""
+        matched: dict[Group, list] = {}
+        match = self.index.match
+        for _rev, events in seg:
+            for ev in events:
+                t, kv, prev = ev
+                groups_lists = match(kv[0])
+                if not groups_lists:
+                    continue
+                short = [t, kv]
+                long = short if prev is None else [t, kv, prev]
+                bit = 1 << t
+                for groups in groups_lists:
+                    for g in groups:
+                        if g.filter_bits & bit:
+                            continue
+                        lst = matched.get(g)
+                        if lst is None:
+                            matched[g] = [long if g.prev_kv else short]
+                        else:
+                            lst.append(long if g.prev_kv else short)
+        if not matched:
+            return
+        out = self.out
+        for g, evs in matched.items():
+            first_rev = evs[0][1][2]
+            for slot in g.slots.values():
+                slot.last_event_rev = header_rev
+                resp = _pack([slot.ids, header_rev, evs, False])
+                self.st["deliveries"] += len(evs) * len(slot.ids)
+                out.setdefault(slot.session.ident, []).append(("w", resp, (slot, first_rev)))
+
+    def _gap(self, prev: int):
+        """We missed (last_seen, prev]: every watcher that wanted those revisions goes to the syncer."""
+        self.st["gaps"] += 1
+        missed_from = self.last_seen + 1
+        moved = 0
+        for g in list(self.groups.values()):
+            for slot in list(g.slots.values()):
+                for w in list(slot.watchers):
+                    self._unindex(w)
+                    self._to_syncer(w, missed_from)
+                    moved += 1
+        while self.futures and self.futures[0][0] <= prev:
+            next_rev, uid = heapq.heappop(self.futures)
+            w = self.watchers.get(uid)
+            if w is not None and w.state == FUTURE and w.next_rev == next_rev:
+                self._to_syncer(w, next_rev)
+                moved += 1
+        self.log.warning("fanout.publish_gap", last_seen=self.last_seen, publish_prev=prev, watchers_moved=moved)
+        self.ring.clear()
+        self.last_seen = prev
+
+    # ================================================================== watcher placement
+    def _index(self, w: Watcher):
+        key = (w.key, w.end, w.filter_bits, w.prev_kv)
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = Group(*key)
+            self.index.add(w.key, w.end, g)
+        slot = g.slots.get(w.session.ident)
+        if slot is None:
+            slot = g.slots[w.session.ident] = Slot(g, w.session)
+        slot.ids.append(w.watch_id)
+        slot.watchers.append(w)
+        w.slot = slot
+        w.state = SYNCED
+
+    def _unindex(self, w: Watcher):
+        slot = w.slot
+        w.slot = None
+        # Copy on write: responses already built hold the old ids list by reference.
+        slot.ids = [i for i in slot.ids if i != w.watch_id]
+        slot.watchers.remove(w)
+        if not slot.watchers:
+            g = slot.group
+            del g.slots[slot.session.ident]
+            if not g.slots:
+                del self.groups[(g.key, g.end, g.filter_bits, g.prev_kv)]
+                self.index.remove(g.key, g.end, g)
+
+    def _make_synced(self, w: Watcher, next_rev: int):
+        """Place a watcher that has everything before next_rev."""
+        last = self.last_seen
+        if next_rev > last + 1:
+            w.state = FUTURE
+            w.next_rev = next_rev
+            heapq.heappush(self.futures, (next_rev, w.uid))
+        elif next_rev == last + 1:
+            self._index(w)
+        elif self.ring and self.ring[0][0] <= next_rev:
+            self._ring_catch_up(w, next_rev)
+            self._index(w)
+        else:
+            self._to_syncer(w, next_rev)
+            return
+        self._settled(w.session)
+
+    def _ring_catch_up(self, w: Watcher, next_rev: int):
+        self.st["ring_catchups"] += 1
+        ring = self.ring
+        base = ring[0][0]
+        evs = []
+        bit_filter = w.filter_bits
+        for i in range(next_rev - base, len(ring)):
+            for t, kv, prev in ring[i][1]:
+                if bit_filter & (1 << t) or not w.matches(kv[0]):
+                    continue
+                evs.append([t, kv, prev] if (w.prev_kv and prev is not None) else [t, kv])
+        if evs:
+            resp = _pack([[w.watch_id], self.last_seen, evs, False])
+            self.st["deliveries"] += len(evs)
+            self.out.setdefault(w.session.ident, []).append(("w", resp, (w, next_rev)))
+
+    def _activate_futures(self, upto: int):
+        fut = self.futures
+        while fut and fut[0][0] <= upto:
+            next_rev, uid = heapq.heappop(fut)
+            w = self.watchers.get(uid)
+            if w is not None and w.state == FUTURE and w.next_rev == next_rev:
+                self._index(w)
+
+    def _to_syncer(self, w: Watcher, next_rev: int):
+        if w.state not in (UNSYNCED, VICTIM):
+            w.session.unsynced += 1
+        w.state = UNSYNCED
+        w.epoch += 1
+        w.next_rev = next_rev
+        self.to_sync.append([w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv, w.watch_id])
+
+    def _settled(self, session: Session):
+        """A watcher left the unsynced states: answer progress requests that waited for it."""
+        if session.progress_waiters and session.unsynced == 0:
+            waiters, session.progress_waiters = session.progress_waiters, []
+            for req_id in waiters:
+                self._answer_progress(session, req_id)
+
+    def _leave_unsynced(self, w: Watcher):
+        if w.state in (UNSYNCED, VICTIM):
+            w.session.unsynced -= 1
+
+    # ================================================================== syncer
+    def _send_syncer(self, msg):
+        try:
+            self.syncer.send(messages.pack(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            # The syncer is gone or swamped; the instance check re-registers everything.
+            self.log.warning("fanout.syncer_send_failed", op=msg[0])
+            self.syncer_instance = None
+
+    def _drain_syncer(self):
+        for _ in range(1024):
+            try:
+                frames = self.syncer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) == 2:  # a reply to a forwarded client read: [client_id, reply]
+                self._route_reply(frames)
+                continue
+            try:
+                op, _, body = msgpack.unpackb(frames[-1], raw=False)
+            except Exception as exc:
+                self.log.error("fanout.bad_syncer_message", error=str(exc)[:200])
+                continue
+            if op == "ev":
+                self._on_sync_events(body)
+            elif op == "synced":
+                for uid, epoch, rev in body:
+                    w = self._current(uid, epoch)
+                    if w is not None:
+                        self.st["handoffs"] += 1
+                        self._leave_unsynced(w)
+                        self._make_synced(w, rev + 1)
+            elif op == "compacted":
+                for uid, epoch, compact_rev in body:
+                    w = self._current(uid, epoch)
+                    if w is not None:
+                        self._cancel(w, "mvcc: required revision has been compacted", compact_rev)
+            elif op == "pong":
+                self._on_syncer_pong(body)
+
+    def _current(self, uid, epoch):
+        w = self.watchers.get(uid)
+        if w is None or w.epoch != epoch or w.state != UNSYNCED:
+            return None
+        return w
+
+    def _on_sync_events(self, body):
+        out = self.out
+        for uid, epoch, first_rev, last_rev, resp in body:
+            w = self._current(uid, epoch)
+            if w is None:
+                continue
+            w.next_rev = last_rev + 1
+            self.st["synced_from_syncer"] += 1
+            out.setdefault(w.session.ident, []).append(("w", resp, (w, first_rev)))
+
+    def _on_syncer_pong(self, body):
+        self.syncer_last_pong = time.monotonic()
+        instance = body.get("instance") if isinstance(body, dict) else None
+        if instance != self.syncer_instance:
+            if self.syncer_instance is not None or any(w.state == UNSYNCED for w in self.watchers.values()):
+                # A new syncer (restart) knows nothing of our unsynced watchers: register them again.
+                again = [w for w in self.watchers.values() if w.state == UNSYNCED]
+                for w in again:
+                    w.session.unsynced -= 1
+                    w.state = None
+                    self._to_syncer(w, w.next_rev)
+                self.log.info("fanout.syncer_changed", instance=instance, reregistered=len(again))
+            self.syncer_instance = instance
+
+    # ================================================================== victims
+    def _victimize(self, owner):
+        target, first_rev = owner
+        watchers = list(target.watchers) if isinstance(target, Slot) else [target]
+        now = time.monotonic()
+        for w in watchers:
+            if w.state == SYNCED and w.slot is not None:
+                self._unindex(w)
+                w.session.unsynced += 1
+            elif w.state == UNSYNCED:
+                self.to_unsync.append([w.uid, w.epoch])
+            else:
+                continue
+            w.state = VICTIM
+            w.epoch += 1
+            w.next_rev = first_rev
+            self.victims.append((now + self.victim_backoff_s, w))
+            self.st["victims"] += 1
+
+    def _retry_victims(self, now):
+        while self.victims and self.victims[0][0] <= now:
+            _, w = self.victims.popleft()
+            if w.state == VICTIM and self.watchers.get(w.uid) is w:
+                self._to_syncer(w, w.next_rev)
+
+    # ================================================================== output
+    def _flush(self):
+        if self.to_unsync:
+            self._send_syncer(["unsync", 0, self.to_unsync])
+            self.to_unsync = []
+        if self.to_sync:
+            self._send_syncer(["sync", 0, self.to_sync])
+            self.to_sync = []
+        if not self.out:
+            return
+        out, self.out = self.out, {}
+        router = self.router
+        for ident, items in out.items():
+            frames = []
+            run = []
+            owners = []
+            for kind, data, owner in items:
+                if kind == "w":
+                    run.append(data)
+                    owners.append(owner)
+                else:
+                    if run:
+                        frames.append((_W_HEAD + _array_header(len(run)) + b"".join(run), owners))
+                        run, owners = [], []
+                    frames.append((data, None))
+            if run:
+                frames.append((_W_HEAD + _array_header(len(run)) + b"".join(run), owners))
+            for k, (frame, owners) in enumerate(frames):
+                try:
+                    router.send_multipart((ident, frame), zmq.NOBLOCK, copy=False)
+                    self.st["frames"] += 1
+                except zmq.Again:
+                    # The session's pipe is full: its matched watchers become victims from the
+                    # first revision they did not get; nobody else waits for it.
+                    for _frame, fowners in frames[k:]:
+                        for o in fowners or ():
+                            self._victimize(o)
+                    self.log.info("watch.victim", session=self._sname(ident), frames_lost=len(frames) - k)
+                    break
+                except zmq.ZMQError:  # EHOSTUNREACH: the client is gone
+                    self._close_session(ident, "unreachable")
+                    break
+        if self.to_unsync:
+            self._send_syncer(["unsync", 0, self.to_unsync])
+            self.to_unsync = []
+
+    def _sname(self, ident):
+        s = self.sessions.get(ident)
+        return s.name if s else ident.hex()
+
+    def _queue_reply(self, ident: bytes, frame: bytes):
+        self.out.setdefault(ident, []).append(("r", frame, None))
+
+    # ================================================================== clients
+    def _drain_clients(self):
+        router = self.router
+        for _ in range(1024):
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.st["requests"] += 1
+            ident = frames[0]
+            if len(frames) != 2:
+                self.st["bad_requests"] += 1
+                self._queue_reply(ident, messages.encode_error(None, InvalidArgument("a request is one frame")))
+                continue
+            raw = frames[1]
+            req_id = None
+            try:
+                op, req_id, body = messages.decode_request(raw)
+                self._dispatch(ident, raw, op, req_id, body)
+            except ZwatchError as err:
+                self.st["bad_requests"] += 1
+                rid = req_id if req_id is not None else messages.error_req_id(err)
+                self._queue_reply(ident, messages.encode_error(rid, err))
+            except Exception as exc:  # a bug must cost one request, never the process
+                self.log.exception("fanout.request_failed")
+                self._queue_reply(ident, messages.encode_error(req_id, ZwatchError(f"{type(exc).__name__}: {exc}")))
+
+    def _dispatch(self, ident, raw, op, req_id, body):
+        session = self.sessions.get(ident)
+        if op == "hello":
+            self._hello(ident, req_id, body)
+            return
+        if session is None:
+            raise FailedPrecondition("no session: send hello first", reason=NO_SESSION)
+        session.last_heard = time.monotonic()
+        if op == "ping":
+            self._queue_reply(ident, messages.pack(["pong", req_id, {"revision": self.last_seen or 0}]))
+        elif op in messages.WRITE_OPS or op == "status":
+            self._forward(self.writer, ident, raw, req_id, "writer")
+        elif op in messages.READ_OPS:
+            self._forward(self.syncer, ident, raw, req_id, "syncer")
+        elif op == "watch_create":
+            self._watch_create(session, req_id, body)
+        elif op == "watch_cancel":
+            wid = messages.get_int(body, "watch_id", 0, -1, 1 << 62)
+            w = session.watches.get(wid)
+            if w is None:
+                raise InvalidArgument(f"no watch with id {wid}")
+            self._queue_reply(ident, messages.encode_ok(req_id, messages.control_response(
+                wid, self.last_seen or 0, canceled=True, cancel_reason="canceled by client")))
+            self._drop(w)
+        elif op == "watch_progress":
+            if session.unsynced == 0:
+                self._answer_progress(session, req_id)
+            else:
+                session.progress_waiters.append(req_id)
+        elif op == "bye":
+            self._queue_reply(ident, messages.encode_ok(req_id, {}))
+            self._close_session(ident, "bye")
+
+    def _hello(self, ident, req_id, body):
+        version = messages.get_int(body, "version", 0, 0, 1 << 31)
+        if version != PROTOCOL_VERSION:
+            raise FailedPrecondition(f"protocol version {version} is not supported; this fan-out speaks {PROTOCOL_VERSION}")
+        if ident in self.sessions:
+            self._close_session(ident, "rehello")
+        elif len(self.sessions) >= self.max_sessions:
+            raise ResourceExhausted(f"this fan-out holds its maximum of {self.max_sessions} sessions")
+        name = str(body.get("client", ""))[:64]
+        self.sessions[ident] = Session(ident, name or ident.hex())
+        self._queue_reply(ident, messages.encode_ok(req_id, {
+            "version": PROTOCOL_VERSION, "session": ident.hex(), "fanout": self.instance,
+            "heartbeat_s": 1.0, "idle_timeout_s": self.idle_timeout_s,
+            "revision": self.last_seen or 0,
+            "limits": {"max_watches": self.max_watches, "max_request_bytes": messages.MAX_REQUEST_BYTES,
+                       "max_key_bytes": messages.MAX_KEY_BYTES}}))
+        self.log.info("session.open", session=name or ident.hex(), sessions=len(self.sessions))
+
+    def _forward(self, sock, ident, raw, req_id, peer):
+        try:
+            sock.send_multipart((ident, raw), zmq.NOBLOCK)
+        except zmq.Again:
+            raise Unavailable(f"the {peer} is not reachable") from None
+
+    def _drain_replies(self, sock):
+        for _ in range(4096):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) == 2:
+                self._route_reply(frames)
+
+    def _route_reply(self, frames):
+        ident, reply = frames
+        if ident in self.sessions:
+            self._queue_reply(ident, reply)
+
+    def _watch_create(self, session: Session, req_id, body):
+        spec = messages.WatchSpec(body)
+        if len(session.watches) >= self.max_watches:
+            raise ResourceExhausted(f"a session holds at most {self.max_watches} watches")
+        if self.last_seen is None:
+            raise Unavailable("this fan-out has not joined the writer's stream yet; retry")
+        wid = spec.watch_id
+        if wid == 0:
+            while session.next_auto_id in session.watches:
+                session.next_auto_id += 1
+            wid = session.next_auto_id
+            session.next_auto_id += 1
+        elif wid in session.watches:
+            raise FailedPrecondition(f"watch_id {wid} already exists in this session")
+        created = messages.control_response(wid, self.last_seen, created=True)
+        self._queue_reply(session.ident, messages.encode_ok(req_id, created))
+        if spec.empty_range:
+            self.out[session.ident].append(("w", _pack(messages.control_response(
+                wid, self.last_seen, canceled=True,
+                cancel_reason="etcdserver: key >= range_end: the range is empty")), None))
+            return
+        uid = self.next_uid
+        self.next_uid += 1
+        w = Watcher(uid, session, wid, spec)
+        self.watchers[uid] = w
+        session.watches[wid] = w
+        if spec.progress_notify:
+            self.progress_watchers.add(w)
+        start = spec.start_revision
+        if start == 0:
+            start = self.last_seen + 1
+        if start <= self.last_seen and start < self.compact_revision:
+            # Cancel with compact_revision, as etcd, without a trip to the syncer.
+            self._cancel(w, "mvcc: required revision has been compacted", self.compact_revision)
+            return
+        self._make_synced(w, start)
+
+    def _cancel(self, w: Watcher, reason: str, compact_revision: int = 0):
+        self.out.setdefault(w.session.ident, []).append(("w", _pack(messages.control_response(
+            w.watch_id, self.last_seen or 0, canceled=True, cancel_reason=reason,
+            compact_revision=compact_revision)), None))
+        self._drop(w)
+
+    def _drop(self, w: Watcher):
+        """Forget a watcher in whatever state it is."""
+        session = w.session
+        if w.state == SYNCED:
+            self._unindex(w)
+        elif w.state == UNSYNCED:
+            self.to_unsync.append([w.uid, w.epoch])
+        self._leave_unsynced(w)
+        w.state = None
+        self.watchers.pop(w.uid, None)
+        session.watches.pop(w.watch_id, None)
+        self.progress_watchers.discard(w)
+        self._settled(session)
+
+    def _close_session(self, ident, reason: str):
+        session = self.sessions.pop(ident, None)
+        if session is None:
+            return
+        for w in list(session.watches.values()):
+            self._drop(w)
+        self.out.pop(ident, None)
+        self.log.info("session.close", session=session.name, reason=reason, sessions=len(self.sessions))
+
+    def _expire_sessions(self, now):
+        limit = now - self.idle_timeout_s
+        for ident in [i for i, s in self.sessions.items() if s.last_heard < limit]:
+            self._close_session(ident, "idle_timeout")
+
+    # ================================================================== progress
+    def _answer_progress(self, session: Session, req_id: int):
+        rev = self.last_seen or 0
+        self.out.setdefault(session.ident, []).append(("w", _pack([[-1], rev, [], False]), None))
+        self._queue_reply(session.ident, messages.encode_ok(req_id, {"header": {"revision": rev}}))
+
+    def _progress_tick(self):
+        """etcd's progress_notify: synced watchers that had no events since the last tick."""
+        if self.last_seen is None:
+            return
+        mark, self.progress_mark = self.progress_mark, self.last_seen
+        per_session: dict[bytes, list[int]] = {}
+        for w in self.progress_watchers:
+            # Only synced watchers, never a future one (it would claim a revision below its start).
+            if w.state == SYNCED and w.slot.last_event_rev <= mark:
+                per_session.setdefault(w.session.ident, []).append(w.watch_id)
+        for ident, ids in per_session.items():
+            self.out.setdefault(ident, []).append(("w", _pack([ids, self.last_seen, [], False]), None))
+
+    def _log_stats(self):
+        self.log.info("fanout.stats", sessions=len(self.sessions), watchers=len(self.watchers),
+                      groups=len(self.groups), futures=len(self.futures), victims_pending=len(self.victims),
+                      unsynced=sum(1 for w in self.watchers.values() if w.state == UNSYNCED),
+                      revision=self.last_seen, ring=len(self.ring), interval_s=self.stats_s, **self.st)
+        for k in self.st:
+            self.st[k] = 0
+
+
+def main(endpoint: str | None = None) -> int:
+    return Fanout.from_env(endpoint).run()

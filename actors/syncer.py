@@ -1,0 +1,345 @@
+"""The syncer actor: serves reads, and replays history to unsynced watchers in batches.
+
+Why the syncer serves Range: it is a reader of LMDB already, LMDB readers never wait for the
+writer's fsync (MVCC snapshots), and a fan-out on another host than the LMDB file reaches it
+over ZeroMQ like any other peer.  Replay runs in bounded chunks, so a read waits at most one
+chunk behind a catch-up.
+
+State machine::
+
+    IDLE --unsynced watchers pending--> BATCH: take up to batch_size watchers (lowest next
+         revision first), min_rev = their lowest next revision; cancel those below the
+         compact revision (etcd #17529: before anything else about them advances)
+    BATCH --chunk: ONE history scan from the cursor, bounded by revisions and bytes--> match
+         each record against the batch's own KeyIndex, send per-watcher responses
+         (whole revisions only) to the owning fan-outs
+    BATCH --cursor passed the snapshot's current revision R--> "synced" at R for every watcher
+         of the batch, back to IDLE
+
+Between chunks it serves reads and takes new registrations (they join the next batch), and
+stops scanning while a fan-out's pipe is full (its messages wait in an outbox).
+
+Socket: ROUTER (ZWATCH_SYNCER_ENDPOINT).  Fan-outs speak the messages documented in
+fanout.py; a forwarded client read arrives as [fanout, client_id, request].  A direct peer
+may also send ["stats", id, {}] (counters for tests and operators).
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+
+import msgpack
+import zmq
+
+from zwatch import messages
+from zwatch.errors import InvalidArgument, ZwatchError
+from zwatch.limits import MAX_RESPONSE_BYTES
+
+from .common import Every, StopFlag, env, env_float, env_int, make_socket
+from .index import KeyIndex
+from .store import Store
+from zwatch.logsetup import configure
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status"})
+
+
+class SyncWatcher:
+    __slots__ = ("fanout", "uid", "epoch", "key", "end", "next_rev", "filter_bits", "prev_kv", "watch_id")
+
+    def __init__(self, fanout, uid, epoch, key, end, next_rev, filter_bits, prev_kv, watch_id):
+        self.fanout, self.uid, self.epoch = fanout, uid, epoch
+        self.key, self.end, self.next_rev = key, end, next_rev
+        self.filter_bits, self.prev_kv, self.watch_id = filter_bits, prev_kv, watch_id
+
+
+def _parse_registration(item) -> tuple:
+    if not isinstance(item, list) or len(item) != 8:
+        raise InvalidArgument("a sync registration is [uid, epoch, key, end, next_rev, filter_bits, prev_kv, watch_id]")
+    uid, epoch, key, end, next_rev, bits, prev_kv, watch_id = item
+    for v in (uid, epoch, next_rev, bits, watch_id):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise InvalidArgument("sync registration: integer fields expected")
+    if not isinstance(key, bytes) or not (end is None or isinstance(end, bytes)) or not isinstance(prev_kv, bool):
+        raise InvalidArgument("sync registration: key/end must be bytes, prev_kv a boolean")
+    return uid, epoch, key, end, max(1, next_rev), bits, prev_kv, watch_id
+
+
+class Syncer:
+    def __init__(self, data_dir: str, endpoint: str, *, batch_size: int = 512, chunk_revisions: int = 2000,
+                 chunk_bytes: int = 1 << 20, fanout_timeout_s: float = 10.0, stats_s: float = 10.0):
+        self.data_dir = data_dir
+        self.endpoint = endpoint
+        self.batch_size = batch_size
+        self.chunk_revisions = chunk_revisions
+        self.chunk_bytes = min(chunk_bytes, MAX_RESPONSE_BYTES)
+        self.fanout_timeout_s = fanout_timeout_s
+        self.stats_s = stats_s
+        self.instance = f"syncer-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.log = configure("syncer").bind(instance=self.instance)
+        self.stop = StopFlag()
+        self.pending: dict[tuple[bytes, int], SyncWatcher] = {}   # waiting for a batch
+        self.batch: dict[tuple[bytes, int], SyncWatcher] | None = None
+        self.batch_index: KeyIndex | None = None
+        self.cursor = 0          # next revision the batch scan reads
+        self.outbox: deque[tuple[bytes, bytes]] = deque()
+        self.fanout_heard: dict[bytes, float] = {}
+        self.totals = dict(batches=0, records_scanned=0, events_sent=0, handoffs=0, compacted=0, reads=0)
+        self.st = dict(self.totals)
+
+    @classmethod
+    def from_env(cls) -> "Syncer":
+        return cls(env("ZWATCH_DATA_DIR"), env("ZWATCH_SYNCER_ENDPOINT"),
+                   batch_size=env_int("ZWATCH_SYNC_BATCH", 512),
+                   chunk_revisions=env_int("ZWATCH_SYNC_CHUNK_REVISIONS", 2000),
+                   chunk_bytes=env_int("ZWATCH_SYNC_CHUNK_BYTES", 1 << 20),
+                   stats_s=env_float("ZWATCH_STATS_S", 10.0))
+
+    def _count(self, name, n=1):
+        self.totals[name] += n
+        self.st[name] += n
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> int:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.store = Store(self.data_dir)
+        ctx = zmq.Context()
+        self.router = make_socket(ctx, zmq.ROUTER, sndhwm=1000, rcvhwm=100_000)
+        self.router.bind(self.endpoint)
+        self.log.info("syncer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
+                      batch_size=self.batch_size, chunk_revisions=self.chunk_revisions,
+                      chunk_bytes=self.chunk_bytes, revision=self.store.current_revision())
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        stats = Every(self.stats_s)
+        reap = Every(1.0)
+        try:
+            while not self.stop:
+                busy = (self.batch is not None or self.pending) and not self.outbox
+                if poller.poll(0 if busy else 50):
+                    self._drain()
+                self._flush_outbox()
+                if not self.outbox:
+                    if self.batch is None and self.pending:
+                        self._start_batch()
+                    if self.batch is not None:
+                        self._scan_chunk()
+                now = time.monotonic()
+                if reap.due(now):
+                    self._reap_fanouts(now)
+                if stats.due(now):
+                    self.log.info("syncer.stats", pending=len(self.pending),
+                                  batch=len(self.batch or ()), outbox=len(self.outbox),
+                                  interval_s=self.stats_s, **self.st)
+                    self.st = dict.fromkeys(self.st, 0)
+        finally:
+            self.log.info("syncer.stop", signal=self.stop.signal, **self.totals)
+            self.router.close()
+            ctx.term()
+            self.store.close()
+        return 0
+
+    def _drain(self):
+        for _ in range(1024):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not 2 <= len(frames) <= 3:
+                self.log.warning("syncer.bad_envelope", frames=len(frames))
+                continue
+            envelope, raw = frames[:-1], frames[-1]
+            peer = frames[0]
+            req_id = None
+            try:
+                op, req_id, body = messages.decode_request(raw, SYNCER_OPS)
+                reply = self._handle(peer, envelope, op, req_id, body)
+            except ZwatchError as err:
+                rid = req_id if req_id is not None else messages.error_req_id(err)
+                reply = messages.encode_error(rid, err)
+            except Exception as exc:
+                self.log.exception("syncer.request_failed")
+                reply = messages.encode_error(req_id, ZwatchError(f"{type(exc).__name__}: {exc}"))
+            if reply is not None:
+                self._send(envelope, reply)
+
+    def _handle(self, peer, envelope, op, req_id, body):
+        if op == "range":
+            self._count("reads")
+            return messages.encode_ok(req_id, self.store.range(body))
+        if op == "status":
+            return messages.encode_ok(req_id, {"header": {"revision": self.store.current_revision()},
+                                               "compact_revision": self.store.compact_revision(),
+                                               "actor": "syncer", "instance": self.instance})
+        if op == "stats":
+            return messages.encode_ok(req_id, dict(self.totals, pending=len(self.pending),
+                                                   batch=len(self.batch or ()), instance=self.instance))
+        if len(envelope) != 1:
+            raise InvalidArgument(f"{op} is a fan-out message")
+        self.fanout_heard[peer] = time.monotonic()
+        if op == "ping":
+            return messages.pack(["pong", req_id, {"instance": self.instance,
+                                                   "revision": self.store.current_revision()}])
+        if not isinstance(body, list):
+            raise InvalidArgument(f"{op} carries a list")
+        if op == "sync":
+            regs = [_parse_registration(item) for item in body]
+            for uid, epoch, key, end, next_rev, bits, prev_kv, watch_id in regs:
+                self._forget((peer, uid))
+                self.pending[(peer, uid)] = SyncWatcher(peer, uid, epoch, key, end, next_rev, bits, prev_kv, watch_id)
+        elif op == "unsync":
+            for item in body:
+                if isinstance(item, list) and len(item) == 2:
+                    w = self.pending.get((peer, item[0])) or (self.batch or {}).get((peer, item[0]))
+                    if w is not None and w.epoch == item[1]:
+                        self._forget((peer, item[0]))
+        return None
+
+    def _forget(self, k):
+        self.pending.pop(k, None)
+        if self.batch is not None:
+            w = self.batch.pop(k, None)
+            if w is not None:
+                self.batch_index.remove(w.key, w.end, w)
+
+    def _reap_fanouts(self, now):
+        dead = [f for f, t in self.fanout_heard.items() if now - t > self.fanout_timeout_s]
+        for fanout in dead:
+            self._drop_fanout(fanout, "silent")
+
+    def _drop_fanout(self, fanout: bytes, reason: str):
+        self.fanout_heard.pop(fanout, None)
+        gone = [k for k in list(self.pending) + list(self.batch or ()) if k[0] == fanout]
+        for k in gone:
+            self._forget(k)
+        self.outbox = deque((f, m) for f, m in self.outbox if f != fanout)
+        self.log.info("syncer.fanout_dropped", fanout=fanout.decode(errors="replace"), reason=reason, watchers=len(gone))
+
+    # ------------------------------------------------------------------ output
+    def _send(self, envelope, frame) -> bool:
+        try:
+            self.router.send_multipart(envelope + [frame], zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+        except zmq.ZMQError:  # EHOSTUNREACH: the peer is gone
+            if len(envelope) == 1:
+                self._drop_fanout(envelope[0], "unreachable")
+            return True
+
+    def _post(self, fanout: bytes, msg):
+        self.outbox.append((fanout, messages.pack(msg)))
+
+    def _flush_outbox(self):
+        while self.outbox:
+            fanout, frame = self.outbox[0]
+            if not self._send([fanout], frame):
+                return  # that fan-out's pipe is full: stop scanning until it drains
+            if self.outbox and self.outbox[0][1] is frame:
+                self.outbox.popleft()
+
+    # ------------------------------------------------------------------ batches
+    def _start_batch(self):
+        chosen = sorted(self.pending.values(), key=lambda w: w.next_rev)[: self.batch_size]
+        self.batch = {}
+        self.batch_index = KeyIndex()
+        for w in chosen:
+            k = (w.fanout, w.uid)
+            del self.pending[k]
+            self.batch[k] = w
+            self.batch_index.add(w.key, w.end, w)
+        self.cursor = chosen[0].next_rev
+        self.batch_started = time.perf_counter()
+        self.batch_scanned = 0
+        self.batch_size_now = len(chosen)
+        self.batch_min_rev = self.cursor
+        self._count("batches")
+
+    def _scan_chunk(self):
+        store = self.store
+        with store.reader() as view:
+            current, compact = view.current_revision, view.compact_revision
+            if self.cursor < compact:
+                # Every watcher still wanting revisions below the compact revision is canceled
+                # first, with compact_revision, before anything else about it advances.
+                doomed = [w for w in self.batch.values() if w.next_rev < compact]
+                by_fanout: dict[bytes, list] = {}
+                for w in doomed:
+                    by_fanout.setdefault(w.fanout, []).append([w.uid, w.epoch, compact])
+                    self._forget((w.fanout, w.uid))
+                for fanout, items in by_fanout.items():
+                    self._post(fanout, ["compacted", 0, items])
+                self._count("compacted", len(doomed))
+                self.cursor = compact
+                if not self.batch:
+                    self._finish_batch(current)
+                    return
+            if self.cursor > current:
+                self._finish_batch(current)
+                return
+            to_rev = min(current, self.cursor + self.chunk_revisions - 1)
+            records = view.history(self.cursor, to_rev, max_records=self.chunk_revisions * 4,
+                                   max_bytes=self.chunk_bytes)
+            self._count("records_scanned", len(records))
+            self.batch_scanned += len(records)
+            per_watcher: dict[SyncWatcher, list] = {}
+            match = self.batch_index.match
+            for main, sub, t, kv, _nbytes in records:
+                hits = match(kv[0])
+                if not hits:
+                    continue
+                bit = 1 << t
+                prev = None
+                prev_done = False
+                for ws in hits:
+                    for w in ws:
+                        if w.next_rev > main or w.filter_bits & bit:
+                            continue
+                        if w.prev_kv:
+                            if not prev_done:
+                                prev = view.prev_kv(kv[0], main, sub)
+                                prev_done = True
+                            ev = [t, kv, prev] if prev is not None else [t, kv]
+                        else:
+                            ev = [t, kv]
+                        lst = per_watcher.get(w)
+                        if lst is None:
+                            per_watcher[w] = [ev]
+                        else:
+                            lst.append(ev)
+            # history() returns whole revisions only, and every revision >= the compact revision
+            # has records, so the last record's revision is the last one fully read.
+            last_read = records[-1][0] if records else to_rev
+        by_fanout: dict[bytes, list] = {}
+        for w, evs in per_watcher.items():
+            resp = _pack([[w.watch_id], current, evs, False])
+            by_fanout.setdefault(w.fanout, []).append([w.uid, w.epoch, evs[0][1][2], last_read, resp])
+            self._count("events_sent", len(evs))
+        for fanout, items in by_fanout.items():
+            self._post(fanout, ["ev", 0, items])
+        for w in self.batch.values():
+            if w.next_rev <= last_read:
+                w.next_rev = last_read + 1
+        self.cursor = last_read + 1
+        if self.cursor > current:
+            self._finish_batch(current)
+
+    def _finish_batch(self, current: int):
+        by_fanout: dict[bytes, list] = {}
+        for w in self.batch.values():
+            by_fanout.setdefault(w.fanout, []).append([w.uid, w.epoch, max(current, w.next_rev - 1)])
+        for fanout, items in by_fanout.items():
+            self._post(fanout, ["synced", 0, items])
+        self._count("handoffs", len(self.batch))
+        self.log.info("sync.batch", watchers=self.batch_size_now, handed_off=len(self.batch),
+                      min_revision=self.batch_min_rev, to_revision=current,
+                      records_scanned=self.batch_scanned,
+                      ms=round((time.perf_counter() - self.batch_started) * 1000, 3))
+        self.batch = None
+        self.batch_index = None
+
+
+def main() -> int:
+    return Syncer.from_env().run()

@@ -1,0 +1,224 @@
+"""The writer actor: the only process that writes LMDB.
+
+State machine (one thread, one loop)::
+
+    IDLE --request(s) readable--> DRAIN (take everything queued, up to a bound)
+         --> COMMIT (one LMDB write txn, applied request by request, one durable commit)
+         --> REPLY (to every requester)  --> PUBLISH (the new revisions, in order) --> IDLE
+    IDLE --nothing to do, compaction pending--> COMPACT one bounded chunk --> IDLE
+    IDLE --heartbeat due--> PUBLISH an empty heartbeat carrying the current revision
+
+Nothing is replied or published before the commit returned: durability first (group commit).
+
+Sockets
+-------
+ROUTER (ZWATCH_WRITER_ENDPOINT): frames ``[peer, *route, request]``; the reply goes back as
+``[peer, *route, reply]``.  A fan-out forwards a client's request as ``[client_id, request]``
+so the reply finds its way back without being decoded again.  At most two route frames.
+
+PUB (ZWATCH_PUB_ENDPOINT): one frame per group commit (or heartbeat)::
+
+    ["pub", prev_revision, last_revision, [[revision, [event, ...]], ...], compact_revision]
+    event = [type, kv, prev_kv | nil]    (messages.py: kv = [key, create, mod, version, value, lease])
+
+prev_revision is the last revision of the previous publish: a subscriber whose own last
+revision differs has missed a publish (PUB drops at its high-water mark, or it joined late)
+and must recover the gap from history (the syncer).  Heartbeats have no revisions and
+prev_revision == last_revision.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import zmq
+
+from zwatch import __version__, messages
+from zwatch.errors import Internal, ZwatchError
+from zwatch.limits import PROTOCOL_VERSION
+from zwatch.logsetup import configure
+
+from .common import Every, StopFlag, env, env_float, env_int, make_socket, percentile
+from .store import Store
+
+
+class Writer:
+    def __init__(self, data_dir: str, endpoint: str, pub_endpoint: str, *, max_batch: int = 4096,
+                 heartbeat_s: float = 1.0, stats_s: float = 10.0, map_size: int = 1 << 30):
+        self.data_dir = data_dir
+        self.endpoint = endpoint
+        self.pub_endpoint = pub_endpoint
+        self.max_batch = max_batch
+        self.heartbeat_s = heartbeat_s
+        self.stats_s = stats_s
+        self.map_size = map_size
+        self.log = configure("writer")
+        self.stop = StopFlag()
+        self._reset_stats()
+
+    @classmethod
+    def from_env(cls) -> "Writer":
+        return cls(env("ZWATCH_DATA_DIR"), env("ZWATCH_WRITER_ENDPOINT"), env("ZWATCH_PUB_ENDPOINT"),
+                   max_batch=env_int("ZWATCH_WRITER_MAX_BATCH", 4096),
+                   heartbeat_s=env_float("ZWATCH_HEARTBEAT_S", 1.0),
+                   stats_s=env_float("ZWATCH_STATS_S", 10.0),
+                   map_size=env_int("ZWATCH_MAP_SIZE", 1 << 30))
+
+    def _reset_stats(self):
+        self.st_commits = 0
+        self.st_requests = 0
+        self.st_errors = 0
+        self.st_revisions = 0
+        self.st_commit_ms: list[float] = []
+        self.st_max_batch = 0
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> int:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.store = Store(self.data_dir, map_size=self.map_size)
+        self.last_published = self.store.current_revision()
+        ctx = zmq.Context()
+        self.router = make_socket(ctx, zmq.ROUTER, rcvhwm=100_000, sndhwm=100_000)
+        self.pub = make_socket(ctx, zmq.PUB, max_msg=None, sndhwm=100_000)
+        self.router.bind(self.endpoint)
+        self.pub.bind(self.pub_endpoint)
+        self.log.info("writer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
+                      pub_endpoint=self.pub_endpoint, revision=self.last_published,
+                      compact_revision=self.store.compact_revision(), max_batch=self.max_batch,
+                      heartbeat_s=self.heartbeat_s, version=__version__)
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        heartbeat = Every(self.heartbeat_s)
+        stats = Every(self.stats_s)
+        compaction_pending = True  # a crash may have left a compaction half done
+        try:
+            while not self.stop:
+                timeout = 0 if compaction_pending else min(heartbeat.remaining_ms(), 200)
+                if poller.poll(timeout):
+                    compaction_pending |= self._group_commit()
+                elif compaction_pending:
+                    compaction_pending = self._compact_chunk()
+                now = time.monotonic()
+                if heartbeat.due(now):
+                    self._publish([])
+                if stats.due(now):
+                    self._log_stats()
+        finally:
+            self.log.info("writer.stop", revision=self.last_published, signal=self.stop.signal)
+            self.router.close()
+            self.pub.close()
+            ctx.term()
+            self.store.close()
+        return 0
+
+    def _group_commit(self) -> bool:
+        """Drain every queued request into one durable commit.  Returns True if a compaction began."""
+        batch: list[tuple[list[bytes], int, str, dict]] = []
+        replies: list[list[bytes]] = []
+        while len(batch) < self.max_batch:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            if not 2 <= len(frames) <= 4:
+                self.log.warning("writer.bad_envelope", frames=len(frames))
+                self.st_errors += 1
+                continue
+            envelope, raw = frames[:-1], frames[-1]
+            try:
+                op, req_id, body = messages.decode_request(raw)
+            except ZwatchError as err:
+                self.st_errors += 1
+                replies.append(envelope + [messages.encode_error(messages.error_req_id(err), err)])
+                continue
+            if op == "status":
+                replies.append(envelope + [messages.encode_ok(req_id, self._status())])
+            elif op == "ping":
+                replies.append(envelope + [messages.pack(["pong", req_id, {"revision": self.last_published}])])
+            elif op in messages.WRITE_OPS or op in messages.READ_OPS:
+                batch.append((envelope, req_id, op, body))
+            else:
+                replies.append(envelope + [messages.encode_error(
+                    req_id, ZwatchError(f"op {op} is not served by the writer", "UNIMPLEMENTED"))])
+        began_compaction = False
+        published = []
+        if batch:
+            t0 = time.perf_counter()
+            try:
+                results, published = self.store.apply_batch([(op, body) for _, _, op, body in batch])
+            except ZwatchError as err:  # a whole-batch failure (e.g. storage) fails every request
+                results = [err] * len(batch)
+            except Exception as exc:  # never die on one bad batch; report it with a stable code
+                self.log.exception("writer.batch_failed")
+                results = [Internal(f"{type(exc).__name__}: {exc}")] * len(batch)
+            ms = (time.perf_counter() - t0) * 1000
+            self.st_commits += 1
+            self.st_requests += len(batch)
+            self.st_commit_ms.append(ms)
+            self.st_max_batch = max(self.st_max_batch, len(batch))
+            if published:
+                self.st_revisions += len(published)
+                self.log.debug("writer.commit", batch=len(batch), first_revision=published[0][0],
+                               last_revision=published[-1][0], commit_ms=round(ms, 3))
+            for (envelope, req_id, op, _), result in zip(batch, results):
+                if isinstance(result, ZwatchError):
+                    self.st_errors += 1
+                    replies.append(envelope + [messages.encode_error(req_id, result)])
+                else:
+                    if op == "compact":
+                        began_compaction = True
+                    replies.append(envelope + [messages.encode_ok(req_id, result)])
+        # Replies after the commit, then the publish: an event never precedes its reply's durability.
+        for frames in replies:
+            try:
+                self.router.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # requester gone (EHOSTUNREACH) or its pipe full
+                self.log.warning("writer.reply_dropped", error=str(exc))
+        if published:
+            self._publish(published)
+        return began_compaction
+
+    def _publish(self, published):
+        last = published[-1][0] if published else self.last_published
+        try:
+            self.pub.send(messages.pack(["pub", self.last_published, last, published,
+                                        self.store.compact_revision()]), zmq.NOBLOCK)
+        except zmq.Again:  # PUB never blocks; subscribers detect the gap by prev_revision
+            self.log.warning("writer.publish_dropped", revision=last)
+        self.last_published = last
+
+    def _compact_chunk(self) -> bool:
+        t0 = time.perf_counter()
+        try:
+            more = self.store.compact_step()
+        except ZwatchError as err:
+            self.log.error("writer.compact_failed", error=str(err))
+            return False
+        if not more:
+            self.log.info("writer.compacted", compact_revision=self.store.compact_revision(),
+                          chunk_ms=round((time.perf_counter() - t0) * 1000, 3))
+        return more
+
+    def _status(self) -> dict:
+        return {"header": {"revision": self.last_published}, "version": __version__,
+                "protocol_version": PROTOCOL_VERSION, "compact_revision": self.store.compact_revision(),
+                "db_size": _db_size(self.data_dir), "actor": "writer"}
+
+    def _log_stats(self):
+        ms = sorted(self.st_commit_ms)
+        self.log.info("writer.stats", commits=self.st_commits, requests=self.st_requests,
+                      revisions=self.st_revisions, errors=self.st_errors, max_batch=self.st_max_batch,
+                      commit_ms_p50=round(percentile(ms, 0.5), 3), commit_ms_p99=round(percentile(ms, 0.99), 3),
+                      revision=self.last_published, interval_s=self.stats_s)
+        self._reset_stats()
+
+
+def _db_size(data_dir: str) -> int:
+    try:
+        return os.path.getsize(os.path.join(data_dir, "data.mdb"))
+    except OSError:
+        return 0
+
+
+def main() -> int:
+    return Writer.from_env().run()

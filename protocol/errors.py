@@ -1,0 +1,104 @@
+"""Error codes of the zwatch wire protocol (see SPEC.md, "Errors").
+
+Codes are stable strings, named after gRPC status codes as etcd uses them, so
+that a client in any language can switch on them.  Every error reply carries
+``{"code": CODE, "message": str}`` and, for COMPACTED, ``compact_revision``;
+for FUTURE_REVISION, ``current_revision``.
+"""
+from __future__ import annotations
+
+INVALID_ARGUMENT = "INVALID_ARGUMENT"     # malformed request, bad types, key >= range_end in a put...
+COMPACTED = "COMPACTED"                   # revision below the compact revision
+FUTURE_REVISION = "FUTURE_REVISION"       # revision above the current revision
+RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED" # a configured limit (size, ops, watches, sessions)
+UNAVAILABLE = "UNAVAILABLE"               # a peer actor is down or did not answer in time
+INTERNAL = "INTERNAL"                     # a bug or a storage fault; the process keeps serving
+UNIMPLEMENTED = "UNIMPLEMENTED"           # unknown op
+FAILED_PRECONDITION = "FAILED_PRECONDITION"  # e.g. protocol version mismatch, duplicate watch id
+NO_SPACE = "NO_SPACE"                     # the disk or the LMDB map cannot grow; nothing was written
+
+ALL_CODES = (
+    INVALID_ARGUMENT, COMPACTED, FUTURE_REVISION, RESOURCE_EXHAUSTED, UNAVAILABLE,
+    INTERNAL, UNIMPLEMENTED, FAILED_PRECONDITION, NO_SPACE,
+)
+
+
+class ZwatchError(Exception):
+    """An error with a stable wire code.  Raised by the store, the actors and the client."""
+
+    code = INTERNAL
+
+    def __init__(self, message: str = "", code: str | None = None, **details):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.details = details
+
+    def to_wire(self) -> dict:
+        body = {"code": self.code, "message": self.message}
+        body.update(self.details)
+        return body
+
+    @classmethod
+    def from_wire(cls, body) -> "ZwatchError":
+        if not isinstance(body, dict):
+            return ZwatchError(f"malformed error body: {body!r}", INTERNAL)
+        code = body.get("code", INTERNAL)
+        details = {k: v for k, v in body.items() if k not in ("code", "message")}
+        klass = _BY_CODE.get(code, ZwatchError)
+        err = klass(str(body.get("message", "")), code, **details)
+        return err
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.code}: {self.message})"
+
+    def __str__(self):
+        return f"{self.code}: {self.message}"
+
+
+class InvalidArgument(ZwatchError):
+    code = INVALID_ARGUMENT
+
+
+class Compacted(ZwatchError):
+    code = COMPACTED
+
+    @property
+    def compact_revision(self) -> int:
+        return self.details.get("compact_revision", 0)
+
+
+class FutureRevision(ZwatchError):
+    code = FUTURE_REVISION
+
+
+class ResourceExhausted(ZwatchError):
+    code = RESOURCE_EXHAUSTED
+
+
+class Unavailable(ZwatchError):
+    code = UNAVAILABLE
+
+
+class Internal(ZwatchError):
+    code = INTERNAL
+
+
+class Unimplemented(ZwatchError):
+    code = UNIMPLEMENTED
+
+
+class FailedPrecondition(ZwatchError):
+    code = FAILED_PRECONDITION
+
+
+class NoSpace(ZwatchError):
+    code = NO_SPACE
+
+
+_BY_CODE = {
+    INVALID_ARGUMENT: InvalidArgument, COMPACTED: Compacted, FUTURE_REVISION: FutureRevision,
+    RESOURCE_EXHAUSTED: ResourceExhausted, UNAVAILABLE: Unavailable, INTERNAL: Internal,
+    UNIMPLEMENTED: Unimplemented, FAILED_PRECONDITION: FailedPrecondition, NO_SPACE: NoSpace,
+}

@@ -1,0 +1,27 @@
+"""Limits of the wire protocol, shared by the actors and the client (SPEC.md, "Limits").
+
+Defaults follow etcd where etcd has one; every actor can lower or raise them by
+configuration, but these are what a conforming client may rely on.
+"""
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+
+# etcd's --max-request-bytes default (1.5 MiB).  Enforced on the socket (ZMQ_MAXMSGSIZE,
+# plus a margin for the envelope) before msgpack sees the bytes.
+MAX_REQUEST_BYTES = 1536 * 1024
+# LMDB's compiled-in key limit (env.max_key_size()); the store indexes user keys directly.
+MAX_KEY_BYTES = 511
+# etcd's --max-txn-ops default.
+MAX_TXN_OPS = 128
+# Nested txn depth (etcd has no explicit limit but bounds it by request size; we bound recursion).
+MAX_TXN_DEPTH = 8
+# Largest revision a request may name: revisions are stored as 8-byte big-endian unsigned, but
+# msgpack ints travel as int64, so anything above this is absurd and refused.
+MAX_REVISION = (1 << 63) - 1
+# A watch response (one frame to a client) is split when it would exceed this and the watch
+# asked for fragments; replay batches from the syncer are bounded by it too.
+MAX_RESPONSE_BYTES = 1536 * 1024
+# Watches per session and sessions per fan-out (RESOURCE_EXHAUSTED beyond).
+MAX_WATCHES_PER_SESSION = 100_000
+MAX_SESSIONS_PER_FANOUT = 10_000

@@ -1,0 +1,227 @@
+"""Every zwatch message, defined once (SPEC.md is the language-neutral text of this module).
+
+Wire format
+-----------
+Every message is ONE ZeroMQ frame holding one msgpack value (keys/values as bin, names as
+str, no int map keys).  A ROUTER in front adds its routing frames; replies carry them back.
+
+Client -> fan-out (DEALER -> ROUTER)::
+
+    [op: str, req_id: int, body: map]
+
+    op in: hello, ping, bye, status, range, put, delete_range, txn, compact,
+           watch_create, watch_cancel, watch_progress
+
+Fan-out -> client::
+
+    ["ok",  req_id, body: map]                reply to a request
+    ["err", req_id | nil, {"code", "message", ...}]   error reply (nil: not tied to a request)
+    ["w",   0, [watch_response, ...]]         watch responses, in order (see below)
+    ["pong", req_id, {"revision": R}]         heartbeat answer
+
+A watch_response is either a control map (created / canceled / error)::
+
+    {"watch_id", "created": bool, "canceled": bool, "cancel_reason": str,
+     "compact_revision": int, "header": {"revision": R}}
+
+or an event array, the hot path, shared by every watch of the session it names::
+
+    [watch_ids: [int], header_revision: int, events: [event], fragment: bool]
+
+    event   = [type, kv] or [type, kv, prev_kv]        type 0 = PUT, 1 = DELETE
+    kv      = [key, create_revision, mod_revision, version, value, lease]
+
+An event array with no events is a progress notification at header_revision (etcd's
+semantics: every event <= header_revision was delivered).  watch_ids [-1] answers
+watch_progress for the whole session.
+
+Internal messages (actor <-> actor) are in the same envelope; see the actor modules.
+"""
+from __future__ import annotations
+
+import msgpack
+
+from . import errors
+from .errors import InvalidArgument, ZwatchError
+from .limits import MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_REVISION
+
+PUT, DELETE = 0, 1
+EVENT_TYPE_NAMES = ("PUT", "DELETE")
+
+# Ops a client may send, and who serves them.
+WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact"})
+READ_OPS = frozenset({"range"})
+WATCH_OPS = frozenset({"watch_create", "watch_cancel", "watch_progress"})
+SESSION_OPS = frozenset({"hello", "ping", "bye", "status"})
+CLIENT_OPS = WRITE_OPS | READ_OPS | WATCH_OPS | SESSION_OPS
+
+FILTER_NOPUT, FILTER_NODELETE = "NOPUT", "NODELETE"
+# Bit per filtered event type, indexed by event type (PUT=0 -> bit 1, DELETE=1 -> bit 2).
+FILTER_BITS = {FILTER_NOPUT: 1, FILTER_NODELETE: 2}
+
+# A key no valid key reaches: LMDB keys are at most 511 bytes, so 512 x 0xff sorts above
+# them all.  "All keys from here" ranges (range_end b"\x00") use it as their end.
+KEY_INFINITY = b"\xff" * (MAX_KEY_BYTES + 1)
+
+_packer_opts = dict(use_bin_type=True)
+
+
+def pack(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _refuse_ext(code, data):
+    raise InvalidArgument(f"msgpack ext type {code} is not part of the protocol")
+
+
+def unpack(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES + 4096):
+    """Decode untrusted bytes.  Any malformation becomes InvalidArgument, never another error."""
+    if len(raw) > max_bytes:
+        raise errors.ResourceExhausted(f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        return msgpack.unpackb(
+            raw, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext,
+            max_buffer_size=max(len(raw), 1), max_str_len=max_bytes, max_bin_len=max_bytes,
+            max_array_len=max_bytes, max_map_len=max_bytes // 2, max_ext_len=0,
+        )
+    except ZwatchError:
+        raise
+    except Exception as exc:  # msgpack raises a zoo: ExtraData, FormatError, StackError, ValueError...
+        raise InvalidArgument(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def decode_request(raw: bytes, ops=CLIENT_OPS):
+    """[op, req_id, body] -> (op, req_id, body).  Raises ZwatchError with the req_id attached
+    in .details["req_id"] when the id could be read (so the error reply can name it)."""
+    msg = unpack(raw)
+    if not isinstance(msg, list) or len(msg) != 3:
+        raise InvalidArgument("a request is [op, req_id, body]")
+    op, req_id, body = msg
+    if not isinstance(req_id, int) or isinstance(req_id, bool) or not 0 <= req_id <= MAX_REVISION:
+        raise InvalidArgument("req_id must be an integer in [0, 2**63)")
+    if not isinstance(op, str):
+        raise InvalidArgument("op must be a string", req_id=req_id)
+    if op not in ops:
+        raise errors.Unimplemented(f"unknown op {op[:64]!r}", req_id=req_id)
+    if not isinstance(body, dict):
+        raise InvalidArgument("body must be a map", req_id=req_id)
+    return op, req_id, body
+
+
+def encode_request(op: str, req_id: int, body: dict) -> bytes:
+    return pack([op, req_id, body])
+
+
+def encode_ok(req_id, body) -> bytes:
+    return pack(["ok", req_id, body])
+
+
+def encode_error(req_id, err: ZwatchError) -> bytes:
+    body = err.to_wire()
+    body.pop("req_id", None)
+    return pack(["err", req_id, body])
+
+
+def error_req_id(err: ZwatchError):
+    return err.details.get("req_id")
+
+
+# ---------------------------------------------------------------- field validation
+def get_bytes(body: dict, name: str, default: bytes | None = b"", max_len: int = MAX_REQUEST_BYTES) -> bytes:
+    v = body.get(name, default)
+    if v is None and default is None:
+        return None
+    if not isinstance(v, (bytes, bytearray)):
+        raise InvalidArgument(f"{name} must be bytes (msgpack bin)")
+    if len(v) > max_len:
+        raise InvalidArgument(f"{name} is {len(v)} bytes, above the limit of {max_len}")
+    return bytes(v)
+
+
+def get_int(body: dict, name: str, default: int = 0, lo: int = 0, hi: int = MAX_REVISION) -> int:
+    v = body.get(name, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InvalidArgument(f"{name} must be an integer")
+    if not lo <= v <= hi:
+        raise InvalidArgument(f"{name} = {v} is outside [{lo}, {hi}]")
+    return v
+
+
+def get_bool(body: dict, name: str, default: bool = False) -> bool:
+    v = body.get(name, default)
+    if not isinstance(v, bool):
+        raise InvalidArgument(f"{name} must be a boolean")
+    return v
+
+
+def get_key(body: dict, name: str = "key") -> bytes:
+    key = get_bytes(body, name, b"", MAX_KEY_BYTES)
+    if not key:
+        raise InvalidArgument(f"{name} is not provided")
+    return key
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's GetPrefixRangeEnd: increment the last byte below 0xff; all-0xff means "to the end"."""
+    b = bytearray(prefix)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\x00"
+
+
+class WatchSpec:
+    """A validated watch_create body (SPEC.md, "watch_create")."""
+
+    __slots__ = ("watch_id", "key", "range_end", "end", "start_revision", "prev_kv",
+                 "filter_bits", "progress_notify", "fragment")
+
+    def __init__(self, body: dict):
+        self.watch_id = get_int(body, "watch_id", 0, 0, (1 << 62))
+        self.key = get_key(body)
+        self.range_end = get_bytes(body, "range_end", b"", MAX_KEY_BYTES + 1)
+        self.start_revision = get_int(body, "start_revision")
+        self.prev_kv = get_bool(body, "prev_kv")
+        self.progress_notify = get_bool(body, "progress_notify")
+        self.fragment = get_bool(body, "fragment")
+        filters = body.get("filters", [])
+        if not isinstance(filters, list) or len(filters) > 2:
+            raise InvalidArgument("filters must be a list of NOPUT / NODELETE")
+        bits = 0
+        for f in filters:
+            if f not in FILTER_BITS:
+                raise InvalidArgument(f"unknown filter {str(f)[:32]!r}")
+            bits |= FILTER_BITS[f]
+        self.filter_bits = bits
+        # Normalise the range to [key, end): end None = the single key.
+        if not self.range_end:
+            self.end = None
+        elif self.range_end == b"\x00":
+            self.end = KEY_INFINITY
+        else:
+            self.end = self.range_end
+
+    @property
+    def empty_range(self) -> bool:
+        """etcd: key >= range_end (other than the from-key marker) can never match."""
+        return self.end is not None and self.key >= self.end
+
+    def to_wire(self) -> dict:
+        filters = [f for f, bit in FILTER_BITS.items() if self.filter_bits & bit]
+        return {"watch_id": self.watch_id, "key": self.key, "range_end": self.range_end,
+                "start_revision": self.start_revision, "prev_kv": self.prev_kv,
+                "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment}
+
+
+def control_response(watch_id: int, revision: int, *, created=False, canceled=False,
+                     cancel_reason: str = "", compact_revision: int = 0) -> dict:
+    return {"watch_id": watch_id, "created": created, "canceled": canceled,
+            "cancel_reason": cancel_reason, "compact_revision": compact_revision,
+            "header": {"revision": revision}}
+
+
+def kv_list_to_dict(kv) -> dict:
+    key, create, mod, version, value, lease = kv
+    return {"key": key, "create_revision": create, "mod_revision": mod, "version": version,
+            "value": value, "lease": lease}

@@ -456,6 +456,8 @@ class Fanout:
                         self._cancel(w, "mvcc: required revision has been compacted", compact_rev)
             elif op == "pong":
                 self._on_syncer_pong(body)
+            else:
+                self.log.error("fanout.syncer_error", op=op, body=str(body)[:300])
 
     def _current(self, uid, epoch):
         w = self.watchers.get(uid)
@@ -650,6 +652,8 @@ class Fanout:
             raise Unavailable(f"the {peer} is not reachable") from None
 
     def _drain_replies(self, sock):
+        # Publishes first: the writer announces a compaction before it replies to it.
+        self._drain_publishes()
         for _ in range(4096):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -764,3 +768,8 @@ class Fanout:
 
 def main(endpoint: str | None = None) -> int:
     return Fanout.from_env(endpoint).run()
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else None))

@@ -44,6 +44,7 @@ from zwatch.logsetup import configure
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status"})
+_LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
 
 class SyncWatcher:
@@ -154,7 +155,7 @@ class Syncer:
             peer = frames[0]
             req_id = None
             try:
-                op, req_id, body = messages.decode_request(raw, SYNCER_OPS)
+                op, req_id, body = messages.decode_request(raw, SYNCER_OPS, _LIST_BODY_OPS)
                 reply = self._handle(peer, envelope, op, req_id, body)
             except ZwatchError as err:
                 rid = req_id if req_id is not None else messages.error_req_id(err)
@@ -343,3 +344,8 @@ class Syncer:
 
 def main() -> int:
     return Syncer.from_env().run()
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

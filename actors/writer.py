@@ -4,11 +4,13 @@ State machine (one thread, one loop)::
 
     IDLE --request(s) readable--> DRAIN (take everything queued, up to a bound)
          --> COMMIT (one LMDB write txn, applied request by request, one durable commit)
-         --> REPLY (to every requester)  --> PUBLISH (the new revisions, in order) --> IDLE
+         --> PUBLISH (the new revisions, in order) --> REPLY (to every requester) --> IDLE
     IDLE --nothing to do, compaction pending--> COMPACT one bounded chunk --> IDLE
     IDLE --heartbeat due--> PUBLISH an empty heartbeat carrying the current revision
 
 Nothing is replied or published before the commit returned: durability first (group commit).
+The publish precedes the replies so that a fan-out has seen a revision (or a new compact
+revision) by the time the client that caused it acts on the reply.
 
 Sockets
 -------
@@ -168,14 +170,15 @@ class Writer:
                     if op == "compact":
                         began_compaction = True
                     replies.append(envelope + [messages.encode_ok(req_id, result)])
-        # Replies after the commit, then the publish: an event never precedes its reply's durability.
+        # Both after the durable commit.  The publish goes first so that a fan-out knows a new
+        # compact revision (or revision) by the time the client that caused it acts on the reply.
+        if published or began_compaction:
+            self._publish(published)
         for frames in replies:
             try:
                 self.router.send_multipart(frames, zmq.NOBLOCK)
             except zmq.ZMQError as exc:  # requester gone (EHOSTUNREACH) or its pipe full
                 self.log.warning("writer.reply_dropped", error=str(exc))
-        if published:
-            self._publish(published)
         return began_compaction
 
     def _publish(self, published):
@@ -222,3 +225,8 @@ def _db_size(data_dir: str) -> int:
 
 def main() -> int:
     return Writer.from_env().run()
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -507,9 +507,9 @@ class Client:
             if state == "hello" and now - hello_sent_at > hb:
                 try:
                     sock.send(hello, zmq.NOBLOCK)
+                    hello_sent_at = now
                 except zmq.Again:
-                    pass  # not connected yet (IMMEDIATE): try again next heartbeat
-                hello_sent_at = now
+                    pass  # not connected yet (IMMEDIATE): poll briefly and try again
             if state == "ready":
                 self._send_queued(sock)
                 if now - last_ping >= hb:
@@ -527,7 +527,8 @@ class Client:
                     self.failovers += 1
                 state = "connect"
                 continue
-            for s, _ in poller.poll(int(hb * 250)):
+            wait_ms = 5 if state == "hello" and hello_sent_at == 0.0 else int(hb * 250)
+            for s, _ in poller.poll(wait_ms):
                 if s is self._wake_rx:
                     while True:
                         try:

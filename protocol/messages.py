@@ -81,7 +81,7 @@ def unpack(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES + 4096):
     try:
         return msgpack.unpackb(
             raw, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext,
-            max_buffer_size=max(len(raw), 1), max_str_len=max_bytes, max_bin_len=max_bytes,
+            max_str_len=max_bytes, max_bin_len=max_bytes,
             max_array_len=max_bytes, max_map_len=max_bytes // 2, max_ext_len=0,
         )
     except ZwatchError:
@@ -90,7 +90,7 @@ def unpack(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES + 4096):
         raise InvalidArgument(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
 
 
-def decode_request(raw: bytes, ops=CLIENT_OPS):
+def decode_request(raw: bytes, ops=CLIENT_OPS, list_body_ops=frozenset()):
     """[op, req_id, body] -> (op, req_id, body).  Raises ZwatchError with the req_id attached
     in .details["req_id"] when the id could be read (so the error reply can name it)."""
     msg = unpack(raw)
@@ -103,7 +103,7 @@ def decode_request(raw: bytes, ops=CLIENT_OPS):
         raise InvalidArgument("op must be a string", req_id=req_id)
     if op not in ops:
         raise errors.Unimplemented(f"unknown op {op[:64]!r}", req_id=req_id)
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) and not (op in list_body_ops and isinstance(body, list)):
         raise InvalidArgument("body must be a map", req_id=req_id)
     return op, req_id, body
 

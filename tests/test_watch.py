@@ -1,0 +1,244 @@
+"""Watch scenarios mirroring etcd's watch integration tests, on a real cluster."""
+from __future__ import annotations
+
+import queue
+import time
+
+import pytest
+
+from zwatch import Put, Delete, errors
+
+
+def collect(w, n_events, timeout=10.0):
+    """Events of a watch until n_events arrived; asserts Atomic/Ordered per response on the way."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while len(events) < n_events:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"got {len(events)} of {n_events} events: {events}")
+        try:
+            r = w.get(timeout=left)
+        except queue.Empty:
+            continue
+        if r is None:
+            raise AssertionError(f"watch ended after {len(events)} events ({w.cancel_reason})")
+        events.extend(r.events)
+    return events
+
+
+def no_more(w, wait=0.4):
+    try:
+        r = w.get(timeout=wait)
+    except queue.Empty:
+        return True
+    assert r is None or not r.events, f"unexpected response {r}"
+    return True
+
+
+def revs(events):
+    return [e.kv.mod_revision for e in events]
+
+
+def test_watch_from_current_revision(cluster):
+    c = cluster.client()
+    c.put("foo", "0")
+    w = c.watch("foo")
+    c.put("foo", "1")
+    c.put("other", "x")
+    c.delete("foo")
+    ev = collect(w, 2)
+    assert [(e.type, e.kv.value, e.kv.mod_revision) for e in ev] == [("PUT", b"1", 3), ("DELETE", b"", 5)]
+    assert ev[1].kv.key == b"foo"
+    no_more(w)
+
+
+@pytest.mark.parametrize("spec,keys_in,keys_out", [
+    (dict(key="a"), ["a"], ["ab", "b"]),
+    (dict(key="a", prefix=True), ["a", "ab", "a\xff"], ["b", "`"]),
+    (dict(key="b", range_end="d"), ["b", "c", "cz"], ["a", "d", "e"]),
+    (dict(key="c", from_key=True), ["c", "d", "zz"], ["a", "b"]),
+    (dict(key="\x00", from_key=True), ["a", "b", "\x01"], []),
+])
+def test_key_prefix_range_fromkey_all(cluster, spec, keys_in, keys_out):
+    c = cluster.client()
+    w = c.watch(**spec)
+    for k in keys_out + keys_in:
+        c.put(k, "v")
+    ev = collect(w, len(keys_in))
+    assert sorted(e.kv.key for e in ev) == sorted(k.encode() for k in keys_in)
+    no_more(w)
+
+
+def test_watch_from_past_revision_then_live_no_gap_no_dup(cluster):
+    c = cluster.client()
+    for i in range(20):
+        c.put(f"p/{i % 3}", str(i))                         # revisions 2..21
+    w = c.watch("p/", prefix=True, start_revision=5)
+    for i in range(20, 30):
+        c.put(f"p/{i % 3}", str(i))                         # 22..31
+    ev = collect(w, 27)
+    assert revs(ev) == list(range(5, 32))
+    no_more(w)
+
+
+def test_future_start_revision_waits(cluster):
+    c = cluster.client()
+    w = c.watch("f", start_revision=10, progress_notify=True)
+    for i in range(12):
+        c.put("f", str(i))                                  # revisions 2..13
+    ev = collect(w, 4)
+    assert revs(ev) == [10, 11, 12, 13]
+
+
+def test_compacted_start_revision_is_canceled_with_compact_revision(cluster):
+    c = cluster.client()
+    for i in range(10):
+        c.put("k", str(i))
+    c.compact(8)
+    w = c.watch("k", start_revision=3)
+    r = w.get(timeout=5)
+    assert r.canceled and r.compact_revision == 8
+    assert w.get(timeout=1) is None
+
+
+def test_compacted_while_unsynced_in_syncer(make_cluster):
+    """A watcher that sits in the syncer below a new compact revision is canceled first (#17529)."""
+    cl = make_cluster(env={"ZWATCH_RING_REVISIONS": "5"})    # a tiny ring forces the syncer path
+    c = cl.client()
+    for i in range(40):
+        c.put("k", str(i))
+    c.compact(30)
+    w = c.watch("k", start_revision=2)
+    r = w.get(timeout=5)
+    assert r.canceled and r.compact_revision == 30
+
+
+def test_empty_range_is_created_then_canceled(cluster):
+    c = cluster.client()
+    w = c.watch("b", "a")
+    r = w.get(timeout=5)
+    assert r.canceled and "range_end" in r.cancel_reason
+
+
+def test_duplicate_watch_id_errors_without_disturbing_others(cluster):
+    c = cluster.client()
+    w = c.watch("x", watch_id=7)
+    with pytest.raises(errors.FailedPrecondition):
+        c.watch("y", watch_id=7)
+    c.put("x", "1")
+    assert revs(collect(w, 1)) == [2]
+
+
+def test_cancel_synced_and_unsynced(make_cluster):
+    cl = make_cluster(env={"ZWATCH_RING_REVISIONS": "5"})
+    c = cl.client()
+    for i in range(30):
+        c.put("k", str(i))
+    synced = c.watch("k")
+    unsynced = c.watch("k", start_revision=2)
+    unsynced.cancel()
+    synced.cancel()
+    c.put("k", "after")
+    # Nothing after the cancel: the handle ends.
+    for w in (synced, unsynced):
+        while True:
+            r = w.get(timeout=3)
+            if r is None:
+                break
+            assert all(e.kv.value != b"after" for e in r.events)
+
+
+def test_many_watchers_on_one_key_all_get_every_event(cluster):
+    c = cluster.client()
+    ws = [c.watch("hot") for _ in range(200)]
+    for i in range(5):
+        c.put("hot", str(i))
+    for w in ws:
+        assert revs(collect(w, 5)) == [2, 3, 4, 5, 6]
+
+
+def test_txn_events_arrive_in_one_response(cluster):
+    c = cluster.client()
+    w = c.watch("t/", prefix=True)
+    c.txn([], [Put(f"t/{i}", "v") for i in range(50)])
+    r = w.get(timeout=5)
+    while not r.events:
+        r = w.get(timeout=5)
+    assert len(r.events) == 50 and len(set(revs(r.events))) == 1
+
+
+def test_prev_kv_and_filters(cluster):
+    c = cluster.client()
+    c.put("k", "old")
+    w_prev = c.watch("k", prev_kv=True)
+    w_noput = c.watch("k", filters=["NOPUT"])
+    w_nodel = c.watch("k", filters=["NODELETE"])
+    c.put("k", "new")
+    c.delete("k")
+    ev = collect(w_prev, 2)
+    assert ev[0].prev_kv.value == b"old" and ev[1].prev_kv.value == b"new"
+    assert [e.type for e in collect(w_noput, 1)] == ["DELETE"]
+    assert [e.type for e in collect(w_nodel, 1)] == ["PUT"]
+    no_more(w_noput)
+    no_more(w_nodel)
+
+
+def test_prev_kv_from_history(cluster):
+    c = cluster.client()
+    c.put("k", "a")
+    c.put("k", "b")
+    c.delete("k")
+    w = c.watch("k", start_revision=2, prev_kv=True)
+    ev = collect(w, 3)
+    assert [e.prev_kv.value if e.prev_kv else None for e in ev] == [None, b"a", b"b"]
+
+
+def test_requested_progress(cluster):
+    c = cluster.client()
+    w = c.watch("p")
+    c.put("other", "x")
+    c.put("other", "y")
+    rev = c.request_progress()
+    assert rev == 3
+    r = w.get(timeout=5)
+    assert r.is_progress_notify and r.header.revision == 3
+
+
+def test_periodic_progress_notify(make_cluster):
+    cl = make_cluster(env={"ZWATCH_PROGRESS_INTERVAL_S": "0.2"})
+    c = cl.client()
+    w = c.watch("quiet", progress_notify=True)
+    silent = c.watch("quiet2")
+    c.put("noise", "1")
+    r = w.get(timeout=5)
+    while r.header.revision < 2:
+        r = w.get(timeout=5)
+    assert r.is_progress_notify
+    no_more(silent, wait=0.5)
+
+
+def test_several_sessions_and_two_fanouts(make_cluster):
+    cl = make_cluster(fanouts=2)
+    a = cl.client([cl.fanout_eps[0]])
+    b = cl.client([cl.fanout_eps[1]])
+    wa, wb = a.watch("s", prefix=True), b.watch("s", prefix=True, start_revision=1)
+    for i in range(10):
+        (a if i % 2 else b).put(f"s{i}", str(i))
+    assert revs(collect(wa, 10)) == revs(collect(wb, 10)) == list(range(2, 12))
+
+
+def test_catch_up_through_syncer_then_live(make_cluster):
+    """Past start beyond the ring: the syncer replays, hands off, live events continue exactly."""
+    cl = make_cluster(env={"ZWATCH_RING_REVISIONS": "10"})
+    c = cl.client()
+    for i in range(200):
+        c.put(f"h/{i % 7}", str(i))                          # revisions 2..201
+    ws = [c.watch("h/", prefix=True, start_revision=s) for s in (2, 50, 150)]
+    for i in range(200, 230):
+        c.put(f"h/{i % 7}", str(i))                          # 202..231
+    for w, s in zip(ws, (2, 50, 150)):
+        assert revs(collect(w, 232 - s)) == list(range(s, 232))
+        no_more(w, 0.2)
+    stats = cl["syncer"].wait_event("sync.batch")
+    assert stats[0]["records_scanned"] >= 1

@@ -1,10 +1,6 @@
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from cluster import Cluster  # noqa: E402
+from zwatch.tools.cluster import Cluster
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A real zwatch cluster for tests: actor processes on random loopback ports, a tmp LMDB dir.
+"""A real zwatch cluster for tests, benchmarks and the chaos runner: actor processes on random loopback ports, a tmp LMDB dir.
 
 Every actor's JSON log lines are collected so that tests can read the figures they log
 (records scanned, victims...) instead of timing anything.

@@ -24,7 +24,7 @@ Sockets: ROUTER for clients (messages.py), SUB to the writer's PUB, DEALER to th
 
 Fan-out <-> syncer messages (single frames, [op, id, body])::
 
-    -> ["sync",   0, [[uid, epoch, key, end|nil, next_rev, filter_bits, prev_kv, watch_id], ...]]
+    -> ["sync",   0, [[uid, epoch, key, end|nil, next_rev, filter_bits, prev_kv, watch_id, fragment], ...]]
     -> ["unsync", 0, [[uid, epoch], ...]]
     -> ["ping",   n, {}]
     <- ["pong",   n, {"instance": str, "revision": R}]
@@ -84,10 +84,11 @@ class Watcher:
 
 class Group:
     """Synced watchers with one spec; the index holds groups."""
-    __slots__ = ("key", "end", "filter_bits", "prev_kv", "slots")
+    __slots__ = ("key", "end", "filter_bits", "prev_kv", "fragment", "slots")
 
-    def __init__(self, key, end, filter_bits, prev_kv):
+    def __init__(self, key, end, filter_bits, prev_kv, fragment):
         self.key, self.end, self.filter_bits, self.prev_kv = key, end, filter_bits, prev_kv
+        self.fragment = fragment
         self.slots: dict[bytes, Slot] = {}
 
 
@@ -304,9 +305,10 @@ class Fanout:
             first_rev = evs[0][1][2]
             for slot in g.slots.values():
                 slot.last_event_rev = header_rev
-                resp = _pack([slot.ids, header_rev, evs, False])
                 self.st["deliveries"] += len(evs) * len(slot.ids)
-                out.setdefault(slot.session.ident, []).append(("w", resp, (slot, first_rev)))
+                items = out.setdefault(slot.session.ident, [])
+                for resp in messages.pack_watch_responses(slot.ids, header_rev, evs, g.fragment):
+                    items.append(("w", resp, (slot, first_rev)))
 
     def _gap(self, prev: int):
         """We missed (last_seen, prev]: every watcher that wanted those revisions goes to the syncer."""
@@ -331,7 +333,7 @@ class Fanout:
 
     # ================================================================== watcher placement
     def _index(self, w: Watcher):
-        key = (w.key, w.end, w.filter_bits, w.prev_kv)
+        key = (w.key, w.end, w.filter_bits, w.prev_kv, w.fragment)
         g = self.groups.get(key)
         if g is None:
             g = self.groups[key] = Group(*key)
@@ -354,7 +356,7 @@ class Fanout:
             g = slot.group
             del g.slots[slot.session.ident]
             if not g.slots:
-                del self.groups[(g.key, g.end, g.filter_bits, g.prev_kv)]
+                del self.groups[(g.key, g.end, g.filter_bits, g.prev_kv, g.fragment)]
                 self.index.remove(g.key, g.end, g)
 
     def _make_synced(self, w: Watcher, next_rev: int):
@@ -386,9 +388,10 @@ class Fanout:
                     continue
                 evs.append([t, kv, prev] if (w.prev_kv and prev is not None) else [t, kv])
         if evs:
-            resp = _pack([[w.watch_id], self.last_seen, evs, False])
             self.st["deliveries"] += len(evs)
-            self.out.setdefault(w.session.ident, []).append(("w", resp, (w, next_rev)))
+            items = self.out.setdefault(w.session.ident, [])
+            for resp in messages.pack_watch_responses([w.watch_id], self.last_seen, evs, w.fragment):
+                items.append(("w", resp, (w, next_rev)))
 
     def _activate_futures(self, upto: int):
         fut = self.futures
@@ -404,7 +407,8 @@ class Fanout:
         w.state = UNSYNCED
         w.epoch += 1
         w.next_rev = next_rev
-        self.to_sync.append([w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv, w.watch_id])
+        self.to_sync.append([w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv, w.watch_id,
+                             w.fragment])
 
     def _settled(self, session: Session):
         """A watcher left the unsynced states: answer progress requests that waited for it."""

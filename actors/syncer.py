@@ -48,35 +48,44 @@ _LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
 
 class SyncWatcher:
-    __slots__ = ("fanout", "uid", "epoch", "key", "end", "next_rev", "filter_bits", "prev_kv", "watch_id")
+    __slots__ = ("fanout", "uid", "epoch", "key", "end", "next_rev", "filter_bits", "prev_kv", "watch_id",
+                 "fragment")
 
-    def __init__(self, fanout, uid, epoch, key, end, next_rev, filter_bits, prev_kv, watch_id):
+    def __init__(self, fanout, uid, epoch, key, end, next_rev, filter_bits, prev_kv, watch_id, fragment):
         self.fanout, self.uid, self.epoch = fanout, uid, epoch
         self.key, self.end, self.next_rev = key, end, next_rev
         self.filter_bits, self.prev_kv, self.watch_id = filter_bits, prev_kv, watch_id
+        self.fragment = fragment
 
 
 def _parse_registration(item) -> tuple:
-    if not isinstance(item, list) or len(item) != 8:
-        raise InvalidArgument("a sync registration is [uid, epoch, key, end, next_rev, filter_bits, prev_kv, watch_id]")
-    uid, epoch, key, end, next_rev, bits, prev_kv, watch_id = item
+    if not isinstance(item, list) or len(item) != 9:
+        raise InvalidArgument("a sync registration is [uid, epoch, key, end, next_rev, filter_bits, prev_kv, "
+                              "watch_id, fragment]")
+    uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment = item
     for v in (uid, epoch, next_rev, bits, watch_id):
         if not isinstance(v, int) or isinstance(v, bool):
             raise InvalidArgument("sync registration: integer fields expected")
-    if not isinstance(key, bytes) or not (end is None or isinstance(end, bytes)) or not isinstance(prev_kv, bool):
-        raise InvalidArgument("sync registration: key/end must be bytes, prev_kv a boolean")
-    return uid, epoch, key, end, max(1, next_rev), bits, prev_kv, watch_id
+    if not isinstance(key, bytes) or not (end is None or isinstance(end, bytes)) or \
+            not isinstance(prev_kv, bool) or not isinstance(fragment, bool):
+        raise InvalidArgument("sync registration: key/end must be bytes, prev_kv and fragment booleans")
+    return uid, epoch, key, end, max(1, next_rev), bits, prev_kv, watch_id, fragment
 
 
 class Syncer:
     def __init__(self, data_dir: str, endpoint: str, *, batch_size: int = 512, chunk_revisions: int = 2000,
-                 chunk_bytes: int = 1 << 20, fanout_timeout_s: float = 10.0, stats_s: float = 10.0):
+                 chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.02, fanout_timeout_s: float = 10.0,
+                 stats_s: float = 10.0):
         self.data_dir = data_dir
         self.endpoint = endpoint
         self.batch_size = batch_size
         self.chunk_revisions = chunk_revisions
         self.chunk_bytes = min(chunk_bytes, MAX_RESPONSE_BYTES)
         self.fanout_timeout_s = fanout_timeout_s
+        # Like etcd's syncWatchers loop (every 100 ms), wait briefly after the first unsynced
+        # watcher arrives so that watchers created together share one history scan.
+        self.batch_delay_s = batch_delay_s
+        self.pending_since = 0.0
         self.stats_s = stats_s
         self.instance = f"syncer-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.log = configure("syncer").bind(instance=self.instance)
@@ -96,6 +105,7 @@ class Syncer:
                    batch_size=env_int("ZWATCH_SYNC_BATCH", 512),
                    chunk_revisions=env_int("ZWATCH_SYNC_CHUNK_REVISIONS", 2000),
                    chunk_bytes=env_int("ZWATCH_SYNC_CHUNK_BYTES", 1 << 20),
+                   batch_delay_s=env_float("ZWATCH_SYNC_BATCH_DELAY_S", 0.02),
                    stats_s=env_float("ZWATCH_STATS_S", 10.0))
 
     def _count(self, name, n=1):
@@ -118,12 +128,16 @@ class Syncer:
         reap = Every(1.0)
         try:
             while not self.stop:
-                busy = (self.batch is not None or self.pending) and not self.outbox
-                if poller.poll(0 if busy else 50):
+                now = time.monotonic()
+                due = self.pending and (len(self.pending) >= self.batch_size
+                                        or now - self.pending_since >= self.batch_delay_s)
+                busy = (self.batch is not None or due) and not self.outbox
+                timeout = 0 if busy else (5 if self.pending else 50)
+                if poller.poll(timeout):
                     self._drain()
                 self._flush_outbox()
                 if not self.outbox:
-                    if self.batch is None and self.pending:
+                    if self.batch is None and due:
                         self._start_batch()
                     if self.batch is not None:
                         self._scan_chunk()
@@ -187,9 +201,20 @@ class Syncer:
             raise InvalidArgument(f"{op} carries a list")
         if op == "sync":
             regs = [_parse_registration(item) for item in body]
-            for uid, epoch, key, end, next_rev, bits, prev_kv, watch_id in regs:
-                self._forget((peer, uid))
-                self.pending[(peer, uid)] = SyncWatcher(peer, uid, epoch, key, end, next_rev, bits, prev_kv, watch_id)
+            for reg in regs:
+                k = (peer, reg[0])
+                self._forget(k)
+                w = SyncWatcher(peer, *reg)
+                if self.batch is not None and w.next_rev >= self.cursor and len(self.batch) < self.batch_size:
+                    # The running scan has not passed this watcher's start yet: it joins the batch
+                    # instead of costing a scan of its own.
+                    self.batch[k] = w
+                    self.batch_index.add(w.key, w.end, w)
+                    self.batch_size_now += 1
+                else:
+                    if not self.pending:
+                        self.pending_since = time.monotonic()
+                    self.pending[k] = w
         elif op == "unsync":
             for item in body:
                 if isinstance(item, list) and len(item) == 2:
@@ -251,6 +276,7 @@ class Syncer:
             del self.pending[k]
             self.batch[k] = w
             self.batch_index.add(w.key, w.end, w)
+        self.pending_since = time.monotonic()  # whoever is left waits one more delay at most
         self.cursor = chosen[0].next_rev
         self.batch_started = time.perf_counter()
         self.batch_scanned = 0
@@ -315,8 +341,9 @@ class Syncer:
             last_read = records[-1][0] if records else to_rev
         by_fanout: dict[bytes, list] = {}
         for w, evs in per_watcher.items():
-            resp = _pack([[w.watch_id], current, evs, False])
-            by_fanout.setdefault(w.fanout, []).append([w.uid, w.epoch, evs[0][1][2], last_read, resp])
+            items = by_fanout.setdefault(w.fanout, [])
+            for resp in messages.pack_watch_responses([w.watch_id], current, evs, w.fragment):
+                items.append([w.uid, w.epoch, evs[0][1][2], last_read, resp])
             self._count("events_sent", len(evs))
         for fanout, items in by_fanout.items():
             self._post(fanout, ["ev", 0, items])

@@ -43,7 +43,7 @@ import msgpack
 
 from . import errors
 from .errors import InvalidArgument, ZwatchError
-from .limits import MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_REVISION
+from .limits import MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_REVISION
 
 PUT, DELETE = 0, 1
 EVENT_TYPE_NAMES = ("PUT", "DELETE")
@@ -225,3 +225,47 @@ def kv_list_to_dict(kv) -> dict:
     key, create, mod, version, value, lease = kv
     return {"key": key, "create_revision": create, "mod_revision": mod, "version": version,
             "value": value, "lease": lease}
+
+
+def pack_watch_responses(ids: list, header_rev: int, events: list, fragment: bool,
+                         limit: int = MAX_RESPONSE_BYTES) -> list[bytes]:
+    """Encode [ids, header_rev, events, fragment] response(s), at most `limit` bytes each when possible.
+
+    A response never splits one revision's events (Atomic): an oversized batch is cut at
+    revision boundaries.  A single revision larger than the limit is sent whole, unless the
+    watch asked for fragments (etcd's fragment option): then it is cut into pieces marked
+    fragment=True except the last, which the client joins.
+    """
+    whole = pack([ids, header_rev, events, False])
+    if len(whole) <= limit or len(events) <= 1:
+        return [whole]
+    out, run, size, run_rev = [], [], 0, None
+    for ev in events:
+        ev_size = len(pack(ev))
+        rev = ev[1][2]
+        if run and rev != run_rev and size + ev_size > limit:
+            out.extend(_pack_revision_run(ids, header_rev, run, fragment, limit))
+            run, size = [], 0
+        run.append(ev)
+        size += ev_size
+        run_rev = rev
+    if run:
+        out.extend(_pack_revision_run(ids, header_rev, run, fragment, limit))
+    return out
+
+
+def _pack_revision_run(ids, header_rev, run, fragment, limit):
+    whole = pack([ids, header_rev, run, False])
+    if len(whole) <= limit or not fragment or len(run) <= 1:
+        return [whole]
+    pieces, piece, size = [], [], 0
+    for ev in run:
+        ev_size = len(pack(ev))
+        if piece and size + ev_size > limit:
+            pieces.append(piece)
+            piece, size = [], 0
+        piece.append(ev)
+        size += ev_size
+    pieces.append(piece)
+    return [pack([ids, header_rev, p, i < len(pieces) - 1]) for i, p in enumerate(pieces)]
+

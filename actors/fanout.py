@@ -57,6 +57,7 @@ _W_HEAD = b"\x93\xa1w\x00"  # msgpack: array of 3, "w", 0 -- then the array of r
 _array_header = msgpack.Packer().pack_array_header
 _pack = msgpack.Packer(use_bin_type=True).pack
 NO_SESSION = "NO_SESSION"
+_FRAME_BYTES = 256 * 1024  # watch frames are cut here so that credit moves in small steps
 
 
 class Watcher:
@@ -104,7 +105,8 @@ class Slot:
 
 
 class Session:
-    __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "progress_waiters", "next_auto_id")
+    __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "progress_waiters", "next_auto_id",
+                 "sent_bytes", "acked_bytes", "backoff", "held", "held_bytes", "held_since")
 
     def __init__(self, ident: bytes, name: str):
         self.ident = ident
@@ -114,6 +116,15 @@ class Session:
         self.unsynced = 0
         self.progress_waiters: list[int] = []
         self.next_auto_id = 1
+        # Credit-based flow control: the client acks the bytes it received; watch frames are
+        # only sent while sent - acked stays within the session window.
+        self.sent_bytes = 0
+        self.acked_bytes = 0
+        self.backoff = 0.0
+        # Frames waiting for credit, in order; bounded by the window and a stall deadline.
+        self.held: list = []
+        self.held_bytes = 0
+        self.held_since = 0.0
 
 
 class Fanout:
@@ -121,7 +132,8 @@ class Fanout:
                  idle_timeout_s: float = 10.0, progress_interval_s: float = 600.0,
                  ring_revisions: int = 20_000, victim_backoff_s: float = 0.1,
                  max_sessions: int = MAX_SESSIONS_PER_FANOUT, max_watches: int = MAX_WATCHES_PER_SESSION,
-                 session_hwm: int = 1000, stats_s: float = 10.0):
+                 session_hwm: int = 1000, session_window: int = 8 << 20, stall_s: float = 2.0,
+                 stats_s: float = 10.0):
         self.endpoint = endpoint
         self.writer_endpoint = writer_endpoint
         self.pub_endpoint = pub_endpoint
@@ -133,6 +145,10 @@ class Fanout:
         self.max_sessions = max_sessions
         self.max_watches = max_watches
         self.session_hwm = session_hwm
+        self.session_window = session_window
+        self.stall_s = stall_s
+        self.max_inflight = 0
+        self.holding: set[bytes] = set()   # sessions with held frames: the syncer waits for them
         self.stats_s = stats_s
         self.instance = f"fanout-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.log = configure("fanout").bind(instance=self.instance)
@@ -168,6 +184,8 @@ class Fanout:
                    max_sessions=env_int("ZWATCH_MAX_SESSIONS", MAX_SESSIONS_PER_FANOUT),
                    max_watches=env_int("ZWATCH_MAX_WATCHES_PER_SESSION", MAX_WATCHES_PER_SESSION),
                    session_hwm=env_int("ZWATCH_SESSION_HWM", 1000),
+                   session_window=env_int("ZWATCH_SESSION_WINDOW_BYTES", 8 << 20),
+                   stall_s=env_float("ZWATCH_STALL_S", 2.0),
                    stats_s=env_float("ZWATCH_STATS_S", 10.0))
 
     # ================================================================== main loop
@@ -178,6 +196,10 @@ class Fanout:
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.writer = make_socket(ctx, zmq.DEALER, max_msg=None, sndhwm=10_000, rcvhwm=100_000)
         self.syncer = make_socket(ctx, zmq.DEALER, max_msg=None, sndhwm=100_000, rcvhwm=100_000)
+        # Reads get their own connection to the syncer: while a stuck session holds frames the
+        # fan-out stops reading the sync connection (backpressure), and reads must not wait.
+        self.reader = make_socket(ctx, zmq.DEALER, max_msg=None, sndhwm=10_000, rcvhwm=100_000)
+        self.reader.setsockopt(zmq.IMMEDIATE, 1)
         # IMMEDIATE: a forwarded request fails at once (UNAVAILABLE) when the peer is down,
         # instead of waiting in a queue and being applied after the client gave up.
         self.writer.setsockopt(zmq.IMMEDIATE, 1)
@@ -186,12 +208,13 @@ class Fanout:
         self.sub.connect(self.pub_endpoint)
         self.writer.connect(self.writer_endpoint)
         self.syncer.connect(self.syncer_endpoint)
+        self.reader.connect(self.syncer_endpoint)
         self.log.info("fanout.start", endpoint=self.endpoint, writer=self.writer_endpoint,
                       pub=self.pub_endpoint, syncer=self.syncer_endpoint, idle_timeout_s=self.idle_timeout_s,
                       progress_interval_s=self.progress_interval_s, ring_revisions=self.ring_revisions,
                       max_sessions=self.max_sessions, max_watches=self.max_watches)
         poller = zmq.Poller()
-        for s in (self.router, self.sub, self.writer, self.syncer):
+        for s in (self.router, self.sub, self.writer, self.syncer, self.reader):
             poller.register(s, zmq.POLLIN)
         housekeeping = Every(0.1)
         ping = Every(1.0)
@@ -203,10 +226,14 @@ class Fanout:
                 ready = dict(poller.poll(100))
                 if self.sub in ready:
                     self._drain_publishes()
-                if self.syncer in ready:
+                if self.syncer in ready and not self.holding:
+                    # While a session waits for credit, leave the syncer's messages in the
+                    # socket: ZeroMQ's high-water mark then pauses the syncer's scan.
                     self._drain_syncer()
                 if self.writer in ready:
                     self._drain_replies(self.writer)
+                if self.reader in ready:
+                    self._drain_replies(self.reader)
                 if self.router in ready:
                     self._drain_clients()
                 now = time.monotonic()
@@ -224,7 +251,7 @@ class Fanout:
         finally:
             self.log.info("fanout.stop", sessions=len(self.sessions), watchers=len(self.watchers),
                           revision=self.last_seen, signal=self.stop.signal)
-            for s in (self.router, self.sub, self.writer, self.syncer):
+            for s in (self.router, self.sub, self.writer, self.syncer, self.reader):
                 s.close()
             ctx.term()
         return 0
@@ -307,8 +334,11 @@ class Fanout:
                 slot.last_event_rev = header_rev
                 self.st["deliveries"] += len(evs) * len(slot.ids)
                 items = out.setdefault(slot.session.ident, [])
+                # The owner snapshots who was in the slot: a watcher that joins later must not be
+                # victimized for events from before its start.
+                owner = (tuple(slot.watchers), first_rev)
                 for resp in messages.pack_watch_responses(slot.ids, header_rev, evs, g.fragment):
-                    items.append(("w", resp, (slot, first_rev)))
+                    items.append(("w", resp, owner))
 
     def _gap(self, prev: int):
         """We missed (last_seen, prev]: every watcher that wanted those revisions goes to the syncer."""
@@ -391,7 +421,7 @@ class Fanout:
             self.st["deliveries"] += len(evs)
             items = self.out.setdefault(w.session.ident, [])
             for resp in messages.pack_watch_responses([w.watch_id], self.last_seen, evs, w.fragment):
-                items.append(("w", resp, (w, next_rev)))
+                items.append(("w", resp, ((w,), next_rev)))
 
     def _activate_futures(self, upto: int):
         fut = self.futures
@@ -477,7 +507,7 @@ class Fanout:
                 continue
             w.next_rev = last_rev + 1
             self.st["synced_from_syncer"] += 1
-            out.setdefault(w.session.ident, []).append(("w", resp, (w, first_rev)))
+            out.setdefault(w.session.ident, []).append(("w", resp, ((w,), first_rev)))
 
     def _on_syncer_pong(self, body):
         self.syncer_last_pong = time.monotonic()
@@ -495,28 +525,42 @@ class Fanout:
 
     # ================================================================== victims
     def _victimize(self, owner):
-        target, first_rev = owner
-        watchers = list(target.watchers) if isinstance(target, Slot) else [target]
+        watchers, first_rev = owner
         now = time.monotonic()
+        session = watchers[0].session if watchers else None
+        if session is not None:
+            # Back off exponentially while the session stays stuck, so that a dead client does
+            # not make the syncer replay for it ten times a second.
+            session.backoff = min(max(session.backoff * 2, self.victim_backoff_s), 5.0)
         for w in watchers:
             if w.state == SYNCED and w.slot is not None:
                 self._unindex(w)
                 w.session.unsynced += 1
             elif w.state == UNSYNCED:
                 self.to_unsync.append([w.uid, w.epoch])
+            elif w.state == VICTIM:
+                w.next_rev = min(w.next_rev, first_rev)
+                continue
             else:
                 continue
             w.state = VICTIM
             w.epoch += 1
-            w.next_rev = first_rev
-            self.victims.append((now + self.victim_backoff_s, w))
+            w.next_rev = min(w.next_rev, first_rev) if w.next_rev else first_rev
+            self.victims.append((now + session.backoff, w))
             self.st["victims"] += 1
 
     def _retry_victims(self, now):
-        while self.victims and self.victims[0][0] <= now:
-            _, w = self.victims.popleft()
-            if w.state == VICTIM and self.watchers.get(w.uid) is w:
+        if not self.victims:
+            return
+        keep = deque()
+        for due, w in self.victims:
+            if w.state != VICTIM or self.watchers.get(w.uid) is not w:
+                continue
+            if due <= now:
                 self._to_syncer(w, w.next_rev)
+            else:
+                keep.append((due, w))
+        self.victims = keep
 
     # ================================================================== output
     def _flush(self):
@@ -526,43 +570,100 @@ class Fanout:
         if self.to_sync:
             self._send_syncer(["sync", 0, self.to_sync])
             self.to_sync = []
-        if not self.out:
+        if not self.out and not self.holding:
             return
         out, self.out = self.out, {}
-        router = self.router
+        for ident in self.holding:
+            out.setdefault(ident, [])
+        self.holding = set()
+        now = time.monotonic()
         for ident, items in out.items():
-            frames = []
+            session = self.sessions.get(ident)
+            frames = session.held if session is not None else []
             run = []
             owners = []
+            run_bytes = 0
             for kind, data, owner in items:
                 if kind == "w":
+                    if run and run_bytes + len(data) > _FRAME_BYTES:
+                        frames.append((_W_HEAD + _array_header(len(run)) + b"".join(run), owners))
+                        run, owners, run_bytes = [], [], 0
                     run.append(data)
                     owners.append(owner)
-                else:
-                    if run:
-                        frames.append((_W_HEAD + _array_header(len(run)) + b"".join(run), owners))
-                        run, owners = [], []
+                    run_bytes += len(data)
+                    continue
+                if run:
+                    frames.append((_W_HEAD + _array_header(len(run)) + b"".join(run), owners))
+                    run, owners, run_bytes = [], [], 0
+                if kind == "r":
                     frames.append((data, None))
+                elif kind == "c":
+                    frames.append((_W_HEAD + _array_header(1) + data, None))
+                else:  # "p": requested progress, then its reply; both stand or fall with the events before
+                    frames.append((data[0], ("progress", owner)))
+                    frames.append((data[1], ("progress", owner)))
             if run:
                 frames.append((_W_HEAD + _array_header(len(run)) + b"".join(run), owners))
-            for k, (frame, owners) in enumerate(frames):
-                try:
-                    router.send_multipart((ident, frame), zmq.NOBLOCK, copy=False)
-                    self.st["frames"] += 1
-                except zmq.Again:
-                    # The session's pipe is full: its matched watchers become victims from the
-                    # first revision they did not get; nobody else waits for it.
-                    for _frame, fowners in frames[k:]:
-                        for o in fowners or ():
+            self._send_frames(ident, session, frames, now)
+
+    def _send_frames(self, ident, session, frames, now):
+        """Send in order while the session has credit; hold the rest; victimize a stuck session."""
+        router = self.router
+        sent = 0
+        for frame, owners in frames:
+            if session is not None and isinstance(owners, list) and session.sent_bytes > session.acked_bytes and \
+                    session.sent_bytes - session.acked_bytes + len(frame) > self.session_window:
+                break  # no credit: hold this and everything after it (one frame may always go)
+            try:
+                router.send_multipart((ident, frame), zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            except zmq.ZMQError:  # EHOSTUNREACH: the client is gone
+                self._close_session(ident, "unreachable")
+                return
+            sent += 1
+            self.st["frames"] += 1
+            if session is not None:
+                session.sent_bytes += len(frame)
+                inflight = session.sent_bytes - session.acked_bytes
+                if inflight > self.max_inflight:
+                    self.max_inflight = inflight
+        rest = frames[sent:]
+        if session is None:
+            return
+        if not rest:
+            session.held, session.held_bytes = [], 0
+            return
+        if not session.held or sent:
+            session.held_since = now
+        session.held = rest
+        session.held_bytes = sum(len(f) for f, _ in rest)
+        if session.held_bytes > self.session_window or now - session.held_since > self.stall_s:
+            # The session stays stuck: its matched watchers become victims from the first
+            # revision they did not get; nobody else waits for it any longer.  Replies and
+            # control responses stay queued; a requested progress notification that would
+            # follow dropped events is asked again once the session is synced.
+            keep, lost, progress = [], 0, set()
+            for frame, fowners in rest:
+                if isinstance(fowners, list):
+                    lost += 1
+                    for o in fowners:
+                        if o is not None:
                             self._victimize(o)
-                    self.log.info("watch.victim", session=self._sname(ident), frames_lost=len(frames) - k)
-                    break
-                except zmq.ZMQError:  # EHOSTUNREACH: the client is gone
-                    self._close_session(ident, "unreachable")
-                    break
-        if self.to_unsync:
-            self._send_syncer(["unsync", 0, self.to_unsync])
-            self.to_unsync = []
+                elif isinstance(fowners, tuple):
+                    progress.add(fowners[1])
+                else:
+                    keep.append((frame, fowners))
+            session.progress_waiters.extend(sorted(progress))
+            session.held = keep
+            session.held_bytes = sum(len(f) for f, _ in keep)
+            if keep:
+                self.holding.add(ident)
+            self._settled(session)
+            self.log.info("watch.victim", session=session.name, frames_lost=lost,
+                          inflight_bytes=session.sent_bytes - session.acked_bytes)
+        else:
+            self.holding.add(ident)
 
     def _sname(self, ident):
         s = self.sessions.get(ident)
@@ -606,12 +707,18 @@ class Fanout:
         if session is None:
             raise FailedPrecondition("no session: send hello first", reason=NO_SESSION)
         session.last_heard = time.monotonic()
-        if op == "ping":
+        if op == "ack":
+            acked = messages.get_int(body, "bytes")
+            if acked > session.acked_bytes:
+                # Clamp: a client may count a frame or two from before its session existed.
+                session.acked_bytes = min(acked, session.sent_bytes)
+                session.backoff = 0.0
+        elif op == "ping":
             self._queue_reply(ident, messages.pack(["pong", req_id, {"revision": self.last_seen or 0}]))
         elif op in messages.WRITE_OPS or op == "status":
             self._forward(self.writer, ident, raw, req_id, "writer")
         elif op in messages.READ_OPS:
-            self._forward(self.syncer, ident, raw, req_id, "syncer")
+            self._forward(self.reader, ident, raw, req_id, "syncer")
         elif op == "watch_create":
             self._watch_create(session, req_id, body)
         elif op == "watch_cancel":
@@ -628,8 +735,11 @@ class Fanout:
             else:
                 session.progress_waiters.append(req_id)
         elif op == "bye":
-            self._queue_reply(ident, messages.encode_ok(req_id, {}))
             self._close_session(ident, "bye")
+            try:
+                self.router.send_multipart((ident, messages.encode_ok(req_id, {})), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
 
     def _hello(self, ident, req_id, body):
         version = messages.get_int(body, "version", 0, 0, 1 << 31)
@@ -688,7 +798,7 @@ class Fanout:
         created = messages.control_response(wid, self.last_seen, created=True)
         self._queue_reply(session.ident, messages.encode_ok(req_id, created))
         if spec.empty_range:
-            self.out[session.ident].append(("w", _pack(messages.control_response(
+            self.out[session.ident].append(("c", _pack(messages.control_response(
                 wid, self.last_seen, canceled=True,
                 cancel_reason="etcdserver: key >= range_end: the range is empty")), None))
             return
@@ -709,7 +819,7 @@ class Fanout:
         self._make_synced(w, start)
 
     def _cancel(self, w: Watcher, reason: str, compact_revision: int = 0):
-        self.out.setdefault(w.session.ident, []).append(("w", _pack(messages.control_response(
+        self.out.setdefault(w.session.ident, []).append(("c", _pack(messages.control_response(
             w.watch_id, self.last_seen or 0, canceled=True, cancel_reason=reason,
             compact_revision=compact_revision)), None))
         self._drop(w)
@@ -735,6 +845,7 @@ class Fanout:
         for w in list(session.watches.values()):
             self._drop(w)
         self.out.pop(ident, None)
+        self.holding.discard(ident)
         self.log.info("session.close", session=session.name, reason=reason, sessions=len(self.sessions))
 
     def _expire_sessions(self, now):
@@ -745,29 +856,33 @@ class Fanout:
     # ================================================================== progress
     def _answer_progress(self, session: Session, req_id: int):
         rev = self.last_seen or 0
-        self.out.setdefault(session.ident, []).append(("w", _pack([[-1], rev, [], False]), None))
-        self._queue_reply(session.ident, messages.encode_ok(req_id, {"header": {"revision": rev}}))
+        frame = _W_HEAD + _array_header(1) + _pack([[-1], rev, [], False])
+        self.out.setdefault(session.ident, []).append(
+            ("p", (frame, messages.encode_ok(req_id, {"header": {"revision": rev}})), req_id))
 
     def _progress_tick(self):
         """etcd's progress_notify: synced watchers that had no events since the last tick."""
         if self.last_seen is None:
             return
         mark, self.progress_mark = self.progress_mark, self.last_seen
-        per_session: dict[bytes, list[int]] = {}
+        per_session: dict[bytes, list[Watcher]] = {}
         for w in self.progress_watchers:
             # Only synced watchers, never a future one (it would claim a revision below its start).
             if w.state == SYNCED and w.slot.last_event_rev <= mark:
-                per_session.setdefault(w.session.ident, []).append(w.watch_id)
-        for ident, ids in per_session.items():
-            self.out.setdefault(ident, []).append(("w", _pack([ids, self.last_seen, [], False]), None))
+                per_session.setdefault(w.session.ident, []).append(w)
+        for ident, ws in per_session.items():
+            resp = _pack([[w.watch_id for w in ws], self.last_seen, [], False])
+            self.out.setdefault(ident, []).append(("w", resp, (tuple(ws), self.last_seen + 1)))
 
     def _log_stats(self):
         self.log.info("fanout.stats", sessions=len(self.sessions), watchers=len(self.watchers),
                       groups=len(self.groups), futures=len(self.futures), victims_pending=len(self.victims),
                       unsynced=sum(1 for w in self.watchers.values() if w.state == UNSYNCED),
-                      revision=self.last_seen, ring=len(self.ring), interval_s=self.stats_s, **self.st)
+                      revision=self.last_seen, ring=len(self.ring), interval_s=self.stats_s,
+                      max_inflight_bytes=self.max_inflight, session_window=self.session_window, **self.st)
         for k in self.st:
             self.st[k] = 0
+        self.max_inflight = 0
 
 
 def main(endpoint: str | None = None) -> int:

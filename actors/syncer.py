@@ -74,7 +74,7 @@ def _parse_registration(item) -> tuple:
 
 class Syncer:
     def __init__(self, data_dir: str, endpoint: str, *, batch_size: int = 512, chunk_revisions: int = 2000,
-                 chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.02, fanout_timeout_s: float = 10.0,
+                 chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.05, fanout_timeout_s: float = 10.0,
                  stats_s: float = 10.0):
         self.data_dir = data_dir
         self.endpoint = endpoint
@@ -105,7 +105,7 @@ class Syncer:
                    batch_size=env_int("ZWATCH_SYNC_BATCH", 512),
                    chunk_revisions=env_int("ZWATCH_SYNC_CHUNK_REVISIONS", 2000),
                    chunk_bytes=env_int("ZWATCH_SYNC_CHUNK_BYTES", 1 << 20),
-                   batch_delay_s=env_float("ZWATCH_SYNC_BATCH_DELAY_S", 0.02),
+                   batch_delay_s=env_float("ZWATCH_SYNC_BATCH_DELAY_S", 0.05),
                    stats_s=env_float("ZWATCH_STATS_S", 10.0))
 
     def _count(self, name, n=1):

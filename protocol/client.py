@@ -31,6 +31,7 @@ from .limits import PROTOCOL_VERSION
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:2379"
 _READ_OPS = frozenset({"range", "status", "watch_progress"})
+_ACK_EVERY = 256 * 1024  # well inside the fan-out's session window (8 MiB by default)
 
 
 def _b(x) -> bytes:
@@ -313,9 +314,12 @@ class Watch:
             self.client._cancel_watch(self, timeout)
 
     def _start_revision(self) -> int:
+        # Never resume below the original start: a session-wide progress notification may
+        # claim a revision below a future watch's start (etcd #20221).
+        start = self.body.get("start_revision", 0)
         if self.last_revision:
-            return self.last_revision + 1
-        return self.body.get("start_revision", 0)
+            return max(self.last_revision + 1, start)
+        return start
 
 
 _unpack_opts = dict(raw=False, strict_map_key=False)
@@ -500,6 +504,7 @@ class Client:
                 sock.connect(self.endpoint)
                 poller.register(sock, zmq.POLLIN)
                 hello_id = next(self._ids)
+                received = acked = 0  # flow-control counters are per session
                 hello = messages.encode_request("hello", hello_id, {"version": PROTOCOL_VERSION, "client": self.name})
                 state = "hello"
                 hello_sent_at = 0.0
@@ -516,6 +521,9 @@ class Client:
                     last_ping = now
                     try:
                         sock.send(messages.encode_request("ping", next(self._ids), {}), zmq.NOBLOCK)
+                        if received != acked:
+                            sock.send(messages.encode_request("ack", 0, {"bytes": received}), zmq.NOBLOCK)
+                            acked = received
                     except zmq.Again:
                         pass
             self._expire_pending(now, state == "ready")
@@ -528,6 +536,12 @@ class Client:
                 state = "connect"
                 continue
             wait_ms = 5 if state == "hello" and hello_sent_at == 0.0 else int(hb * 250)
+            if state == "ready" and received - acked >= _ACK_EVERY:
+                try:
+                    sock.send(messages.encode_request("ack", 0, {"bytes": received}), zmq.NOBLOCK)
+                    acked = received
+                except zmq.Again:
+                    pass
             for s, _ in poller.poll(wait_ms):
                 if s is self._wake_rx:
                     while True:
@@ -542,6 +556,7 @@ class Client:
                     except zmq.Again:
                         break
                     last_heard = time.monotonic()
+                    received += len(raw)
                     try:
                         msg = msgpack.unpackb(raw, **_unpack_opts)
                         kind, req_id, body = msg
@@ -567,7 +582,13 @@ class Client:
                     elif kind in ("ok", "err"):
                         self._complete(req_id, kind, body)
         if sock is not None:
-            sock.close(0)
+            if state == "ready":
+                # Free the session (and its watches) at once instead of after the idle timeout.
+                try:
+                    sock.send(messages.encode_request("bye", next(self._ids), {}), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+            sock.close(200)
         self._wake_rx.close()
         with self._lock:
             pending = list(self._pending.values())
@@ -631,6 +652,7 @@ class Client:
             # Pending creates on the old session are completed by their re-sent create below.
             creates = {p.frame: p for p in self._pending.values() if p.op == "watch_create"}
         for w in handles:
+            w._fragments = []  # a revision cut by the failover is sent again whole
             body = dict(w.body)
             body["start_revision"] = w._start_revision()
             req_id = next(self._ids)

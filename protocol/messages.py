@@ -9,8 +9,13 @@ Client -> fan-out (DEALER -> ROUTER)::
 
     [op: str, req_id: int, body: map]
 
-    op in: hello, ping, bye, status, range, put, delete_range, txn, compact,
+    op in: hello, ping, ack, bye, status, range, put, delete_range, txn, compact,
            watch_create, watch_cancel, watch_progress
+
+    ack {"bytes": n}: flow control.  n = total bytes of frames received on this session.  A
+    fan-out keeps at most its session window (default 8 MiB) of watch frames unacknowledged;
+    beyond it the session's watches become victims and catch up later from history.  Clients
+    should ack at least every 1 MiB received (and with every ping).
 
 Fan-out -> client::
 
@@ -52,7 +57,7 @@ EVENT_TYPE_NAMES = ("PUT", "DELETE")
 WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact"})
 READ_OPS = frozenset({"range"})
 WATCH_OPS = frozenset({"watch_create", "watch_cancel", "watch_progress"})
-SESSION_OPS = frozenset({"hello", "ping", "bye", "status"})
+SESSION_OPS = frozenset({"hello", "ping", "ack", "bye", "status"})
 CLIENT_OPS = WRITE_OPS | READ_OPS | WATCH_OPS | SESSION_OPS
 
 FILTER_NOPUT, FILTER_NODELETE = "NOPUT", "NODELETE"

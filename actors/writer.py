@@ -46,7 +46,8 @@ from .store import Store
 
 class Writer:
     def __init__(self, data_dir: str, endpoint: str, pub_endpoint: str, *, max_batch: int = 4096,
-                 heartbeat_s: float = 1.0, stats_s: float = 10.0, map_size: int = 1 << 30):
+                 heartbeat_s: float = 1.0, stats_s: float = 10.0, map_size: int = 1 << 30,
+                 max_map_size: int = 1 << 40):
         self.data_dir = data_dir
         self.endpoint = endpoint
         self.pub_endpoint = pub_endpoint
@@ -54,6 +55,7 @@ class Writer:
         self.heartbeat_s = heartbeat_s
         self.stats_s = stats_s
         self.map_size = map_size
+        self.max_map_size = max_map_size
         self.log = configure("writer")
         self.stop = StopFlag()
         self._reset_stats()
@@ -64,7 +66,8 @@ class Writer:
                    max_batch=env_int("ZWATCH_WRITER_MAX_BATCH", 4096),
                    heartbeat_s=env_float("ZWATCH_HEARTBEAT_S", 1.0),
                    stats_s=env_float("ZWATCH_STATS_S", 10.0),
-                   map_size=env_int("ZWATCH_MAP_SIZE", 1 << 30))
+                   map_size=env_int("ZWATCH_MAP_SIZE", 1 << 30),
+                   max_map_size=env_int("ZWATCH_MAX_MAP_SIZE", 1 << 40))
 
     def _reset_stats(self):
         self.st_commits = 0
@@ -77,7 +80,7 @@ class Writer:
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
         os.makedirs(self.data_dir, exist_ok=True)
-        self.store = Store(self.data_dir, map_size=self.map_size)
+        self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size)
         self.last_published = self.store.current_revision()
         ctx = zmq.Context()
         self.router = make_socket(ctx, zmq.ROUTER, rcvhwm=100_000, sndhwm=100_000)

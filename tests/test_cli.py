@@ -1,0 +1,431 @@
+"""The `zwatch` CLI: etcdctl 3.4's output, byte for byte, through the real script on a real cluster.
+
+Parsing and formatting are unit-tested on cli.py's functions; everything else runs
+`python -m zwatch.cli` in a subprocess, the way a user or a script calls it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from zwatch import cli
+from zwatch.client import DeleteRangeResponse, Event, Header, KeyValue, PutResponse, RangeResponse, TxnResponse
+from zwatch.client import WatchResponse
+from zwatch.errors import InvalidArgument
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZWATCH_", "ETCD"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def zw(ep, *args, stdin: str | None = None, timeout: float = 30, env=None) -> subprocess.CompletedProcess:
+    """Run the CLI against endpoint `ep` (None: no --endpoints flag)."""
+    argv = [sys.executable, "-m", "zwatch.cli"] + (["--endpoints", ep] if ep else []) + list(args)
+    return subprocess.run(argv, input=stdin if stdin is not None else "", capture_output=True, text=True,
+                          timeout=timeout, env=env or _env())
+
+
+def ok(ep, *args, **kw) -> str:
+    r = zw(ep, *args, **kw)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    return r.stdout
+
+
+class Lines:
+    """A long-running CLI process whose stdout lines are read with a deadline."""
+
+    def __init__(self, argv, env=None):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env or _env())
+        self.q: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.q.put(line.rstrip("\n"))
+
+    def take(self, n, timeout=15.0) -> list[str]:
+        out, deadline = [], time.monotonic() + timeout
+        while len(out) < n:
+            try:
+                out.append(self.q.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"got {out} of {n} lines; stderr: {self._stderr()}") from None
+        return out
+
+    def _stderr(self):
+        if self.proc.poll() is None:
+            return "(running)"
+        return self.proc.stderr.read()
+
+    def stop(self, sig=signal.SIGINT, timeout=10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def watch_cmd(ep, *args):
+    return [sys.executable, "-m", "zwatch.cli", "--endpoints", ep, "watch", *args]
+
+
+# ================================================================ no server needed
+def test_go_quote_matches_go_strconv_quote():
+    assert cli.go_quote(b"foo") == '"foo"'
+    assert cli.go_quote(b'a"b\\c') == '"a\\"b\\\\c"'
+    assert cli.go_quote(b"\x00\x01\n\t\x7f") == '"\\x00\\x01\\n\\t\\x7f"'
+    assert cli.go_quote("é€".encode()) == '"é€"'
+    assert cli.go_quote(b"\xff\xfe") == '"\\xff\\xfe"'          # invalid UTF-8: byte escapes
+    assert cli.go_quote("\u200b".encode()) == '"\\u200b"'        # not printable
+
+
+def test_go_unquote_and_argify():
+    assert cli.go_unquote('"a\\x00b\\n\\"q\\" \\u00e9"') == b'a\x00b\n"q" \xc3\xa9'
+    assert cli.go_unquote("`raw \\n`") == b"raw \\n"
+    assert cli.argify("put k \"a b\"  'c d' e") == ["put", "k", "a b", "c d", "e"]
+
+
+def test_humanize_bytes_like_go_humanize():
+    assert [cli.humanize_bytes(n) for n in (0, 9, 10, 999, 1500, 20480, 69632, 1 << 30)] == \
+        ["0 B", "9 B", "10 B", "999 B", "1.5 kB", "20 kB", "70 kB", "1.1 GB"]
+
+
+def test_parse_compare_etcdctl_syntax():
+    assert cli.parse_compare('mod("k") > "0"') == \
+        {"key": b"k", "range_end": b"", "target": "MOD", "result": "GREATER", "mod_revision": 0}
+    assert cli.parse_compare('value("k") = "v 1"')["value"] == b"v 1"
+    assert cli.parse_compare('val("k") != "x"')["result"] == "NOT_EQUAL"
+    assert cli.parse_compare('ver("k") < "3"') == \
+        {"key": b"k", "range_end": b"", "target": "VERSION", "result": "LESS", "version": 3}
+    assert cli.parse_compare('create("\\x00k") = "0"')["key"] == b"\x00k"
+    for bad in ('mod("k") > 0', 'mod(k) > "0"', 'size("k") = "1"', 'mod("k") >= "1"', 'version("k") = "x"'):
+        with pytest.raises(InvalidArgument):
+            cli.parse_compare(bad)
+
+
+def test_read_txn_sections_and_ops():
+    text = ('mod("k") > "0"\n\nput k "new value"\nget k --prefix --keys-only\n\n'
+            "del k --prev-kv\nput x 'y z'\n")
+    compares, success, failure = cli.read_txn(io.StringIO(text))
+    assert [c["target"] for c in compares] == ["MOD"]
+    assert success == [{"request_put": {"key": b"k", "value": b"new value", "prev_kv": False}},
+                       {"request_range": {"key": b"k", "range_end": b"l", "keys_only": True}}]
+    assert failure == [{"request_delete_range": {"key": b"k", "prev_kv": True}},
+                       {"request_put": {"key": b"x", "value": b"y z", "prev_kv": False}}]
+    # No compares, EOF without the final blank line: still three sections.
+    assert cli.read_txn(io.StringIO("\nput a 1")) == ([], [{"request_put": {"key": b"a", "value": b"1",
+                                                                             "prev_kv": False}}], [])
+    with pytest.raises(InvalidArgument, match="invalid txn request"):
+        cli.read_txn(io.StringIO("\nfrobnicate k\n"))
+    with pytest.raises(InvalidArgument, match="invalid txn request"):
+        cli.read_txn(io.StringIO("\nput k\n"))
+
+
+def test_json_is_etcdctl_json():
+    kv = KeyValue(b"foo", 2, 5, 4, b"bar")
+    dump = lambda o: json.dumps(o, separators=(",", ":"))  # noqa: E731
+    assert dump(cli.j_range(RangeResponse(Header(5), [kv], False, 1))) == \
+        '{"header":{"revision":5},"kvs":[{"key":"Zm9v","create_revision":2,"mod_revision":5,"version":4,' \
+        '"value":"YmFy"}],"count":1}'
+    assert dump(cli.j_range(RangeResponse(Header(5), [], False, 0))) == '{"header":{"revision":5}}'
+    txn = TxnResponse(Header(6), True, [PutResponse(Header(6)), DeleteRangeResponse(Header(6), 1, [kv])])
+    assert dump(cli.j_txn(txn)) == \
+        '{"header":{"revision":6},"succeeded":true,"responses":[{"Response":{"response_put":' \
+        '{"header":{"revision":6}}}},{"Response":{"response_delete_range":{"header":{"revision":6},' \
+        '"deleted":1,"prev_kvs":[{"key":"Zm9v","create_revision":2,"mod_revision":5,"version":4,"value":"YmFy"}]}}}]}'
+    assert dump(cli.j_txn(TxnResponse(Header(6), False, []))) == '{"header":{"revision":6}}'
+    ev = WatchResponse(1, Header(7), [Event("DELETE", KeyValue(b"foo", 0, 7, 0, b""), kv)])
+    assert dump(cli.j_watch(ev)) == \
+        '{"Header":{"revision":7},"Events":[{"type":1,"kv":{"key":"Zm9v","mod_revision":7},"prev_kv":' \
+        '{"key":"Zm9v","create_revision":2,"mod_revision":5,"version":4,"value":"YmFy"}}],' \
+        '"CompactRevision":0,"Canceled":false,"Created":false}'
+    assert dump(cli.j_watch(WatchResponse(1, Header(8)))) == \
+        '{"Header":{"revision":8},"Events":null,"CompactRevision":0,"Canceled":false,"Created":false}'
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main(["get"]) == 2
+    assert cli.main(["get", "a", "--prefix", "--from-key"]) == 2
+    assert cli.main(["get", "a", "b", "--prefix"]) == 2
+    assert cli.main(["get", "a", "-w", "json", "--print-value-only"]) == 2
+    assert cli.main(["-w", "yaml", "get", "a"]) == 2
+    assert cli.main(["watch", "a", "--"]) == 2
+    assert cli.main(["compaction", "x"]) == 2
+    assert cli.main(["nosuchverb"]) == 2
+    assert cli.main(["--help"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_split_exec_only_for_watch():
+    assert cli.split_exec(["watch", "k", "--rev", "3", "--", "echo", "--", "x"]) == \
+        (["watch", "k", "--rev", "3"], ["echo", "--", "x"])
+    assert cli.split_exec(["put", "--", "-k", "v"]) == (["put", "--", "-k", "v"], None)
+    assert cli.split_exec(["-w", "json", "watch", "k"]) == (["-w", "json", "watch", "k"], None)
+
+
+def test_global_flags_before_or_after_the_verb():
+    p = cli.build_parser()
+    a = p.parse_args(["-w", "json", "--endpoints", "h:1", "get", "k"])
+    assert (a.write_out, a.endpoints, a.command_timeout) == ("json", "h:1", 5.0)
+    a = p.parse_args(["--endpoints", "h:1", "get", "k", "-w", "json", "--command-timeout", "500ms"])
+    assert (a.write_out, a.endpoints, a.command_timeout) == ("json", "h:1", 0.5)
+
+
+def test_no_server_is_one_error_line_not_a_traceback():
+    t0 = time.monotonic()
+    r = zw(f"127.0.0.1:{free_port()}", "get", "foo", "--command-timeout", "0.5")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("Error: UNAVAILABLE: ") and r.stderr.count("\n") == 1, r.stderr
+    assert time.monotonic() - t0 < 15
+
+
+# ================================================================ against a cluster
+def test_kv_commands_print_like_etcdctl(cluster):
+    ep = cluster.fanout_eps[0]
+    assert ok(ep, "put", "foo", "bar") == "OK\n"
+    assert ok(ep, "put", "foo", "baz", "--prev-kv") == "OK\nfoo\nbar\n"
+    assert ok(ep, "get", "foo") == "foo\nbaz\n"
+    assert ok(ep, "get", "foo", "-w", "json") == \
+        '{"header":{"revision":3},"kvs":[{"key":"Zm9v","create_revision":2,"mod_revision":3,"version":2,' \
+        '"value":"YmF6"}],"count":1}\n'
+    ok(ep, "put", "fob", "x")
+    ok(ep, "put", "zed", "last")
+    assert ok(ep, "get", "fo", "--prefix") == "fob\nx\nfoo\nbaz\n"
+    assert ok(ep, "get", "fo", "--prefix", "--keys-only") == "fob\n\nfoo\n\n"
+    assert ok(ep, "get", "fo", "--prefix", "--print-value-only") == "x\nbaz\n"
+    assert ok(ep, "get", "fo", "--prefix", "--sort-by", "value", "--order", "DESCEND") == "fob\nx\nfoo\nbaz\n"
+    assert ok(ep, "get", "fo", "--prefix", "--order", "DESCEND", "--limit", "1") == "foo\nbaz\n"
+    assert ok(ep, "get", "fob", "--from-key", "--keys-only") == "fob\n\nfoo\n\nzed\n\n"
+    assert ok(ep, "get", "", "--prefix", "--count-only") == "3\n"
+    assert ok(ep, "get", "fo", "--prefix", "--limit", "1", "-w", "json") == \
+        '{"header":{"revision":5},"kvs":[{"key":"Zm9i","create_revision":4,"mod_revision":4,"version":1,' \
+        '"value":"eA=="}],"more":true,"count":2}\n'
+    assert ok(ep, "get", "foo", "--rev", "2") == "foo\nbar\n"
+    assert ok(ep, "get", "missing") == ""
+    assert ok(ep, "put", "stdin-key", stdin="from\nstdin") == "OK\n"       # etcdctl: value from stdin
+    assert ok(ep, "get", "stdin-key", "--print-value-only") == "from\nstdin\n"
+    assert ok(ep, "del", "fo", "--prefix", "--prev-kv") == "2\nfob\nx\nfoo\nbaz\n"
+    assert ok(ep, "del", "nothing") == "0\n"
+    assert ok(ep, "del", "zed", "-w", "json") == '{"header":{"revision":8},"deleted":1}\n'
+    assert ok(ep, "put", "k", "v", "-w", "json") == '{"header":{"revision":9}}\n'
+
+
+def test_txn_from_stdin(cluster):
+    ep = cluster.fanout_eps[0]
+    ok(ep, "put", "k", "v1")                                                  # revision 2
+    stdin = 'mod("k") > "0"\nvalue("k") = "v1"\n\nput k v2\nget k\n\nput k failed\n\n'
+    assert ok(ep, "txn", stdin=stdin) == "SUCCESS\n\nOK\n\nk\nv2\n"
+    assert ok(ep, "txn", stdin=stdin) == "FAILURE\n\nOK\n"                    # value is v2 now
+    assert ok(ep, "get", "k", "--print-value-only") == "failed\n"
+    out = ok(ep, "txn", "-w", "json", stdin='version("k") = "3"\n\ndel k --prev-kv\n\n\n')
+    assert json.loads(out) == {"header": {"revision": 5}, "succeeded": True, "responses": [
+        {"Response": {"response_delete_range": {"header": {"revision": 5}, "deleted": 1, "prev_kvs": [
+            {"key": "aw==", "create_revision": 2, "mod_revision": 4, "version": 3, "value": "ZmFpbGVk"}]}}}]}
+    out = ok(ep, "txn", "-i", stdin='create("k") = "0"\n\nput k new\n\n\n')
+    assert out == ("compares:\nsuccess requests (get, put, del):\nfailure requests (get, put, del):\n"
+                   "SUCCESS\n\nOK\n")
+    r = zw(ep, "txn", stdin='bogus("k") = "1"\n\n\n')
+    assert r.returncode == 1 and r.stderr.startswith("Error: INVALID_ARGUMENT: malformed comparison")
+
+
+def test_compaction_status_and_errors(cluster):
+    ep = cluster.fanout_eps[0]
+    for i in range(3):
+        ok(ep, "put", "k", f"v{i}")                                          # revisions 2..4
+    line = ok(ep, "endpoint", "status")
+    name, version, size, rev, compact = line.rstrip("\n").split(", ")
+    assert (name, rev, compact) == (ep, "4", "0") and version and size.endswith("B")
+    assert ok(ep, "compaction", "3") == "compacted revision 3\n"
+    r = zw(ep, "compaction", "3")                                             # etcd: already compacted
+    assert r.returncode == 1 and r.stderr.startswith("Error: COMPACTED: ")
+    assert ok(ep, "compaction", "4", "--physical", "-w", "json") == "compacted revision 4\n"
+    r = zw(ep, "get", "k", "--rev", "2")
+    assert (r.returncode, r.stdout) == (1, "") and r.stderr.startswith("Error: COMPACTED: ")
+    assert "Traceback" not in r.stderr
+    r = zw(ep, "get", "k", "--rev", "99")
+    assert r.returncode == 1 and r.stderr.startswith("Error: FUTURE_REVISION: ")
+    (st,) = json.loads(ok(ep, "endpoint", "status", "-w", "json"))
+    assert st["Endpoint"] == ep and st["Status"]["header"] == {"revision": 4}
+    assert st["Status"]["compactRevision"] == 4 and st["Status"]["dbSize"] > 0
+    # One endpoint down: the live one is printed, the dead one reported, exit 1.
+    dead = f"127.0.0.1:{free_port()}"
+    r = zw(f"{ep},{dead}", "endpoint", "status", "--command-timeout", "0.5")
+    assert r.returncode == 1 and r.stdout.startswith(ep + ", ")
+    assert r.stderr.startswith(f"Error: UNAVAILABLE: failed to get the status of endpoint {dead}")
+
+
+def test_watch_simple_and_json_output(cluster):
+    ep = cluster.fanout_eps[0]
+    ok(ep, "put", "w/a", "1")                                                # revision 2
+    # --rev 2 replays history first, so no race with the watch's creation.
+    simple = Lines(watch_cmd(ep, "w/", "--prefix", "--prev-kv", "--rev", "2"))
+    js = Lines(watch_cmd(ep, "w/a", "--rev", "2", "-w", "json"))
+    try:
+        assert simple.take(3) == ["PUT", "w/a", "1"]
+        assert json.loads(js.take(1)[0])["Events"][0]["kv"]["value"] == "MQ=="
+        ok(ep, "put", "w/a", "2")
+        ok(ep, "del", "w/a")
+        assert simple.take(5) == ["PUT", "w/a", "1", "w/a", "2"]             # prev kv first, then kv
+        assert simple.take(5) == ["DELETE", "w/a", "2", "w/a", ""]
+        second, third = (json.loads(x) for x in js.take(2))
+        assert second == {"Header": {"revision": 3}, "Events": [{"kv": {
+            "key": "dy9h", "create_revision": 2, "mod_revision": 3, "version": 2, "value": "Mg=="}}],
+            "CompactRevision": 0, "Canceled": False, "Created": False}
+        assert third["Events"] == [{"type": 1, "kv": {"key": "dy9h", "mod_revision": 4}}]
+    finally:
+        assert simple.stop(signal.SIGINT) == 0
+        assert js.stop(signal.SIGTERM) == 0
+
+
+def test_watch_runs_a_command_per_event(cluster, tmp_path):
+    ep = cluster.fanout_eps[0]
+    ok(ep, "put", "x", "hello world")                                        # revision 2
+    ok(ep, "put", "x", 'q"uote')
+    out = tmp_path / "events.jsonl"
+    script = ("import json, os, sys; open(sys.argv[1], 'a').write(json.dumps({k: v for k, v in os.environ.items()"
+              " if k.startswith(('ETCD_WATCH_', 'ZWATCH_WATCH_'))}) + '\\n')")
+    w = Lines(watch_cmd(ep, "x", "--rev", "2", "--", sys.executable, "-c", script, str(out)))
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
+            time.sleep(0.05)
+        first, second = [json.loads(x) for x in out.read_text().splitlines()]
+    finally:
+        assert w.stop() == 0
+    # etcdctl passes the response header's revision: the replayed pair may come as one response.
+    assert first.pop("ETCD_WATCH_REVISION") == first.pop("ZWATCH_WATCH_REVISION") in ("2", "3")
+    assert first == {"ETCD_WATCH_EVENT_TYPE": '"PUT"', "ETCD_WATCH_KEY": '"x"', "ETCD_WATCH_VALUE": '"hello world"',
+                     "ZWATCH_WATCH_EVENT_TYPE": "PUT", "ZWATCH_WATCH_KEY": "x", "ZWATCH_WATCH_VALUE": "hello world"}
+    assert second["ETCD_WATCH_VALUE"] == '"q\\"uote"' and second["ZWATCH_WATCH_VALUE"] == 'q"uote'
+    assert w.q.empty()                                                       # events are not printed
+
+
+def test_watch_canceled_by_compaction_exits_1(cluster):
+    ep = cluster.fanout_eps[0]
+    for i in range(3):
+        ok(ep, "put", "c", str(i))
+    ok(ep, "compaction", "3")
+    r = subprocess.run(watch_cmd(ep, "c", "--rev", "2"), capture_output=True, text=True, timeout=30, env=_env())
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("watch was canceled (") and "compacted" in r.stderr, r.stderr
+
+
+# ================================================================ the launchers and the Procfile
+def _wait_status(ep, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        r = zw(ep, "endpoint", "status", "--command-timeout", "1")
+        if r.returncode == 0:
+            return r.stdout
+        assert time.monotonic() < deadline, r.stderr
+        time.sleep(0.2)
+
+
+def _stop(procs, sig=signal.SIGTERM):
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(10))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes.append(p.wait(5))
+    return codes
+
+
+def test_actor_launchers(tmp_path):
+    """`zwatch writer|syncer|fanout`: the fan-out binds tcp://127.0.0.1:$PORT without --listen."""
+    port = free_port()
+    env = _env(ZWATCH_DATA_DIR=str(tmp_path / "data"), ZWATCH_WRITER_ENDPOINT=f"tcp://127.0.0.1:{free_port()}",
+               ZWATCH_PUB_ENDPOINT=f"tcp://127.0.0.1:{free_port()}",
+               ZWATCH_SYNCER_ENDPOINT=f"tcp://127.0.0.1:{free_port()}", ZWATCH_LOG_FORMAT="json")
+    procs = []
+    try:
+        for verb, extra in (("writer", {}), ("syncer", {}), ("fanout", {"PORT": str(port)})):
+            procs.append(subprocess.Popen([sys.executable, "-m", "zwatch.cli", verb], env={**env, **extra},
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        ep = f"127.0.0.1:{port}"
+        _wait_status(ep)
+        assert ok(ep, "put", "a", "1") == "OK\n"
+        assert ok(ep, "get", "a") == "a\n1\n"
+    finally:
+        codes = _stop(procs)
+    assert codes == [0, 0, 0]                                                # SIGTERM is a clean stop
+
+
+def _free_base_port() -> int:
+    for _ in range(50):
+        p = free_port()
+        if p < 65000 and all(_port_free(p + d) for d in (1, 100, 200)):
+            return p
+    raise RuntimeError("no free port range")
+
+
+def _port_free(port) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.mark.skipif(shutil.which("honcho", path=os.path.dirname(sys.executable)) is None,
+                    reason="honcho (dev extra) not installed")
+def test_procfile_under_honcho(tmp_path):
+    """The Procfile as shipped: fan-outs first, so `-p P -c fanout=2` puts them on P and P+1."""
+    shutil.copy(os.path.join(ROOT, "Procfile"), tmp_path / "Procfile")
+    base = _free_base_port()
+    bindir = os.path.dirname(sys.executable)
+    env = _env(PATH=bindir + os.pathsep + os.environ.get("PATH", ""),
+               ZWATCH_WRITER_ENDPOINT=f"tcp://127.0.0.1:{free_port()}",
+               ZWATCH_PUB_ENDPOINT=f"tcp://127.0.0.1:{free_port()}",
+               ZWATCH_SYNCER_ENDPOINT=f"tcp://127.0.0.1:{free_port()}")
+    honcho = subprocess.Popen([os.path.join(bindir, "honcho"), "start", "-p", str(base), "-c", "fanout=2"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        first, second = f"127.0.0.1:{base}", f"127.0.0.1:{base + 1}"
+        _wait_status(first)
+        _wait_status(second)
+        assert ok(first, "put", "p", "1") == "OK\n"
+        assert ok(second, "get", "p", "--print-value-only") == "1\n"
+        assert (tmp_path / "default.zwatch").is_dir()                        # the default data dir
+    finally:
+        honcho.send_signal(signal.SIGINT)
+        try:
+            out, _ = honcho.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(honcho.pid, signal.SIGKILL)
+            out, _ = honcho.communicate(timeout=5)
+    for name in ("fanout.1", "fanout.2", "writer.1", "syncer.1"):
+        assert f"{name} started" in out, out

@@ -23,8 +23,9 @@ DEFAULTS = {
     "ZWATCH_FANOUT_ENDPOINT": "tcp://127.0.0.1:2379",   # fan-out ROUTER: clients
 }
 
-# Frames may carry a little envelope around a maximal request.
-SOCKET_MAX_MSG = MAX_REQUEST_BYTES + 64 * 1024
+# Frames up to 4x the request limit reach our code and get a RESOURCE_EXHAUSTED reply; libzmq
+# drops the connection of a peer sending anything larger, before it is ever buffered whole.
+SOCKET_MAX_MSG = 4 * MAX_REQUEST_BYTES
 
 
 def env(name: str, default: str | None = None) -> str:

@@ -79,7 +79,7 @@ def _refuse_ext(code, data):
     raise InvalidArgument(f"msgpack ext type {code} is not part of the protocol")
 
 
-def unpack(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES + 4096):
+def unpack(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES):
     """Decode untrusted bytes.  Any malformation becomes InvalidArgument, never another error."""
     if len(raw) > max_bytes:
         raise errors.ResourceExhausted(f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")

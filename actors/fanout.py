@@ -166,6 +166,7 @@ class Fanout:
         self.compact_revision = 0
         self.out: dict[bytes, list] = {}                   # ident -> [(kind, bytes, owners)]
         self.to_sync: list[list] = []
+        self.waiting_creates: list[tuple] = []
         self.to_unsync: list[list] = []
         self.next_uid = 1
         self.syncer_instance = None
@@ -275,7 +276,16 @@ class Fanout:
         self.compact_revision = compact_rev
         if self.last_seen is None:
             self.last_seen = prev
-            self.log.info("fanout.joined_stream", revision=prev)
+            self.log.info("fanout.joined_stream", revision=prev, waiting_creates=len(self.waiting_creates))
+            waiting, self.waiting_creates = self.waiting_creates, []
+            for ident, req_id, body in waiting:
+                session = self.sessions.get(ident)
+                if session is None:
+                    continue
+                try:
+                    self._watch_create(session, req_id, body)
+                except ZwatchError as err:
+                    self._queue_reply(ident, messages.encode_error(req_id, err))
         if last <= self.last_seen:
             return
         if prev > self.last_seen:
@@ -786,7 +796,12 @@ class Fanout:
         if len(session.watches) >= self.max_watches:
             raise ResourceExhausted(f"a session holds at most {self.max_watches} watches")
         if self.last_seen is None:
-            raise Unavailable("this fan-out has not joined the writer's stream yet; retry")
+            # Just started: the first publish (at most one writer heartbeat away) tells us the
+            # current revision; until then creates wait here instead of failing.
+            if len(self.waiting_creates) >= 100_000:
+                raise Unavailable("this fan-out has not joined the writer's stream yet; retry")
+            self.waiting_creates.append((session.ident, req_id, body))
+            return
         wid = spec.watch_id
         if wid == 0:
             while session.next_auto_id in session.watches:

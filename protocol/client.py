@@ -259,13 +259,14 @@ def Txn(compare=(), success=(), failure=()) -> dict:
 
 # ---------------------------------------------------------------- plumbing
 class _Pending:
-    __slots__ = ("op", "frame", "event", "result", "error", "deadline", "req_id")
+    __slots__ = ("op", "frame", "event", "result", "error", "deadline", "req_id", "watch_id")
 
     def __init__(self, op, frame, deadline, req_id):
         self.op, self.frame, self.deadline, self.req_id = op, frame, deadline, req_id
         self.event = threading.Event()
         self.result = None
         self.error = None
+        self.watch_id = None
 
 
 class Watch:
@@ -338,6 +339,7 @@ class Client:
         self._pending: dict[int, _Pending] = {}
         self._outq: deque = deque()
         self._watches: dict[int, Watch] = {}
+        self._resume_reqs: dict[int, Watch] = {}   # req_id of a resume create -> its watch
         self._closed = False
         self._connected = threading.Event()
         self.endpoint = None
@@ -451,9 +453,24 @@ class Client:
         if self._closed:
             raise Unavailable("client is closed")
         timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._call_once(op, body, deadline)
+            except Unavailable:
+                # Reads are retried transparently (e.g. while the syncer restarts) until the
+                # deadline; writes never are: their outcome is unknown.
+                if op not in _READ_OPS or time.monotonic() + 0.1 >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _call_once(self, op: str, body: dict, deadline: float):
+        timeout = max(0.0, deadline - time.monotonic())
         req_id = next(self._ids)
         frame = messages.encode_request(op, req_id, body)
-        p = _Pending(op, frame, time.monotonic() + timeout, req_id)
+        p = _Pending(op, frame, deadline, req_id)
+        if op == "watch_create":
+            p.watch_id = body.get("watch_id")
         with self._lock:
             self._pending[req_id] = p
             self._outq.append(p)
@@ -487,7 +504,7 @@ class Client:
         poller.register(self._wake_rx, zmq.POLLIN)
         state = "connect"
         hello_id = None
-        last_heard = last_ping = 0.0
+        last_heard = last_ping = last_resume = 0.0
         hb = self.heartbeat
         while not self._closed:
             now = time.monotonic()
@@ -516,6 +533,9 @@ class Client:
                 except zmq.Again:
                     pass  # not connected yet (IMMEDIATE): poll briefly and try again
             if state == "ready":
+                if any(w._resuming for w in self._watches.values()) and now - last_resume >= 0.1:
+                    last_resume = now
+                    self._resume_watches(sock)
                 self._send_queued(sock)
                 if now - last_ping >= hb:
                     last_ping = now
@@ -579,6 +599,8 @@ class Client:
                         state = "connect"
                         ep_index -= 1
                         break
+                    elif req_id in self._resume_reqs:
+                        self._resumed(self._resume_reqs.pop(req_id), kind, body)
                     elif kind in ("ok", "err"):
                         self._complete(req_id, kind, body)
         if sock is not None:
@@ -637,8 +659,7 @@ class Client:
                     failed.append(p)
             for p in failed:
                 self._pending.pop(p.req_id, None)
-            # Watch creates are re-done by _resume_watches; only plain reads are re-sent.
-            self._outq.extendleft(reversed([p for p in again if p.op in _READ_OPS or p.req_id == req_id]))
+            self._outq.extendleft(reversed(again))
             for w in self._watches.values():
                 w._resuming = True
         for p in failed:
@@ -648,26 +669,38 @@ class Client:
 
     def _resume_watches(self, sock):
         with self._lock:
-            handles = [w for w in self._watches.values() if w._resuming and not w.canceled]
-            # Pending creates on the old session are completed by their re-sent create below.
-            creates = {p.frame: p for p in self._pending.values() if p.op == "watch_create"}
+            # A watch whose own create is still waiting for its reply is re-sent as it was
+            # (queued by _lost_connection); the others resume from their last revision + 1.
+            creating = {p.watch_id for p in self._pending.values() if p.op == "watch_create"}
+            handles = [w for w in self._watches.values()
+                       if w._resuming and not w.canceled and w.watch_id not in creating]
         for w in handles:
+            w._resuming = False
             w._fragments = []  # a revision cut by the failover is sent again whole
             body = dict(w.body)
             body["start_revision"] = w._start_revision()
             req_id = next(self._ids)
-            with self._lock:
-                # Re-point a still-waiting create call at the new request id.
-                for p in list(creates.values()):
-                    if msgpack.unpackb(p.frame, raw=False)[2].get("watch_id") == w.watch_id:
-                        self._pending.pop(p.req_id, None)
-                        p.req_id = req_id
-                        self._pending[req_id] = p
-                        w._resuming = False
+            self._resume_reqs[req_id] = w
             try:
                 sock.send(messages.encode_request("watch_create", req_id, body), zmq.NOBLOCK)
             except zmq.Again:
-                pass
+                w._resuming = True
+
+    def _resumed(self, w: Watch, kind, body):
+        """The answer to a watch re-created after a failover."""
+        if kind == "ok" or w.canceled:
+            return
+        err = ZwatchError.from_wire(body)
+        if err.code == errors.UNAVAILABLE:
+            w._resuming = True              # the new fan-out is not ready yet: try again shortly
+            return
+        w.canceled = True
+        w.cancel_reason = f"resume failed: {err}"
+        w.queue.put(WatchResponse(w.watch_id, Header(w.last_revision), canceled=True,
+                                  cancel_reason=w.cancel_reason))
+        w.queue.put(None)
+        with self._lock:
+            self._watches.pop(w.watch_id, None)
 
     def _complete(self, req_id, kind, body):
         with self._lock:

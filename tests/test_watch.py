@@ -314,3 +314,24 @@ def test_big_revision_is_fragmented_on_request_and_joined_by_the_client(cluster)
     assert revs(ev) == [2] * 14 + [3] * 14
     got = collect(frag, 28)
     assert revs(got) == [2] * 14 + [3] * 14 and all(e.prev_kv.value == value for e in got[14:])
+
+
+def test_future_watch_gets_no_progress_below_its_start(make_cluster):
+    """etcd #20221: a progress notification must never claim a revision below a future start."""
+    cl = make_cluster(env={"ZWATCH_PROGRESS_INTERVAL_S": "0.1"})
+    c = cl.client()
+    w = c.watch("fut", start_revision=8, progress_notify=True)
+    for i in range(3):
+        c.put("noise", str(i))                                   # revisions 2..4
+        time.sleep(0.25)
+    try:
+        r = w.get(timeout=0.5)
+        raise AssertionError(f"a future watch got {r} before its start revision")
+    except queue.Empty:
+        pass
+    for i in range(4):
+        c.put("fut", str(i))                                     # 5..8
+    ev = collect(w, 1)
+    assert revs(ev) == [8]
+    r = w.get(timeout=3)                                         # progress after it started: fine
+    assert r.is_progress_notify and r.header.revision >= 8

@@ -283,6 +283,9 @@ class Watch:
         self.compact_revision = 0
         self._fragments: list = []
         self._resuming = False
+        # True once this session's fan-out confirmed the watch: only then does a session-wide
+        # progress notification (watch_ids [-1]) speak for it.
+        self._live = False
 
     def __iter__(self):
         return self
@@ -662,6 +665,7 @@ class Client:
             self._outq.extendleft(reversed(again))
             for w in self._watches.values():
                 w._resuming = True
+                w._live = False
         for p in failed:
             p.error = Unavailable(f"{p.op}: connection to the fan-out lost before the reply; "
                                   "the write may or may not have been applied")
@@ -672,8 +676,12 @@ class Client:
             # A watch whose own create is still waiting for its reply is re-sent as it was
             # (queued by _lost_connection); the others resume from their last revision + 1.
             creating = {p.watch_id for p in self._pending.values() if p.op == "watch_create"}
-            handles = [w for w in self._watches.values()
-                       if w._resuming and not w.canceled and w.watch_id not in creating]
+            handles = []
+        for w in self._watches.values():
+            if w.watch_id in creating:
+                w._resuming = False      # its own create, re-sent as it was, brings it back
+            elif w._resuming and not w.canceled:
+                handles.append(w)
         for w in handles:
             w._resuming = False
             w._fragments = []  # a revision cut by the failover is sent again whole
@@ -688,7 +696,10 @@ class Client:
 
     def _resumed(self, w: Watch, kind, body):
         """The answer to a watch re-created after a failover."""
-        if kind == "ok" or w.canceled:
+        if kind == "ok":
+            w._live = True
+            return
+        if w.canceled:
             return
         err = ZwatchError.from_wire(body)
         if err.code == errors.UNAVAILABLE:
@@ -706,8 +717,12 @@ class Client:
         with self._lock:
             p = self._pending.pop(req_id, None)
         if p is None:
-            return  # a resumed watch's create, or a late reply after a timeout
+            return  # a late reply after a timeout
         if kind == "ok":
+            if p.op == "watch_create":
+                w = self._watches.get(p.watch_id)
+                if w is not None:
+                    w._live = True
             p.result = body
         else:
             p.error = ZwatchError.from_wire(body)
@@ -735,7 +750,7 @@ class Client:
             events = [Event(messages.EVENT_TYPE_NAMES[e[0]], KeyValue.from_list(e[1]),
                             KeyValue.from_list(e[2]) if len(e) > 2 and e[2] else None) for e in evs]
             if ids == [-1]:
-                targets = list(watches.values())
+                targets = [w for w in watches.values() if w._live]
             else:
                 targets = [watches.get(i) for i in ids]
             for w in targets:

@@ -1,0 +1,795 @@
+"""Chaos runner: a real cluster, concurrent writers and watchers, SIGKILLed actors, then the checker.
+
+    python -m zwatch.tools.chaos --seconds 60 --seed 1 [--fanouts 2] [--json] [--logs DIR]
+
+What runs, for --seconds (all choices from one seeded RNG; timing is the OS's):
+
+* writers: puts, single-key and prefix deletes, txns (compare + several puts / a delete) on a
+  small key space with prefixes; every value is unique, every acknowledged reply is kept;
+* watchers on several clients, each client given EVERY fan-out endpoint (so it fails over):
+  single keys, prefixes, ranges, from-key; start revisions now / past / compacted / future /
+  1; prev_kv, NOPUT/NODELETE and progress_notify sometimes; random client cancels, some of them
+  followed by an explicit resume from the last revision + 1;
+* two "history watchers" (every key from revision 1, prev_kv) checked like any stream;
+* a store reader in this process that copies the store's history (the ground truth) before
+  anything is compacted, and a compactor that keeps a window behind the head, never past the
+  copied history nor past the history watchers;
+* progress requests at random moments;
+* a killer: SIGKILL + restart of the writer, the syncer and each fan-out at random moments
+  (every kind at least once when the run is long enough).
+
+Then it quiesces (all actors up, writes stopped, progress requested on every client until
+every live watch reached the final revision or a deadline), reads the final state, and runs
+zwatch.tools.checker over everything.  Exit status: 0 clean, 1 violations, 2 harness failure.
+Every loop is bounded in time, and the cluster is torn down on any exit (Ctrl-C included).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from zwatch import Delete, Put, Value, Version
+from zwatch.client import DeleteRangeResponse
+from zwatch.errors import Unavailable, ZwatchError
+from zwatch.tools import checker
+from zwatch.tools.cluster import Cluster
+
+PREFIXES = ("a/", "b/", "c/")
+KEYS = [f"{p}{i}" for p in PREFIXES for i in range(5)] + ["ab", "x", "y"]
+# (name, key, range_end) as the checker's WatchSpec takes them; b"\x00" = from key
+RANGES = (
+    [(f"key {k}", k.encode(), b"") for k in KEYS]
+    + [(f"prefix {p}", p.encode(), p[:-1].encode() + bytes([p.encode()[-1] + 1])) for p in PREFIXES]
+    + [("prefix a", b"a", b"b"), ("range a/2..b/3", b"a/2", b"b/3"), ("from b/", b"b/", b"\x00"),
+       ("all", b"\x00", b"\x00"), ("from x", b"x", b"\x00")]
+)
+
+
+@dataclass
+class Config:
+    seconds: float = 60.0
+    seed: int = 1
+    fanouts: int = 2
+    writers: int = 3
+    watch_clients: int = 4
+    max_active_watches: int = 30
+    kill_every: tuple = (2.0, 5.0)        # seconds between kills, uniform
+    down_time: tuple = (0.0, 0.8)         # seconds an actor stays dead
+    compact_every: tuple = (2.0, 4.0)
+    compact_window: int = 200             # revisions kept behind the head
+    ring_revisions: int = 100             # small: catch-ups go through the syncer often
+    progress_interval_s: float = 1.0
+    write_pause: tuple = (0.0, 0.03)
+    double_kill: float = 0.25             # share of kills that take two actors down together
+    quiet_every: tuple = (4.0, 10.0)      # seconds between quiet periods (no writes)
+    quiet_for: tuple = (1.0, 3.0)
+    quiesce_timeout: float = 30.0
+    logs: str | None = None
+    extra_env: dict = field(default_factory=dict)   # more actor environment (ZWATCH_...)
+    avoid_known_bugs: bool = False       # steer clear of the known client bugs (see --help)
+    dump: str | None = None               # pickle everything the checker saw into this file
+    keep: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class Tracked:
+    """One watch handle and what it received."""
+    name: str
+    client: int
+    spec: checker.WatchSpec
+    handle: object = None
+    responses: list = field(default_factory=list)
+    epochs: list = field(default_factory=list)
+    times: list = field(default_factory=list)
+    canceled_by_client: bool = False
+    ended: bool = False
+    resume_of: str | None = None
+    history: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Chaos:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.tmp = tempfile.mkdtemp(prefix="zwatch-chaos-")
+        self.cluster: Cluster | None = None
+        self.store = None
+        self.lock = threading.Lock()
+        self.stop_all = threading.Event()
+        self.stop_load = threading.Event()      # writers, watch manager, compactor, progress
+        self.stop_kills = threading.Event()
+        self.threads: list[threading.Thread] = []
+        # records
+        self.acked: list[checker.AckedWrite] = []
+        self.attempted: list[tuple] = []
+        self.write_counts = Counter()
+        self.top_rev = 1                         # highest revision acknowledged
+        self.compact_acked = 0                   # highest compaction acknowledged
+        self.compactions = Counter()
+        self.history: list[checker.HEvent] = []  # copied from the store
+        self.store_pos = 1                       # history copied up to here
+        self.store_errors: list[str] = []
+        self.streams: list[Tracked] = []
+        self.watch_counts = Counter()
+        self.kills = Counter()
+        self.kills_by_actor = Counter()
+        self.kill_log: list[tuple] = []
+        self.harness_errors: list[str] = []
+        self.progress_counts = Counter()
+        self.sessions: dict[int, dict] = {}
+        self.quiet = threading.Event()
+        self.create_locks: dict[int, threading.Lock] = {}
+        self.no_create_until = 0.0
+        self.create_gate = threading.Lock()     # --avoid-known-bugs: no fan-out kill during a create
+        self.quiet_periods = 0
+        self.t0 = time.monotonic()
+
+    # ------------------------------------------------------------------ plumbing
+    def _thread(self, name, fn, *args):
+        t = threading.Thread(target=self._guard, args=(name, fn, *args), name=name, daemon=True)
+        self.threads.append(t)
+        t.start()
+        return t
+
+    def _guard(self, name, fn, *args):
+        try:
+            fn(*args)
+        except Exception as exc:  # a harness bug must not look like a clean run
+            self.harness_errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            import traceback
+            traceback.print_exc()
+
+    def _now(self):
+        return round(time.monotonic() - self.t0, 3)
+
+    def _client(self, i):
+        eps = list(self.cluster.fanout_eps)
+        k = i % len(eps)
+        eps = eps[k:] + eps[:k]
+        return self.cluster.client(eps, timeout=3.0, heartbeat=0.5)
+
+    def _note_rev(self, rev):
+        with self.lock:
+            if rev > self.top_rev:
+                self.top_rev = rev
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict:
+        cfg = self.cfg
+        env = {"ZWATCH_RING_REVISIONS": str(cfg.ring_revisions),
+               "ZWATCH_PROGRESS_INTERVAL_S": str(cfg.progress_interval_s),
+               "ZWATCH_STATS_S": "5"}
+        env.update(cfg.extra_env)
+        self.cluster = Cluster(os.path.join(self.tmp, "data"), fanouts=cfg.fanouts, env=env)
+        try:
+            self.cluster.start()
+            from zwatch.actors.store import Store
+            self.store = Store(self.cluster.data_dir)
+            self.wclients = [self._client(i) for i in range(cfg.watch_clients)]
+            for i in range(min(2, cfg.watch_clients)):
+                self._create_watch(i, checker.WatchSpec(b"\x00", b"\x00", 1, prev_kv=True), history=True)
+            self._thread("store-reader", self._store_reader)
+            for i in range(cfg.watch_clients):
+                self._thread(f"collector{i}", self._collector, i)
+            for i in range(cfg.writers):
+                self._thread(f"writer{i}", self._writer, i, random.Random(cfg.seed * 1000 + i))
+            self._thread("watch-manager", self._watch_manager, random.Random(cfg.seed * 1000 + 100))
+            self._thread("compactor", self._compactor, random.Random(cfg.seed * 1000 + 200))
+            self._thread("progress", self._progress_requester, random.Random(cfg.seed * 1000 + 300))
+            self._thread("pacer", self._pacer, random.Random(cfg.seed * 1000 + 500))
+            killer = self._thread("killer", self._killer, random.Random(cfg.seed * 1000 + 400))
+            deadline = time.monotonic() + cfg.seconds
+            while time.monotonic() < deadline and not self.stop_all.is_set():
+                time.sleep(0.2)
+            return self._quiesce_and_check(killer)
+        finally:
+            self.stop_all.set()
+            self.stop_load.set()
+            self.stop_kills.set()
+            for t in self.threads:
+                t.join(timeout=5)
+            self._save_logs()
+            try:
+                self.cluster.stop()
+            except Exception:
+                pass
+            for a in self.cluster.actors.values():      # belt and braces: nothing may survive us
+                try:
+                    if a.alive():
+                        a.proc.kill()
+                        a.proc.wait(5)
+                except Exception:
+                    pass
+            if self.store is not None:
+                try:
+                    self.store.close()
+                except Exception:
+                    pass
+            if not cfg.keep:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ writers
+    def _writer(self, i, rng: random.Random):
+        c = self._client(100 + i)
+        seq = 0
+        while not self.stop_load.is_set():
+            seq += 1
+            r = rng.random()
+            try:
+                if r < 0.55:
+                    k = rng.choice(KEYS)
+                    v = f"w{i}.{seq}"
+                    with self.lock:
+                        self.attempted.append((k, v))
+                    self.write_counts["attempted"] += 1
+                    resp = c.put(k, v)
+                    self._ack(checker.AckedWrite(resp.header.revision, ((k, v),), what=f"put {k}={v}"))
+                elif r < 0.70:
+                    k = rng.choice(KEYS)
+                    self.write_counts["attempted"] += 1
+                    resp = c.delete(k)
+                    self._ack(checker.AckedWrite(resp.header.revision, (), resp.deleted,
+                                                 (k,) if resp.deleted else (), what=f"delete {k}"))
+                elif r < 0.75:
+                    p = rng.choice(PREFIXES + ("a",))
+                    self.write_counts["attempted"] += 1
+                    resp = c.delete(p, prefix=True, prev_kv=True)
+                    self._ack(checker.AckedWrite(resp.header.revision, (), resp.deleted,
+                                                 tuple(kv.key for kv in resp.prev_kvs), what=f"delete prefix {p}"))
+                else:
+                    self._txn(c, i, seq, rng)
+            except Unavailable:
+                self.write_counts["unavailable"] += 1
+            except ZwatchError as e:
+                self.write_counts[f"error {e.code}"] += 1
+            time.sleep(rng.uniform(*self.cfg.write_pause))
+            while self.quiet.is_set() and not self.stop_load.is_set():
+                time.sleep(0.05)
+
+    def _txn(self, c, i, seq, rng):
+        keys = rng.sample(KEYS, rng.randint(2, 4))
+        puts = [(k, f"w{i}.{seq}.{n}") for n, k in enumerate(keys[:-1])]
+        dkey = keys[-1]
+        do_delete = rng.random() < 0.5
+        cmp_key = rng.choice(KEYS)
+        compare = [Version(cmp_key) > 0] if rng.random() < 0.7 else [Value(cmp_key) == "nope"]
+        fkey = rng.choice(KEYS)
+        fput = (fkey, f"w{i}.{seq}.f")
+        success = [Put(k, v) for k, v in puts] + ([Delete(dkey)] if do_delete else [])
+        failure = [Put(*fput)] if rng.random() < 0.8 else []
+        with self.lock:
+            self.attempted.extend(puts + [fput])
+        self.write_counts["attempted"] += 1
+        resp = c.txn(compare, success, failure)
+        if resp.succeeded:
+            deleted = sum(r.deleted for r in resp.responses if isinstance(r, DeleteRangeResponse))
+            self._ack(checker.AckedWrite(resp.header.revision, tuple(puts), deleted, (dkey,) if deleted else (),
+                                         what=f"txn w{i}.{seq} (success)"))
+        else:
+            self._ack(checker.AckedWrite(resp.header.revision, (fput,) if failure else (),
+                                         what=f"txn w{i}.{seq} (failure)"))
+
+    def _ack(self, a: checker.AckedWrite):
+        with self.lock:
+            self.acked.append(a)
+        self.write_counts["acknowledged"] += 1
+        self._note_rev(a.revision)
+
+    # ------------------------------------------------------------------ store reader (ground truth)
+    def _store_reader(self):
+        from zwatch.errors import Compacted
+        while not self.stop_all.is_set():
+            try:
+                self._read_store()
+            except Compacted as e:
+                self.store_errors.append(f"store history compacted under the reader at {self.store_pos}: {e}")
+                return
+            time.sleep(0.2)
+
+    def _read_store(self, upto: int | None = None):
+        with self.store.reader() as v:
+            cur = v.current_revision if upto is None else min(upto, v.current_revision)
+            nxt = self.store_pos + 1
+            while nxt <= cur:
+                recs = v.history(nxt, cur, max_records=5000, max_bytes=8 << 20)
+                if not recs:
+                    self.store_errors.append(f"store history has no records for revisions {nxt}..{cur}")
+                    nxt = cur + 1
+                    break
+                evs = checker.history_from_store_records(recs)
+                with self.lock:
+                    self.history.extend(evs)
+                nxt = recs[-1][0] + 1
+            with self.lock:
+                self.store_pos = max(self.store_pos, nxt - 1)
+
+    # ------------------------------------------------------------------ watches
+    def _create_watch(self, ci: int, spec: checker.WatchSpec, *, history=False, resume_of=None,
+                      progress_notify=False) -> Tracked | None:
+        c = self.wclients[ci]
+        with self.lock:
+            spec.compact_at_create = self.compact_acked
+            n = len(self.streams) + 1
+        name = ("hist" if history else "w") + f"{n}@c{ci}"
+        kw = {}
+        if spec.range_end:
+            kw["range_end"] = spec.range_end
+        t = Tracked(name, ci, spec, history=history, resume_of=resume_of)
+        try:
+            with self._create_lock(ci):
+                h = c.watch(spec.key, start_revision=spec.start_revision, prev_kv=spec.prev_kv,
+                            filters=list(spec.filters), progress_notify=progress_notify, **kw)
+        except ZwatchError as e:
+            self.watch_counts[f"create failed ({e.code})"] += 1
+            return None
+        if spec.start_revision == 0:
+            try:
+                hi = c.get("x").header.revision + 1
+            except ZwatchError:
+                hi = checker.INF
+            spec.start_bounds = (1, hi)
+        t.handle = h
+        with self.lock:
+            self.streams.append(t)
+        self.watch_counts["created"] += 1
+        return t
+
+    def _create_lock(self, ci):
+        """With --avoid-known-bugs: no progress request in flight while a watch is being created."""
+        if not self.cfg.avoid_known_bugs:
+            return _NoLock
+        with self.lock:
+            return self.create_locks.setdefault(ci, threading.Lock())
+
+    def _drain(self, t: Tracked, wait: float = 0.0) -> None:
+        """Move what the handle received into the record (collector and manager both call it)."""
+        with t.lock:
+            if t.ended:
+                return
+            c = self.wclients[t.client]
+            end = time.monotonic() + wait
+            while True:
+                try:
+                    r = t.handle.get(timeout=max(0.0, end - time.monotonic()) if wait else 0)
+                except queue.Empty:
+                    return
+                if r is None:
+                    t.ended = True
+                    return
+                t.responses.append(r)
+                t.epochs.append(self._session_no(t.client, c))
+                t.times.append(self._now())
+
+    def _session_no(self, ci, c) -> int:
+        """Which session of client ci this is (0, 1, ...): a failover or a fan-out restart opens a new one."""
+        info = c.session_info or {}
+        key = (info.get("fanout"), info.get("session"))
+        seen = self.sessions.setdefault(ci, {})
+        if key not in seen:
+            seen[key] = len(seen)
+        return seen[key]
+
+    def _collector(self, ci):
+        while not self.stop_all.is_set():
+            with self.lock:
+                mine = [t for t in self.streams if t.client == ci and not t.ended]
+            for t in mine:
+                self._drain(t)
+            time.sleep(0.01)
+
+    def _random_spec(self, rng: random.Random) -> tuple[checker.WatchSpec, bool]:
+        _name, key, end = rng.choice(RANGES)
+        with self.lock:
+            cur, comp = self.top_rev, self.compact_acked
+        r = rng.random()
+        if r < 0.35:
+            start = 0
+        elif r < 0.65:
+            start = rng.randint(max(2, cur - 300), max(2, cur))
+        elif r < 0.75 and comp > 2:
+            start = rng.randint(2, comp - 1)
+        elif r < 0.90:
+            start = cur + rng.randint(1, 60)
+        else:
+            start = 1
+        filters = ()
+        f = rng.random()
+        if f < 0.12:
+            filters = ("NOPUT",)
+        elif f < 0.24:
+            filters = ("NODELETE",)
+        spec = checker.WatchSpec(key, end, start, filters, prev_kv=rng.random() < 0.3)
+        return spec, rng.random() < 0.3
+
+    def _watch_manager(self, rng: random.Random):
+        while not self.stop_load.is_set():
+            time.sleep(rng.uniform(0.05, 0.3))
+            with self.lock:
+                active = [t for t in self.streams if not t.ended and not t.history and not t.canceled_by_client]
+            if self.cfg.avoid_known_bugs and time.monotonic() < self.no_create_until:
+                continue
+            if len(active) < self.cfg.max_active_watches and rng.random() < 0.6:
+                spec, pn = self._random_spec(rng)
+                with self.create_gate if self.cfg.avoid_known_bugs else _NoLock:
+                    if time.monotonic() >= self.no_create_until:
+                        self._create_watch(rng.randrange(len(self.wclients)), spec, progress_notify=pn)
+            elif active and rng.random() < 0.5:
+                t = rng.choice(active)
+                t.canceled_by_client = True
+                try:
+                    t.handle.cancel(timeout=3)
+                except ZwatchError:
+                    self.watch_counts["cancel unavailable"] += 1
+                self.watch_counts["canceled_by_client"] += 1
+                self._drain(t, wait=1.0)
+                if rng.random() < 0.4:
+                    with self.create_gate if self.cfg.avoid_known_bugs else _NoLock:
+                        if time.monotonic() >= self.no_create_until:
+                            self._resume(t)
+
+    def _resume(self, t: Tracked):
+        """The application's resume: a new watch from the old one's last revision + 1."""
+        if any(getattr(r, "canceled", False) for r in t.responses):
+            return
+        reached = checker.stream_reached(checker.StreamRecord(t.name, t.spec, t.responses))
+        old = t.spec
+        if reached == 0:
+            if old.start_revision == 0:
+                return
+            start = old.start_revision
+        else:
+            start = max(reached + 1, old.start_revision)
+        spec = checker.WatchSpec(old.key, old.range_end, start, old.filters, old.prev_kv)
+        if self._create_watch(t.client, spec, resume_of=t.name) is not None:
+            self.watch_counts["resumed_by_app"] += 1
+
+    # ------------------------------------------------------------------ compaction, progress
+    def _hist_reached(self) -> int:
+        with self.lock:
+            hs = [t for t in self.streams if t.history]
+        vals = []
+        for t in hs:
+            with t.lock:
+                vals.append(checker.stream_reached(checker.StreamRecord(t.name, t.spec, list(t.responses))))
+        return min(vals) if vals else 1 << 62
+
+    def _compactor(self, rng: random.Random):
+        c = self._client(200)
+        while not self.stop_load.is_set():
+            self.stop_load.wait(rng.uniform(*self.cfg.compact_every))
+            if self.stop_load.is_set():
+                return
+            with self.lock:
+                target = min(self.top_rev - self.cfg.compact_window, self.store_pos)
+                last = self.compact_acked
+            target = min(target, self._hist_reached())
+            if target <= last + 10:
+                continue
+            self.compactions["attempted"] += 1
+            try:
+                c.compact(target)
+                with self.lock:
+                    self.compact_acked = max(self.compact_acked, target)
+                self.compactions["acknowledged"] += 1
+            except Unavailable:
+                self.compactions["unavailable"] += 1
+            except ZwatchError as e:
+                self.compactions[f"error {e.code}"] += 1
+
+    def _progress_requester(self, rng: random.Random):
+        while not self.stop_load.is_set():
+            self.stop_load.wait(rng.uniform(0.5, 2.0))
+            ci = rng.randrange(len(self.wclients))
+            c = self.wclients[ci]
+            try:
+                with self._create_lock(ci):
+                    c.request_progress(timeout=3)
+                self.progress_counts["requested"] += 1
+            except ZwatchError:
+                self.progress_counts["unavailable"] += 1
+
+    # ------------------------------------------------------------------ killer
+    def _killer(self, rng: random.Random):
+        names = list(self.cluster.actors)
+        first_round = names[:]
+        rng.shuffle(first_round)
+        if self.stop_kills.wait(1.5):
+            return
+        while not self.stop_kills.is_set():
+            if first_round:
+                victims = [first_round.pop(0)]
+            elif rng.random() < self.cfg.double_kill:
+                victims = rng.sample(names, 2)           # e.g. the writer and a fan-out together
+                if self.cfg.avoid_known_bugs and "syncer" not in victims:
+                    victims = ["syncer", victims[0]]     # no fan-out restarted while it cannot join
+            else:
+                victims = [rng.choice(names)]
+            down = rng.uniform(*self.cfg.down_time)
+            if self.cfg.avoid_known_bugs and any(v.startswith("fanout") for v in victims):
+                down = max(down, 2.5)                    # clients fail over before it is back
+                # no watch create in flight while clients fail over
+                with self.create_gate:
+                    self.no_create_until = time.monotonic() + down + 4.0
+            self._kill_restart(victims, down)
+            if self.stop_kills.wait(rng.uniform(*self.cfg.kill_every)):
+                return
+
+    def _pacer(self, rng: random.Random):
+        """Quiet periods: no writes, so a restarted fan-out waits for a heartbeat to join the stream."""
+        while not self.stop_load.is_set():
+            if self.stop_load.wait(rng.uniform(*self.cfg.quiet_every)):
+                return
+            self.quiet.set()
+            self.quiet_periods += 1
+            self.stop_load.wait(rng.uniform(*self.cfg.quiet_for))
+            self.quiet.clear()
+
+    def _kill_restart(self, names, down: float):
+        actors = []
+        for name in names:
+            a = self.cluster.actors[name]
+            kind = name.rstrip("0123456789")
+            actors.append((name, a, kind, len(a.events(f"{kind}.start"))))
+        self.kill_log.append((self._now(), "+".join(names), round(down, 3)))
+        for name, a, kind, _ in actors:
+            a.kill(signal.SIGKILL)
+            self.kills[kind] += 1
+            self.kills_by_actor[name] += 1
+        time.sleep(down)
+        for name, a, kind, before in actors:
+            a.start()
+        for name, a, kind, before in actors:
+            for attempt in range(3):
+                try:
+                    a.wait_event(f"{kind}.start", timeout=20, count=before + 1)
+                    break
+                except (RuntimeError, TimeoutError) as e:
+                    self.harness_errors.append(f"restart of {name} (attempt {attempt + 1}): {str(e)[:300]}")
+                    a.kill(signal.SIGKILL)
+                    before = len(a.events(f"{kind}.start"))
+                    a.start()
+
+    # ------------------------------------------------------------------ the end
+    def _quiesce_and_check(self, killer) -> dict:
+        cfg = self.cfg
+        self.stop_kills.set()
+        killer.join(timeout=60)
+        for name, a in self.cluster.actors.items():
+            if not a.alive():
+                self.harness_errors.append(f"{name} was down at the end; restarted")
+                self._kill_restart([name], 0)
+        self.stop_load.set()
+        for t in self.threads:
+            if t.name.startswith(("writer", "watch-manager", "compactor", "progress", "pacer")):
+                t.join(timeout=15)
+        time.sleep(1.0)                          # writes still in a queue land now
+        deadline = time.monotonic() + cfg.quiesce_timeout
+        # every client back on a fan-out that serves
+        for c in self.wclients:
+            while time.monotonic() < deadline:
+                try:
+                    c.get("x", timeout=3)
+                    break
+                except ZwatchError:
+                    time.sleep(0.2)
+        final_rev = self.store.current_revision()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.store.current_revision()
+            if now == final_rev:
+                break
+            final_rev = now
+        self._read_store(final_rev)
+        final_compact = self.store.compact_revision()
+        # progress until every live stream reached the final revision
+        stuck = []
+        while time.monotonic() < deadline:
+            for c in self.wclients:
+                try:
+                    c.request_progress(timeout=3)
+                except ZwatchError:
+                    pass
+            with self.lock:
+                streams = list(self.streams)
+            for t in streams:
+                self._drain(t)
+            stuck = [t for t in streams if not t.ended and not t.canceled_by_client and self._live_top(t) < final_rev]
+            if not stuck:
+                break
+            time.sleep(0.5)
+        final_kvs = None
+        try:
+            final_kvs = self.wclients[0].get(b"\x00", from_key=True, timeout=5).kvs
+        except ZwatchError as e:
+            self.harness_errors.append(f"final get failed: {e}")
+        moved = self.store.current_revision()
+        if moved != final_rev:
+            self.harness_errors.append(f"the store moved after quiescing: {final_rev} -> {moved}")
+        self.stop_all.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        with self.lock:
+            streams = list(self.streams)
+        for t in streams:
+            self._drain(t)
+        # ---- check
+        records = []
+        for t in streams:
+            records.append(checker.StreamRecord(
+                t.name, t.spec, list(t.responses), list(t.epochs), canceled_by_client=t.canceled_by_client,
+                final_revision=final_rev if not t.canceled_by_client else None, resume_of=t.resume_of))
+        result = checker.check_all(self.history, records, acked=self.acked, final_kvs=final_kvs,
+                                   attempted=self.attempted, final_revision=final_rev,
+                                   compact_revision=final_compact)
+        if cfg.dump:
+            import pickle
+            with open(cfg.dump, "wb") as f:
+                pickle.dump({"history": self.history, "streams": records, "acked": self.acked,
+                             "final_kvs": final_kvs, "final_revision": final_rev, "compact_revision": final_compact,
+                             "kill_log": self.kill_log, "t0": self.t0,
+                             "times": {t.name: t.times for t in streams}}, f)
+        violations = list(self.store_errors) + result.violations
+        # the history watchers must be complete histories themselves
+        for t in streams:
+            if t.history and not any(getattr(r, "canceled", False) for r in t.responses):
+                evs, problems = checker.history_from_stream(t.responses, 2, final_rev)
+                violations += [f"{p} ({t.name})" for p in problems]
+                violations += checker.compare_histories(self.history, evs, names=("store", t.name))
+        by_g = Counter(result.by_guarantee)
+        by_g["History"] += len(violations) - len(result.violations)
+        by_g = +by_g
+        failovers = sum(c.failovers for c in self.cluster.clients)
+        sessions = sum(len(v) - 1 for v in self.sessions.values())
+        rep = {
+            "seconds": cfg.seconds, "seed": cfg.seed, "fanouts": cfg.fanouts,
+            "avoid_known_bugs": cfg.avoid_known_bugs, "env": cfg.extra_env,
+            "revisions": final_rev, "compact_revision": final_compact,
+            "writes": dict(self.write_counts),
+            "compactions": dict(self.compactions),
+            "watches": dict(self.watch_counts, streams=len(streams),
+                            canceled_compacted=result.counts["canceled_compacted"],
+                            canceled_other=result.counts["canceled_other"]),
+            "responses": result.counts["responses"],
+            "events_delivered": result.counts["events_delivered"],
+            "progress_notifications": result.counts["progress_notifications"],
+            "progress_requests": dict(self.progress_counts),
+            "history_events": len(self.history),
+            "kills": dict(self.kills),
+            "kills_by_actor": dict(self.kills_by_actor),
+            "quiet_periods": self.quiet_periods,
+            "kill_log": self.kill_log,
+            "client_failovers": failovers,
+            "watch_client_new_sessions": sessions,
+            "stream_failover_resumes": result.counts["failover_resumes"],
+            "stuck_at_end": [t.name for t in stuck],
+            "violations": violations,
+            "by_guarantee": dict(by_g),
+            "harness_errors": self.harness_errors,
+            "logs": cfg.logs,
+        }
+        return rep
+
+    def _live_top(self, t: Tracked) -> int:
+        with t.lock:
+            reached = checker.stream_reached(checker.StreamRecord(t.name, t.spec, list(t.responses)))
+        if t.spec.start_revision > 0:
+            reached = max(reached, t.spec.start_revision - 1)
+        if any(getattr(r, "canceled", False) for r in t.responses):
+            return 1 << 62
+        return reached
+
+    def _save_logs(self):
+        if not self.cfg.logs or self.cluster is None:
+            return
+        os.makedirs(self.cfg.logs, exist_ok=True)
+        for name, a in self.cluster.actors.items():
+            with open(os.path.join(self.cfg.logs, f"{name}.log"), "w") as f:
+                f.writelines(a.raw)
+        with open(os.path.join(self.cfg.logs, "kills.json"), "w") as f:
+            json.dump(self.kill_log, f)
+
+
+class _NoLockType:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NoLock = _NoLockType()
+
+
+def format_report(rep: dict) -> str:
+    w = rep["writes"]
+    lines = [
+        f"zwatch chaos: {rep['seconds']:.0f}s seed {rep['seed']} fanouts {rep['fanouts']}"
+        + (" (avoiding known bugs)" if rep.get("avoid_known_bugs") else ""),
+        f"  writes: {w.get('attempted', 0)} attempted, {w.get('acknowledged', 0)} acknowledged, "
+        f"{w.get('unavailable', 0)} unavailable"
+        + "".join(f", {n} {k}" for k, n in w.items() if k.startswith("error")),
+        f"  store: revision {rep['revisions']}, compact revision {rep['compact_revision']}, "
+        f"{rep['history_events']} events; compactions {rep['compactions']}",
+        f"  watches: {rep['watches']}",
+        f"  delivered: {rep['events_delivered']} events in {rep['responses']} responses, "
+        f"{rep['progress_notifications']} progress notifications (requests {rep['progress_requests']})",
+        f"  kills: {rep['kills']}; client failovers {rep['client_failovers']}, watch-client new sessions "
+        f"{rep['watch_client_new_sessions']}, "
+        f"stream resumes after failover {rep['stream_failover_resumes']}",
+    ]
+    if rep["stuck_at_end"]:
+        lines.append(f"  stuck at the end: {rep['stuck_at_end'][:20]}")
+    if rep["harness_errors"]:
+        lines.append(f"  harness errors: {rep['harness_errors']}")
+    lines.append(f"  violations: {len(rep['violations'])} {rep['by_guarantee'] or ''}")
+    for v in rep["violations"][:60]:
+        lines.append(f"    {v}")
+    if len(rep["violations"]) > 60:
+        lines.append(f"    ... {len(rep['violations']) - 60} more")
+    if rep.get("logs"):
+        lines.append(f"  actor logs: {rep['logs']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m zwatch.tools.chaos", description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fanouts", type=int, default=2)
+    ap.add_argument("--writers", type=int, default=3)
+    ap.add_argument("--watch-clients", type=int, default=4)
+    ap.add_argument("--kill-every", type=float, nargs=2, default=(2.0, 5.0), metavar=("MIN", "MAX"))
+    ap.add_argument("--ring-revisions", type=int, default=100)
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra actor environment, e.g. ZWATCH_SESSION_WINDOW_BYTES=16384 (repeatable)")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--logs", help="write every actor's log lines into this directory")
+    ap.add_argument("--avoid-known-bugs", action="store_true",
+                    help="steer clear of known client bugs to look past them: a progress request never "
+                         "races a watch create on the same client (the [-1] reply reaches the pending watch), "
+                         "no watch is created while clients fail over from a killed fan-out (a create in "
+                         "flight is sent twice, the second fails and cancels the watch); fan-outs stay down "
+                         "long enough for clients to fail over")
+    ap.add_argument("--dump", help="pickle the history, acknowledged writes and streams into this file")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    args = ap.parse_args(argv)
+    cfg = Config(seconds=args.seconds, seed=args.seed, fanouts=args.fanouts, writers=args.writers,
+                 watch_clients=max(2, args.watch_clients), kill_every=tuple(args.kill_every),
+                 ring_revisions=args.ring_revisions, logs=args.logs, dump=args.dump, keep=args.keep,
+                 avoid_known_bugs=args.avoid_known_bugs,
+                 extra_env=dict(kv.split("=", 1) for kv in args.env))
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        rep = Chaos(cfg).run()
+    except KeyboardInterrupt:
+        print("interrupted; cluster stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if args.json:
+        print(json.dumps(rep, default=str))
+    else:
+        print(format_report(rep))
+    if rep["violations"]:
+        return 1
+    return 2 if rep["harness_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

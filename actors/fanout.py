@@ -24,11 +24,13 @@ Sockets: ROUTER for clients (messages.py), SUB to the writer's PUB, DEALER to th
 
 Fan-out <-> syncer messages (single frames, [op, id, body])::
 
-    -> ["sync",   0, [[uid, epoch, key, end|nil, next_rev, filter_bits, prev_kv, watch_id, fragment], ...]]
+    -> ["sync",   0, [[uid, epoch, key, end|nil, next_rev, filter_bits, prev_kv, watch_id, fragment,
+                         session], ...]]
     -> ["unsync", 0, [[uid, epoch], ...]]
     -> ["ping",   n, {}]
     <- ["pong",   n, {"instance": str, "revision": R}]
-    <- ["ev",     0, [[uid, epoch, first_rev, last_rev, response_bytes], ...]]
+    <- ["ev",     0, [[[[uid, epoch], ...], first_rev, last_rev, response_bytes], ...]]
+                 (one response for a group of watchers of one session wanting the same events)
     <- ["synced", 0, [[uid, epoch, R], ...]]
     <- ["compacted", 0, [[uid, epoch, compact_revision], ...]]
 """
@@ -448,7 +450,7 @@ class Fanout:
         w.epoch += 1
         w.next_rev = next_rev
         self.to_sync.append([w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv, w.watch_id,
-                             w.fragment])
+                             w.fragment, w.session.ident])
 
     def _settled(self, session: Session):
         """A watcher left the unsynced states: answer progress requests that waited for it."""
@@ -511,13 +513,18 @@ class Fanout:
 
     def _on_sync_events(self, body):
         out = self.out
-        for uid, epoch, first_rev, last_rev, resp in body:
-            w = self._current(uid, epoch)
-            if w is None:
+        for members, first_rev, last_rev, resp in body:
+            current = [w for w in (self._current(uid, epoch) for uid, epoch in members) if w is not None]
+            if not current:
                 continue
-            w.next_rev = last_rev + 1
-            self.st["synced_from_syncer"] += 1
-            out.setdefault(w.session.ident, []).append(("w", resp, ((w,), first_rev)))
+            if len(current) != len(members):
+                # Some were canceled or re-registered meanwhile: they must not get these events.
+                ids, rev, evs, fragment = msgpack.unpackb(resp, raw=False)
+                resp = _pack([[w.watch_id for w in current], rev, evs, fragment])
+            for w in current:
+                w.next_rev = last_rev + 1
+            self.st["synced_from_syncer"] += len(current)
+            out.setdefault(current[0].session.ident, []).append(("w", resp, (tuple(current), first_rev)))
 
     def _on_syncer_pong(self, body):
         self.syncer_last_pong = time.monotonic()
@@ -857,6 +864,19 @@ class Fanout:
         session = self.sessions.pop(ident, None)
         if session is None:
             return
+        # Take the session's slots out whole first: removing watchers one by one would rebuild
+        # each slot's id list once per watcher (quadratic for a session with many watches).
+        for w in session.watches.values():
+            slot = w.slot
+            if slot is not None and slot.group.slots.get(ident) is slot:
+                g = slot.group
+                del g.slots[ident]
+                if not g.slots:
+                    del self.groups[(g.key, g.end, g.filter_bits, g.prev_kv, g.fragment)]
+                    self.index.remove(g.key, g.end, g)
+            if w.state == SYNCED:
+                w.slot = None
+                w.state = None
         for w in list(session.watches.values()):
             self._drop(w)
         self.out.pop(ident, None)

@@ -49,27 +49,42 @@ _LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
 class SyncWatcher:
     __slots__ = ("fanout", "uid", "epoch", "key", "end", "next_rev", "filter_bits", "prev_kv", "watch_id",
-                 "fragment")
+                 "fragment", "session", "group")
 
-    def __init__(self, fanout, uid, epoch, key, end, next_rev, filter_bits, prev_kv, watch_id, fragment):
+    def __init__(self, fanout, uid, epoch, key, end, next_rev, filter_bits, prev_kv, watch_id, fragment,
+                 session):
         self.fanout, self.uid, self.epoch = fanout, uid, epoch
         self.key, self.end, self.next_rev = key, end, next_rev
         self.filter_bits, self.prev_kv, self.watch_id = filter_bits, prev_kv, watch_id
-        self.fragment = fragment
+        self.fragment, self.session = fragment, session
+        self.group = None
+
+
+class SyncGroup:
+    """Watchers of one batch that want the very same events: same fan-out and session, same
+    spec, same next revision.  A chunk is matched and packed once per group, and the response
+    lists every watch id of the group (the client hands it to each)."""
+    __slots__ = ("gkey", "key", "end", "filter_bits", "prev_kv", "fragment", "next_rev", "fanout", "members")
+
+    def __init__(self, gkey, w: SyncWatcher):
+        self.gkey = gkey
+        self.key, self.end, self.filter_bits, self.prev_kv = w.key, w.end, w.filter_bits, w.prev_kv
+        self.fragment, self.next_rev, self.fanout = w.fragment, w.next_rev, w.fanout
+        self.members: dict[int, SyncWatcher] = {}
 
 
 def _parse_registration(item) -> tuple:
-    if not isinstance(item, list) or len(item) != 9:
+    if not isinstance(item, list) or len(item) != 10:
         raise InvalidArgument("a sync registration is [uid, epoch, key, end, next_rev, filter_bits, prev_kv, "
-                              "watch_id, fragment]")
-    uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment = item
+                              "watch_id, fragment, session]")
+    uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment, session = item
     for v in (uid, epoch, next_rev, bits, watch_id):
         if not isinstance(v, int) or isinstance(v, bool):
             raise InvalidArgument("sync registration: integer fields expected")
     if not isinstance(key, bytes) or not (end is None or isinstance(end, bytes)) or \
-            not isinstance(prev_kv, bool) or not isinstance(fragment, bool):
-        raise InvalidArgument("sync registration: key/end must be bytes, prev_kv and fragment booleans")
-    return uid, epoch, key, end, max(1, next_rev), bits, prev_kv, watch_id, fragment
+            not isinstance(prev_kv, bool) or not isinstance(fragment, bool) or not isinstance(session, bytes):
+        raise InvalidArgument("sync registration: key/end/session must be bytes, prev_kv and fragment booleans")
+    return uid, epoch, key, end, max(1, next_rev), bits, prev_kv, watch_id, fragment, session
 
 
 class Syncer:
@@ -92,6 +107,7 @@ class Syncer:
         self.stop = StopFlag()
         self.pending: dict[tuple[bytes, int], SyncWatcher] = {}   # waiting for a batch
         self.batch: dict[tuple[bytes, int], SyncWatcher] | None = None
+        self.batch_groups: dict[tuple, SyncGroup] = {}
         self.batch_index: KeyIndex | None = None
         self.cursor = 0          # next revision the batch scan reads
         self.outbox: deque[tuple[bytes, bytes]] = deque()
@@ -128,11 +144,14 @@ class Syncer:
         reap = Every(1.0)
         try:
             while not self.stop:
+                self._flush_outbox()
                 now = time.monotonic()
                 due = self.pending and (len(self.pending) >= self.batch_size
                                         or now - self.pending_since >= self.batch_delay_s)
                 busy = (self.batch is not None or due) and not self.outbox
-                timeout = 0 if busy else (5 if self.pending else 50)
+                # Busy: just look for input between chunks.  Outbox full: the fan-out's pipe
+                # drains fast, retry soon (not after a full idle wait: that stalled every chunk).
+                timeout = 0 if busy else (2 if self.outbox else (5 if self.pending else 50))
                 if poller.poll(timeout):
                     self._drain()
                 self._flush_outbox()
@@ -208,8 +227,7 @@ class Syncer:
                 if self.batch is not None and w.next_rev >= self.cursor and len(self.batch) < self.batch_size:
                     # The running scan has not passed this watcher's start yet: it joins the batch
                     # instead of costing a scan of its own.
-                    self.batch[k] = w
-                    self.batch_index.add(w.key, w.end, w)
+                    self._join_batch(k, w)
                     self.batch_size_now += 1
                 else:
                     if not self.pending:
@@ -228,7 +246,11 @@ class Syncer:
         if self.batch is not None:
             w = self.batch.pop(k, None)
             if w is not None:
-                self.batch_index.remove(w.key, w.end, w)
+                g = w.group
+                del g.members[w.uid]
+                if not g.members:
+                    del self.batch_groups[g.gkey]
+                    self.batch_index.remove(g.key, g.end, g)
 
     def _reap_fanouts(self, now):
         dead = [f for f, t in self.fanout_heard.items() if now - t > self.fanout_timeout_s]
@@ -270,12 +292,12 @@ class Syncer:
     def _start_batch(self):
         chosen = sorted(self.pending.values(), key=lambda w: w.next_rev)[: self.batch_size]
         self.batch = {}
+        self.batch_groups = {}
         self.batch_index = KeyIndex()
         for w in chosen:
             k = (w.fanout, w.uid)
             del self.pending[k]
-            self.batch[k] = w
-            self.batch_index.add(w.key, w.end, w)
+            self._join_batch(k, w)
         self.pending_since = time.monotonic()  # whoever is left waits one more delay at most
         self.cursor = chosen[0].next_rev
         self.batch_started = time.perf_counter()
@@ -283,6 +305,16 @@ class Syncer:
         self.batch_size_now = len(chosen)
         self.batch_min_rev = self.cursor
         self._count("batches")
+
+    def _join_batch(self, k, w: SyncWatcher):
+        self.batch[k] = w
+        gkey = (w.fanout, w.session, w.key, w.end, w.filter_bits, w.prev_kv, w.fragment, w.next_rev)
+        g = self.batch_groups.get(gkey)
+        if g is None:
+            g = self.batch_groups[gkey] = SyncGroup(gkey, w)
+            self.batch_index.add(g.key, g.end, g)
+        g.members[w.uid] = w
+        w.group = g
 
     def _scan_chunk(self):
         store = self.store
@@ -311,7 +343,7 @@ class Syncer:
                                    max_bytes=self.chunk_bytes)
             self._count("records_scanned", len(records))
             self.batch_scanned += len(records)
-            per_watcher: dict[SyncWatcher, list] = {}
+            per_group: dict[SyncGroup, list] = {}
             match = self.batch_index.match
             for main, sub, t, kv, _nbytes in records:
                 hits = match(kv[0])
@@ -320,33 +352,40 @@ class Syncer:
                 bit = 1 << t
                 prev = None
                 prev_done = False
-                for ws in hits:
-                    for w in ws:
-                        if w.next_rev > main or w.filter_bits & bit:
+                for gs in hits:
+                    for g in gs:
+                        if g.next_rev > main or g.filter_bits & bit:
                             continue
-                        if w.prev_kv:
+                        if g.prev_kv:
                             if not prev_done:
                                 prev = view.prev_kv(kv[0], main, sub)
                                 prev_done = True
                             ev = [t, kv, prev] if prev is not None else [t, kv]
                         else:
                             ev = [t, kv]
-                        lst = per_watcher.get(w)
+                        lst = per_group.get(g)
                         if lst is None:
-                            per_watcher[w] = [ev]
+                            per_group[g] = [ev]
                         else:
                             lst.append(ev)
             # history() returns whole revisions only, and every revision >= the compact revision
             # has records, so the last record's revision is the last one fully read.
             last_read = records[-1][0] if records else to_rev
         by_fanout: dict[bytes, list] = {}
-        for w, evs in per_watcher.items():
-            items = by_fanout.setdefault(w.fanout, [])
-            for resp in messages.pack_watch_responses([w.watch_id], current, evs, w.fragment):
-                items.append([w.uid, w.epoch, evs[0][1][2], last_read, resp])
-            self._count("events_sent", len(evs))
+        for g, evs in per_group.items():
+            items = by_fanout.setdefault(g.fanout, [])
+            members = [[w.uid, w.epoch] for w in g.members.values()]
+            ids = [w.watch_id for w in g.members.values()]
+            for resp in messages.pack_watch_responses(ids, current, evs, g.fragment):
+                items.append([members, evs[0][1][2], last_read, resp])
+            self._count("events_sent", len(evs) * len(ids))
         for fanout, items in by_fanout.items():
             self._post(fanout, ["ev", 0, items])
+        # Every group has now read through last_read: groups that became identical could merge,
+        # but keeping them apart is correct and rare enough not to matter.
+        for g in self.batch_groups.values():
+            if g.next_rev <= last_read:
+                g.next_rev = last_read + 1
         for w in self.batch.values():
             if w.next_rev <= last_read:
                 w.next_rev = last_read + 1
@@ -366,6 +405,7 @@ class Syncer:
                       records_scanned=self.batch_scanned,
                       ms=round((time.perf_counter() - self.batch_started) * 1000, 3))
         self.batch = None
+        self.batch_groups = {}
         self.batch_index = None
 
 

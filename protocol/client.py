@@ -343,6 +343,7 @@ class Client:
         self._outq: deque = deque()
         self._watches: dict[int, Watch] = {}
         self._resume_reqs: dict[int, Watch] = {}   # req_id of a resume create -> its watch
+        self._resume_pending = False                # some watch waits to be re-created
         self._closed = False
         self._connected = threading.Event()
         self.endpoint = None
@@ -536,7 +537,7 @@ class Client:
                 except zmq.Again:
                     pass  # not connected yet (IMMEDIATE): poll briefly and try again
             if state == "ready":
-                if any(w._resuming for w in self._watches.values()) and now - last_resume >= 0.1:
+                if self._resume_pending and now - last_resume >= 0.1:
                     last_resume = now
                     self._resume_watches(sock)
                 self._send_queued(sock)
@@ -672,12 +673,14 @@ class Client:
             p.event.set()
 
     def _resume_watches(self, sock):
+        self._resume_pending = False
         with self._lock:
             # A watch whose own create is still waiting for its reply is re-sent as it was
             # (queued by _lost_connection); the others resume from their last revision + 1.
             creating = {p.watch_id for p in self._pending.values() if p.op == "watch_create"}
-            handles = []
-        for w in self._watches.values():
+            current = list(self._watches.values())
+        handles = []
+        for w in current:
             if w.watch_id in creating:
                 w._resuming = False      # its own create, re-sent as it was, brings it back
             elif w._resuming and not w.canceled:
@@ -693,6 +696,7 @@ class Client:
                 sock.send(messages.encode_request("watch_create", req_id, body), zmq.NOBLOCK)
             except zmq.Again:
                 w._resuming = True
+                self._resume_pending = True
 
     def _resumed(self, w: Watch, kind, body):
         """The answer to a watch re-created after a failover."""
@@ -704,6 +708,7 @@ class Client:
         err = ZwatchError.from_wire(body)
         if err.code == errors.UNAVAILABLE:
             w._resuming = True              # the new fan-out is not ready yet: try again shortly
+            self._resume_pending = True
             return
         w.canceled = True
         w.cancel_reason = f"resume failed: {err}"
@@ -750,7 +755,8 @@ class Client:
             events = [Event(messages.EVENT_TYPE_NAMES[e[0]], KeyValue.from_list(e[1]),
                             KeyValue.from_list(e[2]) if len(e) > 2 and e[2] else None) for e in evs]
             if ids == [-1]:
-                targets = [w for w in watches.values() if w._live]
+                with self._lock:
+                    targets = [w for w in watches.values() if w._live]
             else:
                 targets = [watches.get(i) for i in ids]
             for w in targets:

@@ -211,6 +211,7 @@ class _Tx:
     """One LMDB txn seen through etcd's model.  `rev` is the current revision before the request;
     a write request's records all get main revision `main` = rev + 1, numbered by `sub`."""
 
+    # s: the Store, lt: the LMDB txn, crev: the compact revision
     __slots__ = ("s", "lt", "rev", "crev", "main", "sub", "events", "puts", "dels")
 
     def __init__(self, store: "Store", txn, rev: int | None = None, compact: int | None = None):

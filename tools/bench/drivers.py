@@ -1,0 +1,185 @@
+"""Client adapters used inside the bench's client processes: one connection = one object.
+
+Both adapters hand watch responses to application code with the same shape (``resp.watch_id``,
+``resp.canceled``, ``resp.events[i].kv.mod_revision / .value``), so one recorder serves both.
+
+* zwatch: ``zwatch.Client`` (one DEALER session per connection).  The application side is one
+  thread per connection reading one queue that all the connection's watches feed: the bench
+  points every Watch handle of a connection at a shared queue (the client keeps one
+  ``SimpleQueue`` per watch and offers no option for that), which is exactly the cost of
+  ``Watch.get()`` without a reader per watch.
+* etcd: plain grpcio with stubs generated from etcd's protos (etcd_stubs.py); one channel with a
+  private subchannel (a TCP connection of its own) and one Watch stream per connection, many
+  watches per stream; the application code runs in the thread that iterates the stream.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+_monotonic_ns = time.monotonic_ns
+_STOP = object()
+
+
+class ZwatchConn:
+    def __init__(self, endpoint: str):
+        import zwatch.client as zc
+        if not getattr(zc.Watch, "_bench_sink", False):
+            base = zc.Watch
+
+            class SinkWatch(base):
+                _bench_sink = True
+
+                def __init__(self, client, watch_id, body):
+                    super().__init__(client, watch_id, body)
+                    sink = getattr(client, "bench_sink", None)
+                    if sink is not None:
+                        self.queue = sink
+
+            zc.Watch = SinkWatch
+        self.client = zc.Client([endpoint], timeout=60.0, heartbeat=1.0)
+        self.sink: queue.SimpleQueue = queue.SimpleQueue()
+        self.client.bench_sink = self.sink
+        self.client.request_progress()      # connected, session open
+        self.handles = []
+        self._reader = None
+
+    def put(self, key: bytes, value: bytes) -> int:
+        return self.client.put(key, value).header.revision
+
+    def current_revision(self) -> int:
+        return self.client.status().header.revision
+
+    def start_reader(self, handler):
+        def run():
+            get = self.sink.get
+            now = _monotonic_ns
+            while True:
+                r = get()
+                if r is _STOP:
+                    return
+                if r is None:          # end-of-watch marker of the client
+                    continue
+                handler(r, now())
+        self._reader = threading.Thread(target=run, name="bench-app", daemon=True)
+        self._reader.start()
+
+    def create_watches(self, specs):
+        """specs: [(watch_id, key, range_end|None, start_revision)]; returns when all are created."""
+        w = self.client.watch
+        for wid, key, end, start in specs:
+            if end is None:
+                self.handles.append(w(key, start_revision=start, watch_id=wid))
+            else:
+                self.handles.append(w(key, end, start_revision=start, watch_id=wid))
+
+    def close(self):
+        try:
+            self.client.close()
+        finally:
+            self.sink.put(_STOP)
+            if self._reader is not None:
+                self._reader.join(5)
+
+
+_etcd = None
+
+
+def etcd_modules(stub_path: str):
+    global _etcd
+    if _etcd is None:
+        import sys
+        if stub_path not in sys.path:
+            sys.path.insert(0, stub_path)
+        import grpc
+        from zwbench_etcdpb import rpc_pb2, rpc_pb2_grpc
+        _etcd = (grpc, rpc_pb2, rpc_pb2_grpc)
+    return _etcd
+
+
+class EtcdConn:
+    def __init__(self, endpoint: str, stub_path: str):
+        grpc, pb, pbg = etcd_modules(stub_path)
+        self.pb = pb
+        self.channel = grpc.insecure_channel(endpoint, options=[
+            ("grpc.use_local_subchannel_pool", 1),          # a TCP connection of its own
+            ("grpc.max_receive_message_length", 64 << 20)])
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        self.kv = pbg.KVStub(self.channel)
+        self.maint = pbg.MaintenanceStub(self.channel)
+        self.watch_stub = pbg.WatchStub(self.channel)
+        self.reqs = None
+        self.created = 0
+        self.cond = threading.Condition()
+        self._reader = None
+        self.errors = []
+
+    def put(self, key: bytes, value: bytes) -> int:
+        return self.kv.Put(self.pb.PutRequest(key=key, value=value), timeout=60).header.revision
+
+    def current_revision(self) -> int:
+        return self.maint.Status(self.pb.StatusRequest(), timeout=30).header.revision
+
+    def start_reader(self, handler):
+        self.reqs = queue.SimpleQueue()
+        stream = self.watch_stub.Watch(iter(self.reqs.get, _STOP))
+        self._stream = stream
+
+        def run():
+            now = _monotonic_ns
+            cond = self.cond
+            try:
+                for r in stream:
+                    if r.created:
+                        with cond:
+                            self.created += 1
+                            cond.notify_all()
+                        if not r.events:
+                            continue
+                    handler(r, now())
+            except Exception as exc:  # stream closed by close(), or the server went away
+                if not getattr(self, "_closing", False):
+                    self.errors.append(repr(exc)[:300])
+            with cond:
+                self.created = -1 if self.created == 0 else self.created
+                cond.notify_all()
+        self._reader = threading.Thread(target=run, name="bench-app", daemon=True)
+        self._reader.start()
+
+    def create_watches(self, specs, timeout: float = 120.0):
+        pb = self.pb
+        target = self.created + len(specs)
+        for wid, key, end, start in specs:
+            cr = pb.WatchCreateRequest(key=key, start_revision=start, watch_id=wid)
+            if end is not None:
+                cr.range_end = end
+            self.reqs.put(pb.WatchRequest(create_request=cr))
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while 0 <= self.created < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"etcd: {self.created} of {target} watches created")
+                self.cond.wait(left)
+        if self.created < 0:
+            raise RuntimeError(f"etcd watch stream ended: {self.errors}")
+
+    def close(self):
+        self._closing = True
+        if self.reqs is not None:
+            self.reqs.put(_STOP)
+        try:
+            if self.reqs is not None:
+                self._stream.cancel()
+        except Exception:
+            pass
+        self.channel.close()
+        if self._reader is not None:
+            self._reader.join(5)
+
+
+def connect(system: dict, endpoint: str):
+    if system["kind"] == "etcd":
+        return EtcdConn(endpoint, system["stub_path"])
+    return ZwatchConn(endpoint)

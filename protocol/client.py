@@ -142,6 +142,9 @@ class WatchResponse:
     cancel_reason: str = ""
     compact_revision: int = 0
     fragment: bool = False
+    # Set on responses delivered to a shared queue (watch(..., queue=q)): every watch of that
+    # queue this response is for.  The events are the same for each of them.
+    watch_ids: list | None = None
 
     @property
     def is_progress_notify(self) -> bool:
@@ -272,11 +275,12 @@ class _Pending:
 class Watch:
     """A watch handle: iterate it for WatchResponse objects; cancel() ends it."""
 
-    def __init__(self, client: "Client", watch_id: int, body: dict):
+    def __init__(self, client: "Client", watch_id: int, body: dict, shared_queue=None):
         self.client = client
         self.watch_id = watch_id
         self.body = body                      # original options, re-sent on resume
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.shared = shared_queue is not None
+        self.queue = shared_queue if self.shared else queue.SimpleQueue()
         self.last_revision = 0                # max(last event revision, last progress revision)
         self.canceled = False
         self.cancel_reason = ""
@@ -393,7 +397,17 @@ class Client:
                               b.get("compact_revision", 0), b.get("db_size", 0), self.endpoint or "")
 
     def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
-              filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None) -> Watch:
+              filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
+              queue=None) -> Watch:
+        """Watch a key or range; returns a handle that iterates WatchResponse objects.
+
+        queue: deliver this watch's responses into an object with put() (e.g. a SimpleQueue)
+        shared by many watches instead of the handle's own queue.  Watches that share a queue
+        get ONE response per frame for all of them (response.watch_ids lists them; the events
+        are identical), which costs the client nothing per watcher: the way to hold thousands
+        of watches in one process.  The handle's own get()/iteration is then unused; the end
+        of a watch is signalled by a canceled response.
+        """
         key = _b(key)
         body = {"key": key, "start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                 "progress_notify": progress_notify, "fragment": fragment}
@@ -411,7 +425,7 @@ class Client:
             elif watch_id in self._watches:
                 raise errors.FailedPrecondition(f"watch_id {watch_id} already exists in this client")
             body["watch_id"] = watch_id
-            handle = Watch(self, watch_id, body)
+            handle = Watch(self, watch_id, body, queue)
             self._watches[watch_id] = handle
         try:
             created = self._call("watch_create", body, timeout)
@@ -435,7 +449,8 @@ class Client:
         self._thread.join(timeout=2)
         for w in list(self._watches.values()):
             w.canceled = True
-            w.queue.put(None)
+            if not w.shared:
+                w.queue.put(None)
         self._wake_tx.close()
         self._ctx.term() if not self._thread.is_alive() else None
 
@@ -498,7 +513,11 @@ class Client:
             if not w.canceled:
                 w.canceled = True
                 w.cancel_reason = w.cancel_reason or "canceled by client"
-                w.queue.put(None)
+                if w.shared:   # a shared queue outlives its watches: say which one ended
+                    w.queue.put(WatchResponse(w.watch_id, Header(w.last_revision), canceled=True,
+                                              cancel_reason=w.cancel_reason, watch_ids=[w.watch_id]))
+                else:
+                    w.queue.put(None)
 
     # ------------------------------------------------------------ I/O thread
     def _io_main(self):
@@ -713,8 +732,9 @@ class Client:
         w.canceled = True
         w.cancel_reason = f"resume failed: {err}"
         w.queue.put(WatchResponse(w.watch_id, Header(w.last_revision), canceled=True,
-                                  cancel_reason=w.cancel_reason))
-        w.queue.put(None)
+                                  cancel_reason=w.cancel_reason, watch_ids=[w.watch_id] if w.shared else None))
+        if not w.shared:
+            w.queue.put(None)
         with self._lock:
             self._watches.pop(w.watch_id, None)
 
@@ -746,8 +766,10 @@ class Client:
                     w.compact_revision = r.get("compact_revision", 0)
                     w.queue.put(WatchResponse(w.watch_id, Header(r.get("header", {}).get("revision", 0)),
                                               canceled=True, cancel_reason=w.cancel_reason,
-                                              compact_revision=w.compact_revision))
-                    w.queue.put(None)
+                                              compact_revision=w.compact_revision,
+                                              watch_ids=[w.watch_id] if w.shared else None))
+                    if not w.shared:
+                        w.queue.put(None)
                     with self._lock:
                         watches.pop(w.watch_id, None)
                 continue
@@ -759,10 +781,22 @@ class Client:
                     targets = [w for w in watches.values() if w._live]
             else:
                 targets = [watches.get(i) for i in ids]
+            shared: dict[int, tuple] = {}
+            top_all = events[-1].kv.mod_revision if events else rev
             for w in targets:
                 if w is None or w.canceled:
                     continue
-                w._resuming = False
+                if w.shared and not fragment and not w._fragments:
+                    # One response per shared queue for all its watches: nothing per watcher
+                    # but the resume point.
+                    if top_all > w.last_revision:
+                        w.last_revision = top_all
+                    entry = shared.get(id(w.queue))
+                    if entry is None:
+                        shared[id(w.queue)] = (w.queue, [w.watch_id])
+                    else:
+                        entry[1].append(w.watch_id)
+                    continue
                 if fragment:
                     w._fragments.extend(events)
                     continue
@@ -774,4 +808,7 @@ class Client:
                 top = events_w[-1].kv.mod_revision if events_w else rev
                 if top > w.last_revision:
                     w.last_revision = top
-                w.queue.put(WatchResponse(w.watch_id, Header(rev), events_w))
+                w.queue.put(WatchResponse(w.watch_id, Header(rev), events_w,
+                                          watch_ids=[w.watch_id] if w.shared else None))
+            for q, ids_q in shared.values():
+                q.put(WatchResponse(ids_q[0], Header(rev), events, watch_ids=ids_q))

@@ -337,3 +337,23 @@ def test_future_watch_gets_no_progress_below_its_start(make_cluster):
     assert revs(ev) == [8]
     r = w.get(timeout=3)                                         # progress after it started: fine
     assert r.is_progress_notify and r.header.revision >= 8
+
+
+def test_watches_sharing_a_queue_get_one_response_per_frame(cluster):
+    c = cluster.client()
+    shared = queue.SimpleQueue()
+    a = c.watch("s", queue=shared)
+    b = c.watch("s", queue=shared)
+    own = c.watch("s")
+    c.put("s", "1")
+    r = shared.get(timeout=5)
+    assert sorted(r.watch_ids) == sorted([a.watch_id, b.watch_id]) and revs(r.events) == [2]
+    assert shared.empty()
+    assert revs(collect(own, 1)) == [2]
+    a.cancel()
+    c.put("s", "2")
+    r = shared.get(timeout=5)
+    while not r.events:                                          # a's canceled response first
+        assert r.canceled and r.watch_ids == [a.watch_id]
+        r = shared.get(timeout=5)
+    assert r.watch_ids == [b.watch_id] and revs(r.events) == [3]

@@ -4,10 +4,9 @@ Both adapters hand watch responses to application code with the same shape (``re
 ``resp.canceled``, ``resp.events[i].kv.mod_revision / .value``), so one recorder serves both.
 
 * zwatch: ``zwatch.Client`` (one DEALER session per connection).  The application side is one
-  thread per connection reading one queue that all the connection's watches feed: the bench
-  points every Watch handle of a connection at a shared queue (the client keeps one
-  ``SimpleQueue`` per watch and offers no option for that), which is exactly the cost of
-  ``Watch.get()`` without a reader per watch.
+  thread per connection reading the queue that all the connection's watches share
+  (``client.watch(..., queue=q)``): the client puts one response per frame for all the
+  watches it concerns (``resp.watch_ids``), as the fan-out sent it.
 * etcd: plain grpcio with stubs generated from etcd's protos (etcd_stubs.py); one channel with a
   private subchannel (a TCP connection of its own) and one Watch stream per connection, many
   watches per stream; the application code runs in the thread that iterates the stream.
@@ -25,22 +24,8 @@ _STOP = object()
 class ZwatchConn:
     def __init__(self, endpoint: str):
         import zwatch.client as zc
-        if not getattr(zc.Watch, "_bench_sink", False):
-            base = zc.Watch
-
-            class SinkWatch(base):
-                _bench_sink = True
-
-                def __init__(self, client, watch_id, body):
-                    super().__init__(client, watch_id, body)
-                    sink = getattr(client, "bench_sink", None)
-                    if sink is not None:
-                        self.queue = sink
-
-            zc.Watch = SinkWatch
         self.client = zc.Client([endpoint], timeout=60.0, heartbeat=1.0)
         self.sink: queue.SimpleQueue = queue.SimpleQueue()
-        self.client.bench_sink = self.sink
         self.client.request_progress()      # connected, session open
         self.handles = []
         self._reader = None
@@ -68,11 +53,12 @@ class ZwatchConn:
     def create_watches(self, specs):
         """specs: [(watch_id, key, range_end|None, start_revision)]; returns when all are created."""
         w = self.client.watch
+        q = self.sink
         for wid, key, end, start in specs:
             if end is None:
-                self.handles.append(w(key, start_revision=start, watch_id=wid))
+                self.handles.append(w(key, start_revision=start, watch_id=wid, queue=q))
             else:
-                self.handles.append(w(key, end, start_revision=start, watch_id=wid))
+                self.handles.append(w(key, end, start_revision=start, watch_id=wid, queue=q))
 
     def close(self):
         try:

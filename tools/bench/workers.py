@@ -54,38 +54,36 @@ class Recorder:
             if resp.canceled:
                 self.canceled += 1
             return
-        st = self.state.get(resp.watch_id)
-        if st is None:
-            st = self.state[resp.watch_id] = [0, 0]
-        last = st[1]
-        bad = 0
+        # A zwatch response on a shared queue is for every watch in resp.watch_ids at once (the
+        # same events, received at the same instant): order is checked per watch, and each
+        # event's latency is recorded once for the group (groups are equal-sized per connection).
+        ids = getattr(resp, "watch_ids", None) or (resp.watch_id,)
+        revs = [ev.kv.mod_revision for ev in evs]
+        bad = sum(1 for a, b in zip(revs, revs[1:]) if b <= a)
         if self.latency:
             lat = self.lat.append
             for ev in evs:
-                kv = ev.kv
-                r = kv.mod_revision
-                if r <= last:
-                    bad += 1
-                last = r
-                lat(now - int(kv.value[:STAMP_DIGITS]))
-        else:
-            for ev in evs:
-                r = ev.kv.mod_revision
-                if r <= last:
-                    bad += 1
-                last = r
+                lat(now - int(ev.kv.value[:STAMP_DIGITS]))
         n = len(evs)
-        before = st[0]
-        st[0] = before + n
-        st[1] = last
+        first, final = revs[0], revs[-1]
+        state = self.state
+        for wid in ids:
+            st = state.get(wid)
+            if st is None:
+                st = state[wid] = [0, 0]
+            if first <= st[1]:
+                bad += 1
+            before = st[0]
+            st[0] = before + n
+            st[1] = final
+            if before < self.expected <= before + n:
+                self.done += 1
+                self.done_ns = now
         if bad:
             self.bad += bad
         if not self.first_ns:
             self.first_ns = now
-        self.events += n
-        if before < self.expected <= before + n:
-            self.done += 1
-            self.done_ns = now
+        self.events += n * len(ids)
 
 
 def _progress(value, read, stop: threading.Event):

@@ -101,7 +101,7 @@ class Slot:
 
     def __init__(self, group, session):
         self.group, self.session = group, session
-        self.ids: list[int] = []
+        self.ids: list[int] | None = None   # built when first needed, dropped on change
         self.watchers: list[Watcher] = []
         self.last_event_rev = 0
 
@@ -159,7 +159,6 @@ class Fanout:
         self.sessions: dict[bytes, Session] = {}
         self.watchers: dict[int, Watcher] = {}
         self.index = KeyIndex()
-        self.groups: dict[tuple, Group] = {}
         self.futures: list[tuple[int, int]] = []          # heap of (next_rev, uid)
         self.victims: deque[tuple[float, Watcher]] = deque()
         self.progress_watchers: set[Watcher] = set()
@@ -344,12 +343,15 @@ class Fanout:
             first_rev = evs[0][1][2]
             for slot in g.slots.values():
                 slot.last_event_rev = header_rev
-                self.st["deliveries"] += len(evs) * len(slot.ids)
+                ids = slot.ids
+                if ids is None:
+                    ids = slot.ids = [w.watch_id for w in slot.watchers]
+                self.st["deliveries"] += len(evs) * len(ids)
                 items = out.setdefault(slot.session.ident, [])
                 # The owner snapshots who was in the slot: a watcher that joins later must not be
                 # victimized for events from before its start.
                 owner = (tuple(slot.watchers), first_rev)
-                for resp in messages.pack_watch_responses(slot.ids, header_rev, evs, g.fragment):
+                for resp in messages.pack_watch_responses(ids, header_rev, evs, g.fragment):
                     items.append(("w", resp, owner))
 
     def _gap(self, prev: int):
@@ -357,7 +359,7 @@ class Fanout:
         self.st["gaps"] += 1
         missed_from = self.last_seen + 1
         moved = 0
-        for g in list(self.groups.values()):
+        for g in list(self.index.all_items()):
             for slot in list(g.slots.values()):
                 for w in list(slot.watchers):
                     self._unindex(w)
@@ -375,15 +377,20 @@ class Fanout:
 
     # ================================================================== watcher placement
     def _index(self, w: Watcher):
-        key = (w.key, w.end, w.filter_bits, w.prev_kv, w.fragment)
-        g = self.groups.get(key)
+        # The groups of one (key, end) differ only by filters, prev_kv and fragment: at most 16,
+        # so they are found in the index's own list instead of a dict of spec tuples.
+        g = None
+        for cand in self.index.items(w.key, w.end):
+            if cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv and cand.fragment == w.fragment:
+                g = cand
+                break
         if g is None:
-            g = self.groups[key] = Group(*key)
+            g = Group(w.key, w.end, w.filter_bits, w.prev_kv, w.fragment)
             self.index.add(w.key, w.end, g)
         slot = g.slots.get(w.session.ident)
         if slot is None:
             slot = g.slots[w.session.ident] = Slot(g, w.session)
-        slot.ids.append(w.watch_id)
+        slot.ids = None
         slot.watchers.append(w)
         w.slot = slot
         w.state = SYNCED
@@ -392,13 +399,12 @@ class Fanout:
         slot = w.slot
         w.slot = None
         # Copy on write: responses already built hold the old ids list by reference.
-        slot.ids = [i for i in slot.ids if i != w.watch_id]
+        slot.ids = None  # responses already built keep the list they were packed with
         slot.watchers.remove(w)
         if not slot.watchers:
             g = slot.group
             del g.slots[slot.session.ident]
             if not g.slots:
-                del self.groups[(g.key, g.end, g.filter_bits, g.prev_kv, g.fragment)]
                 self.index.remove(g.key, g.end, g)
 
     def _make_synced(self, w: Watcher, next_rev: int):
@@ -872,7 +878,6 @@ class Fanout:
                 g = slot.group
                 del g.slots[ident]
                 if not g.slots:
-                    del self.groups[(g.key, g.end, g.filter_bits, g.prev_kv, g.fragment)]
                     self.index.remove(g.key, g.end, g)
             if w.state == SYNCED:
                 w.slot = None
@@ -911,7 +916,7 @@ class Fanout:
 
     def _log_stats(self):
         self.log.info("fanout.stats", sessions=len(self.sessions), watchers=len(self.watchers),
-                      groups=len(self.groups), futures=len(self.futures), victims_pending=len(self.victims),
+                      groups=len(self.index), futures=len(self.futures), victims_pending=len(self.victims),
                       unsynced=sum(1 for w in self.watchers.values() if w.state == UNSYNCED),
                       revision=self.last_seen, ring=len(self.ring), interval_s=self.stats_s,
                       max_inflight_bytes=self.max_inflight, session_window=self.session_window, **self.st)

@@ -47,6 +47,17 @@ class KeyIndex:
             if end is not None:
                 self._dirty = True
 
+    def items(self, key: bytes, end: bytes | None) -> list:
+        """The items registered under exactly this spec (empty if none)."""
+        hit = self.exact.get(key) if end is None else self.ranges.get((key, end))
+        return hit if hit is not None else []
+
+    def all_items(self):
+        for items in self.exact.values():
+            yield from items
+        for items in self.ranges.values():
+            yield from items
+
     def _rebuild(self):
         pairs = sorted(self.ranges.items())
         self._starts = [k[0] for k, _ in pairs]

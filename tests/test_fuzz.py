@@ -91,21 +91,11 @@ def _is_valid_ack(frame):
     return ok_int(rid) and ok_int(n)
 
 
+@pytest.mark.parametrize("endpoint", ["writer_ep", "syncer_ep"])
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frame=garbage)
-def test_writer_answers_garbage_with_stable_codes(fuzz_cluster, frame):
-    s = _dealer(fuzz_cluster.writer_ep)
-    try:
-        s.send(frame)
-        _expect_error_or_ok(_reply(s))
-    finally:
-        s.close()
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(frame=garbage)
-def test_syncer_answers_garbage_with_stable_codes(fuzz_cluster, frame):
-    s = _dealer(fuzz_cluster.syncer_ep)
+def test_internal_sockets_answer_garbage_with_stable_codes(fuzz_cluster, endpoint, frame):
+    s = _dealer(getattr(fuzz_cluster, endpoint))
     try:
         s.send(frame)
         _expect_error_or_ok(_reply(s))

@@ -4,22 +4,15 @@ from __future__ import annotations
 import time
 
 import msgpack
-import zmq
+
+from zwatch.tools.cluster import raw_session
 
 from test_watch import collect, revs
 
 
 def _stalled_session(endpoint: str, key: bytes, n_watches: int = 5):
     """A client that says hello, creates watches, then never reads again (nor acks)."""
-    ctx = zmq.Context.instance()
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVHWM, 1)
-    s.setsockopt(zmq.RCVBUF, 4096)
-    s.connect(endpoint)
-    s.send(msgpack.packb(["hello", 1, {"version": 1}]))
-    assert s.poll(5000)
-    s.recv()
+    s = raw_session(endpoint, RCVHWM=1, RCVBUF=4096)
     for i in range(n_watches):
         s.send(msgpack.packb(["watch_create", 2 + i, {"key": key, "watch_id": i + 1}]))
     return s

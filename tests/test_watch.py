@@ -247,13 +247,8 @@ def test_catch_up_through_syncer_then_live(make_cluster):
 def _pipelined_watches(endpoint: str, n: int, body: dict):
     """Create n watches at once on one raw session (no waiting between creates)."""
     import msgpack
-    import zmq
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.connect(endpoint)
-    s.send(msgpack.packb(["hello", 1, {"version": 1}]))
-    assert s.poll(5000)
-    s.recv()
+    from zwatch.tools.cluster import raw_session
+    s = raw_session(endpoint)
     for i in range(n):
         s.send(msgpack.packb(["watch_create", 10 + i, dict(body, watch_id=i + 1)]))
     return s

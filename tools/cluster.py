@@ -17,6 +17,24 @@ import time
 from zwatch import Client
 
 
+def raw_session(endpoint: str, **sockopts):
+    """A bare DEALER that has said hello to a fan-out: for tests that must speak the wire
+    protocol themselves (stalled or pipelining clients).  sockopts: zmq option name -> value."""
+    import msgpack
+    import zmq
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    for name, value in sockopts.items():
+        s.setsockopt(getattr(zmq, name), value)
+    s.connect(endpoint)
+    s.send(msgpack.packb(["hello", 1, {"version": 1}]))
+    if not s.poll(5000):
+        s.close()
+        raise TimeoutError(f"no hello reply from {endpoint}")
+    s.recv()
+    return s
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

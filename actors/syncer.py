@@ -89,7 +89,8 @@ def _parse_registration(item) -> tuple:
 
 class Syncer:
     def __init__(self, data_dir: str, endpoint: str, *, batch_size: int = 512, chunk_revisions: int = 2000,
-                 chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.05, fanout_timeout_s: float = 10.0,
+                 chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.1, quiet_s: float = 0.01,
+                 fanout_timeout_s: float = 10.0,
                  stats_s: float = 10.0):
         self.data_dir = data_dir
         self.endpoint = endpoint
@@ -97,10 +98,13 @@ class Syncer:
         self.chunk_revisions = chunk_revisions
         self.chunk_bytes = min(chunk_bytes, MAX_RESPONSE_BYTES)
         self.fanout_timeout_s = fanout_timeout_s
-        # Like etcd's syncWatchers loop (every 100 ms), wait briefly after the first unsynced
-        # watcher arrives so that watchers created together share one history scan.
+        # Watchers created together should share one history scan: a batch starts once
+        # registrations pause for quiet_s, or at the latest batch_delay_s after the first one
+        # (etcd's syncWatchers runs every 100 ms).
         self.batch_delay_s = batch_delay_s
+        self.quiet_s = quiet_s
         self.pending_since = 0.0
+        self.last_registration = 0.0
         self.stats_s = stats_s
         self.instance = f"syncer-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.log = configure("syncer").bind(instance=self.instance)
@@ -121,7 +125,8 @@ class Syncer:
                    batch_size=env_int("ZWATCH_SYNC_BATCH", 512),
                    chunk_revisions=env_int("ZWATCH_SYNC_CHUNK_REVISIONS", 2000),
                    chunk_bytes=env_int("ZWATCH_SYNC_CHUNK_BYTES", 1 << 20),
-                   batch_delay_s=env_float("ZWATCH_SYNC_BATCH_DELAY_S", 0.05),
+                   batch_delay_s=env_float("ZWATCH_SYNC_BATCH_DELAY_S", 0.1),
+                   quiet_s=env_float("ZWATCH_SYNC_QUIET_S", 0.01),
                    stats_s=env_float("ZWATCH_STATS_S", 10.0))
 
     def _count(self, name, n=1):
@@ -147,6 +152,7 @@ class Syncer:
                 self._flush_outbox()
                 now = time.monotonic()
                 due = self.pending and (len(self.pending) >= self.batch_size
+                                        or now - self.last_registration >= self.quiet_s
                                         or now - self.pending_since >= self.batch_delay_s)
                 busy = (self.batch is not None or due) and not self.outbox
                 # Busy: just look for input between chunks.  Outbox full: the fan-out's pipe
@@ -230,8 +236,10 @@ class Syncer:
                     self._join_batch(k, w)
                     self.batch_size_now += 1
                 else:
+                    now = time.monotonic()
                     if not self.pending:
-                        self.pending_since = time.monotonic()
+                        self.pending_since = now
+                    self.last_registration = now
                     self.pending[k] = w
         elif op == "unsync":
             for item in body:

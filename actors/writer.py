@@ -82,6 +82,7 @@ class Writer:
         os.makedirs(self.data_dir, exist_ok=True)
         self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size)
         self.last_published = self.store.current_revision()
+        self.compact_rev = self.store.compact_revision()  # cached: only a compact changes it
         ctx = zmq.Context()
         self.router = make_socket(ctx, zmq.ROUTER, rcvhwm=100_000, sndhwm=100_000)
         self.pub = make_socket(ctx, zmq.PUB, max_msg=None, sndhwm=100_000)
@@ -175,6 +176,8 @@ class Writer:
                     replies.append(envelope + [messages.encode_ok(req_id, result)])
         # Both after the durable commit.  The publish goes first so that a fan-out knows a new
         # compact revision (or revision) by the time the client that caused it acts on the reply.
+        if began_compaction:
+            self.compact_rev = self.store.compact_revision()
         if published or began_compaction:
             self._publish(published)
         for frames in replies:
@@ -187,8 +190,8 @@ class Writer:
     def _publish(self, published):
         last = published[-1][0] if published else self.last_published
         try:
-            self.pub.send(messages.pack(["pub", self.last_published, last, published,
-                                        self.store.compact_revision()]), zmq.NOBLOCK)
+            self.pub.send(messages.pack(["pub", self.last_published, last, published, self.compact_rev]),
+                          zmq.NOBLOCK)
         except zmq.Again:  # PUB never blocks; subscribers detect the gap by prev_revision
             self.log.warning("writer.publish_dropped", revision=last)
         self.last_published = last

@@ -76,6 +76,8 @@ class Writer:
         self.st_revisions = 0
         self.st_commit_ms: list[float] = []
         self.st_max_batch = 0
+        self.st_first_revision = 0
+        self.st_last_revision = 0
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -163,8 +165,13 @@ class Writer:
             self.st_max_batch = max(self.st_max_batch, len(batch))
             if published:
                 self.st_revisions += len(published)
-                self.log.debug("writer.commit", batch=len(batch), first_revision=published[0][0],
-                               last_revision=published[-1][0], commit_ms=round(ms, 3))
+                self.st_first_revision = self.st_first_revision or published[0][0]
+                self.st_last_revision = published[-1][0]
+                # Every commit at debug; at info only the slow ones (an operator's red flag), so
+                # that a busy writer does not log thousands of lines a second.
+                log = self.log.info if ms >= 100 else self.log.debug
+                log("writer.commit", batch=len(batch), first_revision=published[0][0],
+                    last_revision=published[-1][0], commit_ms=round(ms, 3))
             for (envelope, req_id, op, _), result in zip(batch, results):
                 if isinstance(result, ZwatchError):
                     self.st_errors += 1
@@ -217,6 +224,7 @@ class Writer:
         self.log.info("writer.stats", commits=self.st_commits, requests=self.st_requests,
                       revisions=self.st_revisions, errors=self.st_errors, max_batch=self.st_max_batch,
                       commit_ms_p50=round(percentile(ms, 0.5), 3), commit_ms_p99=round(percentile(ms, 0.99), 3),
+                      first_revision=self.st_first_revision, last_revision=self.st_last_revision,
                       revision=self.last_published, interval_s=self.stats_s)
         self._reset_stats()
 

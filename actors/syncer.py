@@ -111,7 +111,8 @@ class Syncer:
         self.stop = StopFlag()
         self.pending: dict[tuple[bytes, int], SyncWatcher] = {}   # waiting for a batch
         self.batch: dict[tuple[bytes, int], SyncWatcher] | None = None
-        self.batch_groups: dict[tuple, SyncGroup] = {}
+        # (fan-out, session, spec) -> the batch's groups for it, which differ by next revision.
+        self.batch_groups: dict[tuple, list[SyncGroup]] = {}
         self.batch_index: KeyIndex | None = None
         self.cursor = 0          # next revision the batch scan reads
         self.outbox: deque[tuple[bytes, bytes]] = deque()
@@ -229,11 +230,17 @@ class Syncer:
                 k = (peer, reg[0])
                 self._forget(k)
                 w = SyncWatcher(peer, *reg)
-                if self.batch is not None and w.next_rev >= self.cursor and len(self.batch) < self.batch_size:
-                    # The running scan has not passed this watcher's start yet: it joins the batch
-                    # instead of costing a scan of its own.
+                if self.batch is not None and len(self.batch) < self.batch_size:
+                    # Join the running batch instead of costing a scan of its own.  If the scan
+                    # has passed this watcher's start, the cursor goes back to it: the groups
+                    # already in the batch skip records below their next revision, so this
+                    # re-reads at most what a batch of its own would read, and usually far less.
                     self._join_batch(k, w)
                     self.batch_size_now += 1
+                    if w.next_rev < self.cursor:
+                        self.batch_rewinds += 1
+                        self.cursor = w.next_rev
+                        self.batch_min_rev = min(self.batch_min_rev, w.next_rev)
                 else:
                     now = time.monotonic()
                     if not self.pending:
@@ -256,7 +263,10 @@ class Syncer:
                 g = w.group
                 del g.members[w.uid]
                 if not g.members:
-                    del self.batch_groups[g.gkey]
+                    same = self.batch_groups[g.gkey]
+                    same.remove(g)
+                    if not same:
+                        del self.batch_groups[g.gkey]
                     self.batch_index.remove(g.key, g.end, g)
 
     def _reap_fanouts(self, now):
@@ -311,14 +321,19 @@ class Syncer:
         self.batch_scanned = 0
         self.batch_size_now = len(chosen)
         self.batch_min_rev = self.cursor
+        self.batch_rewinds = 0
         self._count("batches")
 
     def _join_batch(self, k, w: SyncWatcher):
         self.batch[k] = w
-        gkey = (w.fanout, w.session, w.key, w.end, w.filter_bits, w.prev_kv, w.fragment, w.next_rev)
-        g = self.batch_groups.get(gkey)
+        # A group's next revision advances with the scan: a watcher joins only a group at
+        # exactly its own next revision (never one that has read past its start).
+        gkey = (w.fanout, w.session, w.key, w.end, w.filter_bits, w.prev_kv, w.fragment)
+        same = self.batch_groups.setdefault(gkey, [])
+        g = next((c for c in same if c.next_rev == w.next_rev), None)
         if g is None:
-            g = self.batch_groups[gkey] = SyncGroup(gkey, w)
+            g = SyncGroup(gkey, w)
+            same.append(g)
             self.batch_index.add(g.key, g.end, g)
         g.members[w.uid] = w
         w.group = g
@@ -390,9 +405,10 @@ class Syncer:
             self._post(fanout, ["ev", 0, items])
         # Every group has now read through last_read: groups that became identical could merge,
         # but keeping them apart is correct and rare enough not to matter.
-        for g in self.batch_groups.values():
-            if g.next_rev <= last_read:
-                g.next_rev = last_read + 1
+        for same in self.batch_groups.values():
+            for g in same:
+                if g.next_rev <= last_read:
+                    g.next_rev = last_read + 1
         for w in self.batch.values():
             if w.next_rev <= last_read:
                 w.next_rev = last_read + 1
@@ -408,7 +424,7 @@ class Syncer:
             self._post(fanout, ["synced", 0, items])
         self._count("handoffs", len(self.batch))
         self.log.info("sync.batch", watchers=self.batch_size_now, handed_off=len(self.batch),
-                      min_revision=self.batch_min_rev, to_revision=current,
+                      min_revision=self.batch_min_rev, to_revision=current, rewinds=self.batch_rewinds,
                       records_scanned=self.batch_scanned,
                       ms=round((time.perf_counter() - self.batch_started) * 1000, 3))
         self.batch = None

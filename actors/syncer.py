@@ -230,11 +230,13 @@ class Syncer:
                 k = (peer, reg[0])
                 self._forget(k)
                 w = SyncWatcher(peer, *reg)
-                if self.batch is not None and len(self.batch) < self.batch_size:
+                if self.batch is not None and len(self.batch) < self.batch_size and \
+                        w.next_rev >= self.cursor - self.chunk_revisions:
                     # Join the running batch instead of costing a scan of its own.  If the scan
-                    # has passed this watcher's start, the cursor goes back to it: the groups
-                    # already in the batch skip records below their next revision, so this
-                    # re-reads at most what a batch of its own would read, and usually far less.
+                    # has just passed this watcher's start (by one chunk at most), the cursor
+                    # goes back to it: the groups already in the batch skip records below their
+                    # next revision, so little is read twice.  Deeper rewinds are not done: a
+                    # stream of late watchers would keep the whole batch from ever finishing.
                     self._join_batch(k, w)
                     self.batch_size_now += 1
                     if w.next_rev < self.cursor:

@@ -357,7 +357,7 @@ def test_watches_sharing_a_queue_get_one_response_per_frame(cluster):
 def test_late_watchers_join_a_running_scan_without_gap_or_duplicate(make_cluster):
     """A registration that arrives mid-scan joins the batch by rewinding its cursor; the watchers
     already in the batch must not see the re-read records again."""
-    cl = make_cluster(env={"ZWATCH_RING_REVISIONS": "10", "ZWATCH_SYNC_CHUNK_REVISIONS": "20",
+    cl = make_cluster(env={"ZWATCH_RING_REVISIONS": "10", "ZWATCH_SYNC_CHUNK_REVISIONS": "500",
                            "ZWATCH_SYNC_QUIET_S": "0.001"})
     c = cl.client()
     for i in range(1500):
@@ -374,4 +374,4 @@ def test_late_watchers_join_a_running_scan_without_gap_or_duplicate(make_cluster
         assert revs(collect(w, 1502 - s, timeout=30)) == list(range(s, 1502))
         no_more(w, 0.2)
     batches = cl["syncer"].events("sync.batch")
-    assert sum(b["handed_off"] for b in batches) == 23
+    assert sum(b["handed_off"] for b in batches) == 23      # (most runs rewind once: sync.batch "rewinds")

@@ -143,7 +143,8 @@ class Syncer:
         self.router.bind(self.endpoint)
         self.log.info("syncer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
                       batch_size=self.batch_size, chunk_revisions=self.chunk_revisions,
-                      chunk_bytes=self.chunk_bytes, revision=self.store.current_revision())
+                      chunk_bytes=self.chunk_bytes, quiet_s=self.quiet_s, batch_delay_s=self.batch_delay_s,
+                      revision=self.store.current_revision())
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         stats = Every(self.stats_s)
@@ -152,7 +153,9 @@ class Syncer:
             while not self.stop:
                 self._flush_outbox()
                 now = time.monotonic()
-                due = self.pending and (len(self.pending) >= self.batch_size
+                # bool(): `self.pending and ...` would be the (empty) dict itself, which the drain
+                # below can fill, making a stale `due` true and skipping the quiet window.
+                due = bool(self.pending) and (len(self.pending) >= self.batch_size
                                         or now - self.last_registration >= self.quiet_s
                                         or now - self.pending_since >= self.batch_delay_s)
                 busy = (self.batch is not None or due) and not self.outbox

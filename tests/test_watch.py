@@ -91,27 +91,36 @@ def test_future_start_revision_waits(cluster):
     assert revs(ev) == [10, 11, 12, 13]
 
 
+def _first_response_is_compacted_cancel(w, compact_revision):
+    r = w.get(timeout=5)
+    assert r.canceled and not r.events and r.compact_revision == compact_revision, r
+    assert w.get(timeout=1) is None
+
+
 def test_compacted_start_revision_is_canceled_with_compact_revision(cluster):
     c = cluster.client()
     for i in range(10):
         c.put("k", str(i))
     c.compact(8)
-    w = c.watch("k", start_revision=3)
-    r = w.get(timeout=5)
-    assert r.canceled and r.compact_revision == 8
-    assert w.get(timeout=1) is None
+    _first_response_is_compacted_cancel(c.watch("k", start_revision=3), 8)
 
 
 def test_compacted_while_unsynced_in_syncer(make_cluster):
-    """A watcher that sits in the syncer below a new compact revision is canceled first (#17529)."""
-    cl = make_cluster(env={"ZWATCH_RING_REVISIONS": "5"})    # a tiny ring forces the syncer path
+    """A watcher waiting in the syncer when a compaction passes its start is canceled, with the
+    compact revision, before anything else about it advances (#17529)."""
+    # A tiny ring sends the watcher to the syncer; a long batch delay keeps it waiting there.
+    cl = make_cluster(env={"ZWATCH_RING_REVISIONS": "5", "ZWATCH_SYNC_QUIET_S": "1",
+                           "ZWATCH_SYNC_BATCH_DELAY_S": "1"})
     c = cl.client()
     for i in range(40):
         c.put("k", str(i))
+    w = c.watch("k", start_revision=2)                         # now pending in the syncer
     c.compact(30)
-    w = c.watch("k", start_revision=2)
-    r = w.get(timeout=5)
-    assert r.canceled and r.compact_revision == 30
+    _first_response_is_compacted_cancel(w, 30)
+    deadline = time.monotonic() + 5                            # ... and the syncer did it
+    while not sum(s["compacted"] for s in cl["syncer"].events("syncer.stats")):
+        assert time.monotonic() < deadline, "the cancel did not come from the syncer"
+        time.sleep(0.1)
 
 
 def test_empty_range_is_created_then_canceled(cluster):

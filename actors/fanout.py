@@ -397,14 +397,16 @@ class Fanout:
     def _unindex(self, w: Watcher):
         slot = w.slot
         w.slot = None
-        # Copy on write: responses already built hold the old ids list by reference.
         slot.ids = None  # responses already built keep the list they were packed with
         slot.watchers.remove(w)
         if not slot.watchers:
-            g = slot.group
-            del g.slots[slot.session.ident]
-            if not g.slots:
-                self.index.remove(g.key, g.end, g)
+            self._remove_slot(slot)
+
+    def _remove_slot(self, slot: Slot):
+        g = slot.group
+        del g.slots[slot.session.ident]
+        if not g.slots:
+            self.index.remove(g.key, g.end, g)
 
     def _make_synced(self, w: Watcher, next_rev: int):
         """Place a watcher that has everything before next_rev."""
@@ -871,10 +873,7 @@ class Fanout:
         for w in session.watches.values():
             slot = w.slot
             if slot is not None and slot.group.slots.get(ident) is slot:
-                g = slot.group
-                del g.slots[ident]
-                if not g.slots:
-                    self.index.remove(g.key, g.end, g)
+                self._remove_slot(slot)
             if w.state == SYNCED:
                 w.slot = None
                 w.state = None

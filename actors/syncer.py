@@ -302,6 +302,14 @@ class Syncer:
     def _post(self, fanout: bytes, msg):
         self.outbox.append((fanout, messages.pack(msg)))
 
+    def _post_by_fanout(self, op: str, pairs):
+        """One [op, 0, items] message per fan-out for (fanout, item) pairs."""
+        by_fanout: dict[bytes, list] = {}
+        for fanout, item in pairs:
+            by_fanout.setdefault(fanout, []).append(item)
+        for fanout, items in by_fanout.items():
+            self._post(fanout, [op, 0, items])
+
     def _flush_outbox(self):
         while self.outbox:
             fanout, frame = self.outbox[0]
@@ -350,13 +358,10 @@ class Syncer:
             if self.cursor < compact:
                 # Every watcher still wanting revisions below the compact revision is canceled
                 # first, with compact_revision, before anything else about it advances.
-                doomed = [w for w in self.batch.values() if w.next_rev < compact]
-                by_fanout: dict[bytes, list] = {}
+                doomed = [w for w in self.batch.values() if w.group.next_rev < compact]
+                self._post_by_fanout("compacted", ((w.fanout, [w.uid, w.epoch, compact]) for w in doomed))
                 for w in doomed:
-                    by_fanout.setdefault(w.fanout, []).append([w.uid, w.epoch, compact])
                     self._forget((w.fanout, w.uid))
-                for fanout, items in by_fanout.items():
-                    self._post(fanout, ["compacted", 0, items])
                 self._count("compacted", len(doomed))
                 self.cursor = compact
                 if not self.batch:
@@ -398,35 +403,29 @@ class Syncer:
             # history() returns whole revisions only, and every revision >= the compact revision
             # has records, so the last record's revision is the last one fully read.
             last_read = records[-1][0] if records else to_rev
-        by_fanout: dict[bytes, list] = {}
+        sends = []
         for g, evs in per_group.items():
-            items = by_fanout.setdefault(g.fanout, [])
             members = [[w.uid, w.epoch] for w in g.members.values()]
             ids = [w.watch_id for w in g.members.values()]
             for resp in messages.pack_watch_responses(ids, current, evs, g.fragment):
-                items.append([members, evs[0][1][2], last_read, resp])
+                sends.append((g.fanout, [members, evs[0][1][2], last_read, resp]))
             self._count("events_sent", len(evs) * len(ids))
-        for fanout, items in by_fanout.items():
-            self._post(fanout, ["ev", 0, items])
+        self._post_by_fanout("ev", sends)
         # Every group has now read through last_read: groups that became identical could merge,
         # but keeping them apart is correct and rare enough not to matter.
+        # (A watcher's position in the batch is its group's next_rev; its own next_rev is where
+        # it registered.)
         for same in self.batch_groups.values():
             for g in same:
                 if g.next_rev <= last_read:
                     g.next_rev = last_read + 1
-        for w in self.batch.values():
-            if w.next_rev <= last_read:
-                w.next_rev = last_read + 1
         self.cursor = last_read + 1
         if self.cursor > current:
             self._finish_batch(current)
 
     def _finish_batch(self, current: int):
-        by_fanout: dict[bytes, list] = {}
-        for w in self.batch.values():
-            by_fanout.setdefault(w.fanout, []).append([w.uid, w.epoch, max(current, w.next_rev - 1)])
-        for fanout, items in by_fanout.items():
-            self._post(fanout, ["synced", 0, items])
+        self._post_by_fanout("synced", ((w.fanout, [w.uid, w.epoch, max(current, w.group.next_rev - 1)])
+                                        for w in self.batch.values()))
         self._count("handoffs", len(self.batch))
         self.log.info("sync.batch", watchers=self.batch_size_now, handed_off=len(self.batch),
                       min_revision=self.batch_min_rev, to_revision=current, rewinds=self.batch_rewinds,

@@ -24,13 +24,9 @@ from zwatch.client import DeleteRangeResponse, Event, Header, KeyValue, PutRespo
 from zwatch.client import WatchResponse
 from zwatch.errors import InvalidArgument
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _env(**extra) -> dict:

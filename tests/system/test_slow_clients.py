@@ -7,7 +7,7 @@ import msgpack
 
 from zwatch.tools.cluster import raw_session
 
-from test_watch import collect, revs
+from support import collect, revs
 
 
 def _stalled_session(endpoint: str, key: bytes, n_watches: int = 5):

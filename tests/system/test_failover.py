@@ -9,7 +9,7 @@ import pytest
 
 from zwatch import errors
 
-from test_watch import collect, revs
+from support import collect, revs
 
 
 class Writer(threading.Thread):

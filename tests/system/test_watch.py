@@ -8,36 +8,7 @@ import pytest
 
 from zwatch import Put, Delete, errors
 
-
-def collect(w, n_events, timeout=10.0):
-    """Events of a watch until n_events arrived; asserts Atomic/Ordered per response on the way."""
-    events = []
-    deadline = time.monotonic() + timeout
-    while len(events) < n_events:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"got {len(events)} of {n_events} events: {events}")
-        try:
-            r = w.get(timeout=left)
-        except queue.Empty:
-            continue
-        if r is None:
-            raise AssertionError(f"watch ended after {len(events)} events ({w.cancel_reason})")
-        events.extend(r.events)
-    return events
-
-
-def no_more(w, wait=0.4):
-    try:
-        r = w.get(timeout=wait)
-    except queue.Empty:
-        return True
-    assert r is None or not r.events, f"unexpected response {r}"
-    return True
-
-
-def revs(events):
-    return [e.kv.mod_revision for e in events]
+from support import collect, drain_counting, no_more, pipelined_watches, revs
 
 
 def test_watch_from_current_revision(cluster):
@@ -253,38 +224,6 @@ def test_catch_up_through_syncer_then_live(make_cluster):
     assert stats[0]["records_scanned"] >= 1
 
 
-def _pipelined_watches(endpoint: str, n: int, body: dict):
-    """Create n watches at once on one raw session (no waiting between creates)."""
-    import msgpack
-    from zwatch.tools.cluster import raw_session
-    s = raw_session(endpoint)
-    for i in range(n):
-        s.send(msgpack.packb(["watch_create", 10 + i, dict(body, watch_id=i + 1)]))
-    return s
-
-
-def _drain_counting(sock, until, timeout=30.0):
-    """Read (and ack) a raw session until until() holds; returns events received per watch id."""
-    import msgpack
-    import zmq
-    received = 0
-    per_watch: dict[int, int] = {}
-    deadline = time.monotonic() + timeout
-    while not until(per_watch) and time.monotonic() < deadline:
-        if not sock.poll(100):
-            continue
-        raw = sock.recv()
-        received += len(raw)
-        kind, _, body = msgpack.unpackb(raw, raw=False)
-        if kind == "w":
-            for r in body:
-                if isinstance(r, list):
-                    for wid in r[0]:
-                        per_watch[wid] = per_watch.get(wid, 0) + len(r[2])
-        sock.send(msgpack.packb(["ack", 0, {"bytes": received}]), zmq.NOBLOCK)
-    return per_watch
-
-
 def _batches_handing_off(cl, n: int, timeout: float = 10.0) -> list[dict]:
     """The syncer's sync.batch lines once they account for n handoffs (the events can reach the
     client before the syncer's last log line is read from its stdout)."""
@@ -307,9 +246,9 @@ def test_syncer_scans_history_once_per_batch_not_per_watcher(make_cluster, n):
     history = 2000
     for i in range(history):
         c.put(f"h/{i % 50}", str(i))                             # revisions 2..2001
-    sock = _pipelined_watches(cl.fanout_eps[0], n, {"key": b"h/", "range_end": b"h0", "start_revision": 2})
+    sock = pipelined_watches(cl.fanout_eps[0], n, {"key": b"h/", "range_end": b"h0", "start_revision": 2})
     try:
-        per_watch = _drain_counting(sock, lambda pw: len(pw) == n and all(v >= history for v in pw.values()))
+        per_watch = drain_counting(sock, lambda pw: len(pw) == n and all(v >= history for v in pw.values()))
     finally:
         sock.close()
     assert len(per_watch) == n and set(per_watch.values()) == {history}   # each got all, exactly once
@@ -383,11 +322,11 @@ def test_late_watchers_join_a_running_scan_without_gap_or_duplicate(make_cluster
     c = cl.client()
     for i in range(1500):
         c.put(f"j/{i % 10}", str(i))                               # revisions 2..1501
-    first = _pipelined_watches(cl.fanout_eps[0], 20, {"key": b"j/", "range_end": b"j0", "start_revision": 700})
+    first = pipelined_watches(cl.fanout_eps[0], 20, {"key": b"j/", "range_end": b"j0", "start_revision": 700})
     time.sleep(0.05)                                               # the first batch is scanning
     late = [c.watch("j/", prefix=True, start_revision=s) for s in (2, 300, 1200)]
     try:
-        per_watch = _drain_counting(first, lambda pw: len(pw) == 20 and all(v >= 802 for v in pw.values()))
+        per_watch = drain_counting(first, lambda pw: len(pw) == 20 and all(v >= 802 for v in pw.values()))
     finally:
         first.close()
     assert set(per_watch.values()) == {802}                        # 700..1501, each exactly once

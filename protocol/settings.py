@@ -1,0 +1,248 @@
+"""Every environment variable zwatch reads, declared once: name, type, default, readers, meaning.
+
+The actors' ``from_env``, the client's endpoint list, the CLI, ``.env.example`` and the
+"Environment variables" table of docs/operations.md all come from ``SETTINGS`` below
+(``python -m zwatch.tools.gendocs`` writes the last two; tests/unit/test_settings.py checks
+that nothing drifted).  It lives in the protocol package because the client reads
+``ZWATCH_ENDPOINTS``; it imports neither the client nor the actors.
+
+    settings.get("ZWATCH_RING_REVISIONS")       # -> 20000, or the typed value from the env
+    settings.actor_kwargs("syncer")              # -> the Syncer constructor's keywords
+
+An empty value counts as unset.  A malformed value raises ``SettingError`` with a one-line
+message naming the variable; ``zwatch writer|syncer|fanout`` checks every variable of the actor
+before it starts (``check``), so a typo ends the process with that line, not a traceback.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+from .limits import MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION
+
+# Who reads a variable.  The three actors take theirs as constructor keywords; the others read
+# it themselves (client, CLI), or are not Python at all (deploy/ units).
+ACTORS = ("writer", "syncer", "fanout")
+READER_NAMES = {"writer": "writer", "syncer": "syncer", "fanout": "fan-out", "client": "clients, CLI",
+                "deploy": "`deploy/` units only", "bench": "`zwatch.tools.bench`"}
+
+
+class SettingError(ValueError):
+    """A malformed value in the environment; the message is one line and names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type                       # str, int, float, bool or list (comma-separated strings)
+    default: Any                     # None: unset (no value at all)
+    read_by: Mapping[str, str | None]  # reader -> its constructor keyword (None: read elsewhere)
+    doc: str                         # one line: the "Meaning" column and the .env.example comment
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    env_example: bool = True         # listed in .env.example (PORT and bench knobs are not)
+    section: str = field(default="", compare=False)
+
+    def parse(self, raw: str) -> Any:
+        """The typed value of a non-empty string; SettingError (one line) if malformed."""
+        text = raw.strip()
+        try:
+            if self.type is bool:
+                lowered = text.lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if self.type is list:
+                return [item.strip() for item in text.split(",") if item.strip()]
+            value = self.type(text)
+        except ValueError:
+            kind = {int: "an integer", float: "a number", bool: "a boolean (1/0, true/false, yes/no, on/off)"}
+            raise SettingError(f"{self.name}={raw!r} is not {kind.get(self.type, 'valid')}: {self.doc}") from None
+        if self.choices:
+            value = value.lower()
+            if value not in self.choices:
+                raise SettingError(f"{self.name}={raw!r} is not one of {', '.join(self.choices)}")
+        if self.min is not None and value < self.min:
+            raise SettingError(f"{self.name}={raw!r} is below its minimum {_render(self.min)}: {self.doc}")
+        if self.max is not None and value > self.max:
+            raise SettingError(f"{self.name}={raw!r} is above its maximum {_render(self.max)}: {self.doc}")
+        return value
+
+    def render_default(self) -> str:
+        """The default as it is written in .env.example ('' when unset)."""
+        return "" if self.default is None else _render(self.default)
+
+    def render_read_by(self) -> str:
+        if all(actor in self.read_by for actor in ACTORS):
+            return "all"
+        return ", ".join(READER_NAMES[r] for r in self.read_by)
+
+
+def _render(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(value)
+    return str(value)
+
+
+def _declare(section: str, *settings: Setting) -> list[Setting]:
+    return [replace(s, section=section) for s in settings]
+
+
+_ALL = {"writer": "stats_s", "syncer": "stats_s", "fanout": "stats_s"}
+_NO_KWARG = {"writer": None, "syncer": None, "fanout": None}
+
+SETTINGS: tuple[Setting, ...] = (
+    *_declare(
+        "shared by the actors",
+        Setting("ZWATCH_DATA_DIR", str, "default.zwatch", {"writer": "data_dir", "syncer": "data_dir"},
+                "LMDB directory (`data.mdb`, `lock.mdb`) shared by writer and syncer, relative to the working directory"),
+        Setting("ZWATCH_WRITER_ENDPOINT", str, "tcp://127.0.0.1:2480",
+                {"writer": "endpoint", "fanout": "writer_endpoint"},
+                "writer ROUTER (the writer binds, fan-outs connect): write requests and `status`"),
+        Setting("ZWATCH_PUB_ENDPOINT", str, "tcp://127.0.0.1:2481",
+                {"writer": "pub_endpoint", "fanout": "pub_endpoint"},
+                "writer PUB (the writer binds, fan-outs connect): the stream of committed revisions"),
+        Setting("ZWATCH_SYNCER_ENDPOINT", str, "tcp://127.0.0.1:2482",
+                {"syncer": "endpoint", "fanout": "syncer_endpoint"},
+                "syncer ROUTER (the syncer binds, fan-outs connect): reads and catching-up watchers"),
+        Setting("ZWATCH_STATS_S", float, 10.0, _ALL, "seconds between `*.stats` log lines", min=0.001),
+        Setting("ZWATCH_LOG_LEVEL", str, "info", _NO_KWARG, "`debug`, `info`, `warning` or `error`",
+                choices=("debug", "info", "warning", "error")),
+        Setting("ZWATCH_LOG_FORMAT", str, "auto", _NO_KWARG,
+                "`json` forces JSON lines; `auto`: console rendering on a TTY, JSON when not a TTY",
+                choices=("auto", "json")),
+    ),
+    *_declare(
+        "fan-out",
+        Setting("ZWATCH_FANOUT_ENDPOINT", str, "tcp://127.0.0.1:2379", {"fanout": "endpoint"},
+                "client endpoint, when neither `zwatch fanout --listen` nor `PORT` is given"),
+        Setting("PORT", int, None, {"fanout": None},
+                "not a zwatch variable: set by honcho; a fan-out without `--listen` binds `tcp://127.0.0.1:$PORT` "
+                "(never put it in `.env`: it overrides `honcho -p`)", min=1, max=65535, env_example=False),
+        Setting("ZWATCH_FANOUT_HOST", str, "127.0.0.1", {"deploy": None},
+                "host part of the fan-out's `--listen` in the systemd and supervisord units (`0.0.0.0`: all interfaces)"),
+        Setting("ZWATCH_IDLE_TIMEOUT_S", float, 10.0, {"fanout": "idle_timeout_s"},
+                "a client session silent this long (seconds) is closed", min=0),
+        Setting("ZWATCH_PROGRESS_INTERVAL_S", float, 600.0, {"fanout": "progress_interval_s"},
+                "period of progress notifications for watches with `progress_notify` (at least 0.1)", min=0),
+        Setting("ZWATCH_RING_REVISIONS", int, 20_000, {"fanout": "ring_revisions"},
+                "recent revisions kept in memory for watchers catching up", min=0),
+        Setting("ZWATCH_RING_BYTES", int, 67_108_864, {"fanout": "ring_bytes"},
+                "bytes of recent revisions kept in memory for watchers catching up (keys, values and previous "
+                "values); with ZWATCH_RING_REVISIONS, whichever is reached first", min=0),
+        Setting("ZWATCH_MAX_SESSIONS", int, MAX_SESSIONS_PER_FANOUT, {"fanout": "max_sessions"},
+                "client sessions per fan-out (`RESOURCE_EXHAUSTED` beyond)", min=1),
+        Setting("ZWATCH_MAX_WATCHES_PER_SESSION", int, MAX_WATCHES_PER_SESSION, {"fanout": "max_watches"},
+                "watches per session (`RESOURCE_EXHAUSTED` beyond)", min=1),
+        Setting("ZWATCH_SESSION_HWM", int, 1000, {"fanout": "session_hwm"},
+                "frames ZeroMQ may queue towards one client (ROUTER send high-water mark), "
+                "a hard backstop behind the window below", min=0),
+        Setting("ZWATCH_SESSION_WINDOW_BYTES", int, 8 << 20, {"fanout": "session_window"},
+                "unacknowledged bytes of watch frames per session (flow control); more waits", min=1),
+        Setting("ZWATCH_STALL_S", float, 2.0, {"fanout": "stall_s"},
+                "how long a session's frames may wait for credit before its watches become victims "
+                "(they catch up later)", min=0),
+    ),
+    *_declare(
+        "writer",
+        Setting("ZWATCH_WRITER_MAX_BATCH", int, 4096, {"writer": "max_batch"},
+                "write requests committed in one LMDB transaction at most", min=1),
+        Setting("ZWATCH_HEARTBEAT_S", float, 1.0, {"writer": "heartbeat_s"},
+                "interval of the empty heartbeat publish when idle", min=0.001),
+        Setting("ZWATCH_MAP_SIZE", int, 1 << 30, {"writer": "map_size"},
+                "initial LMDB map size in bytes; the writer doubles it when full, up to ZWATCH_MAX_MAP_SIZE", min=1),
+        Setting("ZWATCH_MAX_MAP_SIZE", int, 1 << 40, {"writer": "max_map_size"},
+                "the largest the map may grow to; writes beyond fail with `NO_SPACE` "
+                "(cap it below the disk to keep headroom)", min=1),
+    ),
+    *_declare(
+        "syncer",
+        Setting("ZWATCH_SYNC_BATCH", int, 512, {"syncer": "batch_size"},
+                "catching-up watchers served by one history scan", min=1),
+        Setting("ZWATCH_SYNC_QUIET_S", float, 0.01, {"syncer": "quiet_s"},
+                "a batch of catching-up watchers starts once registrations pause this long...", min=0),
+        Setting("ZWATCH_SYNC_BATCH_DELAY_S", float, 0.1, {"syncer": "batch_delay_s"},
+                "...or at the latest this long after the first one, so that watchers created together share a scan",
+                min=0),
+        Setting("ZWATCH_SYNC_CHUNK_REVISIONS", int, 2000, {"syncer": "chunk_revisions"},
+                "revisions read per chunk (and at most 4x this many records)", min=1),
+        Setting("ZWATCH_SYNC_CHUNK_BYTES", int, 1 << 20, {"syncer": "chunk_bytes"},
+                "bytes read per chunk (capped at 1.5 MiB); one revision is always read whole", min=1),
+    ),
+    *_declare(
+        "clients (zwatch CLI, zwatch.Client)",
+        Setting("ZWATCH_ENDPOINTS", list, ["tcp://127.0.0.1:2379"], {"client": None},
+                "fan-outs to try, in order, comma-separated (`host:port` means `tcp://host:port`)"),
+    ),
+    *_declare(
+        "benchmarks",
+        Setting("ZWATCH_BENCH_PROFILE_CLIENTS", str, None, {"bench": None},
+                "a directory: every bench client process writes a profile of its threads there",
+                env_example=False),
+        Setting("ZWATCH_BENCH_ETCD_PROTO_ROOT", str, None, {"bench": None},
+                "where to look first for etcd's `.proto` files when building the etcd client stubs",
+                env_example=False),
+    ),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+assert len(BY_NAME) == len(SETTINGS), "a variable is declared twice"
+
+
+def declaration(name: str) -> Setting:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"{name} is not declared in zwatch.settings.SETTINGS") from None
+
+
+def default(name: str) -> Any:
+    value = declaration(name).default
+    return list(value) if isinstance(value, list) else value
+
+
+def get(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The typed value of `name` from the environment, or its default when unset or empty."""
+    setting = declaration(name)
+    raw = (os.environ if environ is None else environ).get(name)
+    if raw is None or not raw.strip():
+        return default(name)
+    return setting.parse(raw)
+
+
+def for_reader(reader: str) -> list[Setting]:
+    return [s for s in SETTINGS if reader in s.read_by]
+
+
+def check(reader: str, environ: Mapping[str, str] | None = None) -> None:
+    """Parse every variable `reader` reads; SettingError on the first malformed one."""
+    for setting in for_reader(reader):
+        get(setting.name, environ)
+
+
+def actor_kwargs(actor: str, accepts: Callable | None = None, environ: Mapping[str, str] | None = None,
+                 **overrides) -> dict[str, Any]:
+    """The constructor keywords of `actor` ("writer", "syncer", "fanout") from the environment.
+
+    `overrides` that are not None win (the fan-out's --listen).  With `accepts` (the class), a
+    declared keyword that its constructor does not take yet is left out, so a variable can be
+    declared before the actor uses it; tests/unit/test_settings.py reports every such gap.
+    """
+    params = inspect.signature(accepts).parameters if accepts is not None else None
+    kwargs = {}
+    for setting in for_reader(actor):
+        keyword = setting.read_by[actor]
+        if keyword is None or (params is not None and keyword not in params):
+            continue
+        kwargs[keyword] = get(setting.name, environ)
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return kwargs

@@ -1,48 +1,30 @@
-"""What every actor shares: configuration from the environment, socket set-up, the stop flag.
+"""What every actor shares: socket set-up, the stop flag (configuration: zwatch.settings).
 
 Each actor process creates its own zmq.Context after start (a context must never cross a
 fork) and sets LINGER so that exit never hangs on unsent messages.
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 
 import zmq
 
+from zwatch import settings
 from zwatch.limits import MAX_REQUEST_BYTES
-
-# Defaults: clients talk to fan-outs on 2379 (etcd's client port) and up; the internal
-# endpoints sit beside it.  Every one can be overridden from the environment (.env.example).
-DEFAULTS = {
-    "ZWATCH_DATA_DIR": "default.zwatch",
-    "ZWATCH_WRITER_ENDPOINT": "tcp://127.0.0.1:2480",   # writer ROUTER: write requests
-    "ZWATCH_PUB_ENDPOINT": "tcp://127.0.0.1:2481",      # writer PUB: committed revisions
-    "ZWATCH_SYNCER_ENDPOINT": "tcp://127.0.0.1:2482",   # syncer ROUTER: reads + unsynced watchers
-    "ZWATCH_FANOUT_ENDPOINT": "tcp://127.0.0.1:2379",   # fan-out ROUTER: clients
-}
 
 # Frames up to 4x the request limit reach our code and get a RESOURCE_EXHAUSTED reply; libzmq
 # drops the connection of a peer sending anything larger, before it is ever buffered whole.
 SOCKET_MAX_MSG = 4 * MAX_REQUEST_BYTES
 
 
-def env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name)
-    if value:
-        return value
-    return DEFAULTS.get(name, default) if default is None else default
+def env(name: str, default=None):
+    """The typed value of a declared variable (zwatch.settings has the default; `default` is
+    accepted for old callers and ignored).  Prefer settings.get / settings.actor_kwargs."""
+    return settings.get(name)
 
 
-def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+env_int = env_float = env
 
 
 def make_socket(ctx: zmq.Context, kind: int, *, linger_ms: int = 0, max_msg: int | None = SOCKET_MAX_MSG,

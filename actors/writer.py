@@ -35,12 +35,12 @@ import time
 
 import zmq
 
-from zwatch import __version__, messages
+from zwatch import __version__, messages, settings
 from zwatch.errors import Internal, ZwatchError
 from zwatch.limits import PROTOCOL_VERSION
 from zwatch.logsetup import configure
 
-from .common import Every, StopFlag, env, env_float, env_int, make_socket, percentile
+from .common import Every, StopFlag, make_socket, percentile
 from .store import Store
 
 
@@ -59,15 +59,13 @@ class Writer:
         self.log = configure("writer")
         self.stop = StopFlag()
         self._reset_stats()
+        # writer.commit_failed: one line a second at most while the storage keeps failing
+        self.commit_failed_logged_at = float("-inf")
+        self.commit_failed_unlogged = 0
 
     @classmethod
     def from_env(cls) -> "Writer":
-        return cls(env("ZWATCH_DATA_DIR"), env("ZWATCH_WRITER_ENDPOINT"), env("ZWATCH_PUB_ENDPOINT"),
-                   max_batch=env_int("ZWATCH_WRITER_MAX_BATCH", 4096),
-                   heartbeat_s=env_float("ZWATCH_HEARTBEAT_S", 1.0),
-                   stats_s=env_float("ZWATCH_STATS_S", 10.0),
-                   map_size=env_int("ZWATCH_MAP_SIZE", 1 << 30),
-                   max_map_size=env_int("ZWATCH_MAX_MAP_SIZE", 1 << 40))
+        return cls(**settings.actor_kwargs("writer", cls))
 
     def _reset_stats(self):
         self.st_commits = 0
@@ -159,6 +157,8 @@ class Writer:
                 self.log.exception("writer.batch_failed")
                 results = [Internal(f"{type(exc).__name__}: {exc}")] * len(batch)
             ms = (time.perf_counter() - t0) * 1000
+            if self.store.commit_failure:
+                self._commit_failed(self.store.commit_failure, len(batch))
             self.st_commits += 1
             self.st_requests += len(batch)
             self.st_commit_ms.append(ms)
@@ -192,6 +192,19 @@ class Writer:
             except zmq.ZMQError as exc:  # requester gone (EHOSTUNREACH) or its pipe full
                 self.log.warning("writer.reply_dropped", error=str(exc))
         return began_compaction
+
+    def _commit_failed(self, failure: dict, requests: int):
+        """One log line per failed batch; if they come faster than one a second, the next line
+        says how many were not logged (`repeated`) so a full disk cannot flood the log."""
+        now = time.monotonic()
+        if now - self.commit_failed_logged_at < 1.0:
+            self.commit_failed_unlogged += 1
+            return
+        self.log.error("writer.commit_failed", code=failure["code"], requests=requests,
+                       error=failure["error"], free_bytes=failure["free_bytes"],
+                       repeated=self.commit_failed_unlogged)
+        self.commit_failed_logged_at = now
+        self.commit_failed_unlogged = 0
 
     def _publish(self, published):
         last = published[-1][0] if published else self.last_published

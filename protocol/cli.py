@@ -25,7 +25,8 @@ import subprocess
 import sys
 import threading
 
-from .client import (DEFAULT_ENDPOINT, Client, CreateRevision, Delete, DeleteRangeResponse, Get, ModRevision,
+from . import settings
+from .client import (Client, CreateRevision, Delete, DeleteRangeResponse, Get, ModRevision,
                      Put, PutResponse, RangeResponse, TxnResponse, Value, Version)
 from .errors import InvalidArgument, ZwatchError
 
@@ -224,7 +225,8 @@ def _add_globals(p, suppress: bool):
     # with etcdctl's persistent flags; SUPPRESS keeps a verb from resetting a value given earlier.
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     p.add_argument("--endpoints", default=d(None),
-                   help="comma-separated fan-out endpoints (default: $ZWATCH_ENDPOINTS or tcp://127.0.0.1:2379)")
+                   help="comma-separated fan-out endpoints (default: $ZWATCH_ENDPOINTS or "
+                        f"{','.join(settings.default('ZWATCH_ENDPOINTS'))})")
     p.add_argument("--command-timeout", type=parse_duration, default=d(5.0), metavar="SECONDS",
                    help="timeout of one request (default 5s)")
     p.add_argument("-w", "--write-out", choices=("simple", "json"), default=d("simple"))
@@ -579,6 +581,13 @@ COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "com
 
 
 def run_actor(a) -> int:
+    # Every variable the actor reads is parsed before anything starts: a malformed one ends the
+    # process with one line naming it, not a traceback from deep inside a constructor.
+    try:
+        settings.check(a.verb)
+    except settings.SettingError as exc:
+        print(f"zwatch {a.verb}: {exc}", file=sys.stderr)
+        return 2
     # Imported here: the client verbs must not need the actors' dependencies (lmdb) loaded.
     if a.verb == "writer":
         from zwatch.actors.writer import main as actor_main
@@ -587,7 +596,8 @@ def run_actor(a) -> int:
         from zwatch.actors.syncer import main as actor_main
         return actor_main() or 0
     from zwatch.actors.fanout import main as actor_main
-    listen = a.listen or (f"tcp://127.0.0.1:{os.environ['PORT']}" if os.environ.get("PORT") else None)
+    port = settings.get("PORT")                  # honcho's; writer and syncer ignore it
+    listen = a.listen or (f"tcp://127.0.0.1:{port}" if port else None)
     return actor_main(listen) or 0
 
 
@@ -615,8 +625,8 @@ def main(argv=None) -> int:
     if a.verb in ACTORS:
         return run_actor(a)
     # Endpoints as given (etcdctl prints them so in `endpoint status`); bare host:port is fine.
-    a.endpoint_names = [e.strip() for e in (a.endpoints or os.environ.get("ZWATCH_ENDPOINTS") or
-                                            DEFAULT_ENDPOINT).split(",") if e.strip()]
+    given = a.endpoints.split(",") if a.endpoints else settings.get("ZWATCH_ENDPOINTS")
+    a.endpoint_names = [e.strip() for e in given if e.strip()]
     if not a.endpoint_names:
         return _usage(a.parser, "no endpoints given")
     client = None

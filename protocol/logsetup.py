@@ -11,11 +11,13 @@ import sys
 
 import structlog
 
+from . import settings
+
 
 def configure(actor: str, level: str | None = None, json: bool | None = None) -> structlog.BoundLogger:
-    level_name = (level or os.environ.get("ZWATCH_LOG_LEVEL", "info")).upper()
+    level_name = (level or settings.get("ZWATCH_LOG_LEVEL")).upper()
     if json is None:
-        json = os.environ.get("ZWATCH_LOG_FORMAT", "auto") == "json" or not sys.stdout.isatty()
+        json = settings.get("ZWATCH_LOG_FORMAT") == "json" or not sys.stdout.isatty()
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[

@@ -100,6 +100,7 @@ def _declare(section: str, *settings: Setting) -> list[Setting]:
 _ALL = {"writer": "stats_s", "syncer": "stats_s", "fanout": "stats_s"}
 _NO_KWARG = {"writer": None, "syncer": None, "fanout": None}
 
+# Clients talk to fan-outs on 2379 (etcd's client port) and up; the internal endpoints sit beside it.
 SETTINGS: tuple[Setting, ...] = (
     *_declare(
         "shared by the actors",

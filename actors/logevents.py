@@ -1,0 +1,70 @@
+"""Every structlog event name the actors emit, declared once with its level and meaning.
+
+Event names are a stable interface: operators alert and graph on them (docs/operations.md,
+"Log events", documents each with its fields).  tests/unit/test_logevents.py reads the actors'
+source for every log call with a literal event name and checks that it is declared here, at
+this level, and that the docs tables list exactly these names; its failure message says what
+to add where.  Adding an event: a line below, a row in the actor's table in docs/operations.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    name: str
+    level: str       # the level it is logged at (`exception` logs at error)
+    meaning: str     # one line: when it is logged
+
+
+WRITER = (
+    LogEvent("writer.start", "info", "started, store open"),
+    LogEvent("writer.stop", "info", "leaving (signal, or a crash: `signal` null)"),
+    LogEvent("writer.stats", "info", "every ZWATCH_STATS_S: commits, requests, revisions and commit latency of the interval"),
+    LogEvent("writer.commit", "debug", "each group commit that created revisions (at info when it took >= 100 ms)"),
+    LogEvent("writer.compacted", "info", "a physical compaction finished (also checked once at every start)"),
+    LogEvent("writer.publish_dropped", "warning", "the PUB socket refused a publish: fan-outs will see a gap"),
+    LogEvent("writer.reply_dropped", "warning", "a reply could not be routed back (fan-out gone or its pipe full)"),
+    LogEvent("writer.bad_envelope", "warning", "a frame set with the wrong number of routing frames"),
+    LogEvent("writer.batch_failed", "error", "unexpected exception applying a batch; every request of it got INTERNAL"),
+    LogEvent("writer.compact_failed", "error", "a compaction chunk failed (disk full, storage fault); retried later"),
+)
+
+SYNCER = (
+    LogEvent("syncer.start", "info", "started"),
+    LogEvent("syncer.stop", "info", "leaving, with totals since start"),
+    LogEvent("syncer.stats", "info", "every ZWATCH_STATS_S: pending watchers, batch, outbox and counters of the interval"),
+    LogEvent("sync.batch", "info", "a batch of catching-up watchers was handed back to the fan-outs"),
+    LogEvent("syncer.fanout_dropped", "info", "a fan-out was forgotten with its watchers (silent or unreachable)"),
+    LogEvent("syncer.bad_envelope", "warning", "a frame set with the wrong number of routing frames"),
+    LogEvent("syncer.request_failed", "error", "unexpected exception serving a message (answered INTERNAL)"),
+)
+
+FANOUT = (
+    LogEvent("fanout.start", "info", "started"),
+    LogEvent("fanout.joined_stream", "info", "first publish received: watches can be created from now on"),
+    LogEvent("fanout.stop", "info", "leaving (`signal` null = crash)"),
+    LogEvent("fanout.stats", "info", "every ZWATCH_STATS_S: sessions, watchers, ring and counters of the interval"),
+    LogEvent("session.open", "info", "a `hello` opened a session"),
+    LogEvent("session.close", "info", "a session ended (bye, rehello, idle_timeout, unreachable)"),
+    LogEvent("watch.victim", "info", "a session stayed without credit or with a full pipe past ZWATCH_STALL_S: "
+                                     "its watches replay later from history"),
+    LogEvent("fanout.publish_gap", "warning", "a publish announced revisions this fan-out never got"),
+    LogEvent("fanout.syncer_changed", "info", "the syncer answered with a new instance: catching-up watchers registered again"),
+    LogEvent("fanout.syncer_send_failed", "warning", "the queue to the syncer is full; everything is registered again at the next pong"),
+    LogEvent("fanout.bad_publish", "error", "undecodable publish"),
+    LogEvent("fanout.bad_syncer_message", "error", "undecodable syncer message"),
+    LogEvent("fanout.syncer_error", "error", "the syncer sent an unknown op, typically an `err` answer to sync/unsync"),
+    LogEvent("fanout.request_failed", "error", "unexpected exception serving a client request (answered INTERNAL)"),
+)
+
+# actor -> its events; the key is also the actor's source file (actors/<actor>.py) and names
+# its table in docs/operations.md (DOC_SECTIONS).
+EVENTS = {"writer": WRITER, "syncer": SYNCER, "fanout": FANOUT}
+DOC_SECTIONS = {"writer": "### Writer", "syncer": "### Syncer", "fanout": "### Fan-out"}
+BY_NAME = {e.name: e for events in EVENTS.values() for e in events}
+assert len(BY_NAME) == sum(map(len, EVENTS.values())), "an event is declared twice"
+assert all(e.level in LEVELS for e in BY_NAME.values())

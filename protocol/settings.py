@@ -97,8 +97,8 @@ def _declare(section: str, *settings: Setting) -> list[Setting]:
     return [replace(s, section=section) for s in settings]
 
 
-_ALL = {"writer": "stats_s", "syncer": "stats_s", "fanout": "stats_s"}
-_NO_KWARG = {"writer": None, "syncer": None, "fanout": None}
+_STATS_KWARGS = {"writer": "stats_s", "syncer": "stats_s", "fanout": "stats_s"}
+_LOGGING = {"writer": None, "syncer": None, "fanout": None}
 
 # Clients talk to fan-outs on 2379 (etcd's client port) and up; the internal endpoints sit beside it.
 SETTINGS: tuple[Setting, ...] = (
@@ -115,10 +115,10 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_SYNCER_ENDPOINT", str, "tcp://127.0.0.1:2482",
                 {"syncer": "endpoint", "fanout": "syncer_endpoint"},
                 "syncer ROUTER (the syncer binds, fan-outs connect): reads and catching-up watchers"),
-        Setting("ZWATCH_STATS_S", float, 10.0, _ALL, "seconds between `*.stats` log lines", min=0.001),
-        Setting("ZWATCH_LOG_LEVEL", str, "info", _NO_KWARG, "`debug`, `info`, `warning` or `error`",
+        Setting("ZWATCH_STATS_S", float, 10.0, _STATS_KWARGS, "seconds between `*.stats` log lines", min=0.001),
+        Setting("ZWATCH_LOG_LEVEL", str, "info", _LOGGING, "`debug`, `info`, `warning` or `error`",
                 choices=("debug", "info", "warning", "error")),
-        Setting("ZWATCH_LOG_FORMAT", str, "auto", _NO_KWARG,
+        Setting("ZWATCH_LOG_FORMAT", str, "auto", _LOGGING,
                 "`json` forces JSON lines; `auto`: console rendering on a TTY, JSON when not a TTY",
                 choices=("auto", "json")),
     ),

@@ -82,8 +82,55 @@ class Every:
         return max(0, int((self.next - now) * 1000))
 
 
+def chunk_by_size(items, size_of, max_bytes: int):
+    """Split items into lists whose estimated encoded size stays under max_bytes (at least one item each).
+
+    Any internal message whose size grows with the number of watchers is sent in such chunks."""
+    chunk, size = [], 0
+    for item in items:
+        n = size_of(item)
+        if chunk and size + n > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        yield chunk
+
+
 def percentile(sorted_values, q: float) -> float:
     if not sorted_values:
         return 0.0
     i = min(len(sorted_values) - 1, int(q * len(sorted_values)))
     return sorted_values[i]
+
+
+class RateLimitedLog:
+    """Log a repeated event at most once per interval per key, with the count of the ones held back.
+
+    A condition that lasts (a stuck session, a full disk) must not turn into a line per loop
+    iteration: the first occurrence is logged at once, later ones within ``interval_s`` are
+    only counted, and the next line that does go out carries ``repeated`` = how many were held
+    back since the previous line (and the figures of the latest occurrence).
+    """
+
+    def __init__(self, interval_s: float = 1.0, max_keys: int = 10_000):
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self._last: dict = {}      # (event, key) -> [last emitted at, held back since]
+
+    def __call__(self, method, event: str, key=None, now: float | None = None, **fields) -> bool:
+        """method: a bound logger method (log.info...).  Returns True if a line was written."""
+        now = time.monotonic() if now is None else now
+        k = (event, key)
+        slot = self._last.get(k)
+        if slot is not None and now - slot[0] < self.interval_s:
+            slot[1] += 1
+            return False
+        repeated = slot[1] if slot is not None else 0
+        if slot is None and len(self._last) >= self.max_keys:
+            # Many distinct keys (sessions) at once: forget the stale ones, never grow unbounded.
+            self._last = {kk: v for kk, v in self._last.items() if now - v[0] < self.interval_s}
+        self._last[k] = [now, 0]
+        method(event, repeated=repeated, **fields)
+        return True

@@ -51,7 +51,7 @@ from zwatch.errors import (FailedPrecondition, InvalidArgument, ResourceExhauste
 from zwatch.limits import MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION, PROTOCOL_VERSION
 from zwatch.logsetup import configure
 
-from .common import Every, StopFlag, env, env_float, env_int, make_socket
+from .common import Every, chunk_by_size, RateLimitedLog, StopFlag, env, env_float, env_int, make_socket
 from .index import KeyIndex
 
 SYNCED, FUTURE, UNSYNCED, VICTIM = "synced", "future", "unsynced", "victim"
@@ -60,11 +60,34 @@ _array_header = msgpack.Packer().pack_array_header
 _pack = msgpack.Packer(use_bin_type=True).pack
 NO_SESSION = "NO_SESSION"
 _FRAME_BYTES = 256 * 1024  # watch frames are cut here so that credit moves in small steps
+# A client that sends requests but never reads its replies (pongs pile up behind a full pipe)
+# is closed once this many reply frames wait for it: held replies must stay bounded.
+MAX_HELD_REPLIES = 1000
+# Internal messages that grow with the number of watchers are cut at about this size (the
+# syncer refuses anything above MAX_REQUEST_BYTES).
+SYNC_MESSAGE_BYTES = 256 * 1024
+# Per-event overhead counted in the ring's byte budget, on top of keys and values.
+_RING_EVENT_OVERHEAD = 64
+
+
+def revision_bytes(events) -> int:
+    """What a revision costs the ring: its keys, values and previous values, plus overhead."""
+    n = 0
+    for _t, kv, prev in events:
+        n += _RING_EVENT_OVERHEAD + len(kv[0]) + len(kv[4])
+        if prev is not None:
+            n += len(prev[0]) + len(prev[4])
+    return n
+
+
+def _registration_bytes(reg) -> int:
+    """Upper bound of one sync registration's msgpack size (key, end and session dominate)."""
+    return 64 + len(reg[2]) + len(reg[3] or b"") + len(reg[9])
 
 
 class Watcher:
     __slots__ = ("uid", "session", "watch_id", "key", "end", "filter_bits", "prev_kv",
-                 "progress_notify", "fragment", "state", "next_rev", "epoch", "slot")
+                 "progress_notify", "fragment", "state", "next_rev", "epoch", "slot", "owes_progress")
 
     def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
         self.uid = uid
@@ -80,6 +103,8 @@ class Watcher:
         self.next_rev = 0
         self.epoch = 0
         self.slot = None
+        # A requested progress notification is due for this watcher once it is synced again.
+        self.owes_progress = False
 
     def matches(self, key: bytes) -> bool:
         return key == self.key if self.end is None else self.key <= key < self.end
@@ -107,7 +132,7 @@ class Slot:
 
 
 class Session:
-    __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "progress_waiters", "next_auto_id",
+    __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "futures", "next_auto_id",
                  "sent_bytes", "acked_bytes", "backoff", "held", "held_bytes", "held_since")
 
     def __init__(self, ident: bytes, name: str):
@@ -115,8 +140,8 @@ class Session:
         self.name = name
         self.watches: dict[int, Watcher] = {}
         self.last_heard = time.monotonic()
-        self.unsynced = 0
-        self.progress_waiters: list[int] = []
+        self.unsynced = 0     # watchers UNSYNCED or VICTIM (catching up on history)
+        self.futures = 0      # watchers FUTURE (waiting for their start revision)
         self.next_auto_id = 1
         # Credit-based flow control: the client acks the bytes it received; watch frames are
         # only sent while sent - acked stays within the session window.
@@ -132,7 +157,7 @@ class Session:
 class Fanout:
     def __init__(self, endpoint: str, writer_endpoint: str, pub_endpoint: str, syncer_endpoint: str, *,
                  idle_timeout_s: float = 10.0, progress_interval_s: float = 600.0,
-                 ring_revisions: int = 20_000, victim_backoff_s: float = 0.1,
+                 ring_revisions: int = 20_000, ring_bytes: int = 64 << 20, victim_backoff_s: float = 0.1,
                  max_sessions: int = MAX_SESSIONS_PER_FANOUT, max_watches: int = MAX_WATCHES_PER_SESSION,
                  session_hwm: int = 1000, session_window: int = 8 << 20, stall_s: float = 2.0,
                  stats_s: float = 10.0):
@@ -143,6 +168,7 @@ class Fanout:
         self.idle_timeout_s = idle_timeout_s
         self.progress_interval_s = max(0.1, progress_interval_s)
         self.ring_revisions = ring_revisions
+        self.ring_max_bytes = ring_bytes
         self.victim_backoff_s = victim_backoff_s
         self.max_sessions = max_sessions
         self.max_watches = max_watches
@@ -150,10 +176,11 @@ class Fanout:
         self.session_window = session_window
         self.stall_s = stall_s
         self.max_inflight = 0
-        self.holding: set[bytes] = set()   # sessions with held frames: the syncer waits for them
+        self.holding: set[bytes] = set()   # sessions with held frames, retried at every flush
         self.stats_s = stats_s
         self.instance = f"fanout-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.log = configure("fanout").bind(instance=self.instance)
+        self.log_limited = RateLimitedLog(1.0)
         self.stop = StopFlag()
 
         self.sessions: dict[bytes, Session] = {}
@@ -163,6 +190,8 @@ class Fanout:
         self.victims: deque[tuple[float, Watcher]] = deque()
         self.progress_watchers: set[Watcher] = set()
         self.ring: deque[tuple[int, list]] = deque()       # contiguous recent revisions
+        self.ring_sizes: deque[int] = deque()              # revision_bytes() of each ring entry
+        self.ring_bytes = 0
         self.last_seen: int | None = None                  # last revision processed, contiguously
         self.compact_revision = 0
         self.out: dict[bytes, list] = {}                   # ident -> [(kind, bytes, owners)]
@@ -171,7 +200,6 @@ class Fanout:
         self.to_unsync: list[list] = []
         self.next_uid = 1
         self.syncer_instance = None
-        self.syncer_last_pong = 0.0
         self.ping_seq = 0
         self.st = dict(publishes=0, revisions=0, events=0, deliveries=0, frames=0, gaps=0, victims=0,
                        handoffs=0, ring_catchups=0, requests=0, bad_requests=0, synced_from_syncer=0)
@@ -183,6 +211,7 @@ class Fanout:
                    idle_timeout_s=env_float("ZWATCH_IDLE_TIMEOUT_S", 10.0),
                    progress_interval_s=env_float("ZWATCH_PROGRESS_INTERVAL_S", 600.0),
                    ring_revisions=env_int("ZWATCH_RING_REVISIONS", 20_000),
+                   ring_bytes=env_int("ZWATCH_RING_BYTES", 64 << 20),
                    max_sessions=env_int("ZWATCH_MAX_SESSIONS", MAX_SESSIONS_PER_FANOUT),
                    max_watches=env_int("ZWATCH_MAX_WATCHES_PER_SESSION", MAX_WATCHES_PER_SESSION),
                    session_hwm=env_int("ZWATCH_SESSION_HWM", 1000),
@@ -228,9 +257,10 @@ class Fanout:
                 ready = dict(poller.poll(100))
                 if self.sub in ready:
                     self._drain_publishes()
-                if self.syncer in ready and not self.holding:
-                    # While a session waits for credit, leave the syncer's messages in the
-                    # socket: ZeroMQ's high-water mark then pauses the syncer's scan.
+                if self.syncer in ready:
+                    # Always read the syncer: one session waiting for credit must never delay
+                    # another session's catch-up.  Its own frames are bounded by its window
+                    # and its watchers become victims (etcd's victims) if it stays stuck.
                     self._drain_syncer()
                 if self.writer in ready:
                     self._drain_replies(self.writer)
@@ -304,12 +334,18 @@ class Fanout:
                 j += 1
             self._deliver(revs[i:j], last)
             i = j
+        ring, sizes = self.ring, self.ring_sizes
         for r in revs:
-            self.ring.append(r)
+            n = revision_bytes(r[1])
+            ring.append(r)
+            sizes.append(n)
+            self.ring_bytes += n
             self.st["events"] += len(r[1])
         self.st["revisions"] += len(revs)
-        while len(self.ring) > self.ring_revisions:
-            self.ring.popleft()
+        # Bounded by count and by bytes (big values must not make the ring grow without bound).
+        while ring and (len(ring) > self.ring_revisions or self.ring_bytes > self.ring_max_bytes):
+            ring.popleft()
+            self.ring_bytes -= sizes.popleft()
         self.last_seen = last
         self._activate_futures(last + 1)
 
@@ -372,6 +408,8 @@ class Fanout:
                 moved += 1
         self.log.warning("fanout.publish_gap", last_seen=self.last_seen, publish_prev=prev, watchers_moved=moved)
         self.ring.clear()
+        self.ring_sizes.clear()
+        self.ring_bytes = 0
         self.last_seen = prev
 
     # ================================================================== watcher placement
@@ -392,7 +430,17 @@ class Fanout:
         slot.ids = None
         slot.watchers.append(w)
         w.slot = slot
-        w.state = SYNCED
+        # Position: everything before it is queued to the session.  A future watcher activated
+        # in the middle of a publish has everything before its start; any other, up to last_seen.
+        pos = w.next_rev - 1 if w.state == FUTURE else self.last_seen
+        self._set_state(w, SYNCED)
+        # A SYNCED watcher's next revision is implicitly last_seen + 1: a value kept here would
+        # go stale, and a later victimization would replay from it (duplicates, issue #8.1).
+        w.next_rev = 0
+        if w.owes_progress:
+            w.owes_progress = False
+            self.out.setdefault(w.session.ident, []).append(
+                ("w", _pack([[w.watch_id], pos, [], False]), ((w,), pos + 1, True)))
 
     def _unindex(self, w: Watcher):
         slot = w.slot
@@ -412,7 +460,7 @@ class Fanout:
         """Place a watcher that has everything before next_rev."""
         last = self.last_seen
         if next_rev > last + 1:
-            w.state = FUTURE
+            self._set_state(w, FUTURE)
             w.next_rev = next_rev
             heapq.heappush(self.futures, (next_rev, w.uid))
         elif next_rev == last + 1:
@@ -422,8 +470,6 @@ class Fanout:
             self._index(w)
         else:
             self._to_syncer(w, next_rev)
-            return
-        self._settled(w.session)
 
     def _ring_catch_up(self, w: Watcher, next_rev: int):
         self.st["ring_catchups"] += 1
@@ -431,11 +477,14 @@ class Fanout:
         base = ring[0][0]
         evs = []
         bit_filter = w.filter_bits
+        # This is a read of history: like the syncer (and etcd), no prev_kv for an event at or
+        # below the compact revision, whose previous version is compacted (issue #8.10).
+        compact = self.compact_revision
         for i in range(next_rev - base, len(ring)):
             for t, kv, prev in ring[i][1]:
                 if bit_filter & (1 << t) or not w.matches(kv[0]):
                     continue
-                evs.append([t, kv, prev] if (w.prev_kv and prev is not None) else [t, kv])
+                evs.append([t, kv, prev] if (w.prev_kv and prev is not None and kv[2] > compact) else [t, kv])
         if evs:
             self.st["deliveries"] += len(evs)
             items = self.out.setdefault(w.session.ident, [])
@@ -450,25 +499,28 @@ class Fanout:
             if w is not None and w.state == FUTURE and w.next_rev == next_rev:
                 self._index(w)
 
+    def _set_state(self, w: Watcher, state):
+        """The one place a watcher changes state: keeps the session's counters exact."""
+        old = w.state
+        if old is state:
+            return
+        session = w.session
+        if old in (UNSYNCED, VICTIM):
+            session.unsynced -= 1
+        elif old is FUTURE:
+            session.futures -= 1
+        if state in (UNSYNCED, VICTIM):
+            session.unsynced += 1
+        elif state is FUTURE:
+            session.futures += 1
+        w.state = state
+
     def _to_syncer(self, w: Watcher, next_rev: int):
-        if w.state not in (UNSYNCED, VICTIM):
-            w.session.unsynced += 1
-        w.state = UNSYNCED
+        self._set_state(w, UNSYNCED)
         w.epoch += 1
         w.next_rev = next_rev
         self.to_sync.append([w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv, w.watch_id,
                              w.fragment, w.session.ident])
-
-    def _settled(self, session: Session):
-        """A watcher left the unsynced states: answer progress requests that waited for it."""
-        if session.progress_waiters and session.unsynced == 0:
-            waiters, session.progress_waiters = session.progress_waiters, []
-            for req_id in waiters:
-                self._answer_progress(session, req_id)
-
-    def _leave_unsynced(self, w: Watcher):
-        if w.state in (UNSYNCED, VICTIM):
-            w.session.unsynced -= 1
 
     # ================================================================== syncer
     def _send_syncer(self, msg):
@@ -476,7 +528,7 @@ class Fanout:
             self.syncer.send(messages.pack(msg), zmq.NOBLOCK)
         except zmq.Again:
             # The syncer is gone or swamped; the instance check re-registers everything.
-            self.log.warning("fanout.syncer_send_failed", op=msg[0])
+            self.log_limited(self.log.warning, "fanout.syncer_send_failed", op=msg[0])
             self.syncer_instance = None
 
     def _drain_syncer(self):
@@ -499,17 +551,16 @@ class Fanout:
                     w = self._current(uid, epoch)
                     if w is not None:
                         self.st["handoffs"] += 1
-                        self._leave_unsynced(w)
                         self._make_synced(w, rev + 1)
             elif op == "compacted":
                 for uid, epoch, compact_rev in body:
                     w = self._current(uid, epoch)
                     if w is not None:
-                        self._cancel(w, "mvcc: required revision has been compacted", compact_rev)
+                        self._cancel_compacted(w, compact_rev)
             elif op == "pong":
                 self._on_syncer_pong(body)
             else:
-                self.log.error("fanout.syncer_error", op=op, body=str(body)[:300])
+                self.log_limited(self.log.error, "fanout.syncer_error", op=op, body=str(body)[:300])
 
     def _current(self, uid, epoch):
         w = self.watchers.get(uid)
@@ -533,22 +584,25 @@ class Fanout:
             out.setdefault(current[0].session.ident, []).append(("w", resp, (tuple(current), first_rev)))
 
     def _on_syncer_pong(self, body):
-        self.syncer_last_pong = time.monotonic()
         instance = body.get("instance") if isinstance(body, dict) else None
         if instance != self.syncer_instance:
             if self.syncer_instance is not None or any(w.state == UNSYNCED for w in self.watchers.values()):
                 # A new syncer (restart) knows nothing of our unsynced watchers: register them again.
                 again = [w for w in self.watchers.values() if w.state == UNSYNCED]
                 for w in again:
-                    w.session.unsynced -= 1
-                    w.state = None
-                    self._to_syncer(w, w.next_rev)
+                    self._to_syncer(w, w.next_rev)   # a new epoch: late messages of the old one are ignored
                 self.log.info("fanout.syncer_changed", instance=instance, reregistered=len(again))
             self.syncer_instance = instance
 
     # ================================================================== victims
     def _victimize(self, owner):
-        watchers, first_rev = owner
+        """The frame owned by owner = (watchers, first_rev[, owed_progress]) was dropped unsent.
+
+        Invariant: frames of a session are dropped only together with every frame after them,
+        and owners are visited in queue order, so the first owner a watcher is met in names the
+        first revision it did not get.  That is where it resumes: exactly, never earlier (a
+        duplicate) and never later (a gap)."""
+        watchers, first_rev = owner[0], owner[1]
         now = time.monotonic()
         session = watchers[0].session if watchers else None
         if session is not None:
@@ -556,19 +610,28 @@ class Fanout:
             # not make the syncer replay for it ten times a second.
             session.backoff = min(max(session.backoff * 2, self.victim_backoff_s), 5.0)
         for w in watchers:
-            if w.state == SYNCED and w.slot is not None:
+            if len(owner) > 2:
+                w.owes_progress = True     # a requested progress notification was dropped
+            state = w.state
+            if state == SYNCED:
+                # Its position is implicit (last_seen + 1): the dropped frame's first revision
+                # is the first one it did not get.
                 self._unindex(w)
-                w.session.unsynced += 1
-            elif w.state == UNSYNCED:
-                self.to_unsync.append([w.uid, w.epoch])
-            elif w.state == VICTIM:
+                resume = first_rev
+            elif state == UNSYNCED or state == FUTURE:
+                # next_rev is how far the syncer has sent (or where a future watcher starts):
+                # an earlier dropped frame comes first.
+                if state == UNSYNCED:
+                    self.to_unsync.append([w.uid, w.epoch])
+                resume = min(w.next_rev, first_rev)
+            elif state == VICTIM:
                 w.next_rev = min(w.next_rev, first_rev)
                 continue
             else:
-                continue
-            w.state = VICTIM
+                continue           # canceled meanwhile
+            self._set_state(w, VICTIM)
             w.epoch += 1
-            w.next_rev = min(w.next_rev, first_rev) if w.next_rev else first_rev
+            w.next_rev = resume
             self.victims.append((now + session.backoff, w))
             self.st["victims"] += 1
 
@@ -587,11 +650,15 @@ class Fanout:
 
     # ================================================================== output
     def _flush(self):
+        # Both lists grow with the number of watchers (a gap or a syncer restart moves them all):
+        # they travel in bounded messages, never one that the syncer would refuse (issue #8.3).
         if self.to_unsync:
-            self._send_syncer(["unsync", 0, self.to_unsync])
+            for chunk in chunk_by_size(self.to_unsync, lambda item: 24, SYNC_MESSAGE_BYTES):
+                self._send_syncer(["unsync", 0, chunk])
             self.to_unsync = []
         if self.to_sync:
-            self._send_syncer(["sync", 0, self.to_sync])
+            for chunk in chunk_by_size(self.to_sync, _registration_bytes, SYNC_MESSAGE_BYTES):
+                self._send_syncer(["sync", 0, chunk])
             self.to_sync = []
         if not self.out and not self.holding:
             return
@@ -623,7 +690,8 @@ class Fanout:
                 elif kind == "c":
                     frames.append((_W_HEAD + _array_header(1) + data, None))
                 else:  # "p": requested progress, then its reply; both stand or fall with the events before
-                    frames.append((data[0], ("progress", owner)))
+                    if data[0] is not None:
+                        frames.append((data[0], ("progress", owner)))
                     frames.append((data[1], ("progress", owner)))
             if run:
                 frames.append((_W_HEAD + _array_header(len(run)) + b"".join(run), owners))
@@ -665,7 +733,8 @@ class Fanout:
             # The session stays stuck: its matched watchers become victims from the first
             # revision they did not get; nobody else waits for it any longer.  Replies and
             # control responses stay queued; a requested progress notification that would
-            # follow dropped events is asked again once the session is synced.
+            # follow dropped events is asked again (answered at once for the watches that are
+            # synced, owed to the others until they are).
             keep, lost, progress = [], 0, set()
             for frame, fowners in rest:
                 if isinstance(fowners, list):
@@ -677,20 +746,23 @@ class Fanout:
                     progress.add(fowners[1])
                 else:
                     keep.append((frame, fowners))
-            session.progress_waiters.extend(sorted(progress))
             session.held = keep
             session.held_bytes = sum(len(f) for f, _ in keep)
+            if lost:
+                self.log_limited(self.log.info, "watch.victim", key=ident, session=session.name,
+                                 frames_lost=lost, inflight_bytes=session.sent_bytes - session.acked_bytes)
+            if len(keep) > MAX_HELD_REPLIES or session.held_bytes > self.session_window:
+                # It sends requests (pings) but reads nothing: its replies would pile up forever.
+                self.log.warning("fanout.session_not_reading", session=session.name, held_replies=len(keep),
+                                 held_bytes=session.held_bytes)
+                self._close_session(ident, "not_reading")
+                return
             if keep:
                 self.holding.add(ident)
-            self._settled(session)
-            self.log.info("watch.victim", session=session.name, frames_lost=lost,
-                          inflight_bytes=session.sent_bytes - session.acked_bytes)
+            for req_id in sorted(progress):
+                self._request_progress(session, req_id)
         else:
             self.holding.add(ident)
-
-    def _sname(self, ident):
-        s = self.sessions.get(ident)
-        return s.name if s else ident.hex()
 
     def _queue_reply(self, ident: bytes, frame: bytes):
         self.out.setdefault(ident, []).append(("r", frame, None))
@@ -746,16 +818,14 @@ class Fanout:
         elif op == "watch_cancel":
             wid = messages.get_int(body, "watch_id", 0, -1, 1 << 62)
             w = session.watches.get(wid)
-            if w is None:
-                raise InvalidArgument(f"no watch with id {wid}")
+            # Idempotent, as etcd: cancelling a watch the server already ended (compaction, an
+            # earlier cancel) or never had still answers "canceled" (issue #8.15).
             self._queue_reply(ident, messages.encode_ok(req_id, messages.control_response(
                 wid, self.last_seen or 0, canceled=True, cancel_reason="canceled by client")))
-            self._drop(w)
+            if w is not None:
+                self._drop(w)
         elif op == "watch_progress":
-            if session.unsynced == 0:
-                self._answer_progress(session, req_id)
-            else:
-                session.progress_waiters.append(req_id)
+            self._request_progress(session, req_id)
         elif op == "bye":
             self._close_session(ident, "bye")
             try:
@@ -840,29 +910,34 @@ class Fanout:
             start = self.last_seen + 1
         if start <= self.last_seen and start < self.compact_revision:
             # Cancel with compact_revision, as etcd, without a trip to the syncer.
-            self._cancel(w, "mvcc: required revision has been compacted", self.compact_revision)
+            self._cancel_compacted(w, self.compact_revision)
             return
         self._make_synced(w, start)
 
-    def _cancel(self, w: Watcher, reason: str, compact_revision: int = 0):
+    def _cancel(self, w: Watcher, reason: str, compact_revision: int = 0, header_revision: int | None = None):
+        if header_revision is None:
+            header_revision = self.last_seen or 0
         self.out.setdefault(w.session.ident, []).append(("c", _pack(messages.control_response(
-            w.watch_id, self.last_seen or 0, canceled=True, cancel_reason=reason,
+            w.watch_id, header_revision, canceled=True, cancel_reason=reason,
             compact_revision=compact_revision)), None))
         self._drop(w)
+
+    def _cancel_compacted(self, w: Watcher, compact_revision: int):
+        # etcd sends a compaction cancel with header revision 0 (the watcher's response carries
+        # no revision); so do we, on both paths (creation and catch-up) (issue #8.16).
+        self._cancel(w, "mvcc: required revision has been compacted", compact_revision, header_revision=0)
 
     def _drop(self, w: Watcher):
         """Forget a watcher in whatever state it is."""
         session = w.session
-        if w.state == SYNCED:
+        if w.state == SYNCED and w.slot is not None:
             self._unindex(w)
         elif w.state == UNSYNCED:
             self.to_unsync.append([w.uid, w.epoch])
-        self._leave_unsynced(w)
-        w.state = None
+        self._set_state(w, None)
         self.watchers.pop(w.uid, None)
         session.watches.pop(w.watch_id, None)
         self.progress_watchers.discard(w)
-        self._settled(session)
 
     def _close_session(self, ident, reason: str):
         session = self.sessions.pop(ident, None)
@@ -889,9 +964,25 @@ class Fanout:
             self._close_session(ident, "idle_timeout")
 
     # ================================================================== progress
-    def _answer_progress(self, session: Session, req_id: int):
+    def _request_progress(self, session: Session, req_id: int):
+        """Answer watch_progress at once (etcd #20242: one slow watch must not starve the others).
+
+        Every watch synced now gets a progress notification at R = last_seen, queued behind its
+        events; the reply follows.  When all the session's watches are synced the notification
+        names them all as [-1].  A watch still catching up (or waiting for a future start) is
+        owed its own notification, sent when it becomes synced, at its position then: never a
+        revision it has not delivered."""
         rev = self.last_seen or 0
-        frame = _W_HEAD + _array_header(1) + _pack([[-1], rev, [], False])
+        if session.unsynced == 0 and session.futures == 0:
+            ids = [-1]
+        else:
+            ids = []
+            for w in session.watches.values():
+                if w.state == SYNCED:
+                    ids.append(w.watch_id)
+                else:
+                    w.owes_progress = True
+        frame = _W_HEAD + _array_header(1) + _pack([ids, rev, [], False]) if ids else None
         self.out.setdefault(session.ident, []).append(
             ("p", (frame, messages.encode_ok(req_id, {"header": {"revision": rev}})), req_id))
 

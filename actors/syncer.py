@@ -25,6 +25,7 @@ may also send ["stats", id, {}] (counters for tests and operators).
 """
 from __future__ import annotations
 
+import heapq
 import os
 import time
 import uuid
@@ -37,12 +38,15 @@ from zwatch import messages
 from zwatch.errors import InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
 
-from .common import Every, StopFlag, env, env_float, env_int, make_socket
+from .common import Every, chunk_by_size, StopFlag, env, env_float, env_int, make_socket
 from .index import KeyIndex
 from .store import Store
 from zwatch.logsetup import configure
 
 _pack = msgpack.Packer(use_bin_type=True).pack
+# Messages to a fan-out are cut at about this size (an "ev" item alone may be bigger: it holds
+# one ready-encoded response of up to a chunk's bytes).
+MESSAGE_BYTES = 1 << 20
 SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status"})
 _LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
@@ -110,6 +114,11 @@ class Syncer:
         self.log = configure("syncer").bind(instance=self.instance)
         self.stop = StopFlag()
         self.pending: dict[tuple[bytes, int], SyncWatcher] = {}   # waiting for a batch
+        # Lowest next revision first, without sorting every pending watcher at every batch
+        # (100,000 re-registered watchers make ~200 batches): (next_rev, seq, key, watcher),
+        # entries whose watcher left `pending` are skipped when popped.
+        self.pending_heap: list[tuple[int, int, tuple, SyncWatcher]] = []
+        self.pending_seq = 0
         self.batch: dict[tuple[bytes, int], SyncWatcher] | None = None
         # (fan-out, session, spec) -> the batch's groups for it, which differ by next revision.
         self.batch_groups: dict[tuple, list[SyncGroup]] = {}
@@ -252,6 +261,8 @@ class Syncer:
                         self.pending_since = now
                     self.last_registration = now
                     self.pending[k] = w
+                    self.pending_seq += 1
+                    heapq.heappush(self.pending_heap, (w.next_rev, self.pending_seq, k, w))
         elif op == "unsync":
             for item in body:
                 if isinstance(item, list) and len(item) == 2:
@@ -302,13 +313,17 @@ class Syncer:
     def _post(self, fanout: bytes, msg):
         self.outbox.append((fanout, messages.pack(msg)))
 
-    def _post_by_fanout(self, op: str, pairs):
-        """One [op, 0, items] message per fan-out for (fanout, item) pairs."""
+    def _post_by_fanout(self, op: str, pairs, size_of=lambda item: 32):
+        """[op, 0, items] messages per fan-out for (fanout, item) pairs, each of a bounded size.
+
+        Everything posted here grows with the number of watchers (or of groups x events): one
+        message for all of them would be unbounded (issue #8.3)."""
         by_fanout: dict[bytes, list] = {}
         for fanout, item in pairs:
             by_fanout.setdefault(fanout, []).append(item)
         for fanout, items in by_fanout.items():
-            self._post(fanout, [op, 0, items])
+            for chunk in chunk_by_size(items, size_of, MESSAGE_BYTES):
+                self._post(fanout, [op, 0, chunk])
 
     def _flush_outbox(self):
         while self.outbox:
@@ -320,7 +335,17 @@ class Syncer:
 
     # ------------------------------------------------------------------ batches
     def _start_batch(self):
-        chosen = sorted(self.pending.values(), key=lambda w: w.next_rev)[: self.batch_size]
+        chosen = []
+        heap, pending = self.pending_heap, self.pending
+        while heap and len(chosen) < self.batch_size:
+            _, _, k, w = heapq.heappop(heap)
+            if pending.get(k) is w:
+                chosen.append(w)
+        if not pending:
+            heap.clear()
+        elif len(heap) > 2 * len(pending) + 1024:   # mostly stale entries (cancels): rebuild
+            self.pending_heap = heap = [e for e in heap if pending.get(e[2]) is e[3]]
+            heapq.heapify(heap)
         self.batch = {}
         self.batch_groups = {}
         self.batch_index = KeyIndex()
@@ -410,7 +435,7 @@ class Syncer:
             for resp in messages.pack_watch_responses(ids, current, evs, g.fragment):
                 sends.append((g.fanout, [members, evs[0][1][2], last_read, resp]))
             self._count("events_sent", len(evs) * len(ids))
-        self._post_by_fanout("ev", sends)
+        self._post_by_fanout("ev", sends, lambda item: 16 + 12 * len(item[0]) + len(item[3]))
         # Every group has now read through last_read: groups that became identical could merge,
         # but keeping them apart is correct and rare enough not to matter.
         # (A watcher's position in the batch is its group's next_rev; its own next_rev is where

@@ -184,7 +184,9 @@ class WatchSpec:
 
     def __init__(self, body: dict):
         self.watch_id = get_int(body, "watch_id", 0, 0, (1 << 62))
-        self.key = get_key(body)
+        # etcd's watch server: an empty key means b"\x00", the smallest key (so key "" with
+        # range_end "\x00" watches everything) (issue #8.14).  Reads and writes still refuse it.
+        self.key = get_bytes(body, "key", b"", MAX_KEY_BYTES) or b"\x00"
         self.range_end = get_bytes(body, "range_end", b"", MAX_KEY_BYTES + 1)
         self.start_revision = get_int(body, "start_revision")
         self.prev_kv = get_bool(body, "prev_kv")
@@ -274,3 +276,25 @@ def _pack_revision_run(ids, header_rev, run, fragment, limit):
     pieces.append(piece)
     return [pack([ids, header_rev, p, i < len(pieces) - 1]) for i, p in enumerate(pieces)]
 
+
+# ---- decoding server frames (client side)
+# What a client receives from a fan-out: ["ok" | "err" | "w" | "pong", req_id | nil, body].  The
+# server is trusted more than a client is (no size limits: a single revision may exceed the
+# response limit), but a frame that is not of that shape is refused with InvalidArgument, never
+# another exception, so that the client's I/O thread can skip it and live on.
+def decode_server_frame(raw: bytes) -> tuple[str, int | None, object]:
+    """One frame from a fan-out -> (kind, req_id, body); "w" bodies are lists of watch responses."""
+    try:
+        msg = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises a zoo: ExtraData, FormatError, StackError, ValueError...
+        raise InvalidArgument(f"malformed msgpack from the server: {type(exc).__name__}: {exc}") from None
+    if not isinstance(msg, list) or len(msg) != 3:
+        raise InvalidArgument("a server frame is [kind, req_id, body]")
+    kind, req_id, body = msg
+    if not isinstance(kind, str):
+        raise InvalidArgument("the kind of a server frame must be a string")
+    if req_id is not None and (not isinstance(req_id, int) or isinstance(req_id, bool)):
+        raise InvalidArgument("the req_id of a server frame must be an integer or nil")
+    if kind == "w" and not isinstance(body, list):
+        raise InvalidArgument("the body of a watch frame must be a list of watch responses")
+    return kind, req_id, body

@@ -1,0 +1,20 @@
+"""The Python client binding: ``from zwatch import Client`` (or ``from zwatch.client import ...``).
+
+    types.py     the typed responses (RangeResponse, WatchResponse, Event, ...)
+    builders.py  what is sent: endpoints, txn comparisons and ops (Value, Put, Txn, ...)
+    core.py      Client and Watch, the application's side
+    session.py   the I/O thread: connection state machine, heartbeats, acks, failover, resume
+    delivery.py  watch responses -> the watches' queues (fragments, shared queues, duplicates)
+"""
+from .builders import (DEFAULT_ENDPOINT, CreateRevision, Delete, Get, ModRevision, Put, Txn, Value, Version,
+                       endpoints_from_env)
+from .core import Client, Watch
+from .delivery import WatchRouter
+from .session import Phase, Session
+from .types import (CompactResponse, DeleteRangeResponse, Event, Header, KeyValue, PutResponse, RangeResponse,
+                    StatusResponse, TxnResponse, WatchResponse)
+
+__all__ = ["Client", "Watch", "WatchRouter", "Session", "Phase", "DEFAULT_ENDPOINT", "endpoints_from_env",
+           "Value", "Version", "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn",
+           "Header", "KeyValue", "RangeResponse", "PutResponse", "DeleteRangeResponse", "TxnResponse",
+           "CompactResponse", "StatusResponse", "Event", "WatchResponse"]

@@ -1,0 +1,299 @@
+"""The Python client binding: ``from zwatch import Client``.
+
+One background I/O thread owns the ZeroMQ socket (sockets are not thread-safe); application
+threads hand it encoded requests through a queue and wait on a per-request slot.  The thread
+sends heartbeats, notices a dead or silent fan-out (no message for ``3 x heartbeat``) and
+moves to the next endpoint, where it re-creates every watch from
+``max(last event revision, last progress revision) + 1`` with its original options, so the
+application sees one continuous stream.  The I/O thread is ``session.SessionIO``; this module
+is the application's side: the request methods and the watch handles.
+
+Retries: reads (get, status) are re-sent transparently after a failover.  Writes are never
+re-sent blindly: a write whose reply was lost may or may not have been applied, so the caller
+gets UNAVAILABLE and decides (e.g. a txn comparing mod_revision makes a retry safe).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+
+import zmq
+
+from .. import errors, messages
+from ..errors import Unavailable, ZwatchError
+from .builders import endpoints_from_env, range_body, to_bytes
+from .delivery import WatchRouter
+from .session import READ_OPS, Session, SessionIO
+from .types import (CompactResponse, DeleteRangeResponse, Header, PutResponse, RangeResponse, StatusResponse,
+                    TxnResponse, WatchResponse, delete_range_response, header_of, put_response, range_response,
+                    txn_response)
+
+
+class _Pending:
+    __slots__ = ("op", "frame", "event", "result", "error", "deadline", "req_id", "watch_id")
+
+    def __init__(self, op, frame, deadline, req_id):
+        self.op, self.frame, self.deadline, self.req_id = op, frame, deadline, req_id
+        self.event = threading.Event()
+        self.result = None
+        self.error = None
+        self.watch_id = None
+
+
+class Watch:
+    """A watch handle: iterate it for WatchResponse objects; cancel() ends it."""
+
+    def __init__(self, client: "Client", watch_id: int, body: dict, shared_queue=None):
+        self.client = client
+        self.watch_id = watch_id
+        self.body = body                      # original options, re-sent on resume
+        self.shared = shared_queue is not None
+        self.queue = shared_queue if self.shared else queue.SimpleQueue()
+        self.last_revision = 0                # max(last event revision, last progress revision)
+        self.duplicates_dropped = 0           # events at or below last_revision the client dropped
+        self.canceled = False
+        self.cancel_reason = ""
+        self.compact_revision = 0
+        self._fragments: list = []
+        self._resuming = False
+        # True once this session's fan-out confirmed the watch: only then does a session-wide
+        # progress notification (watch_ids [-1]) speak for it.
+        self._live = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> WatchResponse:
+        resp = self.get()
+        if resp is None:
+            raise StopIteration
+        return resp
+
+    def get(self, timeout: float | None = None) -> WatchResponse | None:
+        """The next response; None once the watch is over and drained.  Raises queue.Empty on timeout."""
+        if self.canceled and self.queue.empty():
+            return None
+        item = self.queue.get(timeout=timeout) if timeout is not None else self.queue.get()
+        if item is None:
+            return None
+        return item
+
+    def events(self, timeout: float | None = None):
+        """Iterate events only (skips created / progress responses); ends when the watch ends."""
+        while True:
+            resp = self.get(timeout)
+            if resp is None:
+                return
+            yield from resp.events
+
+    def cancel(self, timeout: float | None = None):
+        if not self.canceled:
+            self.client._cancel_watch(self, timeout)
+
+    def _start_revision(self) -> int:
+        # Never resume below the original start: a session-wide progress notification may
+        # claim a revision below a future watch's start (etcd #20221).
+        start = self.body.get("start_revision", 0)
+        if self.last_revision:
+            return max(self.last_revision + 1, start)
+        return start
+
+
+
+class Client(SessionIO):
+    def __init__(self, endpoints=None, timeout: float = 5.0, heartbeat: float = 1.0, name: str | None = None):
+        self.endpoints = endpoints_from_env(endpoints)
+        self.timeout = timeout
+        self.heartbeat = heartbeat
+        self.name = name or f"py-{os.getpid()}"
+        self._ctx = zmq.Context()
+        self._ids = itertools.count(1)
+        self._watch_ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._outq: deque = deque()
+        self._watches: dict[int, Watch] = {}
+        self._router = WatchRouter(self._watches, self._lock, self.name)
+        self._session = Session(self.endpoints, heartbeat)
+        self._resume_reqs: dict[int, Watch] = {}   # req_id of a resume create -> its watch
+        self._resume_pending = False                # some watch waits to be re-created
+        self._closed = False
+        self._connected = threading.Event()
+        self.endpoint = None
+        self.session_info: dict = {}
+        self.failovers = 0
+        self._wake_addr = f"inproc://zwatch-client-{uuid.uuid4().hex}"
+        self._wake_rx = self._ctx.socket(zmq.PAIR)
+        self._wake_rx.setsockopt(zmq.LINGER, 0)
+        self._wake_rx.bind(self._wake_addr)
+        self._wake_tx = self._ctx.socket(zmq.PAIR)
+        self._wake_tx.setsockopt(zmq.LINGER, 0)
+        self._wake_tx.connect(self._wake_addr)
+        self._thread = threading.Thread(target=self._io_main, name="zwatch-client-io", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ public API
+    def get(self, key, range_end=None, *, prefix=False, from_key=False, revision=0, limit=0, keys_only=False,
+            count_only=False, sort_order="NONE", sort_target="KEY", timeout=None) -> RangeResponse:
+        body = range_body(key, range_end, prefix=prefix, from_key=from_key, revision=revision, limit=limit,
+                           keys_only=keys_only, count_only=count_only, sort_order=sort_order,
+                           sort_target=sort_target)
+        return range_response(self._call("range", body, timeout))
+
+    def put(self, key, value, *, prev_kv=False, timeout=None) -> PutResponse:
+        body = {"key": to_bytes(key), "value": to_bytes(value)}
+        if prev_kv:
+            body["prev_kv"] = True
+        return put_response(self._call("put", body, timeout))
+
+    def delete(self, key, range_end=None, *, prefix=False, from_key=False, prev_kv=False,
+               timeout=None) -> DeleteRangeResponse:
+        body = range_body(key, range_end, prefix=prefix, from_key=from_key)
+        if prev_kv:
+            body["prev_kv"] = True
+        return delete_range_response(self._call("delete_range", body, timeout))
+
+    def txn(self, compare=(), success=(), failure=(), timeout=None) -> TxnResponse:
+        body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
+        return txn_response(self._call("txn", body, timeout))
+
+    def compact(self, revision: int, physical: bool = False, timeout=None) -> CompactResponse:
+        return CompactResponse(header_of(self._call("compact", {"revision": revision, "physical": physical}, timeout)))
+
+    def status(self, timeout=None) -> StatusResponse:
+        b = self._call("status", {}, timeout)
+        return StatusResponse(header_of(b), b.get("version", ""), b.get("protocol_version", 0),
+                              b.get("compact_revision", 0), b.get("db_size", 0), self.endpoint or "")
+
+    def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
+              filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
+              queue=None) -> Watch:
+        """Watch a key or range; returns a handle that iterates WatchResponse objects.
+
+        queue: deliver this watch's responses into an object with put() (e.g. a SimpleQueue)
+        shared by many watches instead of the handle's own queue.  Watches that share a queue
+        get ONE response per frame for all of them (response.watch_ids lists them; the events
+        are identical), which costs the client nothing per watcher: the way to hold thousands
+        of watches in one process.  The handle's own get()/iteration is then unused; the end
+        of a watch is signalled by a canceled response.
+        """
+        key = to_bytes(key)
+        body = {"key": key, "start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
+                "progress_notify": progress_notify, "fragment": fragment}
+        if prefix:
+            body["range_end"] = messages.prefix_end(key)
+        elif from_key:
+            body["range_end"] = b"\x00"
+        elif range_end is not None:
+            body["range_end"] = to_bytes(range_end)
+        with self._lock:
+            if watch_id == 0:
+                watch_id = next(self._watch_ids)
+                while watch_id in self._watches:
+                    watch_id = next(self._watch_ids)
+            elif watch_id in self._watches:
+                raise errors.FailedPrecondition(f"watch_id {watch_id} already exists in this client")
+            body["watch_id"] = watch_id
+            handle = Watch(self, watch_id, body, queue)
+            self._watches[watch_id] = handle
+        try:
+            created = self._call("watch_create", body, timeout)
+        except ZwatchError:
+            with self._lock:
+                self._watches.pop(watch_id, None)
+            raise
+        if not start_revision and not handle.last_revision:
+            handle.last_revision = created.get("header", {}).get("revision", 0)
+        return handle
+
+    def request_progress(self, timeout=None) -> int:
+        """Ask for a progress notification on every watch; returns the revision it claims."""
+        return header_of(self._call("watch_progress", {}, timeout)).revision
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        self._thread.join(timeout=2)
+        for w in list(self._watches.values()):
+            w.canceled = True
+            if not w.shared:
+                w.queue.put(None)
+        self._wake_tx.close()
+        self._ctx.term() if not self._thread.is_alive() else None
+
+    @property
+    def duplicates_dropped(self) -> int:
+        """Events the client dropped as duplicates (issue #8), one per event per watch."""
+        return self._router.duplicates_dropped
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ app-side plumbing
+    def _wake(self):
+        with self._lock:
+            try:
+                self._wake_tx.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def _call(self, op: str, body: dict, timeout=None):
+        if self._closed:
+            raise Unavailable("client is closed")
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._call_once(op, body, deadline)
+            except Unavailable:
+                # Reads are retried transparently (e.g. while the syncer restarts) until the
+                # deadline; writes never are: their outcome is unknown.
+                if op not in READ_OPS or time.monotonic() + 0.1 >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _call_once(self, op: str, body: dict, deadline: float):
+        timeout = max(0.0, deadline - time.monotonic())
+        req_id = next(self._ids)
+        frame = messages.encode_request(op, req_id, body)
+        p = _Pending(op, frame, deadline, req_id)
+        if op == "watch_create":
+            p.watch_id = body.get("watch_id")
+        with self._lock:
+            self._pending[req_id] = p
+            self._outq.append(p)
+        self._wake()
+        if not p.event.wait(timeout + 1.0):
+            with self._lock:
+                self._pending.pop(req_id, None)
+            raise Unavailable(f"{op}: no answer within {timeout}s")
+        if p.error is not None:
+            raise p.error
+        return p.result
+
+    def _cancel_watch(self, w: Watch, timeout=None):
+        try:
+            self._call("watch_cancel", {"watch_id": w.watch_id}, timeout)
+        except errors.InvalidArgument:
+            pass  # already gone on the server
+        finally:
+            with self._lock:
+                self._watches.pop(w.watch_id, None)
+            if not w.canceled:
+                w.canceled = True
+                w.cancel_reason = w.cancel_reason or "canceled by client"
+                if w.shared:   # a shared queue outlives its watches: say which one ended
+                    w.queue.put(WatchResponse(w.watch_id, Header(w.last_revision), canceled=True,
+                                              cancel_reason=w.cancel_reason, watch_ids=[w.watch_id]))
+                else:
+                    w.queue.put(None)

@@ -1,0 +1,136 @@
+"""Watch delivery: the fan-out's watch responses -> WatchResponse objects on the watches' queues.
+
+Runs in the client's I/O thread.  Joins fragments, gives watches that share a queue one
+response for all of them, and drops duplicate events (issue #8) before the application sees them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from .. import messages
+from .types import Event, Header, KeyValue, WatchResponse
+
+log = logging.getLogger("zwatch.client")
+
+
+class WatchRouter:
+    """Turns the fan-out's watch responses into WatchResponse objects on the watches' queues.
+
+    It also drops, as a second line of defence (issue #8), any event at or below the last
+    revision a watch already delivered (``Watch.last_revision``): the fan-out must never send
+    one (the fix is on the server), but should it, the application still sees each revision
+    once.  Drops are counted per watch and per client (``duplicates_dropped``: one per event
+    per watch it was meant for) and logged on the "zwatch.client" logger at WARNING, at most
+    one line per ``LOG_EVERY`` seconds with the count since the previous line.
+
+    One revision's events always arrive in one response (or in consecutive fragments joined
+    here), so comparing each event with the watch's last revision *before* the response is
+    exact: a revision is either wholly new or wholly a duplicate.
+    """
+
+    LOG_EVERY = 1.0
+
+    def __init__(self, watches: dict, lock, name: str = "", clock=time.monotonic):
+        self.watches = watches          # the client's watch table (shared, mutated in place)
+        self.lock = lock                # guards the table against the application threads
+        self.name = name
+        self.clock = clock
+        self.duplicates_dropped = 0
+        self._unlogged = 0              # dropped since the last log line
+        self._logged_at: float | None = None
+
+    def on_watch_responses(self, responses):
+        watches = self.watches
+        for r in responses:
+            if isinstance(r, dict):  # control: canceled (created comes as the create's reply)
+                self._on_control(r)
+                continue
+            ids, rev, evs, fragment = r
+            events = [Event(messages.EVENT_TYPE_NAMES[e[0]], KeyValue.from_list(e[1]),
+                            KeyValue.from_list(e[2]) if len(e) > 2 and e[2] else None) for e in evs]
+            if ids == [-1]:
+                with self.lock:
+                    targets = [w for w in watches.values() if w._live]
+            else:
+                targets = [watches.get(i) for i in ids]
+            # Shared-queue watches get one response per (queue, last revision): watches of one
+            # queue that stand at different revisions would not drop the same events.
+            shared: dict[tuple, tuple] = {}
+            for w in targets:
+                if w is None or w.canceled:
+                    continue
+                if w.shared and not fragment and not w._fragments:
+                    group = shared.get((id(w.queue), w.last_revision))
+                    if group is None:
+                        shared[(id(w.queue), w.last_revision)] = (w.queue, w.last_revision, [w])
+                    else:
+                        group[2].append(w)
+                    continue
+                fresh = self._fresh(events, w.last_revision, (w,))
+                if fragment:
+                    w._fragments.extend(fresh)
+                    continue
+                if w._fragments:
+                    events_w = w._fragments + fresh
+                    w._fragments = []
+                else:
+                    events_w = fresh
+                if events and not events_w:
+                    continue  # nothing but duplicates: not a progress notification either
+                top = events_w[-1].kv.mod_revision if events_w else rev
+                if top > w.last_revision:
+                    w.last_revision = top
+                w.queue.put(WatchResponse(w.watch_id, Header(rev), events_w,
+                                          watch_ids=[w.watch_id] if w.shared else None))
+            for q, last_revision, group in shared.values():
+                fresh = self._fresh(events, last_revision, group)
+                if events and not fresh:
+                    continue
+                top = fresh[-1].kv.mod_revision if fresh else rev
+                for w in group:
+                    if top > w.last_revision:
+                        w.last_revision = top
+                q.put(WatchResponse(group[0].watch_id, Header(rev), fresh, watch_ids=[w.watch_id for w in group]))
+
+    def _fresh(self, events: list, last_revision: int, for_watches) -> list:
+        """The events above last_revision (the list itself when none is a duplicate)."""
+        # Events of a response are in revision order: the first one decides the common case.
+        if not events or events[0].kv.mod_revision > last_revision:
+            return events
+        fresh = [e for e in events if e.kv.mod_revision > last_revision]
+        dropped = len(events) - len(fresh)
+        for w in for_watches:
+            w.duplicates_dropped += dropped
+        self.duplicates_dropped += dropped * len(for_watches)
+        self._unlogged += dropped * len(for_watches)
+        self.flush_log()
+        return fresh
+
+    def flush_log(self, now: float | None = None):
+        """Log the drops not logged yet, unless a line went out less than LOG_EVERY ago."""
+        if not self._unlogged:
+            return
+        now = self.clock() if now is None else now
+        if self._logged_at is not None and now - self._logged_at < self.LOG_EVERY:
+            return
+        log.warning("watch.duplicates_dropped client=%s count=%d total=%d", self.name, self._unlogged,
+                    self.duplicates_dropped)
+        self._logged_at = now
+        self._unlogged = 0
+
+    def _on_control(self, r: dict):
+        w = self.watches.get(r.get("watch_id"))
+        if w is None or not r.get("canceled"):
+            return
+        w.canceled = True
+        w.cancel_reason = r.get("cancel_reason", "")
+        w.compact_revision = r.get("compact_revision", 0)
+        w.queue.put(WatchResponse(w.watch_id, Header(r.get("header", {}).get("revision", 0)),
+                                  canceled=True, cancel_reason=w.cancel_reason,
+                                  compact_revision=w.compact_revision,
+                                  watch_ids=[w.watch_id] if w.shared else None))
+        if not w.shared:
+            w.queue.put(None)
+        with self.lock:
+            self.watches.pop(w.watch_id, None)

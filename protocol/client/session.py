@@ -1,0 +1,371 @@
+"""The client's I/O thread: one session with one fan-out at a time, and failover between them.
+
+``Session`` is the connection state machine, without a socket (so that its transitions are
+unit-tested): which endpoint, which phase, when a hello / ping / ack is due, when the fan-out
+went silent.  ``SessionIO`` is the I/O thread that drives it: it owns the ZeroMQ socket, sends
+what the session says is due, decodes the server's frames and completes the requests, resumes
+the watches after a failover.
+
+    CONNECT --open--> HELLO --hello_answered(ok)--> READY
+    HELLO   --hello_answered(refused)-------------> CONNECT   (the next endpoint)
+    HELLO | READY --went_silent-------------------> CONNECT   (the next endpoint; from READY a failover)
+    READY   --no_session--------------------------> CONNECT   (the same endpoint: it restarted)
+"""
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import zmq
+
+from .. import errors, messages
+from ..errors import Unavailable, ZwatchError
+from ..limits import PROTOCOL_VERSION
+from .types import Header, WatchResponse
+
+if TYPE_CHECKING:
+    from .core import Watch
+
+READ_OPS = frozenset({"range", "status", "watch_progress"})
+ACK_EVERY = 256 * 1024  # well inside the fan-out's session window (8 MiB by default)
+RESUME_EVERY = 0.1      # seconds between attempts to re-create watches a fan-out refused for now
+
+
+class Phase(enum.Enum):
+    CONNECT = "connect"   # open a socket to the next endpoint
+    HELLO = "hello"       # socket open, hello sent (again every heartbeat) until answered
+    READY = "ready"       # session open: requests, heartbeats, acks, watch resumes
+
+
+class Session:
+    """Connection state of the I/O thread (see the module docstring for the transitions)."""
+
+    def __init__(self, endpoints: list[str], heartbeat: float, ack_every: int = ACK_EVERY):
+        if not endpoints:
+            raise ValueError("no endpoints given")
+        self.endpoints = list(endpoints)
+        self.heartbeat = heartbeat
+        self.ack_every = ack_every
+        self.phase = Phase.CONNECT
+        self.endpoint: str | None = None
+        self._next_endpoint = 0
+        self.hello_id: int | None = None
+        self.hello_sent_at = 0.0
+        self.last_heard = 0.0
+        self.last_ping = 0.0
+        self.last_resume = 0.0
+        self.received = 0       # bytes received on this session (flow control is per session)
+        self.acked = 0          # bytes acknowledged to the fan-out
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.READY
+
+    # ---------------------------------------------------------------- transitions
+    def open(self, now: float, hello_id: int) -> str:
+        """CONNECT -> HELLO: the endpoint to connect to, the next one in turn."""
+        if self.phase is not Phase.CONNECT:
+            raise RuntimeError(f"open() in phase {self.phase.name}")
+        self.endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
+        self._next_endpoint += 1
+        self.phase = Phase.HELLO
+        self.hello_id = hello_id
+        self.hello_sent_at = 0.0
+        self.last_heard = now
+        self.received = self.acked = 0
+        return self.endpoint
+
+    def is_hello_reply(self, req_id) -> bool:
+        return self.phase is Phase.HELLO and req_id == self.hello_id
+
+    def hello_answered(self, ok: bool):
+        """HELLO -> READY, or CONNECT (the next endpoint) when refused (version, limits)."""
+        if self.phase is not Phase.HELLO:
+            raise RuntimeError(f"hello answered in phase {self.phase.name}")
+        self.phase = Phase.READY if ok else Phase.CONNECT
+
+    def went_silent(self, now: float) -> bool:
+        """No message for 3 heartbeats: a dead or silent fan-out."""
+        return self.phase is not Phase.CONNECT and now - self.last_heard > 3 * self.heartbeat
+
+    def lost(self) -> bool:
+        """-> CONNECT (the next endpoint; a single endpoint reconnects to itself).  True when an
+        open session was lost: a failover, whose requests and watches must be taken over."""
+        was_ready = self.phase is Phase.READY
+        self.phase = Phase.CONNECT
+        return was_ready
+
+    def no_session(self):
+        """READY -> CONNECT to the same endpoint: the fan-out restarted under the same address."""
+        self.phase = Phase.CONNECT
+        self._next_endpoint -= 1
+
+    # ---------------------------------------------------------------- what is due
+    def hello_due(self, now: float) -> bool:
+        return self.phase is Phase.HELLO and now - self.hello_sent_at > self.heartbeat
+
+    def hello_sent(self, now: float):
+        self.hello_sent_at = now
+
+    def ping_due(self, now: float) -> bool:
+        return self.phase is Phase.READY and now - self.last_ping >= self.heartbeat
+
+    def pinged(self, now: float):
+        self.last_ping = now
+
+    def resume_due(self, now: float) -> bool:
+        return now - self.last_resume >= RESUME_EVERY
+
+    def resumed(self, now: float):
+        self.last_resume = now
+
+    def heard(self, now: float, nbytes: int):
+        self.last_heard = now
+        self.received += nbytes
+
+    def ack_due(self, with_ping: bool = False) -> bool:
+        """With a ping: anything unacknowledged; otherwise only once ack_every bytes are."""
+        if self.phase is not Phase.READY:
+            return False
+        return self.received != self.acked if with_ping else self.received - self.acked >= self.ack_every
+
+    def acknowledged(self):
+        self.acked = self.received
+
+    def poll_timeout_ms(self) -> int:
+        # Right after connecting the hello could not go yet (IMMEDIATE): poll briefly and retry.
+        if self.phase is Phase.HELLO and self.hello_sent_at == 0.0:
+            return 5
+        return int(self.heartbeat * 250)
+
+
+class SessionIO:
+    """The I/O thread of ``Client`` (a mixin: it works on the client's request and watch tables)."""
+
+    def _io_main(self):
+        sock = None
+        poller = zmq.Poller()
+        poller.register(self._wake_rx, zmq.POLLIN)
+        session = self._session
+        hello = None
+        while not self._closed:
+            now = time.monotonic()
+            if session.phase is Phase.CONNECT:
+                if sock is not None:
+                    poller.unregister(sock)
+                    sock.close(0)
+                hello_id = next(self._ids)
+                self.endpoint = session.open(now, hello_id)
+                sock = self._ctx.socket(zmq.DEALER)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.RCVHWM, 0)  # never drop what the fan-out sent us
+                sock.setsockopt(zmq.IMMEDIATE, 1)
+                sock.connect(self.endpoint)
+                poller.register(sock, zmq.POLLIN)
+                hello = messages.encode_request("hello", hello_id, {"version": PROTOCOL_VERSION, "client": self.name})
+            if session.hello_due(now):
+                try:
+                    sock.send(hello, zmq.NOBLOCK)
+                    session.hello_sent(now)
+                except zmq.Again:
+                    pass  # not connected yet (IMMEDIATE): poll briefly and try again
+            if session.ready:
+                if self._resume_pending and session.resume_due(now):
+                    session.resumed(now)
+                    self._resume_watches(sock)
+                self._send_queued(sock)
+                if session.ping_due(now):
+                    session.pinged(now)
+                    try:
+                        sock.send(messages.encode_request("ping", next(self._ids), {}), zmq.NOBLOCK)
+                        if session.ack_due(with_ping=True):
+                            sock.send(messages.encode_request("ack", 0, {"bytes": session.received}), zmq.NOBLOCK)
+                            session.acknowledged()
+                    except zmq.Again:
+                        pass
+            self._expire_pending(now, session.ready)
+            self._router.flush_log(now)
+            if session.went_silent(now):
+                if session.lost():
+                    self._connected.clear()
+                    self._lost_connection()
+                    self.failovers += 1
+                continue
+            wait_ms = session.poll_timeout_ms()
+            if session.ack_due():
+                try:
+                    sock.send(messages.encode_request("ack", 0, {"bytes": session.received}), zmq.NOBLOCK)
+                    session.acknowledged()
+                except zmq.Again:
+                    pass
+            for s, _ in poller.poll(wait_ms):
+                if s is self._wake_rx:
+                    while True:
+                        try:
+                            self._wake_rx.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                    continue
+                self._receive(sock, session)
+        if sock is not None:
+            if session.ready:
+                # Free the session (and its watches) at once instead of after the idle timeout.
+                try:
+                    sock.send(messages.encode_request("bye", next(self._ids), {}), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+            sock.close(200)
+        self._wake_rx.close()
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for p in pending:
+            p.error = Unavailable("client closed")
+            p.event.set()
+
+    def _receive(self, sock, session: Session):
+        """Up to 1000 frames waiting on the socket; stops early when the session must reconnect."""
+        for _ in range(1000):
+            try:
+                raw = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            session.heard(time.monotonic(), len(raw))
+            try:
+                kind, req_id, body = messages.decode_server_frame(raw)
+            except ZwatchError:
+                continue  # not a frame of the protocol: nothing to answer it with
+            if kind == "w":
+                self._on_watch_responses(body)
+            elif session.is_hello_reply(req_id):
+                session.hello_answered(kind == "ok")
+                if not session.ready:
+                    return  # refused (version, limits): try the next endpoint
+                self.session_info = body
+                self._resume_watches(sock)
+                self._connected.set()
+            elif kind == "err" and isinstance(body, dict) and body.get("reason") == "NO_SESSION":
+                # The fan-out restarted under the same address: open a new session.
+                self._lost_connection(resend_all=True, req_id=req_id)
+                session.no_session()
+                return
+            elif req_id in self._resume_reqs:
+                self._resumed(self._resume_reqs.pop(req_id), kind, body)
+            elif kind in ("ok", "err"):
+                self._complete(req_id, kind, body)
+
+    def _send_queued(self, sock):
+        while self._outq:
+            with self._lock:
+                if not self._outq:
+                    break
+                p = self._outq[0]
+            try:
+                sock.send(p.frame, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            with self._lock:
+                self._outq.popleft()
+
+    def _expire_pending(self, now, ready):
+        expired = []
+        with self._lock:
+            for req_id, p in list(self._pending.items()):
+                if now > p.deadline:
+                    expired.append(self._pending.pop(req_id))
+            if expired:
+                gone = set(id(p) for p in expired)
+                self._outq = deque(p for p in self._outq if id(p) not in gone)
+        for p in expired:
+            p.error = Unavailable(f"{p.op}: no answer within the timeout" + ("" if ready else " (no fan-out reachable)"))
+            p.event.set()
+
+    def _lost_connection(self, resend_all=False, req_id=None):
+        """Failover: reads and watch creates go again on the next session; writes fail UNAVAILABLE."""
+        with self._lock:
+            again, failed = [], []
+            queued = set(id(p) for p in self._outq)
+            for p in self._pending.values():
+                if id(p) in queued:
+                    continue
+                if p.op in READ_OPS or p.op in ("watch_create", "watch_cancel") or (resend_all and p.req_id == req_id):
+                    again.append(p)
+                else:
+                    failed.append(p)
+            for p in failed:
+                self._pending.pop(p.req_id, None)
+            self._outq.extendleft(reversed(again))
+            for w in self._watches.values():
+                w._resuming = True
+                w._live = False
+        for p in failed:
+            p.error = Unavailable(f"{p.op}: connection to the fan-out lost before the reply; "
+                                  "the write may or may not have been applied")
+            p.event.set()
+
+    def _resume_watches(self, sock):
+        self._resume_pending = False
+        with self._lock:
+            # A watch whose own create is still waiting for its reply is re-sent as it was
+            # (queued by _lost_connection); the others resume from their last revision + 1.
+            creating = {p.watch_id for p in self._pending.values() if p.op == "watch_create"}
+            current = list(self._watches.values())
+        handles = []
+        for w in current:
+            if w.watch_id in creating:
+                w._resuming = False      # its own create, re-sent as it was, brings it back
+            elif w._resuming and not w.canceled:
+                handles.append(w)
+        for w in handles:
+            w._resuming = False
+            w._fragments = []  # a revision cut by the failover is sent again whole
+            body = dict(w.body)
+            body["start_revision"] = w._start_revision()
+            req_id = next(self._ids)
+            self._resume_reqs[req_id] = w
+            try:
+                sock.send(messages.encode_request("watch_create", req_id, body), zmq.NOBLOCK)
+            except zmq.Again:
+                w._resuming = True
+                self._resume_pending = True
+
+    def _resumed(self, w: Watch, kind, body):
+        """The answer to a watch re-created after a failover."""
+        if kind == "ok":
+            w._live = True
+            return
+        if w.canceled:
+            return
+        err = ZwatchError.from_wire(body)
+        if err.code == errors.UNAVAILABLE:
+            w._resuming = True              # the new fan-out is not ready yet: try again shortly
+            self._resume_pending = True
+            return
+        w.canceled = True
+        w.cancel_reason = f"resume failed: {err}"
+        w.queue.put(WatchResponse(w.watch_id, Header(w.last_revision), canceled=True,
+                                  cancel_reason=w.cancel_reason, watch_ids=[w.watch_id] if w.shared else None))
+        if not w.shared:
+            w.queue.put(None)
+        with self._lock:
+            self._watches.pop(w.watch_id, None)
+
+    def _complete(self, req_id, kind, body):
+        with self._lock:
+            p = self._pending.pop(req_id, None)
+        if p is None:
+            return  # a late reply after a timeout
+        if kind == "ok":
+            if p.op == "watch_create":
+                w = self._watches.get(p.watch_id)
+                if w is not None:
+                    w._live = True
+            p.result = body
+        else:
+            p.error = ZwatchError.from_wire(body)
+        p.event.set()
+
+    def _on_watch_responses(self, responses):
+        self._router.on_watch_responses(responses)

@@ -1,0 +1,126 @@
+"""The client's typed responses (etcd's response messages) and their decoding from reply bodies.
+
+Plain dataclasses: what ``Client`` methods return and what a watch delivers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+@dataclass(slots=True)
+class Header:
+    revision: int = 0
+
+
+@dataclass(slots=True)
+class KeyValue:
+    key: bytes
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+    value: bytes = b""
+    lease: int = 0
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "KeyValue":
+        return cls(d["key"], d.get("create_revision", 0), d.get("mod_revision", 0), d.get("version", 0),
+                   d.get("value", b""), d.get("lease", 0))
+
+    @classmethod
+    def from_list(cls, kv: list) -> "KeyValue":
+        return cls(kv[0], kv[1], kv[2], kv[3], kv[4], kv[5])
+
+
+@dataclass(slots=True)
+class RangeResponse:
+    header: Header
+    kvs: list
+    more: bool = False
+    count: int = 0
+
+
+@dataclass(slots=True)
+class PutResponse:
+    header: Header
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(slots=True)
+class DeleteRangeResponse:
+    header: Header
+    deleted: int = 0
+    prev_kvs: list = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TxnResponse:
+    header: Header
+    succeeded: bool
+    responses: list   # RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse
+
+
+@dataclass(slots=True)
+class CompactResponse:
+    header: Header
+
+
+@dataclass(slots=True)
+class StatusResponse:
+    header: Header
+    version: str = ""
+    protocol_version: int = 0
+    compact_revision: int = 0
+    db_size: int = 0
+    endpoint: str = ""
+
+
+@dataclass(slots=True)
+class Event:
+    type: str            # "PUT" | "DELETE"
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(slots=True)
+class WatchResponse:
+    watch_id: int
+    header: Header
+    events: list = field(default_factory=list)
+    created: bool = False
+    canceled: bool = False
+    cancel_reason: str = ""
+    compact_revision: int = 0
+    fragment: bool = False
+    # Set on responses delivered to a shared queue (watch(..., queue=q)): every watch of that
+    # queue this response is for.  The events are the same for each of them.
+    watch_ids: list | None = None
+
+    @property
+    def is_progress_notify(self) -> bool:
+        return not self.events and not self.created and not self.canceled
+
+
+def header_of(body) -> Header:
+    return Header(body.get("header", {}).get("revision", 0))
+
+
+def range_response(b) -> RangeResponse:
+    return RangeResponse(header_of(b), [KeyValue.from_wire(kv) for kv in b.get("kvs", [])], b.get("more", False),
+                         b.get("count", 0))
+
+
+def put_response(b) -> PutResponse:
+    pkv = b.get("prev_kv")
+    return PutResponse(header_of(b), KeyValue.from_wire(pkv) if pkv else None)
+
+
+def delete_range_response(b) -> DeleteRangeResponse:
+    return DeleteRangeResponse(header_of(b), b.get("deleted", 0), [KeyValue.from_wire(kv) for kv in b.get("prev_kvs", [])])
+
+
+def txn_response(b) -> TxnResponse:
+    out = []
+    for r in b.get("responses", []):
+        (kind, body), = r.items()
+        out.append({"response_range": range_response, "response_put": put_response,
+                    "response_delete_range": delete_range_response, "response_txn": txn_response}[kind](body))
+    return TxnResponse(header_of(b), b.get("succeeded", False), out)

@@ -16,6 +16,7 @@ reader processes see exactly what the writer committed.
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import struct
 from functools import wraps
@@ -33,6 +34,10 @@ _Q = struct.Struct(">Q")
 _QQ = struct.Struct(">QQ")
 _LIVE, _TOMB = b"\x00", b"\x01"
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+# Compares plus request ops of a whole txn tree, every nesting level and both branches counted.
+# etcd bounds a tree only by the request size (1.5 MiB holds ~31,000 tiny ops); this bounds the
+# work one request can make the single writer do.  64 full etcd txns' worth: no sane txn nears it.
+MAX_TXN_TREE_OPS = 8192
 
 
 def _pack(obj) -> bytes:
@@ -170,14 +175,22 @@ def _norm_compare(body, where: str) -> dict:
     return c
 
 
-def _norm_txn(body, where: str, depth: int = 1) -> dict:
-    """Validate a whole txn tree up front (both branches, as etcd does) before anything runs."""
+def _norm_txn(body, where: str, depth: int = 1, budget: list | None = None) -> dict:
+    """Validate a whole txn tree up front (both branches, as etcd does) before anything runs.
+
+    budget[0] is what is left of MAX_TXN_TREE_OPS for the whole tree."""
     if depth > MAX_TXN_DEPTH:
         raise InvalidArgument(f"{where}: txn nested deeper than {MAX_TXN_DEPTH}")
+    if budget is None:
+        budget = [MAX_TXN_TREE_OPS]
     t = _norm(body, _TXN, where)
     n = max(len(t["compare"]), len(t["success"]), len(t["failure"]))
     if n > MAX_TXN_OPS:
         raise InvalidArgument(f"{where}: too many operations in txn request ({n} > {MAX_TXN_OPS})")
+    budget[0] -= len(t["compare"]) + len(t["success"]) + len(t["failure"])
+    if budget[0] < 0:
+        raise InvalidArgument(f"too many operations in txn request: more than {MAX_TXN_TREE_OPS} "
+                              f"compares and ops in all nested txns together")
     t["compare"] = [_norm_compare(c, f"{where}.compare[{i}]") for i, c in enumerate(t["compare"])]
     for branch in ("success", "failure"):
         ops = []
@@ -188,7 +201,7 @@ def _norm_txn(body, where: str, depth: int = 1) -> dict:
             (name, sub), = op.items()
             kind = _TXN_OPS[name]
             ops.append((kind, _NORM[kind](sub, f"{w}.{name}") if kind != "txn"
-                        else _norm_txn(sub, f"{w}.{name}", depth + 1)))
+                        else _norm_txn(sub, f"{w}.{name}", depth + 1, budget)))
         t[branch] = ops
     return t
 
@@ -205,6 +218,77 @@ def _set_header(resp: dict, rev: int):
         _set_header(next(iter(r.values())), rev)
 
 
+def _del_interval(b: dict):
+    """The keys a txn delete_range counts for in etcd's duplicate check, as [start, end), or None.
+
+    etcd builds adt.NewStringAffineInterval(key, range_end), where only "" means "no upper bound"
+    and range_end "\\x00" is just a short string: a from-key delete is an inverted interval that
+    overlaps nothing, so it never makes a put a duplicate (nor does key >= range_end)."""
+    key, end = b["key"], b["range_end"]
+    if end == b"":
+        return key, key + b"\x00"
+    return (key, end) if key < end else None
+
+
+def _covered(dels: list, queries: list) -> bool:
+    """dels: [(start, end, time)]; queries: [(key, horizon)].  True if some delete with
+    time < horizon contains a query's key.  One sweep in key order, a heap by time of the deletes
+    begun so far: O((d + q) log(d + q))."""
+    dels.sort(key=lambda d: d[0])
+    queries.sort(key=lambda q: q[0])
+    active, i = [], 0
+    for key, horizon in queries:
+        while i < len(dels) and dels[i][0] <= key:
+            heapq.heappush(active, (dels[i][2], dels[i][1]))
+            i += 1
+        while active and active[0][1] <= key:       # ended before this key: before every later key too
+            heapq.heappop(active)
+        if active and active[0][0] < horizon:
+            return True
+    return False
+
+
+def _check_duplicates(t: dict):
+    """etcd 3.4's checkIntervals (etcdserver/api/v3rpc/key.go), exactly, in O(n log n).
+
+    etcd runs it on the success and on the failure list of the request, before any compare and
+    before any COMPACTED / FUTURE_REVISION / key-not-found check, so a duplicate in a branch that
+    is not taken is an error too.  Within one list: a put conflicts with an earlier put, and with a
+    delete of the list itself; the puts of a nested txn (both its branches, recursively) conflict
+    with the deletes of the list and of the nested txns *before* it, and with the puts of nested
+    txns before it, except that its failure branch may repeat a key of its own success branch; the
+    list's own puts conflict with every delete of the list and of its nested txns."""
+    for branch in ("success", "failure"):
+        _check_list(t[branch])
+
+
+def _check_list(ops) -> tuple[set, list]:
+    """-> (keys put, [(start, end)] deleted) by ops and their nested txns, as etcd returns them."""
+    dels = [(*iv, 0) for kind, b in ops if kind == "delete_range" and (iv := _del_interval(b))]
+    puts, queries, child = set(), [], 0
+    for kind, b in ops:
+        if kind != "txn":
+            continue
+        child += 1                          # this nested txn sees the deletes with time < child
+        then_puts, then_dels = _check_list(b["success"])
+        else_puts, else_dels = _check_list(b["failure"])
+        if not then_puts.isdisjoint(puts) or not else_puts.isdisjoint(puts):
+            raise InvalidArgument("duplicate key given in txn request")
+        queries += [(k, child) for k in then_puts | else_puts]
+        puts |= then_puts
+        puts |= else_puts
+        dels += [(a, e, child) for a, e in then_dels + else_dels]
+    for kind, b in ops:
+        if kind == "put":
+            if b["key"] in puts:
+                raise InvalidArgument("duplicate key given in txn request")
+            puts.add(b["key"])
+            queries.append((b["key"], child + 1))
+    if _covered(dels, queries):
+        raise InvalidArgument("duplicate key given in txn request")
+    return puts, [(a, e) for a, e, _ in dels]
+
+
 # ---------------------------------------------------------------------------------------------
 
 class _Tx:
@@ -212,7 +296,7 @@ class _Tx:
     a write request's records all get main revision `main` = rev + 1, numbered by `sub`."""
 
     # s: the Store, lt: the LMDB txn, crev: the compact revision
-    __slots__ = ("s", "lt", "rev", "crev", "main", "sub", "events", "puts", "dels")
+    __slots__ = ("s", "lt", "rev", "crev", "main", "sub", "events")
 
     def __init__(self, store: "Store", txn, rev: int | None = None, compact: int | None = None):
         self.s, self.lt = store, txn
@@ -221,7 +305,6 @@ class _Tx:
             compact = _Q.unpack(txn.get(b"compact_rev", db=store._meta))[0]
         self.rev, self.crev = rev, compact
         self.main, self.sub, self.events = rev + 1, 0, []
-        self.puts = self.dels = None       # txn duplicate-key tracking, only while a txn runs
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -309,10 +392,6 @@ class _Tx:
 
     def put(self, r: dict) -> dict:
         key = r["key"]
-        if self.puts is not None:
-            if key in self.puts or any(a <= key and (e is None or key < e) for a, e in self.dels):
-                raise InvalidArgument("duplicate key given in txn request")
-            self.puts.add(key)
         prev = self.get(key, self.current())
         if (r["ignore_value"] or r["ignore_lease"]) and prev is None:
             raise InvalidArgument("key not found (ignore_value/ignore_lease need an existing key)")
@@ -327,10 +406,6 @@ class _Tx:
 
     def delete_range(self, r: dict) -> dict:
         key, end = _bounds(r["key"], r["range_end"])
-        if self.dels is not None:
-            if any(key <= p and (end is None or p < end) for p in self.puts):
-                raise InvalidArgument("duplicate key given in txn request")
-            self.dels.append((key, end))
         prevs = [self.kv(dv) for _, dv in self.scan(key, end, self.current())]
         for prev in prevs:
             self._write(DELETE, [prev[0], 0, self.main, 0, b"", 0], prev)
@@ -357,18 +432,21 @@ class _Tx:
         ok = all(self.compare(c) for c in t["compare"])
         return ok, [self.path(b) for kind, b in t["success" if ok else "failure"] if kind == "txn"]
 
-    def precheck(self, t: dict, path):
-        """etcd's checkRequests on the taken path, against the state before the txn."""
+    def precheck(self, t: dict, path, kind: str):
+        """etcd's checkRequests on the taken path, against the state before the txn: first every put
+        of the path (checkRequestPut), then every range (checkRequestRange), as etcd's Txn does."""
         ok, subs = path
         subs = iter(subs)
-        for kind, b in t["success" if ok else "failure"]:
-            if kind == "range" and b["revision"]:
+        for k, b in t["success" if ok else "failure"]:
+            if k == "txn":
+                self.precheck(b, next(subs), kind)
+            elif k != kind:
+                continue
+            elif kind == "range" and b["revision"]:
                 self.check_rev(b["revision"], self.rev)
             elif kind == "put" and (b["ignore_value"] or b["ignore_lease"]) \
                     and self.get(b["key"], self.rev) is None:
                 raise InvalidArgument("key not found (ignore_value/ignore_lease need an existing key)")
-            elif kind == "txn":
-                self.precheck(b, next(subs))
 
     def run_txn(self, t: dict, path) -> dict:
         ok, subs = path
@@ -382,9 +460,10 @@ class _Tx:
         return {"header": {"revision": 0}, "succeeded": ok, "responses": responses}
 
     def txn(self, t: dict) -> dict:
+        _check_duplicates(t)               # etcd: at the API, before compares and revision checks
         path = self.path(t)
-        self.precheck(t, path)
-        self.puts, self.dels = set(), []
+        self.precheck(t, path, "put")
+        self.precheck(t, path, "range")
         resp = self.run_txn(t, path)
         _set_header(resp, self.current())
         return resp
@@ -511,10 +590,24 @@ class ReadView:
         return self._tx.kv(dv) if dv[16:] == _LIVE else None
 
 
-def _no_disk(e: Exception) -> bool:
+# Below this much free disk a failed commit is taken for a full disk whatever errno LMDB reports:
+# a short write (the disk filled up mid-write) comes back as EIO ("Input/output error").
+NO_SPACE_MARGIN_BYTES = 8 << 20
+
+
+def _no_disk_errno(e: Exception) -> bool:
     msg = str(e)
     return isinstance(e, lmdb.DiskError) or any(
         os.strerror(n) in msg for n in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes this process may still write on path's filesystem (root may use the reserved blocks)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
 
 
 class Store:
@@ -525,6 +618,7 @@ class Store:
         self.path = path
         self.max_map_size = max(map_size, max_map_size)
         self.records_scanned = 0
+        self.commit_failure: dict | None = None    # why the last apply_batch failed as a whole
         self.env = lmdb.open(path, map_size=map_size, subdir=True, max_dbs=4,
                              max_readers=max_readers, sync=True, metasync=True, lock=True)
         self.env.reader_check()            # drop reader slots left by dead processes
@@ -591,26 +685,42 @@ class Store:
 
         Returns (results, published): results[i] is request i's response or its ZwatchError (a failed
         request runs in a nested txn that is aborted, so it changes nothing); published is
-        [(main, [(type, kv, prev_kv), ...]), ...] for each revision created, in order."""
+        [(main, [(type, kv, prev_kv), ...]), ...] for each revision created, in order.
+        When the whole batch failed for the storage, commit_failure says why (else it is None)."""
         n = len(requests)
+        self.commit_failure = None
         while True:
             txn = self._begin(write=True)
+            written = 0
             try:
                 results, published = self._apply(txn, requests)
+                written = sum(len(kv[0]) + len(kv[4]) for _, events in published for _, kv, _ in events)
                 self._commit(txn)
                 return results, published
             except lmdb.MapFullError:
                 txn.abort()
                 if not self._grow():
-                    return [NoSpace("the store is full (LMDB map at its maximum size)")
-                            for _ in range(n)], []
+                    err = NoSpace("the store is full (LMDB map at its maximum size)")
+                    self.commit_failure = {"code": err.code, "error": err.message,
+                                           "free_bytes": free_bytes(self.path)}
+                    return [err] * n, []
             except lmdb.Error as e:        # a failed commit has already released the txn
                 txn.abort()
-                err = NoSpace if _no_disk(e) else Internal
-                return [err(f"commit failed: {e}") for _ in range(n)], []
+                err = self._storage_error("commit failed", e, written)
+                return [err] * n, []
             except BaseException:
                 txn.abort()
                 raise
+
+    def _storage_error(self, what: str, e: lmdb.Error, written: int = 0) -> ZwatchError:
+        """NO_SPACE if the disk is full, however LMDB put it; else INTERNAL.  Sets commit_failure."""
+        free = free_bytes(self.path)
+        # A commit writes the new pages, then the meta page: the data written plus the
+        # copy-on-write branch pages; under a few MiB free, nothing else explains a failed write.
+        full = _no_disk_errno(e) or (free is not None and free < max(NO_SPACE_MARGIN_BYTES, 2 * written))
+        err = NoSpace(f"{what}: the disk is full ({e})") if full else Internal(f"{what}: {e}")
+        self.commit_failure = {"code": err.code, "error": str(e), "free_bytes": free}
+        return err
 
     def _apply(self, txn, requests):
         head = _Tx(self, txn)
@@ -661,7 +771,7 @@ class Store:
                     raise NoSpace("the store is full (LMDB map at its maximum size)") from None
             except lmdb.Error as e:
                 txn.abort()
-                raise (NoSpace if _no_disk(e) else Internal)(f"compaction failed: {e}") from e
+                raise self._storage_error("compaction failed", e) from e
             except BaseException:
                 txn.abort()
                 raise

@@ -1,6 +1,7 @@
 """Plain unit tests of actors/store.py: storage edge cases the model test does not reach."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -9,8 +10,8 @@ import time
 import lmdb
 import pytest
 
-from zwatch.actors.store import DELETE, PUT, Store
-from zwatch.errors import Compacted, FutureRevision, InvalidArgument, NoSpace, ZwatchError
+from zwatch.actors.store import DELETE, MAX_TXN_TREE_OPS, PUT, Store
+from zwatch.errors import Compacted, FutureRevision, Internal, InvalidArgument, NoSpace, ZwatchError
 
 ALL = {"key": b"\x00", "range_end": b"\x00"}
 
@@ -82,6 +83,116 @@ def test_commit_failure_for_lack_of_disk(store, monkeypatch, err):
     assert store.current_revision() == 2
     ok(store, [put(b"b")])
     assert keys_of(store.range(ALL)) == [b"a", b"b"]
+
+
+def statvfs_with_free(free: int):
+    """An os.statvfs stand-in: a 1 GiB filesystem with `free` bytes left (the OS, not zwatch, faked)."""
+    real = os.statvfs
+
+    def fake(path):
+        st = real(path)
+        blocks = free // st.f_frsize
+        return os.statvfs_result((st.f_bsize, st.f_frsize, (1 << 30) // st.f_frsize, blocks, blocks,
+                                  st.f_files, st.f_ffree, st.f_favail, st.f_flag, st.f_namemax))
+    return fake
+
+
+EIO = lmdb.Error("mdb_txn_commit: Input/output error")
+
+
+def fail_commit_with(err):
+    def fail(txn):
+        txn.abort()
+        raise err
+    return staticmethod(fail)
+
+
+def test_eio_commit_on_a_full_disk_is_no_space(store, monkeypatch):
+    """Issue #8 defect 4: a disk filling up mid-commit makes LMDB report the short write as EIO
+    ("mdb_txn_commit: Input/output error"); the writer answered INTERNAL.  With almost no free
+    space on the data dir's filesystem, it is NO_SPACE, and commit_failure says why."""
+    ok(store, [put(b"a")])
+    monkeypatch.setattr(Store, "_commit", fail_commit_with(EIO))
+    monkeypatch.setattr(os, "statvfs", statvfs_with_free(64 << 10))
+    results, published = store.apply_batch([put(b"b"), put(b"c")])
+    assert all(isinstance(r, NoSpace) for r in results) and published == [], results
+    assert store.commit_failure == {"code": "NO_SPACE", "error": "mdb_txn_commit: Input/output error",
+                                    "free_bytes": 64 << 10}
+    assert store.current_revision() == 2 and keys_of(store.range(ALL)) == [b"a"]   # reads still work
+    monkeypatch.setattr(Store, "_commit", staticmethod(lambda txn: txn.commit()))
+    ok(store, [put(b"a"), ("compact", {"revision": 3})])
+    monkeypatch.setattr(Store, "_commit", fail_commit_with(EIO))
+    with pytest.raises(NoSpace):                       # physical compaction classifies the same way
+        store.compact_step()
+    monkeypatch.undo()
+    ok(store, [put(b"b")])
+    assert store.commit_failure is None and keys_of(store.range(ALL)) == [b"a", b"b"]
+
+
+def test_eio_commit_with_free_space_is_internal(store, monkeypatch):
+    """The other side of defect 4: EIO while the disk has room is a real I/O fault, INTERNAL."""
+    monkeypatch.setattr(Store, "_commit", fail_commit_with(EIO))
+    monkeypatch.setattr(os, "statvfs", statvfs_with_free(512 << 20))
+    results, _ = store.apply_batch([put(b"b")])
+    assert isinstance(results[0], Internal) and not isinstance(results[0], NoSpace)
+    assert store.commit_failure["code"] == "INTERNAL" and store.commit_failure["free_bytes"] == 512 << 20
+
+
+class CountingKey(bytes):
+    """A key that counts every comparison and hash made on it: the work of the duplicate-key check,
+    whatever its data structure, without looking at a clock."""
+    ops = 0
+
+    def _count(name):
+        def method(self, other=None):
+            CountingKey.ops += 1
+            return getattr(bytes, name)(self, other) if other is not None else getattr(bytes, name)(self)
+        return method
+
+    __lt__, __le__, __gt__, __ge__ = _count("__lt__"), _count("__le__"), _count("__gt__"), _count("__ge__")
+    __eq__, __ne__, __hash__ = _count("__eq__"), _count("__ne__"), _count("__hash__")
+
+
+def deletes_then_puts(n: int) -> dict:
+    """n range deletes then n puts of other keys, in nested txns of 128 ops (etcd's per-list limit)."""
+    def k(prefix, i):
+        return CountingKey(b"%s%06d" % (prefix, i))
+    dels = [{"request_delete_range": {"key": k(b"d", i), "range_end": k(b"d", i) + b"\x00"}}
+            for i in range(n)]
+    for d in dels:
+        d["request_delete_range"]["range_end"] = CountingKey(d["request_delete_range"]["range_end"])
+    puts = [{"request_put": {"key": k(b"p", i)}} for i in range(n)]
+    return {"success": [{"request_txn": {"success": ops[i:i + 128]}}
+                        for ops in (dels, puts) for i in range(0, n, 128)]}
+
+
+def test_duplicate_check_work_grows_n_log_n_not_n_squared(store):
+    """Issue #8 defect 5: one legal txn of 15,500 deletes and 15,500 puts stalled every write for
+    ~15 s: each put scanned every delete of the txn (and each delete every put).  Counted, not
+    timed: per op, the check's key comparisons may grow with log n, not with n (quadratic: x8)."""
+    per_op = {}
+    for n in (256, 2048):
+        body = deletes_then_puts(n)
+        CountingKey.ops = 0
+        results, published = store.apply_batch([("txn", body)])
+        assert not isinstance(results[0], ZwatchError), results[0]
+        assert len(published[0][1]) == n                 # the puts; the deletes met no key
+        per_op[n] = CountingKey.ops / (2 * n)
+    assert per_op[2048] < 2 * per_op[256], per_op
+
+
+def test_txn_tree_size_is_bounded(store):
+    """Defect 5, the bound: a whole txn tree may hold at most MAX_TXN_TREE_OPS compares and ops
+    (etcd bounds it only by the 1.5 MiB request size, ~31,000 tiny ops); above, INVALID_ARGUMENT."""
+    def tree(txns):
+        return {"success": [{"request_txn": {"success": [{"request_put": {"key": b"k%d.%d" % (t, i)}}
+                                                         for i in range(128)]}} for t in range(txns)]}
+    assert (MAX_TXN_TREE_OPS // 129) * 129 <= MAX_TXN_TREE_OPS < (MAX_TXN_TREE_OPS // 129 + 1) * 129
+    results, _ = store.apply_batch([("txn", tree(MAX_TXN_TREE_OPS // 129)),
+                                    ("txn", tree(MAX_TXN_TREE_OPS // 129 + 1))])
+    assert not isinstance(results[0], ZwatchError), results[0]
+    assert isinstance(results[1], InvalidArgument) and "too many operations" in results[1].message
+    assert store.current_revision() == 2
 
 
 def test_failed_request_does_not_disturb_the_batch(store):

@@ -101,10 +101,62 @@ def static_check(op, body):
             static_check(name[len("request_"):], b)
 
 
+def etcd_affine_less(a, b):
+    """etcd's adt.StringAffineComparable: "" sorts after every other string."""
+    return a != b"" and (b == b"" or a < b)
+
+
+def etcd_intersects(dels, key):
+    """adt.IntervalTree.Intersects(NewStringAffinePoint(key)), naively: [key, key+"\\x00") against
+    every interval [begin, end), with etcd's Interval.Compare (so inverted intervals meet nothing)."""
+    point_end = key + b"\x00"
+    for begin, end in dels:
+        left = etcd_affine_less(key, begin) and not etcd_affine_less(begin, point_end)
+        right = not etcd_affine_less(key, end)
+        if not left and not right:
+            return True
+    return False
+
+
+def check_intervals(ops):
+    """etcd 3.4 checkIntervals (etcdserver/api/v3rpc/key.go), transcribed line by line."""
+    dels = []
+    for o in ops:
+        if "request_delete_range" in o:
+            d = o["request_delete_range"]
+            end = d.get("range_end", b"")
+            dels.append((d["key"], end) if end else (d["key"], d["key"] + b"\x00"))
+    puts = set()
+    for o in ops:
+        if "request_txn" not in o:
+            continue
+        t = o["request_txn"]
+        puts_then, dels_then = check_intervals(t.get("success", []))
+        puts_else, dels_else = check_intervals(t.get("failure", []))
+        for k in puts_then:
+            if k in puts or etcd_intersects(dels, k):
+                raise InvalidArgument("duplicate key")
+            puts.add(k)
+        for k in puts_else:
+            if k in puts and k not in puts_then:
+                raise InvalidArgument("duplicate key")
+            if etcd_intersects(dels, k):
+                raise InvalidArgument("duplicate key")
+            puts.add(k)
+        # Union with ["\x00", ""): every interval that overlaps it, i.e. every non-inverted one
+        dels += [d for d in dels_then + dels_else if etcd_affine_less(d[0], d[1])]
+    for o in ops:
+        if "request_put" in o:
+            k = o["request_put"]["key"]
+            if k in puts or etcd_intersects(dels, k):
+                raise InvalidArgument("duplicate key")
+            puts.add(k)
+    return puts, dels
+
+
 class Exec:
     def __init__(self, m: Model):
         self.m, self.main, self.sub, self.events = m, m.rev + 1, 0, []
-        self.puts = self.dels = None
 
     def current(self):
         return self.main if self.sub else self.m.rev
@@ -145,10 +197,6 @@ class Exec:
 
     def put(self, b):
         key = b["key"]
-        if self.puts is not None:
-            if key in self.puts or any(in_range(key, k, e) for k, e in self.dels):
-                raise InvalidArgument("duplicate key")
-            self.puts.add(key)
         prev = self.m.at(key, self.current())
         if (b.get("ignore_value") or b.get("ignore_lease")) and prev is None:
             raise InvalidArgument("key not found")
@@ -162,10 +210,6 @@ class Exec:
 
     def delete_range(self, b):
         key, end = b["key"], b.get("range_end", b"")
-        if self.dels is not None:
-            if any(in_range(p, key, end) for p in self.puts):
-                raise InvalidArgument("duplicate key")
-            self.dels.append((key, end))
         gone = self.m.live(key, end, self.current())
         for k, prev in gone:
             self._write(DELETE, [k, 0, self.main, 0, b"", 0], prev)
@@ -191,21 +235,24 @@ class Exec:
         ops = t.get("success" if ok else "failure", [])
         return ok, ops, [self.branch(o["request_txn"]) for o in ops if "request_txn" in o]
 
-    def precheck(self, path):
+    def precheck(self, path, kind):
+        """etcd's checkRequests: every put of the taken path first, then every range."""
         ok, ops, subs = path
         subs = iter(subs)
         for o in ops:
             (name, b), = o.items()
-            if name == "request_range" and b.get("revision"):
+            if name == "request_txn":
+                self.precheck(next(subs), kind)
+            elif name != "request_" + kind:
+                continue
+            elif kind == "range" and b.get("revision"):
                 if b["revision"] > self.m.rev:
                     raise FutureRevision("future")
                 if b["revision"] < self.m.compact:
                     raise Compacted("compacted", compact_revision=self.m.compact)
-            elif name == "request_put" and (b.get("ignore_value") or b.get("ignore_lease")) \
+            elif kind == "put" and (b.get("ignore_value") or b.get("ignore_lease")) \
                     and self.m.at(b["key"], self.m.rev) is None:
                 raise InvalidArgument("key not found")
-            elif name == "request_txn":
-                self.precheck(next(subs))
 
     def run(self, path):
         ok, ops, subs = path
@@ -218,9 +265,11 @@ class Exec:
         return {"header": {"revision": None}, "succeeded": ok, "responses": out}
 
     def txn(self, t):
+        check_intervals(t.get("success", []))      # etcd: both branches, before anything else
+        check_intervals(t.get("failure", []))
         path = self.branch(t)
-        self.precheck(path)
-        self.puts, self.dels = set(), []
+        self.precheck(path, "put")
+        self.precheck(path, "range")
         resp = self.run(path)
         for r in nested(resp):
             r["header"]["revision"] = self.current()
@@ -306,6 +355,12 @@ INVALID = [
     ("txn", {"success": [{"request_put": {"key": b"a"}}, {"request_put": {"key": b"a"}}]}),
     ("txn", {"success": [{"request_put": {"key": b"ab"}}, {"request_delete_range":
                                                             {"key": b"a", "range_end": b"b"}}]}),
+    # duplicates in a branch that is not taken (the compare is never true): etcd refuses them too
+    ("txn", {"compare": [{"key": b"a", "target": "VERSION", "result": "LESS", "version": 0}],
+             "success": [{"request_put": {"key": b"a"}}, {"request_put": {"key": b"a"}}],
+             "failure": [{"request_put": {"key": b"b"}}]}),
+    ("txn", {"success": [{"request_txn": {"success": [{"request_put": {"key": b"k%d" % i}}
+                                                      for i in range(MAX_TXN_OPS)]}}] * MAX_TXN_OPS}),
 ]
 
 

@@ -1,0 +1,184 @@
+"""etcdctl (v3.4) output, byte for byte where etcd has the same data.
+
+The simple printer writes raw key/value bytes; ``-w json`` marshals like Go's encoding/json over
+etcd's protobuf structs (snake_case tags, omitempty, bytes in base64, WatchResponse with its
+untagged Go field names).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import sys
+
+from ..client import DeleteRangeResponse, PutResponse, RangeResponse, TxnResponse
+
+
+def write_line(data: bytes | str = b""):
+    # Raw bytes: keys and values are printed as stored, like etcdctl (no decoding).
+    sys.stdout.buffer.write((data.encode() if isinstance(data, str) else data) + b"\n")
+
+
+def json_line(obj):
+    # Go's encoding/json: compact, UTF-8 as is.
+    write_line(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+
+def _print_kv(kv, value_only=False):
+    if not value_only:
+        write_line(kv.key)
+    write_line(kv.value)
+
+
+def go_quote(b: bytes) -> str:
+    """Go's %q of a []byte (strconv.Quote): what etcdctl puts in ETCD_WATCH_KEY / _VALUE."""
+    out = ['"']
+    for ch in b.decode("utf-8", "surrogateescape"):
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:                 # an invalid UTF-8 byte
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch in "\a\b\f\n\r\t\v":
+            out.append("\\" + "abfnrtv"["\a\b\f\n\r\t\v".index(ch)])
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def humanize_bytes(n: int) -> str:
+    """go-humanize's Bytes (SI units), as etcdctl prints the db size."""
+    if n < 10:
+        return f"{n} B"
+    e = min(int(math.floor(math.log(n, 1000))), 6)
+    val = math.floor(n / 1000 ** e * 10 + 0.5) / 10
+    return f"{val:.{0 if val >= 10 else 1}f} {('B', 'kB', 'MB', 'GB', 'TB', 'PB', 'EB')[e]}"
+
+
+# ---------------------------------------------------------------- etcd JSON (encoding/json over pb structs)
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def j_header(h) -> dict:
+    return {"revision": h.revision} if h.revision else {}
+
+
+def j_kv(kv) -> dict:
+    d = {}
+    if kv.key:
+        d["key"] = _b64(kv.key)
+    for name in ("create_revision", "mod_revision", "version"):
+        if getattr(kv, name):
+            d[name] = getattr(kv, name)
+    if kv.value:
+        d["value"] = _b64(kv.value)
+    if kv.lease:
+        d["lease"] = kv.lease
+    return d
+
+
+def j_range(r: RangeResponse) -> dict:
+    d = {"header": j_header(r.header)}
+    if r.kvs:
+        d["kvs"] = [j_kv(kv) for kv in r.kvs]
+    if r.more:
+        d["more"] = True
+    if r.count:
+        d["count"] = r.count
+    return d
+
+
+def j_put(r: PutResponse) -> dict:
+    d = {"header": j_header(r.header)}
+    if r.prev_kv is not None:
+        d["prev_kv"] = j_kv(r.prev_kv)
+    return d
+
+
+def j_del(r: DeleteRangeResponse) -> dict:
+    d = {"header": j_header(r.header)}
+    if r.deleted:
+        d["deleted"] = r.deleted
+    if r.prev_kvs:
+        d["prev_kvs"] = [j_kv(kv) for kv in r.prev_kvs]
+    return d
+
+
+def j_txn(r: TxnResponse) -> dict:
+    d = {"header": j_header(r.header)}
+    if r.succeeded:
+        d["succeeded"] = True
+    if r.responses:
+        # The oneof travels as Go's untagged interface field "Response" wrapping the tagged variant.
+        d["responses"] = [{"Response": _j_op(x)} for x in r.responses]
+    return d
+
+
+def _j_op(r) -> dict:
+    if isinstance(r, RangeResponse):
+        return {"response_range": j_range(r)}
+    if isinstance(r, PutResponse):
+        return {"response_put": j_put(r)}
+    if isinstance(r, DeleteRangeResponse):
+        return {"response_delete_range": j_del(r)}
+    return {"response_txn": j_txn(r)}
+
+
+def j_watch(resp) -> dict:
+    """clientv3.WatchResponse has no json tags: Go field names, no omitempty, nil Events -> null."""
+    events = []
+    for ev in resp.events:
+        e = {}
+        if ev.type == "DELETE":
+            e["type"] = 1                          # PUT is 0 and omitted
+        e["kv"] = j_kv(ev.kv)
+        if ev.prev_kv is not None:
+            e["prev_kv"] = j_kv(ev.prev_kv)
+        events.append(e)
+    return {"Header": j_header(resp.header), "Events": events or None,
+            "CompactRevision": resp.compact_revision, "Canceled": resp.canceled, "Created": resp.created}
+
+
+# ---------------------------------------------------------------- simple printer
+def print_get(r: RangeResponse, value_only=False, count_only=False):
+    if count_only:
+        write_line(str(r.count))                 # etcdctl refuses this in simple mode; a count is more useful
+        return
+    for kv in r.kvs:
+        _print_kv(kv, value_only)
+
+
+def print_put(r: PutResponse):
+    write_line("OK")
+    if r.prev_kv is not None:
+        _print_kv(r.prev_kv)
+
+
+def print_del(r: DeleteRangeResponse):
+    write_line(str(r.deleted))
+    for kv in r.prev_kvs:
+        _print_kv(kv)
+
+
+def print_txn(r: TxnResponse):
+    write_line("SUCCESS" if r.succeeded else "FAILURE")
+    for x in r.responses:
+        write_line()
+        {RangeResponse: print_get, PutResponse: print_put, DeleteRangeResponse: print_del}.get(
+            type(x), print_txn)(x)
+
+
+def print_watch(resp):
+    for ev in resp.events:
+        write_line(ev.type)
+        if ev.prev_kv is not None:
+            _print_kv(ev.prev_kv)
+        _print_kv(ev.kv)

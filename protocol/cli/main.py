@@ -1,0 +1,279 @@
+"""``zwatch``: an etcdctl (v3.4) look-alike over the zwatch client; the verbs and their dispatch.
+
+    zwatch put foo bar                  zwatch get foo --prefix -w json
+    zwatch del foo --prev-kv            zwatch txn -i
+    zwatch compaction 42                zwatch endpoint status
+    zwatch watch foo --prefix -- sh -c 'echo $ETCD_WATCH_KEY'
+    zwatch writer | syncer | fanout [--listen tcp://127.0.0.1:2379]   (= python -m zwatch.actors ...)
+
+Errors are one ``Error: CODE: message`` line on stderr and exit code 1; bad usage exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+
+from .. import settings
+from ..client import Client
+from ..errors import ZwatchError
+from .args import UsageError, add_del, add_get, add_globals, add_put, add_range_args, get_kwargs, range_args
+from .format import (go_quote, humanize_bytes, j_del, j_header, j_put, j_range, j_txn, j_watch, json_line,
+                     print_del, print_get, print_put, print_txn, print_watch, write_line)
+from .txnparse import read_txn
+
+ACTORS = ("writer", "syncer", "fanout")
+VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zwatch", description="etcdctl-compatible client and actor launcher")
+    add_globals(parser, False)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    def verb(name, help_):
+        p = sub.add_parser(name, help=help_)
+        add_globals(p, True)
+        p.set_defaults(parser=p)
+        return p
+
+    verb("writer", "run the writer actor")
+    verb("syncer", "run the syncer actor")
+    verb("fanout", "run a fan-out actor").add_argument(
+        "--listen", help="client endpoint to bind (default tcp://127.0.0.1:$PORT, else $ZWATCH_FANOUT_ENDPOINT)")
+    add_put(verb("put", "put KEY VALUE"))
+    add_get(verb("get", "get KEY [RANGE_END]"))
+    add_del(verb("del", "delete KEY [RANGE_END]"))
+    verb("txn", "a transaction read from stdin (etcdctl's format)").add_argument(
+        "-i", "--interactive", action="store_true", help="prompt for each section")
+    p = verb("compaction", "compact the history up to REV")
+    p.add_argument("rev", type=int)
+    p.add_argument("--physical", action="store_true", help="wait until the old revisions are removed")
+    verb("endpoint", "endpoint status").add_argument("action", choices=("status",))
+    p = verb("watch", "watch KEY [RANGE_END] [-- CMD ARGS...]")
+    add_range_args(p, True)
+    p.add_argument("--prev-kv", action="store_true")
+    p.add_argument("--progress-notify", action="store_true")
+    return parser
+
+
+def cmd_put(a, c: Client):
+    value = a.value
+    if value is None:
+        value = sys.stdin.buffer.read()          # etcdctl: the value comes from stdin when omitted
+    else:
+        value = os.fsencode(value)
+    r = c.put(os.fsencode(a.key), value, prev_kv=a.prev_kv)
+    json_line(j_put(r)) if a.write_out == "json" else print_put(r)
+    return 0
+
+
+def cmd_get(a, c: Client):
+    if a.print_value_only and a.write_out != "simple":
+        raise UsageError("print-value-only is only for `--write-out=simple`")
+    key, kw = range_args(a)
+    r = c.get(key, **kw, **get_kwargs(a))
+    json_line(j_range(r)) if a.write_out == "json" else print_get(r, a.print_value_only, a.count_only)
+    return 0
+
+
+def cmd_del(a, c: Client):
+    key, kw = range_args(a)
+    r = c.delete(key, **kw, prev_kv=a.prev_kv)
+    json_line(j_del(r)) if a.write_out == "json" else print_del(r)
+    return 0
+
+
+def cmd_txn(a, c: Client):
+    compares, success, failure = read_txn(sys.stdin, a.interactive)
+    r = c.txn(compares, success, failure)
+    json_line(j_txn(r)) if a.write_out == "json" else print_txn(r)
+    return 0
+
+
+def cmd_compaction(a, c: Client):
+    c.compact(a.rev, physical=a.physical)
+    write_line(f"compacted revision {a.rev}")   # etcdctl prints this whatever -w says
+    return 0
+
+
+def cmd_endpoint(a, _c):
+    # etcdctl asks every endpoint in --endpoints on its own, prints those that answered, then fails.
+    # Asked in parallel so that dead endpoints cost one timeout, not one each.
+    results = {}
+
+    def ask(ep):
+        c = Client([ep], timeout=a.command_timeout)
+        try:
+            results[ep] = c.status()
+        except ZwatchError as exc:
+            results[ep] = exc
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=ask, args=(ep,), daemon=True) for ep in a.endpoint_names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows, failed = [], False
+    for ep in a.endpoint_names:
+        r = results.get(ep) or ZwatchError("no answer", "UNAVAILABLE")
+        if isinstance(r, ZwatchError):
+            print(f"Error: {r.code}: failed to get the status of endpoint {ep} ({r.message})", file=sys.stderr)
+            failed = True
+        else:
+            rows.append((ep, r))
+    if a.write_out == "json":
+        out = []
+        for ep, s in rows:
+            st = {"header": j_header(s.header)}
+            for name, v in (("version", s.version), ("dbSize", s.db_size), ("compactRevision", s.compact_revision)):
+                if v:
+                    st[name] = v
+            out.append({"Endpoint": ep, "Status": st})
+        json_line(out)
+    else:
+        for ep, s in rows:
+            write_line(", ".join((ep, s.version, humanize_bytes(s.db_size), str(s.header.revision),
+                            str(s.compact_revision))))
+    return 1 if failed else 0
+
+
+def _watch_env(resp, ev) -> dict:
+    env = dict(os.environ)
+    rev = str(resp.header.revision)
+    # etcdctl's names and values (Go %q: quoted); the ZWATCH_ twins carry the raw text.
+    env.update(ETCD_WATCH_REVISION=rev, ETCD_WATCH_EVENT_TYPE=f'"{ev.type}"', ETCD_WATCH_KEY=go_quote(ev.kv.key),
+               ETCD_WATCH_VALUE=go_quote(ev.kv.value), ZWATCH_WATCH_REVISION=rev, ZWATCH_WATCH_EVENT_TYPE=ev.type)
+    for name, b in (("ZWATCH_WATCH_KEY", ev.kv.key), ("ZWATCH_WATCH_VALUE", ev.kv.value)):
+        # The environment cannot hold NUL bytes: such a value is passed quoted instead.
+        env[name] = os.fsdecode(b) if b"\x00" not in b else go_quote(b)
+    return env
+
+
+def cmd_watch(a, c: Client):
+    key, kw = range_args(a)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, lambda *_: stop.set())
+        except ValueError:
+            pass                                  # not the main thread (in-process tests): no handler
+    w = c.watch(key, **kw, start_revision=a.rev, prev_kv=a.prev_kv, progress_notify=a.progress_notify)
+    while not stop.is_set():
+        try:
+            resp = w.get(timeout=0.2)             # short waits so that a signal is seen promptly
+        except queue.Empty:
+            continue
+        if resp is None:
+            break
+        if resp.canceled:
+            if a.write_out == "json" and not a.exec:
+                json_line(j_watch(resp))
+                sys.stdout.flush()
+            print(f"watch was canceled ({resp.cancel_reason or 'canceled by the server'})", file=sys.stderr)
+            return 1
+        if resp.created or (resp.is_progress_notify and (a.write_out != "json" or a.exec)):
+            continue
+        if a.exec:
+            for ev in resp.events:
+                sys.stdout.flush()
+                try:
+                    rc = subprocess.call(a.exec, env=_watch_env(resp, ev))
+                except OSError as exc:
+                    rc = exc
+                if rc != 0:
+                    print(f"command {a.exec!r} error ({rc if isinstance(rc, OSError) else f'exit status {rc}'})",
+                          file=sys.stderr)
+                    return 1
+            continue
+        json_line(j_watch(resp)) if a.write_out == "json" else print_watch(resp)
+        sys.stdout.flush()
+    return 0
+
+
+COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "compaction": cmd_compaction,
+            "endpoint": cmd_endpoint, "watch": cmd_watch}
+
+
+def run_actor(a) -> int:
+    """`zwatch writer|syncer|fanout`: an alias of `python -m zwatch.actors ...`."""
+    from zwatch.actors.__main__ import run   # imported here: the client verbs need no lmdb
+    return run(a.verb, getattr(a, "listen", None))
+
+
+def split_exec(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`watch ... -- CMD ARGS`: everything after the first `--` is the command (etcdctl's rule).
+    Other verbs keep `--` for argparse (`put -- -key value`)."""
+    verb = next((x for x in argv if x in VERBS), None)
+    if verb != "watch" or "--" not in argv[argv.index("watch"):]:
+        return argv, None
+    i = argv.index("--", argv.index("watch"))
+    return argv[:i], argv[i + 1:]
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    argv, exec_args = split_exec(argv)
+    try:
+        a = parser.parse_args(argv)
+        if exec_args is not None and not exec_args:
+            a.parser.error("bad number of arguments (found separator --, but no commands)")
+    except SystemExit as exc:                    # argparse: --help (0) or bad usage (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    a.exec = exec_args
+    if a.verb in ACTORS:
+        return run_actor(a)
+    # Endpoints as given (etcdctl prints them so in `endpoint status`); bare host:port is fine.
+    given = a.endpoints.split(",") if a.endpoints else settings.get("ZWATCH_ENDPOINTS")
+    a.endpoint_names = [e.strip() for e in given if e.strip()]
+    if not a.endpoint_names:
+        return _usage(a.parser, "no endpoints given")
+    client = None
+    try:
+        if a.verb != "endpoint":
+            client = Client(a.endpoint_names, timeout=a.command_timeout)
+        return COMMANDS[a.verb](a, client)
+    except UsageError as exc:
+        return _usage(a.parser, str(exc))
+    except ZwatchError as exc:
+        _flush_quietly()
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        _flush_quietly()                         # `zwatch watch k | head -1`: the reader left
+        return 0
+    finally:
+        if client is not None:
+            client.close()
+        _flush_quietly()
+
+
+def _usage(parser, message: str) -> int:
+    try:
+        parser.error(message)                    # usage + message on stderr, SystemExit(2)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _flush_quietly():
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nobody reads stdout any more: point it at /dev/null so that the interpreter's own
+        # flush at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except ValueError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

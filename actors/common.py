@@ -11,11 +11,11 @@ import time
 import zmq
 
 from zwatch import settings
-from zwatch.limits import MAX_REQUEST_BYTES
+from zwatch.limits import SOCKET_MAX_MSG_BYTES
 
-# Frames up to 4x the request limit reach our code and get a RESOURCE_EXHAUSTED reply; libzmq
-# drops the connection of a peer sending anything larger, before it is ever buffered whole.
-SOCKET_MAX_MSG = 4 * MAX_REQUEST_BYTES
+# Frames up to this reach our code (above MAX_REQUEST_BYTES they get a RESOURCE_EXHAUSTED reply);
+# libzmq drops the connection of a peer sending anything larger, before it is buffered whole.
+SOCKET_MAX_MSG = SOCKET_MAX_MSG_BYTES
 
 
 def env(name: str, default=None):

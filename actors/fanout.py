@@ -1004,7 +1004,7 @@ class Fanout:
         self.log.info("fanout.stats", sessions=len(self.sessions), watchers=len(self.watchers),
                       groups=len(self.index), futures=len(self.futures), victims_pending=len(self.victims),
                       unsynced=sum(1 for w in self.watchers.values() if w.state == UNSYNCED),
-                      revision=self.last_seen, ring=len(self.ring), interval_s=self.stats_s,
+                      revision=self.last_seen, ring=len(self.ring), ring_bytes=self.ring_bytes, interval_s=self.stats_s,
                       max_inflight_bytes=self.max_inflight, session_window=self.session_window, **self.st)
         for k in self.st:
             self.st[k] = 0

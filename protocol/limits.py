@@ -7,9 +7,12 @@ from __future__ import annotations
 
 PROTOCOL_VERSION = 1
 
-# etcd's --max-request-bytes default (1.5 MiB).  Enforced on the socket (ZMQ_MAXMSGSIZE,
-# plus a margin for the envelope) before msgpack sees the bytes.
+# etcd's --max-request-bytes default (1.5 MiB): a larger frame is answered RESOURCE_EXHAUSTED
+# before msgpack sees it.
 MAX_REQUEST_BYTES = 1536 * 1024
+# ZMQ_MAXMSGSIZE of every actor's inbound sockets: libzmq drops the connection of a peer sending
+# a larger frame before it is ever buffered whole (SPEC.md section 1, "Frame size").
+SOCKET_MAX_MSG_BYTES = 4 * MAX_REQUEST_BYTES
 # LMDB's compiled-in key limit (env.max_key_size()); the store indexes user keys directly.
 MAX_KEY_BYTES = 511
 # etcd's --max-txn-ops default.

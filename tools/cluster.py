@@ -17,12 +17,17 @@ import time
 from zwatch import Client
 
 
+class _RawSession:
+    """Mixed into zmq.Socket so that the hello reply's size can be kept on the socket."""
+    hello_reply_bytes: int = 0
+
+
 def raw_session(endpoint: str, **sockopts):
     """A bare DEALER that has said hello to a fan-out: for tests that must speak the wire
     protocol themselves (stalled or pipelining clients).  sockopts: zmq option name -> value."""
     import msgpack
     import zmq
-    s = zmq.Context.instance().socket(zmq.DEALER)
+    s = zmq.Context.instance().socket(zmq.DEALER, socket_class=type("RawSession", (zmq.Socket, _RawSession), {}))
     s.setsockopt(zmq.LINGER, 0)
     for name, value in sockopts.items():
         s.setsockopt(getattr(zmq, name), value)
@@ -31,7 +36,9 @@ def raw_session(endpoint: str, **sockopts):
     if not s.poll(5000):
         s.close()
         raise TimeoutError(f"no hello reply from {endpoint}")
-    s.recv()
+    # Flow control counts every byte received on the session, the hello reply included: a
+    # test that acks must start from this (otherwise its acks stay short of what was sent).
+    s.hello_reply_bytes = len(s.recv())
     return s
 
 

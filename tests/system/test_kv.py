@@ -188,15 +188,38 @@ def test_malformed_requests_get_stable_error_codes(cluster, frame, code):
         s.close()
 
 
-def test_oversized_frame_drops_only_that_peer(cluster):
+def _put_frame_of(size: int, req_id: int = 7) -> bytes:
+    """A put request whose msgpack frame is exactly `size` bytes (the value is a bin32)."""
+    probe = msgpack.packb(["put", req_id, {"key": b"big", "value": b"x" * 70_000}])
+    frame = msgpack.packb(["put", req_id, {"key": b"big", "value": b"x" * (70_000 + size - len(probe))}])
+    assert len(frame) == size
+    return frame
+
+
+def test_frame_size_table_of_the_spec(cluster):
+    """Issue #8.8 (and the old test here, which sent 3 MiB "above MAXMSGSIZE" while the real
+    socket limit is 6 MiB): SPEC.md section 1's frame-size table, pinned at each boundary.
+    Up to MAX_REQUEST_BYTES: served; up to the socket limit: RESOURCE_EXHAUSTED with req_id nil;
+    above it libzmq drops the connection (the peer's next request is a new peer: NO_SESSION),
+    and nobody else notices."""
+    from zwatch.limits import MAX_REQUEST_BYTES, SOCKET_MAX_MSG_BYTES
+    assert SOCKET_MAX_MSG_BYTES == 4 * MAX_REQUEST_BYTES == 6_291_456
     good = cluster.client()
-    bad = _raw_dealer(cluster.fanout_eps[0])
+    s = _raw_dealer(cluster.fanout_eps[0])
     try:
-        bad.send(b"\x00" * (3 * 1024 * 1024))              # above MAXMSGSIZE: libzmq drops the peer
+        assert _ask(s, msgpack.packb(["hello", 1, {"version": 1}]))[0] == "ok"
+        kind, req_id, body = _ask(s, _put_frame_of(MAX_REQUEST_BYTES))
+        assert (kind, req_id) == ("ok", 7) and body["header"]["revision"] == 2
+        for size in (MAX_REQUEST_BYTES + 1, SOCKET_MAX_MSG_BYTES):
+            kind, req_id, body = _ask(s, _put_frame_of(size))
+            assert (kind, req_id, body["code"]) == ("err", None, "RESOURCE_EXHAUSTED"), size
+        s.send(_put_frame_of(SOCKET_MAX_MSG_BYTES + 1))
         time.sleep(0.3)
-        assert good.put("still", "alive").header.revision == 2
+        kind, req_id, body = _ask(s, msgpack.packb(["range", 9, {"key": b"big"}]))
+        assert (kind, req_id, body.get("reason")) == ("err", 9, "NO_SESSION")
+        assert good.put("still", "alive").header.revision == 3
     finally:
-        bad.close()
+        s.close()
 
 
 def test_request_before_hello_is_refused(cluster):

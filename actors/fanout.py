@@ -206,18 +206,8 @@ class Fanout:
 
     @classmethod
     def from_env(cls, endpoint: str | None = None) -> "Fanout":
-        return cls(endpoint or env("ZWATCH_FANOUT_ENDPOINT"), env("ZWATCH_WRITER_ENDPOINT"),
-                   env("ZWATCH_PUB_ENDPOINT"), env("ZWATCH_SYNCER_ENDPOINT"),
-                   idle_timeout_s=env_float("ZWATCH_IDLE_TIMEOUT_S", 10.0),
-                   progress_interval_s=env_float("ZWATCH_PROGRESS_INTERVAL_S", 600.0),
-                   ring_revisions=env_int("ZWATCH_RING_REVISIONS", 20_000),
-                   ring_bytes=env_int("ZWATCH_RING_BYTES", 64 << 20),
-                   max_sessions=env_int("ZWATCH_MAX_SESSIONS", MAX_SESSIONS_PER_FANOUT),
-                   max_watches=env_int("ZWATCH_MAX_WATCHES_PER_SESSION", MAX_WATCHES_PER_SESSION),
-                   session_hwm=env_int("ZWATCH_SESSION_HWM", 1000),
-                   session_window=env_int("ZWATCH_SESSION_WINDOW_BYTES", 8 << 20),
-                   stall_s=env_float("ZWATCH_STALL_S", 2.0),
-                   stats_s=env_float("ZWATCH_STATS_S", 10.0))
+        from zwatch import settings         # the declarations: protocol/settings.py
+        return cls(**settings.actor_kwargs("fanout", cls, endpoint=endpoint))
 
     # ================================================================== main loop
     def run(self) -> int:

@@ -131,13 +131,8 @@ class Syncer:
 
     @classmethod
     def from_env(cls) -> "Syncer":
-        return cls(env("ZWATCH_DATA_DIR"), env("ZWATCH_SYNCER_ENDPOINT"),
-                   batch_size=env_int("ZWATCH_SYNC_BATCH", 512),
-                   chunk_revisions=env_int("ZWATCH_SYNC_CHUNK_REVISIONS", 2000),
-                   chunk_bytes=env_int("ZWATCH_SYNC_CHUNK_BYTES", 1 << 20),
-                   batch_delay_s=env_float("ZWATCH_SYNC_BATCH_DELAY_S", 0.1),
-                   quiet_s=env_float("ZWATCH_SYNC_QUIET_S", 0.01),
-                   stats_s=env_float("ZWATCH_STATS_S", 10.0))
+        from zwatch import settings         # the declarations: protocol/settings.py
+        return cls(**settings.actor_kwargs("syncer", cls))
 
     def _count(self, name, n=1):
         self.totals[name] += n

@@ -1,14 +1,32 @@
 """zwatch: an etcd v3 style watch service.  ``from zwatch import Client``.
 
 This package is the protocol folder of the repository: the wire contract (SPEC.md,
-messages.py, errors.py, limits.py) and the Python client binding (client.py, cli.py).
+messages.py, errors.py, limits.py, settings.py) and the Python client binding (client/, cli/).
 The actors install as ``zwatch.actors`` and the tools as ``zwatch.tools``.
+
+The client is imported on first use of one of its names (PEP 562): the actors import this
+package for the wire contract and must not load the client (tests/unit/test_layering.py).
 """
 __version__ = "0.1.0"
 
-from .client import (Client, CreateRevision, Delete, Event, Get, KeyValue, ModRevision, Put, Txn,  # noqa: E402
-                     Value, Version, Watch, WatchResponse)
 from .errors import ZwatchError  # noqa: E402
+
+# Names this package re-exports from zwatch.client, loaded when first asked for.
+_CLIENT_NAMES = frozenset({"Client", "Watch", "WatchResponse", "Event", "KeyValue", "Value", "Version",
+                           "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn"})
 
 __all__ = ["Client", "Watch", "WatchResponse", "Event", "KeyValue", "ZwatchError", "Value", "Version",
            "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _CLIENT_NAMES:
+        from . import client
+        value = getattr(client, name)
+        globals()[name] = value          # once loaded, an ordinary attribute
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _CLIENT_NAMES)

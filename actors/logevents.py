@@ -50,9 +50,11 @@ FANOUT = (
     LogEvent("fanout.stop", "info", "leaving (`signal` null = crash)"),
     LogEvent("fanout.stats", "info", "every ZWATCH_STATS_S: sessions, watchers, ring and counters of the interval"),
     LogEvent("session.open", "info", "a `hello` opened a session"),
-    LogEvent("session.close", "info", "a session ended (bye, rehello, idle_timeout, unreachable)"),
+    LogEvent("session.close", "info", "a session ended (bye, rehello, idle_timeout, unreachable, not_reading)"),
     LogEvent("watch.victim", "info", "a session stayed without credit or with a full pipe past ZWATCH_STALL_S: "
-                                     "its watches replay later from history"),
+                                     "its watches replay later from history (at most one line a second per session)"),
+    LogEvent("fanout.session_not_reading", "warning", "a session sends requests but reads nothing: its held replies "
+                                                      "passed the bound, the session is closed"),
     LogEvent("fanout.publish_gap", "warning", "a publish announced revisions this fan-out never got"),
     LogEvent("fanout.syncer_changed", "info", "the syncer answered with a new instance: catching-up watchers registered again"),
     LogEvent("fanout.syncer_send_failed", "warning", "the queue to the syncer is full; everything is registered again at the next pong"),

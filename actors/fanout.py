@@ -49,7 +49,7 @@ from zwatch import messages
 from zwatch.errors import (FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable,
                            ZwatchError)
 from zwatch.limits import MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION, PROTOCOL_VERSION
-from zwatch.logsetup import configure
+from .logsetup import configure
 
 from .common import Every, chunk_by_size, RateLimitedLog, StopFlag, env, env_float, env_int, make_socket
 from .index import KeyIndex

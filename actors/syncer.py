@@ -41,7 +41,7 @@ from zwatch.limits import MAX_RESPONSE_BYTES
 from .common import Every, chunk_by_size, StopFlag, env, env_float, env_int, make_socket
 from .index import KeyIndex
 from .store import Store
-from zwatch.logsetup import configure
+from .logsetup import configure
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 # Messages to a fan-out are cut at about this size (an "ev" item alone may be bigger: it holds

@@ -38,7 +38,7 @@ import zmq
 from zwatch import __version__, messages, settings
 from zwatch.errors import Internal, ZwatchError
 from zwatch.limits import PROTOCOL_VERSION
-from zwatch.logsetup import configure
+from .logsetup import configure
 
 from .common import Every, StopFlag, make_socket, percentile
 from .store import Store

@@ -20,7 +20,8 @@ def test_importing_the_actors_does_not_import_the_client():
              "import zwatch.actors.fanout, zwatch.actors.syncer, zwatch.actors.writer\n"
              "loaded = sorted(m for m in sys.modules if m.startswith(('zwatch.client', 'zwatch.cli')))\n"
              "assert 'zwatch.client' not in sys.modules, loaded\n"
-             "assert not loaded, loaded\n")
+             "assert not loaded, loaded\n"
+             "assert 'zwatch.actors.logsetup' in sys.modules and 'zwatch.logsetup' not in sys.modules\n")
     assert r.returncode == 0, r.stderr
 
 

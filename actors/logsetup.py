@@ -11,7 +11,7 @@ import sys
 
 import structlog
 
-from . import settings
+from zwatch import settings
 
 
 def configure(actor: str, level: str | None = None, json: bool | None = None) -> structlog.BoundLogger:

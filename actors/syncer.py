@@ -427,8 +427,10 @@ class Syncer:
         for g, evs in per_group.items():
             members = [[w.uid, w.epoch] for w in g.members.values()]
             ids = [w.watch_id for w in g.members.values()]
-            for resp in messages.pack_watch_responses(ids, current, evs, g.fragment):
-                sends.append((g.fanout, [members, evs[0][1][2], last_read, resp]))
+            # Each part of an oversized list names its own first revision: a part the fan-out
+            # drops unsent must not make the watchers replay the parts already delivered.
+            for first_rev, resp in messages.pack_watch_response_parts(ids, current, evs, g.fragment):
+                sends.append((g.fanout, [members, first_rev, last_read, resp]))
             self._count("events_sent", len(evs) * len(ids))
         self._post_by_fanout("ev", sends, lambda item: 16 + 12 * len(item[0]) + len(item[3]))
         # Every group has now read through last_read: groups that became identical could merge,

@@ -243,22 +243,58 @@ def pack_watch_responses(ids: list, header_rev: int, events: list, fragment: boo
     watch asked for fragments (etcd's fragment option): then it is cut into pieces marked
     fragment=True except the last, which the client joins.
     """
+    return [resp for _, resp in pack_watch_response_parts(ids, header_rev, events, fragment, limit)]
+
+
+def pack_watch_response_parts(ids: list, header_rev: int, events: list, fragment: bool,
+                              limit: int = MAX_RESPONSE_BYTES) -> list[tuple[int, bytes]]:
+    """pack_watch_responses, each response with the revision of its first event.
+
+    A server that may drop a response unsent (a stuck session) must know where each one starts:
+    the watchers resume from the first revision of the first response they did not get, not
+    from the first revision of the whole list (that replayed the parts already sent)."""
     whole = pack([ids, header_rev, events, False])
     if len(whole) <= limit or len(events) <= 1:
-        return [whole]
+        return [(events[0][1][2] if events else header_rev, whole)]
     out, run, size, run_rev = [], [], 0, None
     for ev in events:
         ev_size = len(pack(ev))
         rev = ev[1][2]
         if run and rev != run_rev and size + ev_size > limit:
-            out.extend(_pack_revision_run(ids, header_rev, run, fragment, limit))
+            out.extend((run[0][1][2], r) for r in _pack_revision_run(ids, header_rev, run, fragment, limit))
             run, size = [], 0
         run.append(ev)
         size += ev_size
         run_rev = rev
     if run:
-        out.extend(_pack_revision_run(ids, header_rev, run, fragment, limit))
+        out.extend((run[0][1][2], r) for r in _pack_revision_run(ids, header_rev, run, fragment, limit))
     return out
+
+
+# ---- watch frames (server side): ready-encoded responses spliced into one frame
+_W_HEAD = b"\x93\xa1w\x00"       # ["w", 0, ... : array of 3, "w", 0; the array of responses follows
+_array_header = msgpack.Packer().pack_array_header
+
+
+def watch_frame(responses: list) -> bytes:
+    """["w", 0, [response, ...]] from responses that are already encoded (never re-encoded)."""
+    return _W_HEAD + _array_header(len(responses)) + b"".join(responses)
+
+
+def pack_progress(ids: list, revision: int) -> bytes:
+    """An event array without events: a progress notification for ids at revision."""
+    return pack([ids, revision, [], False])
+
+
+def pack_control(watch_id: int, revision: int, **fields) -> bytes:
+    """A control response (section 7.1 of SPEC.md), encoded, to go into a watch frame."""
+    return pack(control_response(watch_id, revision, **fields))
+
+
+def repack_response(response: bytes, ids: list) -> bytes:
+    """The same event array for fewer watch ids (some were canceled or moved meanwhile)."""
+    _ids, rev, evs, fragment = msgpack.unpackb(response, raw=False)
+    return pack([ids, rev, evs, fragment])
 
 
 def _pack_revision_run(ids, header_rev, run, fragment, limit):
@@ -298,3 +334,20 @@ def decode_server_frame(raw: bytes) -> tuple[str, int | None, object]:
     if kind == "w" and not isinstance(body, list):
         raise InvalidArgument("the body of a watch frame must be a list of watch responses")
     return kind, req_id, body
+
+
+# ---- watch frames from ready-encoded responses (fan-out side) -------------------------------
+# A fan-out splices responses that are already encoded (by the syncer, or once per group for
+# many sessions) into a client's ["w", 0, [response, ...]] frame without decoding them again.
+_W_HEAD = b"\x93\xa1w\x00"  # msgpack: array of 3, "w", 0 -- then the array of responses
+_array_header = msgpack.Packer().pack_array_header
+
+
+def watch_frame(responses: list[bytes]) -> bytes:
+    """["w", 0, [response, ...]] from ready-encoded watch responses, without re-encoding them."""
+    return _W_HEAD + _array_header(len(responses)) + b"".join(responses)
+
+
+def watch_frame_one(response: bytes) -> bytes:
+    """["w", 0, [response]] for one ready-encoded watch response (or control map)."""
+    return _W_HEAD + b"\x91" + response

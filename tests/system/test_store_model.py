@@ -58,6 +58,15 @@ class Model:
                 kv = v
         return kv
 
+    def before(self, key, main, sub):
+        """key's kv just before its record (main, sub): the deleted KeyValue of a delete, even when
+        the same txn put it first (etcd gives the kv at main-1 there: docs/design.md section 11)."""
+        kv = None
+        for m, s, v in self.recs.get(key, ()):
+            if (m, s) < (main, sub):
+                kv = v
+        return kv
+
     def live(self, key, end, rev):
         return [(k, kv) for k in sorted(self.recs)
                 if in_range(k, key, end) and (kv := self.at(k, rev)) is not None]
@@ -467,7 +476,7 @@ class StoreMachine(RuleBasedStateMachine):
                 pos = page[-1][0] + 1                 # next page starts at the next revision
             # prev_kv of every event replayed
             for main, sub, typ, kv, _ in got:
-                want = None if main <= m.compact else m.at(kv[0], main - 1)
+                want = None if main <= m.compact else m.before(kv[0], main, sub)
                 assert view.prev_kv(kv[0], main, sub) == want, (kv, main, sub)
             if m.compact:
                 try:

@@ -167,3 +167,19 @@ def test_txn_sub_response_headers_all_carry_the_txn_revision(store):
     subs = [next(iter(x.values()))["header"]["revision"] for x in r["responses"]]
     inner = r["responses"][2]["response_txn"]["responses"][0]["response_range"]
     assert (r["header"]["revision"], subs, inner["header"]["revision"]) == (3, [3, 3, 3], 3)
+
+
+def test_delete_after_put_in_one_txn_prev_kv_is_the_deleted_kv(store):
+    """Declared difference (docs/design.md section 11), reachable since etcd's duplicate rules let
+    one txn put a key and then delete it (here with a from-key delete): `put a=1;
+    txn{put a=2; delete a..}`.  etcd 3.4 (`etcdctl watch --prev-kv --rev=2 a`) gives the DELETE
+    at 3 the prev_kv a=1 @2, the state before the txn (its watch reads prev_kv at mod_revision-1).
+    zwatch gives what was deleted, a=2 @3 (SPEC 7.2), the same live (writer's publish) and
+    replayed from history (ReadView.prev_kv, used by the syncer)."""
+    apply(store, ("put", {"key": b"a", "value": b"1"}))
+    results, published = store.apply_batch([("txn", {"success": [P(b"a", b"2"), D(b"a", b"\x00")]})])
+    assert not isinstance(results[0], ZwatchError), results[0]
+    put_kv, was = [b"a", 2, 3, 2, b"2", 0], [b"a", 2, 2, 1, b"1", 0]
+    assert published == [(3, [(0, put_kv, was), (1, [b"a", 0, 3, 0, b"", 0], put_kv)])]
+    with store.reader() as view:
+        assert view.prev_kv(b"a", 3, 0) == was and view.prev_kv(b"a", 3, 1) == put_kv

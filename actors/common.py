@@ -11,6 +11,9 @@ import time
 import zmq
 
 from zwatch import settings
+# Defined with the internal messages it cuts; re-exported only until the fan-out imports it
+# from zwatch.internal (then this line goes).
+from zwatch.internal import chunk_by_size  # noqa: F401
 from zwatch.limits import SOCKET_MAX_MSG_BYTES
 
 # Frames up to this reach our code (above MAX_REQUEST_BYTES they get a RESOURCE_EXHAUSTED reply);
@@ -80,22 +83,6 @@ class Every:
     def remaining_ms(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
         return max(0, int((self.next - now) * 1000))
-
-
-def chunk_by_size(items, size_of, max_bytes: int):
-    """Split items into lists whose estimated encoded size stays under max_bytes (at least one item each).
-
-    Any internal message whose size grows with the number of watchers is sent in such chunks."""
-    chunk, size = [], 0
-    for item in items:
-        n = size_of(item)
-        if chunk and size + n > max_bytes:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += n
-    if chunk:
-        yield chunk
 
 
 def percentile(sorted_values, q: float) -> float:

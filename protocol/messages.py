@@ -336,18 +336,7 @@ def decode_server_frame(raw: bytes) -> tuple[str, int | None, object]:
     return kind, req_id, body
 
 
-# ---- watch frames from ready-encoded responses (fan-out side) -------------------------------
-# A fan-out splices responses that are already encoded (by the syncer, or once per group for
-# many sessions) into a client's ["w", 0, [response, ...]] frame without decoding them again.
-_W_HEAD = b"\x93\xa1w\x00"  # msgpack: array of 3, "w", 0 -- then the array of responses
-_array_header = msgpack.Packer().pack_array_header
-
-
-def watch_frame(responses: list[bytes]) -> bytes:
-    """["w", 0, [response, ...]] from ready-encoded watch responses, without re-encoding them."""
-    return _W_HEAD + _array_header(len(responses)) + b"".join(responses)
-
-
+# ---- one ready-encoded response as a watch frame (fan-out side; watch_frame is above) -------
 def watch_frame_one(response: bytes) -> bytes:
     """["w", 0, [response]] for one ready-encoded watch response (or control map)."""
     return _W_HEAD + b"\x91" + response

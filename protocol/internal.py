@@ -1,0 +1,444 @@
+"""The internal actor-to-actor messages, each defined once, as code (SPEC.md section 12).
+
+Like the ZeroMQ Guide's kvmsg (Clone pattern): one small class per message, its wire layout in
+its docstring, ``encode()`` and ``decode()``.  Decoding validates shape, types and ranges and
+raises zwatch.errors.InvalidArgument on anything else (never ``assert``, never another
+exception type): a peer actor is trusted more than a client, but a frame that is not what this
+module says must be refused, not crash the receiver.
+
+Every message is one ZeroMQ frame holding one msgpack value ``[op, id, body]`` (names as str,
+keys and values as bin), the same envelope as the client protocol (messages.py).  The bytes are
+those the actors produced before this module existed, so old and new actors interoperate; the
+unit tests pin one example of each.
+
+Messages whose list grows with the number of watchers (sync, unsync, ev, synced, compacted) are
+cut into several frames of bounded size (``encode_*`` return a list of frames): items are
+independent, so a receiver handles each frame on its own (issue #8.3).
+
+msgpack is imported only here, in messages.py (the client wire) and in the store's on-disk
+layout.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgpack
+
+from .errors import InvalidArgument, ZwatchError
+from .limits import MAX_KEY_BYTES, MAX_REVISION
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+# A from-fan-out message is cut at about this size (the syncer refuses frames above
+# MAX_REQUEST_BYTES); a from-syncer message at about MESSAGE_BYTES (one "ev" item alone may be
+# bigger: it holds one ready-encoded response of up to a chunk's bytes).
+SYNC_MESSAGE_BYTES = 256 * 1024
+MESSAGE_BYTES = 1 << 20
+# A ZeroMQ routing id (the fan-out's session key) is at most 255 bytes.
+MAX_SESSION_BYTES = 255
+_MIN_INT64 = -(1 << 63)
+
+PUT, DELETE = 0, 1
+
+
+# ---------------------------------------------------------------- decoding helpers
+def _refuse_ext(code, data):
+    raise InvalidArgument(f"msgpack ext type {code} is not part of the protocol")
+
+
+def _unpack(raw, max_bytes: int | None = None):
+    """Bytes -> msgpack value; every malformation becomes InvalidArgument."""
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise InvalidArgument(f"an internal message is bytes, not {type(raw).__name__}")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidArgument(f"internal message of {len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=True, ext_hook=_refuse_ext)
+    except ZwatchError:
+        raise
+    except Exception as exc:  # msgpack raises a zoo: ExtraData, FormatError, StackError, ValueError...
+        raise InvalidArgument(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def _int(v, what: str, lo: int = 0, hi: int = MAX_REVISION) -> int:
+    if type(v) is not int:          # bool is an int subclass: refused too
+        raise InvalidArgument(f"{what} must be an integer, not {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise InvalidArgument(f"{what} = {v} is outside [{lo}, {hi}]")
+    return v
+
+
+def _bool(v, what: str) -> bool:
+    if type(v) is not bool:
+        raise InvalidArgument(f"{what} must be a boolean, not {type(v).__name__}")
+    return v
+
+
+def _bytes(v, what: str, max_len: int | None = None) -> bytes:
+    if type(v) is not bytes:
+        raise InvalidArgument(f"{what} must be bytes (msgpack bin), not {type(v).__name__}")
+    if max_len is not None and len(v) > max_len:
+        raise InvalidArgument(f"{what} is {len(v)} bytes, above the limit of {max_len}")
+    return v
+
+
+def _list(v, what: str, arity: int | None = None) -> list:
+    if type(v) is not list:
+        raise InvalidArgument(f"{what} must be a list, not {type(v).__name__}")
+    if arity is not None and len(v) != arity:
+        raise InvalidArgument(f"{what} has {len(v)} fields, expected {arity}")
+    return v
+
+
+def _envelope(raw, op: str, max_bytes: int | None = None) -> tuple[int, object]:
+    """raw -> (id, body) of an [op, id, body] frame whose op must be `op`."""
+    msg = _list(_unpack(raw, max_bytes), "an internal message", 3)
+    if msg[0] != op or type(msg[0]) is not str:
+        raise InvalidArgument(f"expected a {op!r} message, got {str(msg[0])[:32]!r}")
+    return _int(msg[1], f"{op} id"), msg[2]
+
+
+def chunk_by_size(items, size_of, max_bytes: int):
+    """Split items into lists whose estimated encoded size stays under max_bytes (at least one
+    item each, so an item larger than the bound travels alone)."""
+    chunk, size = [], 0
+    for item in items:
+        n = size_of(item)
+        if chunk and size + n > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        yield chunk
+
+
+def _frames(op: str, items, size_of, max_bytes: int) -> list[bytes]:
+    return [_pack([op, 0, chunk]) for chunk in chunk_by_size(items, size_of, max_bytes)]
+
+
+def _list_body(raw_or_body, op: str) -> list:
+    """A list body, from the raw frame or from a body already decoded by messages.decode_request."""
+    if isinstance(raw_or_body, (bytes, bytearray, memoryview)):
+        _, raw_or_body = _envelope(raw_or_body, op)
+    return _list(raw_or_body, f"the body of {op}")
+
+
+# ---------------------------------------------------------------- writer PUB
+def decode_kv(kv, what: str = "kv") -> list:
+    """kv = [key: bin, create_revision, mod_revision, version, value: bin, lease]"""
+    _list(kv, what, 6)
+    _bytes(kv[0], f"{what} key", MAX_KEY_BYTES)
+    _int(kv[1], f"{what} create_revision")
+    _int(kv[2], f"{what} mod_revision")
+    _int(kv[3], f"{what} version")
+    _bytes(kv[4], f"{what} value")
+    _int(kv[5], f"{what} lease", _MIN_INT64)
+    return kv
+
+
+class Publish(NamedTuple):
+    """The writer's PUB frame: one per group commit, per compaction start, and as a heartbeat::
+
+        ["pub", prev_revision, last_revision, [[revision, [event, ...]], ...], compact_revision]
+        event = [type, kv, prev_kv | nil]      type 0 = PUT, 1 = DELETE
+        kv    = [key, create_revision, mod_revision, version, value, lease]
+
+    prev_revision is the last_revision of the writer's previous publish: a subscriber whose own
+    last revision is below it has missed publishes and recovers them from history.  Heartbeats
+    carry no revisions and prev_revision == last_revision.
+    """
+    prev: int
+    last: int
+    revisions: list
+    compact_revision: int
+
+    def encode(self) -> bytes:
+        return _pack(["pub", self.prev, self.last, self.revisions, self.compact_revision])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Publish":
+        msg = _list(_unpack(raw), "a publish", 5)
+        if msg[0] != "pub" or type(msg[0]) is not str:
+            raise InvalidArgument(f"expected a 'pub' message, got {str(msg[0])[:32]!r}")
+        prev, last = _int(msg[1], "prev_revision"), _int(msg[2], "last_revision")
+        compact = _int(msg[4], "compact_revision")
+        for rev_events in _list(msg[3], "the revisions of a publish"):
+            _list(rev_events, "a published revision", 2)
+            _int(rev_events[0], "a published revision number")
+            for ev in _list(rev_events[1], "the events of a revision"):
+                _list(ev, "a published event", 3)
+                if ev[0] != PUT and ev[0] != DELETE or type(ev[0]) is not int:
+                    raise InvalidArgument(f"event type must be 0 (PUT) or 1 (DELETE), not {ev[0]!r:.32}")
+                decode_kv(ev[1])
+                if ev[2] is not None:
+                    decode_kv(ev[2], "prev_kv")
+        return cls(prev, last, msg[3], compact)
+
+
+# ---------------------------------------------------------------- fan-out -> syncer
+class Registration(NamedTuple):
+    """One watcher handed to the syncer for catch-up (an item of "sync")::
+
+        [uid, epoch, key: bin, end: bin | nil, next_rev, filter_bits, prev_kv: bool, watch_id,
+         fragment: bool, session: bin]
+
+    end nil = the single key (the from-key end is 512 x 0xff); filter_bits: bit 1 = no PUT,
+    bit 2 = no DELETE; session is the fan-out's opaque session key (a routing id).  (uid, epoch)
+    names this registration: messages about an older epoch are ignored by the fan-out.
+    """
+    uid: int
+    epoch: int
+    key: bytes
+    end: bytes | None
+    next_rev: int
+    filter_bits: int
+    prev_kv: bool
+    watch_id: int
+    fragment: bool
+    session: bytes
+
+    def size(self) -> int:
+        """Upper bound of its msgpack size (key, end and session dominate)."""
+        return _registration_size(self)
+
+    @classmethod
+    def decode(cls, item) -> "Registration":
+        _list(item, "a sync registration (uid, epoch, key, end, next_rev, filter_bits, prev_kv, "
+                    "watch_id, fragment, session)", 10)
+        uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment, session = item
+        _int(uid, "registration uid")
+        _int(epoch, "registration epoch")
+        _bytes(key, "registration key", MAX_KEY_BYTES + 1)
+        if end is not None:
+            _bytes(end, "registration end", MAX_KEY_BYTES + 1)
+        _int(next_rev, "registration next_rev")
+        _int(bits, "registration filter_bits", 0, 3)
+        _bool(prev_kv, "registration prev_kv")
+        _int(watch_id, "registration watch_id")
+        _bool(fragment, "registration fragment")
+        _bytes(session, "registration session", MAX_SESSION_BYTES)
+        return cls(uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment, session)
+
+
+def _registration_size(r) -> int:
+    return 64 + len(r[2]) + len(r[3] or b"") + len(r[9])
+
+
+def encode_sync(registrations: list[Registration], max_bytes: int = SYNC_MESSAGE_BYTES) -> list[bytes]:
+    """["sync", 0, [registration, ...]] frames of about max_bytes at most each."""
+    return _frames("sync", registrations, _registration_size, max_bytes)
+
+
+def decode_sync(body) -> list[Registration]:
+    """The registrations of a "sync" frame (raw bytes, or the body decode_request returned).
+    All are checked before any is returned: a bad item refuses the whole frame."""
+    return [Registration.decode(item) for item in _list_body(body, "sync")]
+
+
+def encode_unsync(pairs: list[tuple[int, int]], max_bytes: int = SYNC_MESSAGE_BYTES) -> list[bytes]:
+    """["unsync", 0, [[uid, epoch], ...]]: forget these registrations (if still that epoch)."""
+    return _frames("unsync", [[uid, epoch] for uid, epoch in pairs], lambda item: 24, max_bytes)
+
+
+def decode_unsync(body) -> list[tuple[int, int]]:
+    out = []
+    for item in _list_body(body, "unsync"):
+        _list(item, "an unsync item [uid, epoch]", 2)
+        out.append((_int(item[0], "unsync uid"), _int(item[1], "unsync epoch")))
+    return out
+
+
+class Ping(NamedTuple):
+    """A liveness probe, every second from a fan-out to the syncer (also answered by the writer)::
+
+        ["ping", seq, {}]
+    """
+    seq: int
+
+    def encode(self) -> bytes:
+        return _pack(["ping", self.seq, {}])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Ping":
+        seq, body = _envelope(raw, "ping")
+        if body != {} or type(body) is not dict:
+            raise InvalidArgument("the body of a ping is an empty map")
+        return cls(seq)
+
+
+class Pong(NamedTuple):
+    """The answer to a ping::
+
+        ["pong", seq, {"instance": str, "revision": R}]     the syncer's
+        ["pong", seq, {"revision": R}]                       the writer's (instance None)
+
+    A fan-out that sees a new syncer instance registers its catching-up watchers again.
+    """
+    seq: int
+    instance: str | None
+    revision: int
+
+    def encode(self) -> bytes:
+        if self.instance is None:
+            return _pack(["pong", self.seq, {"revision": self.revision}])
+        return _pack(["pong", self.seq, {"instance": self.instance, "revision": self.revision}])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Pong":
+        seq, body = _envelope(raw, "pong")
+        return cls._from_body(seq, body)
+
+    @classmethod
+    def _from_body(cls, seq, body) -> "Pong":
+        if type(body) is not dict:      # more fields are allowed: a newer peer may add some
+            raise InvalidArgument("the body of a pong is a map {instance?, revision}")
+        instance = body.get("instance")
+        if instance is not None and type(instance) is not str:
+            raise InvalidArgument("pong instance must be a string")
+        return cls(seq, instance, _int(body.get("revision"), "pong revision"))
+
+
+class StatsRequest(NamedTuple):
+    """A direct peer's request for the syncer's counters (tests, operators)::
+
+        ["stats", id, {}]   ->   ["ok", id, {counter: int, ..., "instance": str}]
+    """
+    req_id: int
+
+    def encode(self) -> bytes:
+        return _pack(["stats", self.req_id, {}])
+
+
+def encode_stats_reply(req_id: int, counters: dict) -> bytes:
+    return _pack(["ok", req_id, counters])
+
+
+def decode_stats_reply(raw: bytes) -> dict:
+    _, body = _envelope(raw, "ok")
+    if type(body) is not dict:
+        raise InvalidArgument("the body of a stats reply is a map")
+    return body
+
+
+# ---------------------------------------------------------------- syncer -> fan-out
+class SyncEvent(NamedTuple):
+    """Events replayed for one group of identical watchers (an item of "ev")::
+
+        [[[uid, epoch], ...], first_rev, last_rev, response: bin]
+
+    response is a ready-encoded watch response (messages.py: [watch_ids, header_revision,
+    events, fragment]) naming every member's watch id, which the fan-out splices into the
+    client's "w" frame; first_rev is its first event's revision, last_rev the last revision the
+    syncer has read for the group.
+    """
+    members: list
+    first_rev: int
+    last_rev: int
+    response: bytes
+
+    def size(self) -> int:
+        return 16 + 12 * len(self.members) + len(self.response)
+
+    @classmethod
+    def decode(cls, item) -> "SyncEvent":
+        _list(item, "an ev item [members, first_rev, last_rev, response]", 4)
+        members = []
+        for m in _list(item[0], "ev members"):
+            _list(m, "an ev member [uid, epoch]", 2)
+            members.append((_int(m[0], "ev member uid"), _int(m[1], "ev member epoch")))
+        return cls(members, _int(item[1], "ev first_rev"), _int(item[2], "ev last_rev"),
+                   _bytes(item[3], "ev response"))
+
+
+class Handoff(NamedTuple):
+    """Catch-up done (an item of "synced")::
+
+        [uid, epoch, R]
+
+    every event <= R has been sent; the fan-out takes the watcher over from R + 1.
+    """
+    uid: int
+    epoch: int
+    revision: int
+
+    @classmethod
+    def decode(cls, item) -> "Handoff":
+        _list(item, "a synced item [uid, epoch, revision]", 3)
+        return cls(_int(item[0], "synced uid"), _int(item[1], "synced epoch"), _int(item[2], "synced revision"))
+
+
+class CompactedCancel(NamedTuple):
+    """The watcher wants revisions below the compact revision (an item of "compacted")::
+
+        [uid, epoch, compact_revision]
+
+    the fan-out cancels it with compact_revision (etcd #17529: before anything else about it).
+    """
+    uid: int
+    epoch: int
+    compact_revision: int
+
+    @classmethod
+    def decode(cls, item) -> "CompactedCancel":
+        _list(item, "a compacted item [uid, epoch, compact_revision]", 3)
+        return cls(_int(item[0], "compacted uid"), _int(item[1], "compacted epoch"),
+                   _int(item[2], "compacted compact_revision"))
+
+
+def encode_events(items: list[SyncEvent], max_bytes: int = MESSAGE_BYTES) -> list[bytes]:
+    """["ev", 0, [item, ...]] frames of about max_bytes at most each (an item alone may exceed it)."""
+    return _frames("ev", items, SyncEvent.size, max_bytes)
+
+
+def encode_synced(items: list[Handoff], max_bytes: int = MESSAGE_BYTES) -> list[bytes]:
+    """["synced", 0, [[uid, epoch, R], ...]] frames."""
+    return _frames("synced", items, lambda item: 32, max_bytes)
+
+
+def encode_compacted(items: list[CompactedCancel], max_bytes: int = MESSAGE_BYTES) -> list[bytes]:
+    """["compacted", 0, [[uid, epoch, compact_revision], ...]] frames."""
+    return _frames("compacted", items, lambda item: 32, max_bytes)
+
+
+_ITEM_DECODERS = {"ev": SyncEvent.decode, "synced": Handoff.decode, "compacted": CompactedCancel.decode}
+
+
+def decode_from_syncer(raw: bytes):
+    """A frame from the syncer to a fan-out (not a forwarded read's reply) -> one of
+    ("ev", [SyncEvent]), ("synced", [Handoff]), ("compacted", [CompactedCancel]), ("pong", Pong),
+    ("err", {"code", "message", ...}) for an error reply."""
+    msg = _list(_unpack(raw), "a syncer message", 3)
+    op, mid, body = msg
+    if type(op) is not str:
+        raise InvalidArgument("the op of a syncer message must be a string")
+    decode_item = _ITEM_DECODERS.get(op)
+    if decode_item is not None:
+        _int(mid, f"{op} id")
+        return op, [decode_item(item) for item in _list(body, f"the body of {op}")]
+    if op == "pong":
+        return op, Pong._from_body(_int(mid, "pong id"), body)
+    if op == "err":
+        if mid is not None:
+            _int(mid, "err id")
+        if type(body) is not dict or type(body.get("code")) is not str:
+            raise InvalidArgument("an error reply's body is a map with a code")
+        return op, body
+    raise InvalidArgument(f"unknown syncer message {op[:32]!r}")
+
+
+# ---------------------------------------------------------------- ready-encoded responses
+def unpack_response(resp: bytes) -> tuple[list, int, list, bool]:
+    """A ready-encoded watch response [watch_ids, header_revision, events, fragment] -> its fields."""
+    msg = _list(_unpack(resp), "a watch response", 4)
+    ids, rev, events, fragment = msg
+    for i in _list(ids, "watch ids"):
+        _int(i, "a watch id", -1)
+    return ids, _int(rev, "header revision"), _list(events, "events"), _bool(fragment, "fragment")
+
+
+def repack_response(ids: list[int], resp: bytes) -> bytes:
+    """The same response for fewer (or other) watch ids: the fan-out's re-encoding when some
+    members of a syncer group were canceled or re-registered meanwhile."""
+    _, rev, events, fragment = unpack_response(resp)
+    return _pack([list(ids), rev, events, fragment])

@@ -24,6 +24,8 @@ def test_full_map_fails_writes_with_no_space_then_recovers(make_cluster):
         for i in range(500):
             acked.append(c.put(f"fill/{i % 20}", value).header.revision)
     assert len(acked) > 20                                   # the map grew past its first size
+    line = cl["writer"].wait_event("writer.commit_failed")[0]   # issue #8 defect 4: said once, why
+    assert (line["code"], line["requests"]) == (errors.NO_SPACE, 1) and "map" in line["error"]
     before = c.get("fill/", prefix=True)
     assert before.header.revision == acked[-1] and before.count == 20
     # Every acknowledged write was delivered, none of the refused one.

@@ -55,6 +55,8 @@ FANOUT = (
                                      "its watches replay later from history (at most one line a second per session)"),
     LogEvent("fanout.session_not_reading", "warning", "a session sends requests but reads nothing: its held replies "
                                                       "passed the bound, the session is closed"),
+    LogEvent("fanout.heap_trimmed", "info", "the heap was given back to the kernel after a burst of departed "
+                                            "sessions or a growth of RSS (malloc_trim)"),
     LogEvent("fanout.publish_gap", "warning", "a publish announced revisions this fan-out never got"),
     LogEvent("fanout.syncer_changed", "info", "the syncer answered with a new instance: catching-up watchers registered again"),
     LogEvent("fanout.syncer_send_failed", "warning", "the queue to the syncer is full; everything is registered again at the next pong"),

@@ -26,15 +26,28 @@ def _callee_name(func) -> str:
     return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
 
 
+def _actor_sources() -> list[str]:
+    """actors/*.py and the actor packages' modules (actors/fanout/core.py...), relative to actors/."""
+    out = []
+    for dirpath, _dirs, files in os.walk(ACTORS_DIR):
+        for fname in files:
+            if fname.endswith(".py") and fname != "logevents.py":
+                out.append(os.path.relpath(os.path.join(dirpath, fname), ACTORS_DIR))
+    return sorted(out)
+
+
+def _actor_of(path: str) -> str:
+    """actors/fanout/core.py and actors/fanout.py both belong to the fan-out."""
+    return path.split("/")[1].removesuffix(".py")
+
+
 def logged_events() -> list[tuple[str, int, str, str | None, list[str]]]:
     """(file, line, event, level or None when chosen at run time, field names) of every log
     call with a literal event name in actors/*.py.  Recognised shapes:
     ``x.info("ev", ...)``, ``log("ev", ...)`` (a logger method picked at run time) and
     ``self.log_limited(self.log.warning, "ev", ...)`` (a wrapper given the method)."""
     found = []
-    for fname in sorted(os.listdir(ACTORS_DIR)):
-        if not fname.endswith(".py") or fname == "logevents.py":
-            continue
+    for fname in _actor_sources():
         path = os.path.join(ACTORS_DIR, fname)
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), path)
@@ -88,7 +101,7 @@ def _add_row(actor: str, event: str, level: str, fields=()) -> str:
 def test_every_event_the_actors_log_is_declared_at_its_level():
     problems = []
     for path, line, event, level, fields in logged_events():
-        actor = os.path.basename(path)[:-3]
+        actor = _actor_of(path)
         declared = logevents.BY_NAME.get(event)
         if declared is None:
             problems.append(f"{path}:{line} logs '{event}' ({level or 'level chosen at run time'}), which "

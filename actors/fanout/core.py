@@ -1,0 +1,570 @@
+"""The fan-out's I/O-free core: where every watcher is, and what each event means for it.
+
+`FanoutCore` owns the watchers (states in model.py), the key index of synced groups, the heap of
+future watchers, the ring of recent revisions, the victims' back-off queue and the fan-out's
+position in the publish stream (`last_seen`).  It takes events — a publish, a message from the
+syncer, a watch request, a dropped frame, a tick — and answers with instructions it queues:
+
+* `out[session ident]`: typed items for that session (model.WatchOut / ReplyOut / ControlOut /
+  ProgressOut), in the order the session must receive them;
+* `to_sync` / `to_unsync`: registrations with the syncer, and their withdrawals.
+
+The service (service.py) drains them with `take_output()` / `take_syncer_work()` and does the
+I/O; unit tests call the same methods and look at what was queued (tests/unit/test_fanout_core.py).
+
+The invariant every method keeps (design.md section 8): for each watcher a position p such that
+every matching event of revisions in [start, p) has been queued to its session, in revision
+order, and none at or after p.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+from zwatch import messages
+from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
+
+from ..index import KeyIndex
+from .model import (CATCHING_UP, FUTURE, SYNCED, UNSYNCED, VICTIM, ControlOut, Group, Owner, ProgressOut,
+                    ReplyOut, Session, Slot, WatchOut, Watcher)
+
+COMPACTED_REASON = "mvcc: required revision has been compacted"
+EMPTY_RANGE_REASON = "etcdserver: key >= range_end: the range is empty"
+_RING_EVENT_OVERHEAD = 64       # per-event bytes counted in the ring's budget, on top of keys and values
+MAX_WAITING_CREATES = 100_000
+
+
+def revision_bytes(events) -> int:
+    """What a revision costs the ring: its keys, values and previous values, plus overhead."""
+    n = 0
+    for _t, kv, prev in events:
+        n += _RING_EVENT_OVERHEAD + len(kv[0]) + len(kv[4])
+        if prev is not None:
+            n += len(prev[0]) + len(prev[4])
+    return n
+
+
+class _NullLog:
+    def __getattr__(self, name):
+        return lambda *a, **kw: None
+
+
+class FanoutCore:
+    def __init__(self, *, ring_revisions: int = 20_000, ring_bytes: int = 64 << 20, max_watches: int = 100_000,
+                 victim_backoff_s: float = 0.1, log=None):
+        self.ring_revisions = ring_revisions
+        self.ring_max_bytes = ring_bytes
+        self.max_watches = max_watches
+        self.victim_backoff_s = victim_backoff_s
+        self.log = log if log is not None else _NullLog()
+        self.watchers: dict[int, Watcher] = {}
+        self.index = KeyIndex()
+        self.futures: list[tuple[int, int]] = []          # heap of (next_rev, uid), lazily pruned
+        self.live_futures = 0                              # watchers in state FUTURE
+        self.victims: deque[tuple[float, Watcher]] = deque()
+        self.progress_watchers: set[Watcher] = set()
+        self.ring: deque[tuple[int, list]] = deque()       # contiguous recent revisions, ending at last_seen
+        self.ring_sizes: deque[int] = deque()              # revision_bytes() of each ring entry
+        self.ring_bytes = 0
+        self.last_seen: int | None = None                  # last revision processed, contiguously
+        self.compact_revision = 0
+        self.waiting_creates: list[tuple[Session, int, dict]] = []
+        self.progress_mark = 0
+        self.next_uid = 1
+        self.syncer_instance = None
+        self.out: dict[bytes, list] = {}
+        self.to_sync: list[list] = []
+        self.to_unsync: list[list] = []
+        self.st = dict(publishes=0, revisions=0, events=0, deliveries=0, gaps=0, victims=0,
+                       handoffs=0, ring_catchups=0, synced_from_syncer=0)
+
+    # ------------------------------------------------------------------ output
+    def take_output(self) -> dict[bytes, list]:
+        out, self.out = self.out, {}
+        return out
+
+    def take_syncer_work(self) -> tuple[list, list]:
+        """(withdrawals [[uid, epoch]], registrations [[uid, epoch, key, end, next_rev, filter_bits,
+        prev_kv, watch_id, fragment, session]]): withdrawals first, a watcher's newer epoch wins."""
+        unsync, sync = self.to_unsync, self.to_sync
+        self.to_unsync, self.to_sync = [], []
+        return unsync, sync
+
+    def _queue(self, session: Session, item):
+        self.out.setdefault(session.ident, []).append(item)
+
+    def reply(self, ident: bytes, frame: bytes):
+        self.out.setdefault(ident, []).append(ReplyOut(frame))
+
+    @property
+    def unsynced_count(self) -> int:
+        return sum(1 for w in self.watchers.values() if w.state == UNSYNCED)
+
+    # ------------------------------------------------------------------ the publish stream
+    def on_publish(self, prev: int, last: int, revs: list, compact_rev: int):
+        """A publish of revisions prev+1..last (revs = [[rev, [[type, kv, prev_kv|None], ...]], ...])."""
+        self.compact_revision = compact_rev
+        if self.last_seen is None:
+            self.last_seen = prev
+            self.log.info("fanout.joined_stream", revision=prev, waiting_creates=len(self.waiting_creates))
+            waiting, self.waiting_creates = self.waiting_creates, []
+            for session, req_id, body in waiting:
+                try:
+                    self.watch_create(session, req_id, body)
+                except ZwatchError as err:
+                    self.reply(session.ident, messages.encode_error(req_id, err))
+        if last <= self.last_seen:
+            return
+        if prev > self.last_seen:
+            self._gap(prev)
+        self.st["publishes"] += 1
+        revs = [r for r in revs if r[0] > self.last_seen]
+        i = 0
+        while i < len(revs):
+            first = revs[i][0]
+            self._activate_futures(first)
+            # A segment runs until the next future watcher's start, so that every watcher in
+            # the index wants every revision of the segment.
+            nxt = self.futures[0][0] if self.futures else None
+            j = i + 1
+            while j < len(revs) and (nxt is None or revs[j][0] < nxt):
+                j += 1
+            self._deliver(revs[i:j], last)
+            i = j
+        ring, sizes = self.ring, self.ring_sizes
+        for r in revs:
+            n = revision_bytes(r[1])
+            ring.append(r)
+            sizes.append(n)
+            self.ring_bytes += n
+            self.st["events"] += len(r[1])
+        self.st["revisions"] += len(revs)
+        # Bounded by count and by bytes (big values must not make the ring grow without bound).
+        while ring and (len(ring) > self.ring_revisions or self.ring_bytes > self.ring_max_bytes):
+            ring.popleft()
+            self.ring_bytes -= sizes.popleft()
+        self.last_seen = last
+        self._activate_futures(last + 1)
+
+    def _deliver(self, seg: list, header_rev: int):
+        """Match a run of revisions against the index; queue one response per matched slot."""
+        matched: dict[Group, list] = {}
+        match = self.index.match
+        for _rev, events in seg:
+            for ev in events:
+                t, kv, prev = ev
+                groups_lists = match(kv[0])
+                if not groups_lists:
+                    continue
+                short = [t, kv]
+                long = short if prev is None else [t, kv, prev]
+                bit = 1 << t
+                for groups in groups_lists:
+                    for g in groups:
+                        if g.filter_bits & bit:
+                            continue
+                        lst = matched.get(g)
+                        if lst is None:
+                            matched[g] = [long if g.prev_kv else short]
+                        else:
+                            lst.append(long if g.prev_kv else short)
+        if not matched:
+            return
+        out = self.out
+        for g, evs in matched.items():
+            for slot in g.slots.values():
+                slot.last_event_rev = header_rev
+                ids = slot.ids
+                if ids is None:
+                    ids = slot.ids = [w.watch_id for w in slot.watchers]
+                self.st["deliveries"] += len(evs) * len(ids)
+                items = out.setdefault(slot.session.ident, [])
+                # The owner snapshots who was in the slot: a watcher that joins later must not be
+                # victimized for events from before its start.  Each part of an oversized list
+                # names its own first revision (a lost later part must not replay the first).
+                members = tuple(slot.watchers)
+                for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, evs, g.fragment):
+                    items.append(WatchOut(resp, Owner(members, first_rev)))
+
+    def _gap(self, prev: int):
+        """We missed (last_seen, prev]: every watcher that wanted those revisions goes to the syncer."""
+        self.st["gaps"] += 1
+        missed_from = self.last_seen + 1
+        moved = 0
+        for g in list(self.index.all_items()):
+            for slot in list(g.slots.values()):
+                for w in list(slot.watchers):
+                    self._unindex(w)
+                    self._to_syncer(w, missed_from)
+                    moved += 1
+        while self.futures and self.futures[0][0] <= prev:
+            next_rev, uid = heapq.heappop(self.futures)
+            w = self.watchers.get(uid)
+            if w is not None and w.state == FUTURE and w.next_rev == next_rev:
+                self._to_syncer(w, next_rev)
+                moved += 1
+        self.log.warning("fanout.publish_gap", last_seen=self.last_seen, publish_prev=prev, watchers_moved=moved)
+        self.ring.clear()
+        self.ring_sizes.clear()
+        self.ring_bytes = 0
+        self.last_seen = prev
+
+    # ------------------------------------------------------------------ placement
+    def _set_state(self, w: Watcher, state):
+        """The one place a watcher changes state: keeps the session's counters exact."""
+        old = w.state
+        if old is state:
+            return
+        session = w.session
+        if old in CATCHING_UP:
+            session.unsynced -= 1
+        elif old is FUTURE:
+            session.futures -= 1
+            self.live_futures -= 1
+        if state in CATCHING_UP:
+            session.unsynced += 1
+        elif state is FUTURE:
+            session.futures += 1
+            self.live_futures += 1
+        w.state = state
+
+    def _index(self, w: Watcher):
+        # The groups of one (key, end) differ only by filters, prev_kv and fragment: at most 16,
+        # so they are found in the index's own list instead of a dict of spec tuples.
+        g = None
+        for cand in self.index.items(w.key, w.end):
+            if cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv and cand.fragment == w.fragment:
+                g = cand
+                break
+        if g is None:
+            g = Group(w.key, w.end, w.filter_bits, w.prev_kv, w.fragment)
+            self.index.add(w.key, w.end, g)
+        slot = g.slots.get(w.session.ident)
+        if slot is None:
+            slot = g.slots[w.session.ident] = Slot(g, w.session)
+        slot.ids = None
+        slot.watchers.append(w)
+        w.slot = slot
+        # Position: everything before it is queued to the session.  A future watcher activated
+        # in the middle of a publish has everything before its start; any other, up to last_seen.
+        pos = w.next_rev - 1 if w.state == FUTURE else self.last_seen
+        self._set_state(w, SYNCED)
+        # A SYNCED watcher's next revision is implicitly last_seen + 1: a value kept here would
+        # go stale, and a later victimization would replay from it (duplicates, issue #8.1).
+        w.next_rev = 0
+        if w.owes_progress:
+            w.owes_progress = False
+            self._queue(w.session, WatchOut(messages.pack_progress([w.watch_id], pos), Owner((w,), pos + 1, True)))
+
+    def _unindex(self, w: Watcher):
+        slot = w.slot
+        w.slot = None
+        slot.ids = None  # responses already built keep the list they were packed with
+        slot.watchers.remove(w)
+        if not slot.watchers:
+            self._remove_slot(slot)
+
+    def _remove_slot(self, slot: Slot):
+        g = slot.group
+        del g.slots[slot.session.ident]
+        if not g.slots:
+            self.index.remove(g.key, g.end, g)
+
+    def place(self, w: Watcher, next_rev: int):
+        """Place a watcher that has everything before next_rev: design.md section 8's table."""
+        last = self.last_seen
+        if next_rev > last + 1:
+            self._set_state(w, FUTURE)
+            w.next_rev = next_rev
+            heapq.heappush(self.futures, (next_rev, w.uid))
+        elif next_rev == last + 1:
+            self._index(w)
+        elif self.ring and self.ring[0][0] <= next_rev:
+            self._ring_catch_up(w, next_rev)
+            self._index(w)
+        else:
+            self._to_syncer(w, next_rev)
+
+    def _ring_catch_up(self, w: Watcher, next_rev: int):
+        self.st["ring_catchups"] += 1
+        ring = self.ring
+        base = ring[0][0]
+        evs = []
+        bit_filter = w.filter_bits
+        # This is a read of history: like the syncer (and etcd), no prev_kv for an event at or
+        # below the compact revision, whose previous version is compacted (issue #8.10).
+        compact = self.compact_revision
+        for i in range(next_rev - base, len(ring)):
+            for t, kv, prev in ring[i][1]:
+                if bit_filter & (1 << t) or not w.matches(kv[0]):
+                    continue
+                evs.append([t, kv, prev] if (w.prev_kv and prev is not None and kv[2] > compact) else [t, kv])
+        if evs:
+            self.st["deliveries"] += len(evs)
+            items = self.out.setdefault(w.session.ident, [])
+            parts = messages.pack_watch_response_parts([w.watch_id], self.last_seen, evs, w.fragment)
+            for i, (first_rev, resp) in enumerate(parts):
+                # The first part also covers the revisions before its first event.
+                items.append(WatchOut(resp, Owner((w,), next_rev if i == 0 else first_rev)))
+
+    def _activate_futures(self, upto: int):
+        fut = self.futures
+        while fut and fut[0][0] <= upto:
+            next_rev, uid = heapq.heappop(fut)
+            w = self.watchers.get(uid)
+            if w is not None and w.state == FUTURE and w.next_rev == next_rev:
+                self._index(w)
+
+    def _to_syncer(self, w: Watcher, next_rev: int):
+        self._set_state(w, UNSYNCED)
+        w.epoch += 1
+        w.next_rev = next_rev
+        self.to_sync.append([w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv, w.watch_id,
+                             w.fragment, w.session.ident])
+
+    # ------------------------------------------------------------------ the syncer
+    def _current(self, uid, epoch):
+        w = self.watchers.get(uid)
+        if w is None or w.epoch != epoch or w.state != UNSYNCED:
+            return None
+        return w
+
+    def on_sync_events(self, items):
+        """items: (members [(uid, epoch)], first_rev, last_rev, encoded response)."""
+        for members, first_rev, last_rev, resp in items:
+            current = [w for w in (self._current(uid, epoch) for uid, epoch in members) if w is not None]
+            if not current:
+                continue
+            if len(current) != len(members):
+                # Some were canceled or re-registered meanwhile: they must not get these events.
+                resp = messages.repack_response(resp, [w.watch_id for w in current])
+            for w in current:
+                w.next_rev = last_rev + 1
+            self.st["synced_from_syncer"] += len(current)
+            self._queue(current[0].session, WatchOut(resp, Owner(tuple(current), first_rev)))
+
+    def on_synced(self, items):
+        """items: (uid, epoch, R): every event <= R was sent; the fan-out takes over from R + 1."""
+        for uid, epoch, rev in items:
+            w = self._current(uid, epoch)
+            if w is not None:
+                self.st["handoffs"] += 1
+                self.place(w, rev + 1)
+
+    def on_compacted(self, items):
+        """items: (uid, epoch, compact_revision): the watcher needs compacted history."""
+        for uid, epoch, compact_rev in items:
+            w = self._current(uid, epoch)
+            if w is not None:
+                self._cancel_compacted(w, compact_rev)
+
+    def on_syncer_instance(self, instance) -> int:
+        """A pong named the syncer's instance; a new one (restart) knows nothing of our unsynced
+        watchers: register them all again (new epochs).  Returns how many, or -1 if unchanged."""
+        if instance == self.syncer_instance:
+            return -1
+        again = []
+        if self.syncer_instance is not None or any(w.state == UNSYNCED for w in self.watchers.values()):
+            again = [w for w in self.watchers.values() if w.state == UNSYNCED]
+            for w in again:
+                self._to_syncer(w, w.next_rev)   # a new epoch: late messages of the old one are ignored
+            self.log.info("fanout.syncer_changed", instance=instance, reregistered=len(again))
+        self.syncer_instance = instance
+        return len(again)
+
+    def forget_syncer(self):
+        """Messages to the syncer may have been lost: register everything again at the next pong."""
+        self.syncer_instance = None
+
+    # ------------------------------------------------------------------ victims
+    def victimize(self, owner: Owner, now: float):
+        """The frame holding owner's response was dropped unsent (a stuck session).
+
+        Invariant: frames of a session are dropped only together with every frame after them,
+        and owners are visited in queue order, so the first owner a watcher is met in names the
+        first revision it did not get.  That is where it resumes: exactly, never earlier (a
+        duplicate) and never later (a gap)."""
+        watchers, first_rev = owner.watchers, owner.first_rev
+        session = watchers[0].session if watchers else None
+        if session is not None:
+            # Back off exponentially while the session stays stuck, so that a dead client does
+            # not make the syncer replay for it ten times a second.
+            session.backoff = min(max(session.backoff * 2, self.victim_backoff_s), 5.0)
+        for w in watchers:
+            if owner.owed_progress:
+                w.owes_progress = True     # a requested progress notification was dropped
+            state = w.state
+            if state == SYNCED:
+                # Its position is implicit (last_seen + 1): the dropped frame's first revision
+                # is the first one it did not get.
+                self._unindex(w)
+                resume = first_rev
+            elif state == UNSYNCED or state == FUTURE:
+                # next_rev is how far the syncer has sent (or where a future watcher starts):
+                # an earlier dropped frame comes first.
+                if state == UNSYNCED:
+                    self.to_unsync.append([w.uid, w.epoch])
+                resume = min(w.next_rev, first_rev)
+            elif state == VICTIM:
+                w.next_rev = min(w.next_rev, first_rev)
+                continue
+            else:
+                continue           # canceled meanwhile
+            self._set_state(w, VICTIM)
+            w.epoch += 1
+            w.next_rev = resume
+            self.victims.append((now + session.backoff, w))
+            self.st["victims"] += 1
+
+    def retry_victims(self, now: float):
+        if not self.victims:
+            return
+        keep = deque()
+        for due, w in self.victims:
+            if w.state != VICTIM or self.watchers.get(w.uid) is not w:
+                continue
+            if due <= now:
+                self._to_syncer(w, w.next_rev)
+            else:
+                keep.append((due, w))
+        self.victims = keep
+
+    # ------------------------------------------------------------------ watch requests
+    def watch_create(self, session: Session, req_id: int, body: dict):
+        """Raises ZwatchError for a refused create (the caller answers it)."""
+        spec = messages.WatchSpec(body)
+        if len(session.watches) >= self.max_watches:
+            raise ResourceExhausted(f"a session holds at most {self.max_watches} watches")
+        if self.last_seen is None:
+            # Just started: the first publish (at most one writer heartbeat away) tells us the
+            # current revision; until then creates wait here instead of failing.
+            if len(self.waiting_creates) >= MAX_WAITING_CREATES:
+                raise Unavailable("this fan-out has not joined the writer's stream yet; retry")
+            self.waiting_creates.append((session, req_id, body))
+            return
+        wid = spec.watch_id
+        if wid == 0:
+            while session.next_auto_id in session.watches:
+                session.next_auto_id += 1
+            wid = session.next_auto_id
+            session.next_auto_id += 1
+        elif wid in session.watches:
+            raise FailedPrecondition(f"watch_id {wid} already exists in this session")
+        created = messages.control_response(wid, self.last_seen, created=True)
+        self.reply(session.ident, messages.encode_ok(req_id, created))
+        if spec.empty_range:
+            self._queue(session, ControlOut(messages.pack_control(
+                wid, self.last_seen, canceled=True, cancel_reason=EMPTY_RANGE_REASON)))
+            return
+        uid = self.next_uid
+        self.next_uid += 1
+        w = Watcher(uid, session, wid, spec)
+        self.watchers[uid] = w
+        session.watches[wid] = w
+        if spec.progress_notify:
+            self.progress_watchers.add(w)
+        start = spec.start_revision
+        if start == 0:
+            start = self.last_seen + 1
+        if start <= self.last_seen and start < self.compact_revision:
+            # Cancel with compact_revision, as etcd, without a trip to the syncer.
+            self._cancel_compacted(w, self.compact_revision)
+            return
+        self.place(w, start)
+
+    def watch_cancel(self, session: Session, req_id: int, watch_id: int):
+        # Idempotent, as etcd: cancelling a watch the server already ended (compaction, an
+        # earlier cancel) or never had still answers "canceled" (issue #8.15).
+        self.reply(session.ident, messages.encode_ok(req_id, messages.control_response(
+            watch_id, self.last_seen or 0, canceled=True, cancel_reason="canceled by client")))
+        w = session.watches.get(watch_id)
+        if w is not None:
+            self._drop(w)
+
+    def _cancel(self, w: Watcher, reason: str, compact_revision: int = 0, header_revision: int | None = None):
+        if header_revision is None:
+            header_revision = self.last_seen or 0
+        self._queue(w.session, ControlOut(messages.pack_control(
+            w.watch_id, header_revision, canceled=True, cancel_reason=reason, compact_revision=compact_revision)))
+        self._drop(w)
+
+    def _cancel_compacted(self, w: Watcher, compact_revision: int):
+        # etcd sends a compaction cancel with header revision 0 (the watcher's response carries
+        # no revision); so do we, on both paths (creation and catch-up) (issue #8.16).
+        self._cancel(w, COMPACTED_REASON, compact_revision, header_revision=0)
+
+    def _drop(self, w: Watcher):
+        """Forget a watcher in whatever state it is."""
+        session = w.session
+        if w.state == SYNCED and w.slot is not None:
+            self._unindex(w)
+        elif w.state == UNSYNCED:
+            self.to_unsync.append([w.uid, w.epoch])
+        self._set_state(w, None)
+        self.watchers.pop(w.uid, None)
+        session.watches.pop(w.watch_id, None)
+        self.progress_watchers.discard(w)
+        if len(self.futures) > 2 * self.live_futures + 1024:
+            self._prune_futures()
+
+    def _prune_futures(self):
+        """Drop the heap entries of watchers that left FUTURE (canceled, victims...): a far-future
+        watch that is canceled would otherwise stay until the stream reaches it (etcd #11850)."""
+        live = [(r, uid) for r, uid in self.futures
+                if (w := self.watchers.get(uid)) is not None and w.state == FUTURE and w.next_rev == r]
+        heapq.heapify(live)
+        self.futures = live
+
+    def drop_session(self, session: Session):
+        """The session is gone: forget its watchers, its waiting creates and its queued output."""
+        ident = session.ident
+        # Take the session's slots out whole first: removing watchers one by one would rebuild
+        # each slot's id list once per watcher (quadratic for a session with many watches).
+        for w in session.watches.values():
+            slot = w.slot
+            if slot is not None and slot.group.slots.get(ident) is slot:
+                self._remove_slot(slot)
+            if w.state == SYNCED:
+                w.slot = None
+                w.state = None
+        for w in list(session.watches.values()):
+            self._drop(w)
+        if self.waiting_creates:
+            self.waiting_creates = [c for c in self.waiting_creates if c[0] is not session]
+        self.out.pop(ident, None)
+
+    # ------------------------------------------------------------------ progress
+    def request_progress(self, session: Session, req_id: int):
+        """Answer watch_progress at once (etcd #20242: one slow watch must not starve the others).
+
+        Every watch synced now gets a progress notification at R = last_seen, queued behind its
+        events; the reply follows.  When all the session's watches are synced the notification
+        names them all as [-1].  A watch still catching up (or waiting for a future start) is
+        owed its own notification, sent when it becomes synced, at its position then: never a
+        revision it has not delivered."""
+        rev = self.last_seen or 0
+        if session.unsynced == 0 and session.futures == 0:
+            ids = [-1]
+        else:
+            ids = []
+            for w in session.watches.values():
+                if w.state == SYNCED:
+                    ids.append(w.watch_id)
+                else:
+                    w.owes_progress = True
+        frame = messages.watch_frame([messages.pack_progress(ids, rev)]) if ids else None
+        self._queue(session, ProgressOut(frame, messages.encode_ok(req_id, {"header": {"revision": rev}}), req_id))
+
+    def progress_tick(self):
+        """etcd's progress_notify: synced watchers that had no events since the last tick."""
+        if self.last_seen is None:
+            return
+        mark, self.progress_mark = self.progress_mark, self.last_seen
+        per_session: dict[bytes, list[Watcher]] = {}
+        for w in self.progress_watchers:
+            # Only synced watchers, never a future one (it would claim a revision below its start).
+            if w.state == SYNCED and w.slot.last_event_rev <= mark:
+                per_session.setdefault(w.session.ident, []).append(w)
+        for ident, ws in per_session.items():
+            resp = messages.pack_progress([w.watch_id for w in ws], self.last_seen)
+            self.out.setdefault(ident, []).append(WatchOut(resp, Owner(tuple(ws), self.last_seen + 1)))

@@ -1,0 +1,133 @@
+"""The fan-out's data: watchers and their states, the index's groups and slots, sessions, and the
+typed items the core queues for a session.
+
+Watcher states (one small state machine per watcher, driven by core.FanoutCore)::
+
+    create --start 0 / next revision--> SYNCED      (in the key index; gets every live match)
+    create --start in the future------> FUTURE      (heap by next revision; enters SYNCED when
+                                                     the live stream reaches it)
+    create --start in the past--------> ring covers it? catch up from the ring, SYNCED
+                                        : UNSYNCED (registered with the syncer)
+    UNSYNCED --syncer "synced" at R---> the handoff table (design.md section 8): SYNCED,
+                                        FUTURE, or UNSYNCED again
+    UNSYNCED --syncer "compacted"-----> gone (canceled response with compact_revision)
+    SYNCED/UNSYNCED/FUTURE --a frame of theirs dropped (stuck session)--> VICTIM
+    VICTIM --back-off---------------> UNSYNCED from its first lost revision
+    SYNCED/FUTURE --publish gap-------> UNSYNCED from the first missed revision
+
+Invariant: a SYNCED watcher's position is implicitly the fan-out's ``last_seen + 1`` and its own
+``next_rev`` is 0; for the other states ``next_rev`` is the first revision it has not been given.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from zwatch import messages
+
+SYNCED, FUTURE, UNSYNCED, VICTIM = "synced", "future", "unsynced", "victim"
+CATCHING_UP = (UNSYNCED, VICTIM)
+
+
+class Watcher:
+    __slots__ = ("uid", "session", "watch_id", "key", "end", "filter_bits", "prev_kv",
+                 "progress_notify", "fragment", "state", "next_rev", "epoch", "slot", "owes_progress")
+
+    def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
+        self.uid = uid
+        self.session = session
+        self.watch_id = watch_id
+        self.key = spec.key
+        self.end = spec.end
+        self.filter_bits = spec.filter_bits
+        self.prev_kv = spec.prev_kv
+        self.progress_notify = spec.progress_notify
+        self.fragment = spec.fragment
+        self.state = None
+        self.next_rev = 0
+        # Every registration with the syncer gets a new epoch; syncer messages for another
+        # epoch are stale and ignored (design.md section 7).
+        self.epoch = 0
+        self.slot = None
+        # A requested progress notification is due for this watcher once it is synced again.
+        self.owes_progress = False
+
+    def matches(self, key: bytes) -> bool:
+        return key == self.key if self.end is None else self.key <= key < self.end
+
+
+class Group:
+    """Synced watchers with one spec; the index holds groups."""
+    __slots__ = ("key", "end", "filter_bits", "prev_kv", "fragment", "slots")
+
+    def __init__(self, key, end, filter_bits, prev_kv, fragment):
+        self.key, self.end, self.filter_bits, self.prev_kv = key, end, filter_bits, prev_kv
+        self.fragment = fragment
+        self.slots: dict[bytes, Slot] = {}
+
+
+class Slot:
+    """One session's synced watchers of one group."""
+    __slots__ = ("group", "session", "ids", "watchers", "last_event_rev")
+
+    def __init__(self, group, session):
+        self.group, self.session = group, session
+        self.ids: list[int] | None = None   # built when first needed, dropped on change
+        self.watchers: list[Watcher] = []
+        self.last_event_rev = 0
+
+
+class Session:
+    """A client session: its watches (core.FanoutCore) and its output state (sessions.py)."""
+    __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "futures", "next_auto_id",
+                 "sent_bytes", "acked_bytes", "backoff", "held", "held_bytes", "held_since")
+
+    def __init__(self, ident: bytes, name: str, now: float = 0.0):
+        self.ident = ident
+        self.name = name
+        self.watches: dict[int, Watcher] = {}
+        self.last_heard = now
+        self.unsynced = 0     # watchers UNSYNCED or VICTIM (catching up on history)
+        self.futures = 0      # watchers FUTURE (waiting for their start revision)
+        self.next_auto_id = 1
+        # Credit-based flow control: the client acks the bytes it received; watch frames are
+        # only sent while sent - acked stays within the session window.
+        self.sent_bytes = 0
+        self.acked_bytes = 0
+        self.backoff = 0.0    # victim back-off, doubled while the session stays stuck
+        # Frames waiting for credit, in order; bounded by the window and a stall deadline.
+        self.held: list = []
+        self.held_bytes = 0
+        self.held_since = 0.0
+
+
+# ------------------------------------------------------------------ what the core queues for a session
+class Owner(NamedTuple):
+    """Who a watch response was packed for: if its frame is dropped unsent, these watchers
+    become victims from first_rev (the first revision it carries for them)."""
+    watchers: tuple
+    first_rev: int
+    owed_progress: bool = False     # the response is a progress notification that was owed
+
+
+class WatchOut(NamedTuple):
+    """An encoded watch response (event array): needs credit; droppable (its owner then replays)."""
+    data: bytes
+    owner: Owner
+
+
+class ReplyOut(NamedTuple):
+    """A whole reply frame (ok / err / pong): never dropped, needs no credit."""
+    frame: bytes
+
+
+class ControlOut(NamedTuple):
+    """An encoded control response (a cancellation) that goes into a watch frame; never dropped."""
+    data: bytes
+
+
+class ProgressOut(NamedTuple):
+    """A requested progress notification (a whole frame, or None when no watch is live) and
+    the request's reply: both stand or fall with the watch frames queued before them."""
+    frame: bytes | None
+    reply: bytes
+    req_id: int

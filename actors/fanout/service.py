@@ -1,0 +1,367 @@
+"""The fan-out actor's service: sockets, the poll loop, requests, and the syncer link.
+
+Everything it knows about watchers is in core.FanoutCore and everything about a session's output
+in sessions.SessionOutput; this module does the I/O between them and the sockets:
+
+* ROUTER (clients, SPEC.md): hello / ping / ack / bye here; watch ops to the core; writes and
+  ``status`` forwarded untouched to the writer, reads to the syncer (``[client_id, request]``);
+* SUB to the writer's PUB: publishes (zwatch.internal.Publish) to the core;
+* DEALER to the writer (forwarded writes) and two DEALERs to the syncer: one for the catch-up
+  protocol (zwatch.internal: registrations, events, handoffs), one for reads, so that reads
+  never queue behind catch-ups.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import zmq
+
+from zwatch import internal, messages
+from zwatch.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, ZwatchError
+from zwatch.limits import MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION, PROTOCOL_VERSION
+
+from ..common import Every, RateLimitedLog, StopFlag, make_socket
+from ..logsetup import configure
+from ..memory import TrimPolicy, trim_if_due
+from .core import FanoutCore
+from .model import UNSYNCED, Session
+from .sessions import AGAIN, GONE, SENT, SessionOutput
+
+NO_SESSION = "NO_SESSION"
+
+
+class Fanout:
+    def __init__(self, endpoint: str, writer_endpoint: str, pub_endpoint: str, syncer_endpoint: str, *,
+                 idle_timeout_s: float = 10.0, progress_interval_s: float = 600.0,
+                 ring_revisions: int = 20_000, ring_bytes: int = 64 << 20, victim_backoff_s: float = 0.1,
+                 max_sessions: int = MAX_SESSIONS_PER_FANOUT, max_watches: int = MAX_WATCHES_PER_SESSION,
+                 session_hwm: int = 1000, session_window: int = 8 << 20, stall_s: float = 2.0,
+                 stats_s: float = 10.0):
+        self.endpoint = endpoint
+        self.writer_endpoint = writer_endpoint
+        self.pub_endpoint = pub_endpoint
+        self.syncer_endpoint = syncer_endpoint
+        self.idle_timeout_s = idle_timeout_s
+        self.progress_interval_s = max(0.1, progress_interval_s)
+        self.ring_revisions = ring_revisions
+        self.max_sessions = max_sessions
+        self.max_watches = max_watches
+        self.session_hwm = session_hwm
+        self.session_window = session_window
+        self.stats_s = stats_s
+        self.instance = f"fanout-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.log = configure("fanout").bind(instance=self.instance)
+        self.log_limited = RateLimitedLog(1.0)
+        self.stop = StopFlag()
+        self.core = FanoutCore(ring_revisions=ring_revisions, ring_bytes=ring_bytes, max_watches=max_watches,
+                               victim_backoff_s=victim_backoff_s, log=self.log)
+        self.output = SessionOutput(session_window, stall_s)
+        self.sessions: dict[bytes, Session] = {}
+        self.holding: set[bytes] = set()   # sessions with held frames, retried at every flush
+        # libzmq frees a departed peer's ~28 KB but glibc keeps it mapped: trim the heap after
+        # bursts of departures or when RSS grew well above its floor (actors/memory.py).
+        self.trim_policy = TrimPolicy()
+        self.ping_seq = 0
+        self.st = dict(frames=0, requests=0, bad_requests=0)
+
+    @classmethod
+    def from_env(cls, endpoint: str | None = None) -> "Fanout":
+        from zwatch import settings         # the declarations: protocol/settings.py
+        return cls(**settings.actor_kwargs("fanout", cls, endpoint=endpoint))
+
+    # ================================================================== main loop
+    def run(self) -> int:
+        ctx = zmq.Context()
+        self.router = make_socket(ctx, zmq.ROUTER, sndhwm=self.session_hwm, rcvhwm=10_000)
+        self.sub = make_socket(ctx, zmq.SUB, max_msg=None, rcvhwm=100_000)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.writer = make_socket(ctx, zmq.DEALER, max_msg=None, sndhwm=10_000, rcvhwm=100_000)
+        self.syncer = make_socket(ctx, zmq.DEALER, max_msg=None, sndhwm=100_000, rcvhwm=100_000)
+        # Reads get their own connection to the syncer, so that they never wait behind the
+        # catch-up traffic of the sync connection.
+        self.reader = make_socket(ctx, zmq.DEALER, max_msg=None, sndhwm=10_000, rcvhwm=100_000)
+        self.reader.setsockopt(zmq.IMMEDIATE, 1)
+        # IMMEDIATE: a forwarded request fails at once (UNAVAILABLE) when the peer is down,
+        # instead of waiting in a queue and being applied after the client gave up.
+        self.writer.setsockopt(zmq.IMMEDIATE, 1)
+        self.syncer.setsockopt(zmq.ROUTING_ID, self.instance.encode())
+        self.router.bind(self.endpoint)
+        self.sub.connect(self.pub_endpoint)
+        self.writer.connect(self.writer_endpoint)
+        self.syncer.connect(self.syncer_endpoint)
+        self.reader.connect(self.syncer_endpoint)
+        self.log.info("fanout.start", endpoint=self.endpoint, writer=self.writer_endpoint,
+                      pub=self.pub_endpoint, syncer=self.syncer_endpoint, idle_timeout_s=self.idle_timeout_s,
+                      progress_interval_s=self.progress_interval_s, ring_revisions=self.ring_revisions,
+                      max_sessions=self.max_sessions, max_watches=self.max_watches)
+        poller = zmq.Poller()
+        for s in (self.router, self.sub, self.writer, self.syncer, self.reader):
+            poller.register(s, zmq.POLLIN)
+        housekeeping = Every(0.1)
+        ping = Every(1.0)
+        memory = Every(1.0)
+        progress = Every(self.progress_interval_s)
+        stats = Every(self.stats_s)
+        try:
+            while not self.stop:
+                ready = dict(poller.poll(100))
+                if self.sub in ready:
+                    self._drain_publishes()
+                if self.syncer in ready:
+                    # Always read the syncer: one session waiting for credit must never delay
+                    # another session's catch-up.  Its own frames are bounded by its window
+                    # and its watchers become victims (etcd's victims) if it stays stuck.
+                    self._drain_syncer()
+                if self.writer in ready:
+                    self._drain_replies(self.writer)
+                if self.reader in ready:
+                    self._drain_replies(self.reader)
+                if self.router in ready:
+                    self._drain_clients()
+                now = time.monotonic()
+                if housekeeping.due(now):
+                    self.core.retry_victims(now)
+                    self._expire_sessions(now)
+                if memory.due(now):
+                    trimmed = trim_if_due(self.trim_policy, now)
+                    if trimmed is not None:
+                        self.log.info("fanout.heap_trimmed", **trimmed)
+                if ping.due(now):
+                    self.ping_seq += 1
+                    self._send_syncer(internal.Ping(self.ping_seq).encode(), "ping")
+                if progress.due(now):
+                    self.core.progress_tick()
+                self._flush(now)
+                if stats.due(now):
+                    self._log_stats()
+        finally:
+            self.log.info("fanout.stop", sessions=len(self.sessions), watchers=len(self.core.watchers),
+                          revision=self.core.last_seen, signal=self.stop.signal)
+            for s in (self.router, self.sub, self.writer, self.syncer, self.reader):
+                s.close()
+            ctx.term()
+        return 0
+
+    # ================================================================== publishes
+    def _drain_publishes(self):
+        for _ in range(256):
+            if not self.sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return  # drained (cheaper than ending on a zmq.Again exception)
+            raw = self.sub.recv(zmq.NOBLOCK)
+            try:
+                pub = internal.Publish.decode(raw)
+            except ZwatchError as exc:
+                self.log_limited(self.log.error, "fanout.bad_publish", error=str(exc)[:200])
+                continue
+            self.core.on_publish(pub.prev, pub.last, pub.revisions, pub.compact_revision)
+
+    # ================================================================== syncer
+    def _send_syncer(self, frame: bytes, op: str):
+        try:
+            self.syncer.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            # The syncer is gone or swamped; the instance check re-registers everything.
+            self.log_limited(self.log.warning, "fanout.syncer_send_failed", op=op)
+            self.core.forget_syncer()
+
+    def _drain_syncer(self):
+        core = self.core
+        for _ in range(1024):
+            if not self.syncer.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return  # drained (cheaper than ending on a zmq.Again exception)
+            frames = self.syncer.recv_multipart(zmq.NOBLOCK)
+            if len(frames) == 2:  # a reply to a forwarded client read: [client_id, reply]
+                self._route_reply(frames)
+                continue
+            try:
+                op, body = internal.decode_from_syncer(frames[-1])
+            except ZwatchError as exc:
+                self.log_limited(self.log.error, "fanout.bad_syncer_message", error=str(exc)[:200])
+                continue
+            if op == "ev":
+                core.on_sync_events(body)
+            elif op == "synced":
+                core.on_synced(body)
+            elif op == "compacted":
+                core.on_compacted(body)
+            elif op == "pong":
+                core.on_syncer_instance(body.instance)
+            else:
+                self.log_limited(self.log.error, "fanout.syncer_error", op=op, body=str(body)[:300])
+
+    # ================================================================== output
+    def _send(self, ident: bytes, frame: bytes) -> str:
+        try:
+            self.router.send_multipart((ident, frame), zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return AGAIN
+        except zmq.ZMQError:  # EHOSTUNREACH: the client is gone
+            return GONE
+        self.st["frames"] += 1
+        return SENT
+
+    def _flush(self, now: float):
+        core = self.core
+        unsync, sync = core.take_syncer_work()
+        # Both lists grow with the number of watchers (a gap or a syncer restart moves them all):
+        # they travel in bounded messages, never one the syncer would refuse (issue #8.3).
+        if unsync:
+            for frame in internal.encode_unsync(unsync):
+                self._send_syncer(frame, "unsync")
+        if sync:
+            for frame in internal.encode_sync(sync):
+                self._send_syncer(frame, "sync")
+        out = core.take_output()
+        if not out and not self.holding:
+            return
+        for ident in self.holding:
+            out.setdefault(ident, [])
+        self.holding = set()
+        for ident, items in out.items():
+            session = self.sessions.get(ident)
+            result = self.output.flush(ident, session, items, self._send, now)
+            if session is None:
+                continue
+            if result.lost_owners:
+                for owner in result.lost_owners:
+                    core.victimize(owner, now)
+                self.log_limited(self.log.info, "watch.victim", key=ident, session=session.name,
+                                 frames_lost=result.lost_frames,
+                                 inflight_bytes=session.sent_bytes - session.acked_bytes)
+            if result.close == "not_reading":
+                self.log.warning("fanout.session_not_reading", session=session.name,
+                                 held_replies=len(session.held), held_bytes=session.held_bytes)
+            if result.close:
+                self._close_session(ident, result.close)
+                continue
+            for req_id in result.progress_again:
+                core.request_progress(session, req_id)
+            if result.holding:
+                self.holding.add(ident)
+
+    # ================================================================== clients
+    def _drain_clients(self):
+        router = self.router
+        for _ in range(1024):
+            if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return  # drained (cheaper than ending on a zmq.Again exception)
+            frames = router.recv_multipart(zmq.NOBLOCK)
+            self.st["requests"] += 1
+            ident = frames[0]
+            if len(frames) != 2:
+                self.st["bad_requests"] += 1
+                self.core.reply(ident, messages.encode_error(None, InvalidArgument("a request is one frame")))
+                continue
+            raw = frames[1]
+            req_id = None
+            try:
+                op, req_id, body = messages.decode_request(raw)
+                self._dispatch(ident, raw, op, req_id, body)
+            except ZwatchError as err:
+                self.st["bad_requests"] += 1
+                rid = req_id if req_id is not None else messages.error_req_id(err)
+                self.core.reply(ident, messages.encode_error(rid, err))
+            except Exception as exc:  # a bug must cost one request, never the process
+                self.log.exception("fanout.request_failed")
+                self.core.reply(ident, messages.encode_error(req_id, ZwatchError(f"{type(exc).__name__}: {exc}")))
+
+    def _dispatch(self, ident, raw, op, req_id, body):
+        session = self.sessions.get(ident)
+        if op == "hello":
+            self._hello(ident, req_id, body)
+            return
+        if session is None:
+            raise FailedPrecondition("no session: send hello first", reason=NO_SESSION)
+        session.last_heard = time.monotonic()
+        if op == "ack":
+            self.output.ack(session, messages.get_int(body, "bytes"))
+        elif op == "ping":
+            self.core.reply(ident, messages.pack(["pong", req_id, {"revision": self.core.last_seen or 0}]))
+        elif op in messages.WRITE_OPS or op == "status":
+            self._forward(self.writer, ident, raw, "writer")
+        elif op in messages.READ_OPS:
+            self._forward(self.reader, ident, raw, "syncer")
+        elif op == "watch_create":
+            self.core.watch_create(session, req_id, body)
+        elif op == "watch_cancel":
+            self.core.watch_cancel(session, req_id, messages.get_int(body, "watch_id", 0, -1, 1 << 62))
+        elif op == "watch_progress":
+            self.core.request_progress(session, req_id)
+        elif op == "bye":
+            self._close_session(ident, "bye")
+            try:
+                self.router.send_multipart((ident, messages.encode_ok(req_id, {})), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def _hello(self, ident, req_id, body):
+        version = messages.get_int(body, "version", 0, 0, 1 << 31)
+        if version != PROTOCOL_VERSION:
+            raise FailedPrecondition(f"protocol version {version} is not supported; this fan-out speaks {PROTOCOL_VERSION}")
+        if ident in self.sessions:
+            self._close_session(ident, "rehello")
+        elif len(self.sessions) >= self.max_sessions:
+            raise ResourceExhausted(f"this fan-out holds its maximum of {self.max_sessions} sessions")
+        name = str(body.get("client", ""))[:64]
+        self.sessions[ident] = Session(ident, name or ident.hex(), time.monotonic())
+        self.core.reply(ident, messages.encode_ok(req_id, {
+            "version": PROTOCOL_VERSION, "session": ident.hex(), "fanout": self.instance,
+            "heartbeat_s": 1.0, "idle_timeout_s": self.idle_timeout_s,
+            "revision": self.core.last_seen or 0,
+            "limits": {"max_watches": self.max_watches, "max_request_bytes": messages.MAX_REQUEST_BYTES,
+                       "max_key_bytes": messages.MAX_KEY_BYTES}}))
+        self.log.info("session.open", session=name or ident.hex(), sessions=len(self.sessions))
+
+    def _forward(self, sock, ident, raw, peer):
+        try:
+            sock.send_multipart((ident, raw), zmq.NOBLOCK)
+        except zmq.Again:
+            raise Unavailable(f"the {peer} is not reachable") from None
+
+    def _drain_replies(self, sock):
+        # Publishes first: the writer announces a compaction before it replies to it.
+        self._drain_publishes()
+        for _ in range(4096):
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return  # drained (cheaper than ending on a zmq.Again exception)
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+            if len(frames) == 2:
+                self._route_reply(frames)
+
+    def _route_reply(self, frames):
+        ident, reply = frames
+        if ident in self.sessions:
+            self.core.reply(ident, reply)
+
+    def _close_session(self, ident, reason: str):
+        session = self.sessions.pop(ident, None)
+        if session is None:
+            return
+        self.core.drop_session(session)
+        self.holding.discard(ident)
+        self.trim_policy.note_closed(time.monotonic())
+        self.log.info("session.close", session=session.name, reason=reason, sessions=len(self.sessions))
+
+    def _expire_sessions(self, now):
+        limit = now - self.idle_timeout_s
+        for ident in [i for i, s in self.sessions.items() if s.last_heard < limit]:
+            self._close_session(ident, "idle_timeout")
+
+    def _log_stats(self):
+        core = self.core
+        self.log.info("fanout.stats", sessions=len(self.sessions), watchers=len(core.watchers),
+                      groups=len(core.index), futures=core.live_futures, victims_pending=len(core.victims),
+                      unsynced=sum(1 for w in core.watchers.values() if w.state == UNSYNCED),
+                      revision=core.last_seen, ring=len(core.ring), ring_bytes=core.ring_bytes,
+                      interval_s=self.stats_s, max_inflight_bytes=self.output.max_inflight,
+                      session_window=self.session_window, **core.st, **self.st)
+        for d in (core.st, self.st):
+            for k in d:
+                d[k] = 0
+        self.output.max_inflight = 0
+
+
+def main(endpoint: str | None = None) -> int:
+    return Fanout.from_env(endpoint).run()

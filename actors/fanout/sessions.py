@@ -1,0 +1,158 @@
+"""A session's output: frame cutting, the credit window, held frames, stuck sessions.
+
+I/O-free: `SessionOutput.flush` takes the items the core queued for a session and a `send`
+callable (the service's ROUTER; a test's list) and returns what happened.  The rules (SPEC.md
+section 7.6, design.md section 10):
+
+* consecutive watch responses and control responses are spliced into one ``w`` frame of about
+  256 KiB at most (responses are never re-encoded); replies travel as their own frames;
+* a watch frame is sent only while unacknowledged bytes stay within the session window, except
+  that one frame may always go when everything sent is acknowledged;
+* what cannot be sent is held, in order; held for longer than the stall time, or more than a
+  window's worth, the watch frames are dropped and their owners become victims (the caller
+  victimizes them); replies and control responses are kept, but a session that has more than
+  ``max_held_replies`` of them (or a window's worth) is not reading at all and is closed.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+from zwatch import messages
+
+from .model import ControlOut, Owner, ProgressOut, ReplyOut, Session, WatchOut
+
+FRAME_BYTES = 256 * 1024       # watch frames are cut here so that credit moves in small steps
+MAX_HELD_REPLIES = 1000
+
+SENT, AGAIN, GONE = "sent", "again", "gone"
+
+
+class Progress(NamedTuple):
+    """Tag of a frame that belongs to a requested progress notification (re-asked if dropped)."""
+    req_id: int
+
+
+class FlushResult(NamedTuple):
+    sent: int = 0                       # frames sent
+    lost_frames: int = 0                # watch frames dropped (stuck session)
+    lost_owners: tuple = ()             # their owners, in queue order: victimize them in this order
+    progress_again: tuple = ()          # requested progress notifications dropped: ask them again
+    holding: bool = False               # frames are still held: flush this session again later
+    close: str | None = None            # close the session for this reason
+
+
+def cut_frames(items) -> list[tuple[bytes, object]]:
+    """Items -> [(frame, tag)]: tag is a list of owners (a watch frame), None (never dropped) or
+    Progress (dropped with the watch frames before it, then asked again)."""
+    frames = []
+    run: list[bytes] = []
+    owners: list = []
+    run_bytes = 0
+
+    def close_run():
+        nonlocal run, owners, run_bytes
+        if run:
+            frames.append((messages.watch_frame(run), owners))
+            run, owners, run_bytes = [], [], 0
+
+    for item in items:
+        if isinstance(item, WatchOut):
+            if run and run_bytes + len(item.data) > FRAME_BYTES:
+                close_run()
+            run.append(item.data)
+            owners.append(item.owner)
+            run_bytes += len(item.data)
+            continue
+        close_run()
+        if isinstance(item, ReplyOut):
+            frames.append((item.frame, None))
+        elif isinstance(item, ControlOut):
+            frames.append((messages.watch_frame([item.data]), None))
+        elif isinstance(item, ProgressOut):
+            tag = Progress(item.req_id)
+            if item.frame is not None:
+                frames.append((item.frame, tag))
+            frames.append((item.reply, tag))
+        else:
+            raise TypeError(f"not a session output item: {item!r}")
+    close_run()
+    return frames
+
+
+class SessionOutput:
+    def __init__(self, window: int, stall_s: float, max_held_replies: int = MAX_HELD_REPLIES):
+        self.window = window
+        self.stall_s = stall_s
+        self.max_held_replies = max_held_replies
+        self.max_inflight = 0        # the largest unacknowledged byte count seen (for stats)
+
+    def flush(self, ident: bytes, session: Session | None, items, send: Callable[[bytes, bytes], str],
+              now: float) -> FlushResult:
+        """Send the session's held frames, then the new items, as far as credit and its pipe allow.
+
+        session None: a reply to a peer without a session (an error): sent as is, never held."""
+        frames = cut_frames(items)
+        if session is None:
+            for frame, _ in frames:
+                if send(ident, frame) != SENT:
+                    break
+            return FlushResult()
+        if session.held:
+            frames = session.held + frames
+        sent = 0
+        window = self.window
+        for frame, tag in frames:
+            if isinstance(tag, list) and session.sent_bytes > session.acked_bytes and \
+                    session.sent_bytes - session.acked_bytes + len(frame) > window:
+                break  # no credit: hold this and everything after it (one frame may always go)
+            outcome = send(ident, frame)
+            if outcome == AGAIN:
+                break
+            if outcome == GONE:
+                return FlushResult(sent=sent, close="unreachable")
+            sent += 1
+            session.sent_bytes += len(frame)
+            inflight = session.sent_bytes - session.acked_bytes
+            if inflight > self.max_inflight:
+                self.max_inflight = inflight
+        rest = frames[sent:]
+        if not rest:
+            session.held, session.held_bytes = [], 0
+            return FlushResult(sent=sent)
+        if not session.held or sent:
+            session.held_since = now
+        session.held = rest
+        session.held_bytes = sum(len(f) for f, _ in rest)
+        if session.held_bytes <= window and now - session.held_since <= self.stall_s:
+            return FlushResult(sent=sent, holding=True)
+        # Stuck: the watch frames go (their watchers replay later from history, exactly from
+        # the first revision they did not get); replies and control responses stay; a
+        # requested progress notification behind dropped frames is asked again.
+        keep, lost_owners, progress, lost = [], [], [], 0
+        for frame, tag in rest:
+            if isinstance(tag, list):
+                lost += 1
+                lost_owners.extend(o for o in tag if o is not None)
+            elif isinstance(tag, Progress):
+                if tag.req_id not in progress:
+                    progress.append(tag.req_id)
+            else:
+                keep.append((frame, tag))
+        session.held = keep
+        session.held_bytes = sum(len(f) for f, _ in keep)
+        close = None
+        if len(keep) > self.max_held_replies or session.held_bytes > window:
+            close = "not_reading"   # it sends requests (pings) but reads nothing
+        return FlushResult(sent=sent, lost_frames=lost, lost_owners=tuple(lost_owners),
+                           progress_again=tuple(sorted(progress)), holding=bool(keep), close=close)
+
+    @staticmethod
+    def ack(session: Session, acked: int) -> None:
+        if acked > session.acked_bytes:
+            # Clamp: a client may count a frame or two from before its session existed.
+            session.acked_bytes = min(acked, session.sent_bytes)
+            session.backoff = 0.0
+
+
+__all__ = ["SessionOutput", "FlushResult", "Progress", "cut_frames", "Owner", "SENT", "AGAIN", "GONE",
+           "FRAME_BYTES", "MAX_HELD_REPLIES"]

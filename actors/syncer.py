@@ -19,8 +19,8 @@ State machine::
 Between chunks it serves reads and takes new registrations (they join the next batch), and
 stops scanning while a fan-out's pipe is full (its messages wait in an outbox).
 
-Socket: ROUTER (ZWATCH_SYNCER_ENDPOINT).  Fan-outs speak the messages documented in
-fanout.py; a forwarded client read arrives as [fanout, client_id, request].  A direct peer
+Socket: ROUTER (ZWATCH_SYNCER_ENDPOINT).  Fan-outs speak the messages of zwatch.internal
+(SPEC.md section 12); a forwarded client read arrives as [fanout, client_id, request].  A direct peer
 may also send ["stats", id, {}] (counters for tests and operators).
 """
 from __future__ import annotations
@@ -31,22 +31,17 @@ import time
 import uuid
 from collections import deque
 
-import msgpack
 import zmq
 
-from zwatch import messages
+from zwatch import internal, messages
 from zwatch.errors import InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
 
-from .common import Every, chunk_by_size, StopFlag, env, env_float, env_int, make_socket
+from .common import Every, StopFlag, make_socket
 from .index import KeyIndex
 from .store import Store
 from .logsetup import configure
 
-_pack = msgpack.Packer(use_bin_type=True).pack
-# Messages to a fan-out are cut at about this size (an "ev" item alone may be bigger: it holds
-# one ready-encoded response of up to a chunk's bytes).
-MESSAGE_BYTES = 1 << 20
 SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status"})
 _LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
@@ -75,20 +70,6 @@ class SyncGroup:
         self.key, self.end, self.filter_bits, self.prev_kv = w.key, w.end, w.filter_bits, w.prev_kv
         self.fragment, self.next_rev, self.fanout = w.fragment, w.next_rev, w.fanout
         self.members: dict[int, SyncWatcher] = {}
-
-
-def _parse_registration(item) -> tuple:
-    if not isinstance(item, list) or len(item) != 10:
-        raise InvalidArgument("a sync registration is [uid, epoch, key, end, next_rev, filter_bits, prev_kv, "
-                              "watch_id, fragment, session]")
-    uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment, session = item
-    for v in (uid, epoch, next_rev, bits, watch_id):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise InvalidArgument("sync registration: integer fields expected")
-    if not isinstance(key, bytes) or not (end is None or isinstance(end, bytes)) or \
-            not isinstance(prev_kv, bool) or not isinstance(fragment, bool) or not isinstance(session, bytes):
-        raise InvalidArgument("sync registration: key/end/session must be bytes, prev_kv and fragment booleans")
-    return uid, epoch, key, end, max(1, next_rev), bits, prev_kv, watch_id, fragment, session
 
 
 class Syncer:
@@ -221,22 +202,18 @@ class Syncer:
                                                "compact_revision": self.store.compact_revision(),
                                                "actor": "syncer", "instance": self.instance})
         if op == "stats":
-            return messages.encode_ok(req_id, dict(self.totals, pending=len(self.pending),
-                                                   batch=len(self.batch or ()), instance=self.instance))
+            return internal.encode_stats_reply(req_id, dict(self.totals, pending=len(self.pending),
+                                                            batch=len(self.batch or ()), instance=self.instance))
         if len(envelope) != 1:
             raise InvalidArgument(f"{op} is a fan-out message")
         self.fanout_heard[peer] = time.monotonic()
         if op == "ping":
-            return messages.pack(["pong", req_id, {"instance": self.instance,
-                                                   "revision": self.store.current_revision()}])
-        if not isinstance(body, list):
-            raise InvalidArgument(f"{op} carries a list")
+            return internal.Pong(req_id, self.instance, self.store.current_revision()).encode()
         if op == "sync":
-            regs = [_parse_registration(item) for item in body]
-            for reg in regs:
-                k = (peer, reg[0])
+            for reg in internal.decode_sync(body):     # all checked before any is taken
+                k = (peer, reg.uid)
                 self._forget(k)
-                w = SyncWatcher(peer, *reg)
+                w = SyncWatcher(peer, *reg._replace(next_rev=max(1, reg.next_rev)))
                 if self.batch is not None and len(self.batch) < self.batch_size and \
                         w.next_rev >= self.cursor - self.chunk_revisions:
                     # Join the running batch instead of costing a scan of its own.  If the scan
@@ -259,11 +236,10 @@ class Syncer:
                     self.pending_seq += 1
                     heapq.heappush(self.pending_heap, (w.next_rev, self.pending_seq, k, w))
         elif op == "unsync":
-            for item in body:
-                if isinstance(item, list) and len(item) == 2:
-                    w = self.pending.get((peer, item[0])) or (self.batch or {}).get((peer, item[0]))
-                    if w is not None and w.epoch == item[1]:
-                        self._forget((peer, item[0]))
+            for uid, epoch in internal.decode_unsync(body):
+                w = self.pending.get((peer, uid)) or (self.batch or {}).get((peer, uid))
+                if w is not None and w.epoch == epoch:
+                    self._forget((peer, uid))
         return None
 
     def _forget(self, k):
@@ -305,11 +281,9 @@ class Syncer:
                 self._drop_fanout(envelope[0], "unreachable")
             return True
 
-    def _post(self, fanout: bytes, msg):
-        self.outbox.append((fanout, messages.pack(msg)))
-
-    def _post_by_fanout(self, op: str, pairs, size_of=lambda item: 32):
-        """[op, 0, items] messages per fan-out for (fanout, item) pairs, each of a bounded size.
+    def _post_by_fanout(self, encode, pairs):
+        """Frames per fan-out for (fanout, item) pairs; encode (internal.encode_events, ...)
+        cuts them to a bounded size.
 
         Everything posted here grows with the number of watchers (or of groups x events): one
         message for all of them would be unbounded (issue #8.3)."""
@@ -317,8 +291,8 @@ class Syncer:
         for fanout, item in pairs:
             by_fanout.setdefault(fanout, []).append(item)
         for fanout, items in by_fanout.items():
-            for chunk in chunk_by_size(items, size_of, MESSAGE_BYTES):
-                self._post(fanout, [op, 0, chunk])
+            for frame in encode(items):
+                self.outbox.append((fanout, frame))
 
     def _flush_outbox(self):
         while self.outbox:
@@ -379,7 +353,8 @@ class Syncer:
                 # Every watcher still wanting revisions below the compact revision is canceled
                 # first, with compact_revision, before anything else about it advances.
                 doomed = [w for w in self.batch.values() if w.group.next_rev < compact]
-                self._post_by_fanout("compacted", ((w.fanout, [w.uid, w.epoch, compact]) for w in doomed))
+                self._post_by_fanout(internal.encode_compacted,
+                                     ((w.fanout, internal.CompactedCancel(w.uid, w.epoch, compact)) for w in doomed))
                 for w in doomed:
                     self._forget((w.fanout, w.uid))
                 self._count("compacted", len(doomed))
@@ -425,14 +400,14 @@ class Syncer:
             last_read = records[-1][0] if records else to_rev
         sends = []
         for g, evs in per_group.items():
-            members = [[w.uid, w.epoch] for w in g.members.values()]
+            members = [(w.uid, w.epoch) for w in g.members.values()]
             ids = [w.watch_id for w in g.members.values()]
             # Each part of an oversized list names its own first revision: a part the fan-out
             # drops unsent must not make the watchers replay the parts already delivered.
             for first_rev, resp in messages.pack_watch_response_parts(ids, current, evs, g.fragment):
-                sends.append((g.fanout, [members, first_rev, last_read, resp]))
+                sends.append((g.fanout, internal.SyncEvent(members, first_rev, last_read, resp)))
             self._count("events_sent", len(evs) * len(ids))
-        self._post_by_fanout("ev", sends, lambda item: 16 + 12 * len(item[0]) + len(item[3]))
+        self._post_by_fanout(internal.encode_events, sends)
         # Every group has now read through last_read: groups that became identical could merge,
         # but keeping them apart is correct and rare enough not to matter.
         # (A watcher's position in the batch is its group's next_rev; its own next_rev is where
@@ -446,8 +421,9 @@ class Syncer:
             self._finish_batch(current)
 
     def _finish_batch(self, current: int):
-        self._post_by_fanout("synced", ((w.fanout, [w.uid, w.epoch, max(current, w.group.next_rev - 1)])
-                                        for w in self.batch.values()))
+        self._post_by_fanout(internal.encode_synced,
+                             ((w.fanout, internal.Handoff(w.uid, w.epoch, max(current, w.group.next_rev - 1)))
+                              for w in self.batch.values()))
         self._count("handoffs", len(self.batch))
         self.log.info("sync.batch", watchers=self.batch_size_now, handed_off=len(self.batch),
                       min_revision=self.batch_min_rev, to_revision=current, rewinds=self.batch_rewinds,

@@ -18,7 +18,7 @@ ROUTER (ZWATCH_WRITER_ENDPOINT): frames ``[peer, *route, request]``; the reply g
 ``[peer, *route, reply]``.  A fan-out forwards a client's request as ``[client_id, request]``
 so the reply finds its way back without being decoded again.  At most two route frames.
 
-PUB (ZWATCH_PUB_ENDPOINT): one frame per group commit (or heartbeat)::
+PUB (ZWATCH_PUB_ENDPOINT): one frame per group commit (or heartbeat), zwatch.internal.Publish::
 
     ["pub", prev_revision, last_revision, [[revision, [event, ...]], ...], compact_revision]
     event = [type, kv, prev_kv | nil]    (messages.py: kv = [key, create, mod, version, value, lease])
@@ -35,7 +35,7 @@ import time
 
 import zmq
 
-from zwatch import __version__, messages, settings
+from zwatch import __version__, internal, messages, settings
 from zwatch.errors import Internal, ZwatchError
 from zwatch.limits import PROTOCOL_VERSION
 from .logsetup import configure
@@ -139,7 +139,7 @@ class Writer:
             if op == "status":
                 replies.append(envelope + [messages.encode_ok(req_id, self._status())])
             elif op == "ping":
-                replies.append(envelope + [messages.pack(["pong", req_id, {"revision": self.last_published}])])
+                replies.append(envelope + [internal.Pong(req_id, None, self.last_published).encode()])
             elif op in messages.WRITE_OPS or op in messages.READ_OPS:
                 batch.append((envelope, req_id, op, body))
             else:
@@ -209,7 +209,7 @@ class Writer:
     def _publish(self, published):
         last = published[-1][0] if published else self.last_published
         try:
-            self.pub.send(messages.pack(["pub", self.last_published, last, published, self.compact_rev]),
+            self.pub.send(internal.Publish(self.last_published, last, published, self.compact_rev).encode(),
                           zmq.NOBLOCK)
         except zmq.Again:  # PUB never blocks; subscribers detect the gap by prev_revision
             self.log.warning("writer.publish_dropped", revision=last)

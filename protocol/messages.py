@@ -291,12 +291,6 @@ def pack_control(watch_id: int, revision: int, **fields) -> bytes:
     return pack(control_response(watch_id, revision, **fields))
 
 
-def repack_response(response: bytes, ids: list) -> bytes:
-    """The same event array for fewer watch ids (some were canceled or moved meanwhile)."""
-    _ids, rev, evs, fragment = msgpack.unpackb(response, raw=False)
-    return pack([ids, rev, evs, fragment])
-
-
 def _pack_revision_run(ids, header_rev, run, fragment, limit):
     whole = pack([ids, header_rev, run, False])
     if len(whole) <= limit or not fragment or len(run) <= 1:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-from zwatch import messages
+from zwatch import internal, messages
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
 from ..index import KeyIndex
@@ -84,8 +84,8 @@ class FanoutCore:
         return out
 
     def take_syncer_work(self) -> tuple[list, list]:
-        """(withdrawals [[uid, epoch]], registrations [[uid, epoch, key, end, next_rev, filter_bits,
-        prev_kv, watch_id, fragment, session]]): withdrawals first, a watcher's newer epoch wins."""
+        """(withdrawals [[uid, epoch]], registrations [internal.Registration]): send the withdrawals
+        first; a watcher's newer epoch wins at the syncer."""
         unsync, sync = self.to_unsync, self.to_sync
         self.to_unsync, self.to_sync = [], []
         return unsync, sync
@@ -319,8 +319,8 @@ class FanoutCore:
         self._set_state(w, UNSYNCED)
         w.epoch += 1
         w.next_rev = next_rev
-        self.to_sync.append([w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv, w.watch_id,
-                             w.fragment, w.session.ident])
+        self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv,
+                                                  w.watch_id, w.fragment, w.session.ident))
 
     # ------------------------------------------------------------------ the syncer
     def _current(self, uid, epoch):
@@ -337,7 +337,7 @@ class FanoutCore:
                 continue
             if len(current) != len(members):
                 # Some were canceled or re-registered meanwhile: they must not get these events.
-                resp = messages.repack_response(resp, [w.watch_id for w in current])
+                resp = internal.repack_response([w.watch_id for w in current], resp)
             for w in current:
                 w.next_rev = last_rev + 1
             self.st["synced_from_syncer"] += len(current)

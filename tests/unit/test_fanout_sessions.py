@@ -1,0 +1,91 @@
+"""A session's output: frame cutting, the credit window, held frames, stuck sessions (no socket:
+`send` is a list that can refuse, as a full ZeroMQ pipe does)."""
+from __future__ import annotations
+
+import msgpack
+
+from zwatch.actors.fanout.model import ControlOut, Owner, ProgressOut, ReplyOut, Session, WatchOut
+from zwatch.actors.fanout.sessions import AGAIN, FRAME_BYTES, GONE, SENT, SessionOutput, cut_frames
+
+
+class Pipe:
+    """What the ROUTER would do: accept `room` frames, then say AGAIN (or GONE)."""
+
+    def __init__(self, room: int = 10 ** 9, gone: bool = False):
+        self.room, self.gone, self.frames = room, gone, []
+
+    def __call__(self, ident, frame):
+        if self.gone:
+            return GONE
+        if len(self.frames) >= self.room:
+            return AGAIN
+        self.frames.append(frame)
+        return SENT
+
+
+def resp(rev: int, size: int = 100) -> bytes:
+    return msgpack.packb([[1], rev, [[0, [b"k", 2, rev, 1, b"x" * size, 0]]], False])
+
+
+def w_item(rev, size=100, owner_rev=None):
+    return WatchOut(resp(rev, size), Owner(("w",), owner_rev or rev))
+
+
+def test_consecutive_responses_share_a_frame_up_to_the_frame_size_and_replies_stand_alone():
+    items = [w_item(2), w_item(3), ReplyOut(b"reply"), ControlOut(msgpack.packb({"watch_id": 1})), w_item(4)]
+    frames = cut_frames(items)
+    kinds = [msgpack.unpackb(f, raw=False)[0] if f != b"reply" else "r" for f, _ in frames]
+    assert kinds == ["w", "r", "w", "w"]
+    assert len(msgpack.unpackb(frames[0][0], raw=False)[2]) == 2
+    big = cut_frames([w_item(r, FRAME_BYTES // 3) for r in range(2, 8)])
+    assert len(big) == 3 and all(len(f) <= FRAME_BYTES + 1024 for f, _ in big)
+
+
+def test_watch_frames_wait_for_credit_but_one_frame_may_always_go():
+    out = SessionOutput(window=1000, stall_s=2.0)
+    s = Session(b"s", "s")
+    pipe = Pipe()
+    r = out.flush(b"s", s, [w_item(2, 5000)], pipe, now=0.0)     # bigger than the window, nothing unacked
+    assert r.sent == 1 and not r.holding
+    r = out.flush(b"s", s, [w_item(3, 10), ReplyOut(b"reply")], pipe, now=0.1)
+    assert r.sent == 0 and r.holding and len(s.held) == 2       # no credit: held, the reply waits behind it
+    out.ack(s, s.sent_bytes)
+    r = out.flush(b"s", s, [], pipe, now=0.2)
+    assert r.sent == 2 and not s.held
+
+
+def test_a_stuck_session_loses_its_watch_frames_in_order_and_keeps_its_replies():
+    out = SessionOutput(window=10_000, stall_s=1.0)
+    s = Session(b"s", "s")
+    pipe = Pipe(room=0)                                          # its pipe is full
+    items = [w_item(5), ReplyOut(b"reply"), w_item(6), ProgressOut(b"pframe", b"preply", 42), w_item(7)]
+    r = out.flush(b"s", s, items, pipe, now=0.0)
+    assert r.holding and not r.lost_owners
+    r = out.flush(b"s", s, [], pipe, now=2.0)                   # past the stall time
+    assert [o.first_rev for o in r.lost_owners] == [5, 6, 7]    # queue order: the first names the resume point
+    assert r.lost_frames == 3 and r.progress_again == (42,)
+    assert [f for f, _ in s.held] == [b"reply"] and r.holding and r.close is None
+
+
+def test_a_session_that_never_reads_its_replies_is_closed():
+    """Issue #8.2: pongs queued behind a full pipe for ever."""
+    out = SessionOutput(window=10_000, stall_s=1.0, max_held_replies=10)
+    s = Session(b"s", "s")
+    pipe = Pipe(room=0)
+    out.flush(b"s", s, [ReplyOut(b"pong")] * 11, pipe, now=0.0)
+    r = out.flush(b"s", s, [], pipe, now=2.0)
+    assert r.close == "not_reading"
+
+
+def test_a_gone_peer_closes_the_session_and_a_peer_without_session_is_never_held():
+    out = SessionOutput(window=10_000, stall_s=1.0)
+    assert out.flush(b"s", Session(b"s", "s"), [ReplyOut(b"x")], Pipe(gone=True), now=0.0).close == "unreachable"
+    r = out.flush(b"n", None, [ReplyOut(b"err")], Pipe(room=0), now=0.0)
+    assert not r.holding
+
+
+def test_acks_are_clamped_and_reset_the_victim_backoff():
+    s = Session(b"s", "s")
+    s.sent_bytes, s.backoff = 100, 1.6
+    SessionOutput.ack(s, 10 ** 12)
+    assert s.acked_bytes == 100 and s.backoff == 0.0

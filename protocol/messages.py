@@ -68,9 +68,6 @@ FILTER_BITS = {FILTER_NOPUT: 1, FILTER_NODELETE: 2}
 # them all.  "All keys from here" ranges (range_end b"\x00") use it as their end.
 KEY_INFINITY = b"\xff" * (MAX_KEY_BYTES + 1)
 
-_packer_opts = dict(use_bin_type=True)
-
-
 def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
@@ -226,12 +223,6 @@ def control_response(watch_id: int, revision: int, *, created=False, canceled=Fa
     return {"watch_id": watch_id, "created": created, "canceled": canceled,
             "cancel_reason": cancel_reason, "compact_revision": compact_revision,
             "header": {"revision": revision}}
-
-
-def kv_list_to_dict(kv) -> dict:
-    key, create, mod, version, value, lease = kv
-    return {"key": key, "create_revision": create, "mod_revision": mod, "version": version,
-            "value": value, "lease": lease}
 
 
 def pack_watch_responses(ids: list, header_rev: int, events: list, fragment: bool,

@@ -77,7 +77,6 @@ class Config:
     quiesce_timeout: float = 30.0
     logs: str | None = None
     extra_env: dict = field(default_factory=dict)   # more actor environment (ZWATCH_...)
-    avoid_known_bugs: bool = False       # steer clear of the known client bugs (see --help)
     dump: str | None = None               # pickle everything the checker saw into this file
     keep: bool = False
     verbose: bool = False
@@ -131,9 +130,6 @@ class Chaos:
         self.progress_counts = Counter()
         self.sessions: dict[int, dict] = {}
         self.quiet = threading.Event()
-        self.create_locks: dict[int, threading.Lock] = {}
-        self.no_create_until = 0.0
-        self.create_gate = threading.Lock()     # --avoid-known-bugs: no fan-out kill during a create
         self.quiet_periods = 0
         self.t0 = time.monotonic()
 
@@ -329,9 +325,8 @@ class Chaos:
             kw["range_end"] = spec.range_end
         t = Tracked(name, ci, spec, history=history, resume_of=resume_of)
         try:
-            with self._create_lock(ci):
-                h = c.watch(spec.key, start_revision=spec.start_revision, prev_kv=spec.prev_kv,
-                            filters=list(spec.filters), progress_notify=progress_notify, **kw)
+            h = c.watch(spec.key, start_revision=spec.start_revision, prev_kv=spec.prev_kv,
+                        filters=list(spec.filters), progress_notify=progress_notify, **kw)
         except ZwatchError as e:
             self.watch_counts[f"create failed ({e.code})"] += 1
             return None
@@ -346,13 +341,6 @@ class Chaos:
             self.streams.append(t)
         self.watch_counts["created"] += 1
         return t
-
-    def _create_lock(self, ci):
-        """With --avoid-known-bugs: no progress request in flight while a watch is being created."""
-        if not self.cfg.avoid_known_bugs:
-            return _NoLock
-        with self.lock:
-            return self.create_locks.setdefault(ci, threading.Lock())
 
     def _drain(self, t: Tracked, wait: float = 0.0) -> None:
         """Move what the handle received into the record (collector and manager both call it)."""
@@ -419,13 +407,9 @@ class Chaos:
             time.sleep(rng.uniform(0.05, 0.3))
             with self.lock:
                 active = [t for t in self.streams if not t.ended and not t.history and not t.canceled_by_client]
-            if self.cfg.avoid_known_bugs and time.monotonic() < self.no_create_until:
-                continue
             if len(active) < self.cfg.max_active_watches and rng.random() < 0.6:
                 spec, pn = self._random_spec(rng)
-                with self.create_gate if self.cfg.avoid_known_bugs else _NoLock:
-                    if time.monotonic() >= self.no_create_until:
-                        self._create_watch(rng.randrange(len(self.wclients)), spec, progress_notify=pn)
+                self._create_watch(rng.randrange(len(self.wclients)), spec, progress_notify=pn)
             elif active and rng.random() < 0.5:
                 t = rng.choice(active)
                 t.canceled_by_client = True
@@ -436,9 +420,7 @@ class Chaos:
                 self.watch_counts["canceled_by_client"] += 1
                 self._drain(t, wait=1.0)
                 if rng.random() < 0.4:
-                    with self.create_gate if self.cfg.avoid_known_bugs else _NoLock:
-                        if time.monotonic() >= self.no_create_until:
-                            self._resume(t)
+                    self._resume(t)
 
     def _resume(self, t: Tracked):
         """The application's resume: a new watch from the old one's last revision + 1."""
@@ -495,8 +477,7 @@ class Chaos:
             ci = rng.randrange(len(self.wclients))
             c = self.wclients[ci]
             try:
-                with self._create_lock(ci):
-                    c.request_progress(timeout=3)
+                c.request_progress(timeout=3)
                 self.progress_counts["requested"] += 1
             except ZwatchError:
                 self.progress_counts["unavailable"] += 1
@@ -513,16 +494,9 @@ class Chaos:
                 victims = [first_round.pop(0)]
             elif rng.random() < self.cfg.double_kill:
                 victims = rng.sample(names, 2)           # e.g. the writer and a fan-out together
-                if self.cfg.avoid_known_bugs and "syncer" not in victims:
-                    victims = ["syncer", victims[0]]     # no fan-out restarted while it cannot join
             else:
                 victims = [rng.choice(names)]
             down = rng.uniform(*self.cfg.down_time)
-            if self.cfg.avoid_known_bugs and any(v.startswith("fanout") for v in victims):
-                down = max(down, 2.5)                    # clients fail over before it is back
-                # no watch create in flight while clients fail over
-                with self.create_gate:
-                    self.no_create_until = time.monotonic() + down + 4.0
             self._kill_restart(victims, down)
             if self.stop_kills.wait(rng.uniform(*self.cfg.kill_every)):
                 return
@@ -655,7 +629,7 @@ class Chaos:
         sessions = sum(len(v) - 1 for v in self.sessions.values())
         rep = {
             "seconds": cfg.seconds, "seed": cfg.seed, "fanouts": cfg.fanouts,
-            "avoid_known_bugs": cfg.avoid_known_bugs, "env": cfg.extra_env,
+            "env": cfg.extra_env,
             "revisions": final_rev, "compact_revision": final_compact,
             "writes": dict(self.write_counts),
             "compactions": dict(self.compactions),
@@ -702,22 +676,10 @@ class Chaos:
             json.dump(self.kill_log, f)
 
 
-class _NoLockType:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NoLock = _NoLockType()
-
-
 def format_report(rep: dict) -> str:
     w = rep["writes"]
     lines = [
-        f"zwatch chaos: {rep['seconds']:.0f}s seed {rep['seed']} fanouts {rep['fanouts']}"
-        + (" (avoiding known bugs)" if rep.get("avoid_known_bugs") else ""),
+        f"zwatch chaos: {rep['seconds']:.0f}s seed {rep['seed']} fanouts {rep['fanouts']}",
         f"  writes: {w.get('attempted', 0)} attempted, {w.get('acknowledged', 0)} acknowledged, "
         f"{w.get('unavailable', 0)} unavailable"
         + "".join(f", {n} {k}" for k, n in w.items() if k.startswith("error")),
@@ -757,19 +719,12 @@ def main(argv=None) -> int:
                     help="extra actor environment, e.g. ZWATCH_SESSION_WINDOW_BYTES=16384 (repeatable)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--logs", help="write every actor's log lines into this directory")
-    ap.add_argument("--avoid-known-bugs", action="store_true",
-                    help="steer clear of known client bugs to look past them: a progress request never "
-                         "races a watch create on the same client (the [-1] reply reaches the pending watch), "
-                         "no watch is created while clients fail over from a killed fan-out (a create in "
-                         "flight is sent twice, the second fails and cancels the watch); fan-outs stay down "
-                         "long enough for clients to fail over")
     ap.add_argument("--dump", help="pickle the history, acknowledged writes and streams into this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     args = ap.parse_args(argv)
     cfg = Config(seconds=args.seconds, seed=args.seed, fanouts=args.fanouts, writers=args.writers,
                  watch_clients=max(2, args.watch_clients), kill_every=tuple(args.kill_every),
                  ring_revisions=args.ring_revisions, logs=args.logs, dump=args.dump, keep=args.keep,
-                 avoid_known_bugs=args.avoid_known_bugs,
                  extra_env=dict(kv.split("=", 1) for kv in args.env))
 
     def on_term(signum, frame):

@@ -3,8 +3,8 @@
 Runs as a subprocess so that a hung actor or client thread can never outlive the test: the
 runner bounds every loop itself, and the timeout here kills what is left.
 
-The client bugs the runner found (reproductions at the end of tests/test_guarantees.py) are
-fixed, so CI runs the full mode; --avoid-known-bugs remains in the tool for bisecting.
+The two client bugs the runner found are fixed (reproductions at the end of
+tests/system/test_guarantees.py), so the runner no longer has a mode that steers clear of them.
 """
 from __future__ import annotations
 

@@ -74,7 +74,9 @@ class TrimPolicy:
       peers that connected and left without ever sending a message.  While the memory is
       really in use (the peers are still connected) a trim releases nothing; each such futile
       trim doubles the wait before the next growth trim, up to ``max_interval_s``, and a trim
-      that releases something resets it.
+      that releases something resets it.  While RSS is still rising (by a quarter of
+      ``growth_bytes`` since the last trim: a burst is arriving) the wait stays
+      ``min_interval_s``, so that the backoff measures memory held, not a burst in progress.
 
     Pure bookkeeping: the caller measures RSS, trims and reports the result with ``done``.
     """
@@ -90,6 +92,7 @@ class TrimPolicy:
         self.last_closed_at = float("-inf")
         self.last_trim_at = float("-inf")
         self.floor: int | None = None     # lowest RSS seen after a trim (or at the first check)
+        self.last_trim_rss: int | None = None
         self.growth_interval_s = min_interval_s
         self.trims = 0
         self.released_bytes = 0
@@ -107,8 +110,10 @@ class TrimPolicy:
             return None
         if self.closed >= self.closed_threshold and now - self.last_closed_at >= self.quiet_s:
             return "departures"
-        if rss is not None and rss - self.floor >= self.growth_bytes and since >= self.growth_interval_s:
-            return "growth"
+        if rss is not None and rss - self.floor >= self.growth_bytes:
+            rising = self.last_trim_rss is not None and rss - self.last_trim_rss >= self.growth_bytes // 4
+            if since >= (self.min_interval_s if rising else self.growth_interval_s):
+                return "growth"
         return None
 
     def done(self, now: float, rss_before: int | None, rss_after: int | None) -> int:
@@ -120,6 +125,7 @@ class TrimPolicy:
         if rss_before is not None and rss_after is not None:
             released = max(0, rss_before - rss_after)
             self.floor = rss_after if self.floor is None else min(self.floor, rss_after)
+        self.last_trim_rss = rss_after
         self.released_bytes += released
         if released >= self.growth_bytes // 4:
             self.growth_interval_s = self.min_interval_s

@@ -94,6 +94,18 @@ def test_growth_triggers_against_the_floor_and_backs_off_while_nothing_is_releas
     assert p.due(t + 2.0, 40 * MB) is None
 
 
+def test_a_burst_still_arriving_keeps_the_short_interval():
+    p = TrimPolicy(closed_threshold=10**9, min_interval_s=2.0, growth_bytes=64 * MB, max_interval_s=60.0)
+    p.due(0.0, 30 * MB)
+    assert p.due(2.0, 140 * MB) == "growth"
+    p.done(2.0, 140 * MB, 140 * MB)                      # futile: the peers are still arriving
+    assert p.growth_interval_s == 4.0
+    assert p.due(4.0, 300 * MB) == "growth"             # RSS rose since: min_interval_s, not 4 s
+    p.done(4.0, 300 * MB, 300 * MB)
+    assert p.due(6.0, 305 * MB) is None                  # flat: the memory is held, back off
+    assert p.due(12.0, 305 * MB) == "growth"
+
+
 def test_floor_follows_a_lower_post_trim_rss():
     p = TrimPolicy(min_interval_s=1.0, growth_bytes=10 * MB)
     p.due(0.0, 50 * MB)

@@ -1,0 +1,283 @@
+"""The syncer actor's service: the socket, the poll loop, reads, the outbox.
+
+What a batch decides (which watchers, one scan, per-group outputs, handoffs, compaction
+cancels, when to start) is in batch.py, without I/O; this module feeds it LMDB snapshots and
+sends what it returns.  The syncer serves reads and replays history to unsynced watchers.
+
+Why the syncer serves Range: it is a reader of LMDB already, LMDB readers never wait for the
+writer's fsync (MVCC snapshots), and a fan-out on another host than the LMDB file reaches it
+over ZeroMQ like any other peer.  Replay runs in bounded chunks, so a read waits at most one
+chunk behind a catch-up.
+
+State machine::
+
+    IDLE --unsynced watchers pending--> BATCH: take up to batch_size watchers (lowest next
+         revision first), min_rev = their lowest next revision; cancel those below the
+         compact revision (etcd #17529: before anything else about them advances)
+    BATCH --chunk: ONE history scan from the cursor, bounded by revisions and bytes--> match
+         each record against the batch's own KeyIndex, send per-watcher responses
+         (whole revisions only) to the owning fan-outs
+    BATCH --cursor passed the snapshot's current revision R--> "synced" at R for every watcher
+         of the batch, back to IDLE
+
+Between chunks it serves reads and takes new registrations (they join the next batch), and
+stops scanning while a fan-out's pipe is full (its messages wait in an outbox).
+
+Socket: ROUTER (ZWATCH_SYNCER_ENDPOINT).  Fan-outs speak the messages of zwatch.internal
+(SPEC.md section 12); a forwarded client read arrives as [fanout, client_id, request].  A direct peer
+may also send ["stats", id, {}] (counters for tests and operators).
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+
+import zmq
+
+from zwatch import internal, messages
+from zwatch.errors import InvalidArgument, ZwatchError
+from zwatch.limits import MAX_RESPONSE_BYTES
+
+from ..common import Every, StopFlag, make_socket
+from ..logsetup import configure
+from ..store import Store
+from .batch import Batch, PendingQueue, StartPolicy, SyncWatcher
+
+SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status"})
+_LIST_BODY_OPS = frozenset({"sync", "unsync"})
+
+
+class Syncer:
+    def __init__(self, data_dir: str, endpoint: str, *, batch_size: int = 512, chunk_revisions: int = 2000,
+                 chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.1, quiet_s: float = 0.01,
+                 fanout_timeout_s: float = 10.0,
+                 stats_s: float = 10.0):
+        self.data_dir = data_dir
+        self.endpoint = endpoint
+        self.batch_size = batch_size
+        self.chunk_revisions = chunk_revisions
+        self.chunk_bytes = min(chunk_bytes, MAX_RESPONSE_BYTES)
+        self.fanout_timeout_s = fanout_timeout_s
+        self.batch_delay_s = batch_delay_s
+        self.quiet_s = quiet_s
+        self.start_policy = StartPolicy(batch_size, quiet_s, batch_delay_s)
+        self.stats_s = stats_s
+        self.instance = f"syncer-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.log = configure("syncer").bind(instance=self.instance)
+        self.stop = StopFlag()
+        self.pending = PendingQueue()          # waiting for a batch
+        self.batch: Batch | None = None
+        self.batch_started = 0.0
+        self.outbox: deque[tuple[bytes, bytes]] = deque()
+        self.fanout_heard: dict[bytes, float] = {}
+        self.totals = dict(batches=0, records_scanned=0, events_sent=0, handoffs=0, compacted=0, reads=0)
+        self.st = dict(self.totals)
+
+    @classmethod
+    def from_env(cls) -> "Syncer":
+        from zwatch import settings         # the declarations: protocol/settings.py
+        return cls(**settings.actor_kwargs("syncer", cls))
+
+    def _count(self, name, n=1):
+        self.totals[name] += n
+        self.st[name] += n
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> int:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.store = Store(self.data_dir)
+        ctx = zmq.Context()
+        self.router = make_socket(ctx, zmq.ROUTER, sndhwm=1000, rcvhwm=100_000)
+        self.router.bind(self.endpoint)
+        self.log.info("syncer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
+                      batch_size=self.batch_size, chunk_revisions=self.chunk_revisions,
+                      chunk_bytes=self.chunk_bytes, quiet_s=self.quiet_s, batch_delay_s=self.batch_delay_s,
+                      revision=self.store.current_revision())
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        stats = Every(self.stats_s)
+        reap = Every(1.0)
+        try:
+            while not self.stop:
+                self._flush_outbox()
+                # Decided before the drain below, which may add registrations: they wait for
+                # the next round (and its quiet window).
+                due = self.start_policy.due(time.monotonic(), len(self.pending))
+                busy = (self.batch is not None or due) and not self.outbox
+                # Busy: just look for input between chunks.  Outbox full: the fan-out's pipe
+                # drains fast, retry soon (not after a full idle wait: that stalled every chunk).
+                timeout = 0 if busy else (2 if self.outbox else (5 if self.pending else 50))
+                if poller.poll(timeout):
+                    self._drain()
+                self._flush_outbox()
+                if not self.outbox:
+                    if self.batch is None and due:
+                        self._start_batch()
+                    if self.batch is not None:
+                        self._scan_chunk()
+                now = time.monotonic()
+                if reap.due(now):
+                    self._reap_fanouts(now)
+                if stats.due(now):
+                    self.log.info("syncer.stats", pending=len(self.pending),
+                                  batch=len(self.batch) if self.batch is not None else 0, outbox=len(self.outbox),
+                                  interval_s=self.stats_s, **self.st)
+                    self.st = dict.fromkeys(self.st, 0)
+        finally:
+            self.log.info("syncer.stop", signal=self.stop.signal, **self.totals)
+            self.router.close()
+            ctx.term()
+            self.store.close()
+        return 0
+
+    def _drain(self):
+        for _ in range(1024):
+            if not self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return  # drained (cheaper than ending on a zmq.Again exception)
+            frames = self.router.recv_multipart(zmq.NOBLOCK)
+            if not 2 <= len(frames) <= 3:
+                self.log.warning("syncer.bad_envelope", frames=len(frames))
+                continue
+            envelope, raw = frames[:-1], frames[-1]
+            peer = frames[0]
+            req_id = None
+            try:
+                op, req_id, body = messages.decode_request(raw, SYNCER_OPS, _LIST_BODY_OPS)
+                reply = self._handle(peer, envelope, op, req_id, body)
+            except ZwatchError as err:
+                rid = req_id if req_id is not None else messages.error_req_id(err)
+                reply = messages.encode_error(rid, err)
+            except Exception as exc:
+                self.log.exception("syncer.request_failed")
+                reply = messages.encode_error(req_id, ZwatchError(f"{type(exc).__name__}: {exc}"))
+            if reply is not None:
+                self._send(envelope, reply)
+
+    def _handle(self, peer, envelope, op, req_id, body):
+        if op == "range":
+            self._count("reads")
+            return messages.encode_ok(req_id, self.store.range(body))
+        if op == "status":
+            return messages.encode_ok(req_id, {"header": {"revision": self.store.current_revision()},
+                                               "compact_revision": self.store.compact_revision(),
+                                               "actor": "syncer", "instance": self.instance})
+        if op == "stats":
+            return internal.encode_stats_reply(req_id, dict(
+                self.totals, pending=len(self.pending), batch=len(self.batch) if self.batch is not None else 0,
+                instance=self.instance))
+        if len(envelope) != 1:
+            raise InvalidArgument(f"{op} is a fan-out message")
+        self.fanout_heard[peer] = time.monotonic()
+        if op == "ping":
+            return internal.Pong(req_id, self.instance, self.store.current_revision()).encode()
+        if op == "sync":
+            for reg in internal.decode_sync(body):     # all checked before any is taken
+                k = (peer, reg.uid)
+                self._forget(k)
+                w = SyncWatcher(peer, *reg._replace(next_rev=max(1, reg.next_rev)))
+                # Join the running batch if it may (batch.py, Batch.try_join), else wait.
+                if self.batch is None or not self.batch.try_join(w):
+                    self.start_policy.registered(time.monotonic(), first=not self.pending)
+                    self.pending.add(k, w)
+        elif op == "unsync":
+            for uid, epoch in internal.decode_unsync(body):
+                k = (peer, uid)
+                w = self.pending.get(k) or (self.batch.get(k) if self.batch is not None else None)
+                if w is not None and w.epoch == epoch:
+                    self._forget((peer, uid))
+        return None
+
+    def _forget(self, k):
+        self.pending.discard(k)
+        if self.batch is not None:
+            self.batch.forget(k)
+
+    def _reap_fanouts(self, now):
+        dead = [f for f, t in self.fanout_heard.items() if now - t > self.fanout_timeout_s]
+        for fanout in dead:
+            self._drop_fanout(fanout, "silent")
+
+    def _drop_fanout(self, fanout: bytes, reason: str):
+        self.fanout_heard.pop(fanout, None)
+        gone = [k for k in list(self.pending.keys()) + list(self.batch.keys() if self.batch is not None else ())
+                if k[0] == fanout]
+        for k in gone:
+            self._forget(k)
+        self.outbox = deque((f, m) for f, m in self.outbox if f != fanout)
+        self.log.info("syncer.fanout_dropped", fanout=fanout.decode(errors="replace"), reason=reason, watchers=len(gone))
+
+    # ------------------------------------------------------------------ output
+    def _send(self, envelope, frame) -> bool:
+        try:
+            self.router.send_multipart(envelope + [frame], zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+        except zmq.ZMQError:  # EHOSTUNREACH: the peer is gone
+            if len(envelope) == 1:
+                self._drop_fanout(envelope[0], "unreachable")
+            return True
+
+    def _post_by_fanout(self, encode, pairs):
+        """Frames per fan-out for (fanout, item) pairs; encode (internal.encode_events, ...)
+        cuts them to a bounded size.
+
+        Everything posted here grows with the number of watchers (or of groups x events): one
+        message for all of them would be unbounded (issue #8.3)."""
+        by_fanout: dict[bytes, list] = {}
+        for fanout, item in pairs:
+            by_fanout.setdefault(fanout, []).append(item)
+        for fanout, items in by_fanout.items():
+            for frame in encode(items):
+                self.outbox.append((fanout, frame))
+
+    def _flush_outbox(self):
+        while self.outbox:
+            fanout, frame = self.outbox[0]
+            if not self._send([fanout], frame):
+                return  # that fan-out's pipe is full: stop scanning until it drains
+            if self.outbox and self.outbox[0][1] is frame:
+                self.outbox.popleft()
+
+    # ------------------------------------------------------------------ batches
+    def _start_batch(self):
+        chosen = self.pending.take(self.batch_size)
+        self.start_policy.started(time.monotonic())
+        if not chosen:
+            return
+        self.batch = Batch(chosen, max_watchers=self.batch_size, chunk_revisions=self.chunk_revisions,
+                           chunk_bytes=self.chunk_bytes)
+        self.batch_started = time.perf_counter()
+        self._count("batches")
+
+    def _scan_chunk(self):
+        with self.store.reader() as view:
+            current = view.current_revision
+            step = self.batch.step(view)
+        # In this order: a compacted watcher is canceled before anything else about it
+        # (etcd #17529), and the handoffs come after the last events.
+        if step.cancels:
+            self._post_by_fanout(internal.encode_compacted, step.cancels)
+            self._count("compacted", len(step.cancels))
+        self._count("records_scanned", step.records)
+        self._count("events_sent", step.events_sent)
+        self._post_by_fanout(internal.encode_events, step.events)
+        if step.handoffs is not None:
+            self._finish_batch(step.handoffs, current)
+
+    def _finish_batch(self, handoffs, current: int):
+        batch = self.batch
+        self._post_by_fanout(internal.encode_synced, handoffs)
+        self._count("handoffs", len(handoffs))
+        self.log.info("sync.batch", watchers=batch.joined, handed_off=len(handoffs),
+                      min_revision=batch.min_rev, to_revision=current, rewinds=batch.rewinds,
+                      records_scanned=batch.scanned,
+                      ms=round((time.perf_counter() - self.batch_started) * 1000, 3))
+        self.batch = None
+
+
+def main() -> int:
+    return Syncer.from_env().run()
+

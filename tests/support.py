@@ -71,3 +71,14 @@ def drain_counting(sock, until, timeout=30.0):
                         per_watch[wid] = per_watch.get(wid, 0) + len(r[2])
         sock.send(msgpack.packb(["ack", 0, {"bytes": received}]), zmq.NOBLOCK)
     return per_watch
+
+
+def bare_dealer(endpoint: str, **sockopts):
+    """A DEALER connected to endpoint that has said nothing (no hello): for tests that send
+    malformed or out-of-order frames themselves.  sockopts: zmq option name -> value."""
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    for name, value in sockopts.items():
+        s.setsockopt(getattr(zmq, name), value)
+    s.connect(endpoint)
+    return s

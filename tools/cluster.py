@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from zwatch import Client
+from zwatch import Client, messages
 
 
 class _RawSession:
@@ -25,14 +25,13 @@ class _RawSession:
 def raw_session(endpoint: str, **sockopts):
     """A bare DEALER that has said hello to a fan-out: for tests that must speak the wire
     protocol themselves (stalled or pipelining clients).  sockopts: zmq option name -> value."""
-    import msgpack
     import zmq
     s = zmq.Context.instance().socket(zmq.DEALER, socket_class=type("RawSession", (zmq.Socket, _RawSession), {}))
     s.setsockopt(zmq.LINGER, 0)
     for name, value in sockopts.items():
         s.setsockopt(getattr(zmq, name), value)
     s.connect(endpoint)
-    s.send(msgpack.packb(["hello", 1, {"version": 1}]))
+    s.send(messages.encode_request("hello", 1, {"version": 1}))
     if not s.poll(5000):
         s.close()
         raise TimeoutError(f"no hello reply from {endpoint}")

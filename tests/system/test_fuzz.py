@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from zwatch import errors
 from zwatch.limits import MAX_REQUEST_BYTES
 from zwatch.messages import CLIENT_OPS
 from zwatch.tools.cluster import Cluster
+
+from support import bare_dealer
 
 leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=True),
                  st.text(max_size=20), st.binary(max_size=40))
@@ -36,13 +37,6 @@ def fuzz_cluster(tmp_path_factory):
         c.stop()
 
 
-def _dealer(endpoint):
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.connect(endpoint)
-    return s
-
-
 def _reply(sock, timeout_ms=3000):
     """The next reply (ok / err / pong), skipping watch responses (watch_progress sends one)."""
     while True:
@@ -63,7 +57,7 @@ def _expect_error_or_ok(msg):
 
 @pytest.fixture(scope="module")
 def session(fuzz_cluster):
-    s = _dealer(fuzz_cluster.fanout_eps[0])
+    s = bare_dealer(fuzz_cluster.fanout_eps[0])
     s.send(msgpack.packb(["hello", 1, {"version": 1}]))
     assert _reply(s)[0] == "ok"
     yield s
@@ -95,7 +89,7 @@ def _is_valid_ack(frame):
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frame=garbage)
 def test_internal_sockets_answer_garbage_with_stable_codes(fuzz_cluster, endpoint, frame):
-    s = _dealer(getattr(fuzz_cluster, endpoint))
+    s = bare_dealer(getattr(fuzz_cluster, endpoint))
     try:
         s.send(frame)
         _expect_error_or_ok(_reply(s))
@@ -141,8 +135,8 @@ def test_resource_limits(make_cluster):
         c.watch("k4")
     ws[0].cancel()
     c.watch("k5")                                           # a freed slot can be used again
-    other = _dealer(cl.fanout_eps[0])
-    third = _dealer(cl.fanout_eps[0])
+    other = bare_dealer(cl.fanout_eps[0])
+    third = bare_dealer(cl.fanout_eps[0])
     try:
         other.send(msgpack.packb(["hello", 1, {"version": 1}]))
         assert _reply(other)[0] == "ok"

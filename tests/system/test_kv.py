@@ -7,10 +7,11 @@ import time
 
 import msgpack
 import pytest
-import zmq
 
 from zwatch import Client, Delete, Get, ModRevision, Put, Value, Version
 from zwatch import errors
+
+from support import bare_dealer
 
 
 def test_put_get_delete_revisions_like_etcd(cluster):
@@ -147,15 +148,6 @@ def test_acknowledged_writes_survive_writer_sigkill(cluster):
     assert c.put("after", "x").header.revision == r.header.revision + 1
 
 
-def _raw_dealer(endpoint):
-    ctx = zmq.Context.instance()
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVTIMEO, 3000)
-    s.connect(endpoint)
-    return s
-
-
 def _ask(sock, frame):
     sock.send(frame)
     return msgpack.unpackb(sock.recv(), raw=False)
@@ -175,7 +167,7 @@ def _ask(sock, frame):
     (msgpack.packb(["txn", 9, {"success": [{"request_put": {"key": b"a"}}] * 200}]), "INVALID_ARGUMENT"),
 ])
 def test_malformed_requests_get_stable_error_codes(cluster, frame, code):
-    s = _raw_dealer(cluster.fanout_eps[0])
+    s = bare_dealer(cluster.fanout_eps[0], RCVTIMEO=3000)
     try:
         kind, _, body = _ask(s, msgpack.packb(["hello", 1, {"version": 1}]))
         assert kind == "ok"
@@ -205,7 +197,7 @@ def test_frame_size_table_of_the_spec(cluster):
     from zwatch.limits import MAX_REQUEST_BYTES, SOCKET_MAX_MSG_BYTES
     assert SOCKET_MAX_MSG_BYTES == 4 * MAX_REQUEST_BYTES == 6_291_456
     good = cluster.client()
-    s = _raw_dealer(cluster.fanout_eps[0])
+    s = bare_dealer(cluster.fanout_eps[0], RCVTIMEO=3000)
     try:
         assert _ask(s, msgpack.packb(["hello", 1, {"version": 1}]))[0] == "ok"
         kind, req_id, body = _ask(s, _put_frame_of(MAX_REQUEST_BYTES))
@@ -223,7 +215,7 @@ def test_frame_size_table_of_the_spec(cluster):
 
 
 def test_request_before_hello_is_refused(cluster):
-    s = _raw_dealer(cluster.fanout_eps[0])
+    s = bare_dealer(cluster.fanout_eps[0], RCVTIMEO=3000)
     try:
         kind, req_id, body = _ask(s, msgpack.packb(["range", 5, {"key": b"k"}]))
         assert (kind, req_id, body["code"], body["reason"]) == ("err", 5, "FAILED_PRECONDITION", "NO_SESSION")

@@ -6,15 +6,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
-import msgpack
 import zmq
 
-from .procstat import rss_kib
+from zwatch import internal
+from zwatch.errors import InvalidArgument
+from zwatch.tools.cluster import Cluster, free_port
 
 
 class ZwatchSystem:
@@ -36,7 +36,6 @@ class ZwatchSystem:
         self.tag = tag
         if self.given:
             return self
-        from zwatch.tools.cluster import Cluster
         self.tmp = tempfile.mkdtemp(prefix="zwatch-bench-")
         env = {"ZWATCH_STATS_S": "10"}
         env.update(self.env)
@@ -79,18 +78,15 @@ class ZwatchSystem:
         s.setsockopt(zmq.LINGER, 0)
         try:
             s.connect(ep)
-            s.send(msgpack.packb(["stats", 1, {}], use_bin_type=True))
+            s.send(internal.StatsRequest(1).encode())
             if not s.poll(5000):
                 return None
-            kind, _, body = msgpack.unpackb(s.recv(), raw=False)
-            return body if kind == "ok" else None
+            try:
+                return internal.decode_stats_reply(s.recv())
+            except InvalidArgument:         # an error reply, or not a stats reply at all
+                return None
         finally:
             s.close()
-
-    def actor_events(self, name: str, event: str) -> list[dict]:
-        if self.cluster is None:
-            return []
-        return self.cluster.actors[name].events(event)
 
     def stop(self):
         if self.cluster is not None:
@@ -99,13 +95,6 @@ class ZwatchSystem:
         if self.tmp and not self.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp = None
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class EtcdSystem:
@@ -129,7 +118,7 @@ class EtcdSystem:
 
     def start(self, tag: str = ""):
         self.tmp = tempfile.mkdtemp(prefix="etcd-bench-")
-        self.client_port, peer = _free_port(), _free_port()
+        self.client_port, peer = free_port(), free_port()
         curl, purl = f"http://127.0.0.1:{self.client_port}", f"http://127.0.0.1:{peer}"
         argv = [self.binary, "--name", "bench", "--data-dir", os.path.join(self.tmp, "data"),
                 "--listen-client-urls", curl, "--advertise-client-urls", curl,
@@ -180,11 +169,3 @@ class EtcdSystem:
         if self.tmp and not self.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp = None
-
-
-def server_rss(pids: dict[str, int]) -> dict[str, int | None]:
-    return {n: rss_kib(p) for n, p in pids.items()}
-
-
-def python_version() -> str:
-    return sys.version.split()[0]

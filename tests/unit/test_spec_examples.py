@@ -169,51 +169,39 @@ def test_limits_table_matches_zwatch_limits():
 
 
 # ---------------------------------------------------------------- each check fails on drift
-def _edited(old: str, new: str) -> str:
+# (check, text in SPEC.md, what it is edited into, what the failure must say)
+DRIFTS = [
+    (check_worked_examples, "01 82 a7 76 65 72", "01 82 a7 76 66 72", "hello: zwatch.messages encodes"),
+    (check_worked_examples, '"client": "demo"}]    30 bytes', '"client": "demo"}]    31 bytes',
+     "hello: the text says 31 bytes"),
+    (check_worked_examples, '{"key": b"foo", "value": b"bar"}', '{"key": "foo", "value": b"bar"}',
+     "put: zwatch.messages encodes"),                                   # a str key where bin is due
+    (check_worked_examples, '"header": {"revision": 2}', '"header": {"revision": 3}', "ok: zwatch.messages"),
+    (check_worked_examples, 'b"bar", 0]]], false]', 'b"bar", 0]]], true]', "w: the SPEC's bytes do not decode"),
+    (check_worked_examples, '["ack", 0, {"bytes": 300}]', '["ack", 0, {"bytes": 301}]', "ack: zwatch.messages"),
+    (check_worked_examples, '    ack:    ["ack"', '    ack:    ["nack"', "section 11 shows"),   # an example gone
+    (check_frame_size_table, "| up to 1,572,864 (", "| up to 1,572,863 (", "MAX_REQUEST_BYTES = 1,572,864"),
+    (check_frame_size_table, "| 1,572,865 .. 6,291,456 |", "| 1,572,864 .. 6,291,456 |", "refused sizes"),
+    (check_frame_size_table, "| 1,572,865 .. 6,291,456 |", "| 1,572,865 .. 6,291,455 |", "refused sizes"),
+    (check_frame_size_table, "| above 6,291,456 (", "| above 3,145,728 (", "SOCKET_MAX_MSG_BYTES = 6,291,456"),
+    (check_frame_size_table, "= 4 x `MAX_REQUEST_BYTES`", "= 2 x `MAX_REQUEST_BYTES`", "= 4 x MAX_REQUEST_BYTES"),
+    (check_limits_table, "| `MAX_KEY_BYTES` | 511 ", "| `MAX_KEY_BYTES` | 512 ", "MAX_KEY_BYTES is"),
+    (check_limits_table, "`SOCKET_MAX_MSG_BYTES` (6,291,456)", "`SOCKET_MAX_MSG_BYTES` (3,145,728)",
+     r"`SOCKET_MAX_MSG_BYTES` \(3,145,728\)"),
+    (check_limits_table, "| `MAX_REVISION` | 2^63-1 ", "| `MAX_REVISION` | 2^64-1 ", "MAX_REVISION is"),
+]
+
+
+@pytest.mark.parametrize("check,old,new,says", DRIFTS, ids=[f"{d[0].__name__}-{i}" for i, d in enumerate(DRIFTS)])
+def test_each_check_fails_on_an_edited_copy_of_the_spec(check, old, new, says):
     text = spec_text()
     assert text.count(old) == 1, f"{old!r} is not in SPEC.md once: update this test's edit"
-    return text.replace(old, new)
-
-
-@pytest.mark.parametrize("old,new", [
-    ("01 82 a7 76 65 72", "01 82 a7 76 66 72"),                  # one byte of hello's hex line
-    ("[\"hello\", 1, {\"version\": 1, \"client\": \"demo\"}]    30 bytes",
-     "[\"hello\", 1, {\"version\": 1, \"client\": \"demo\"}]    31 bytes"),   # its declared size
-    ("{\"key\": b\"foo\", \"value\": b\"bar\"}", "{\"key\": \"foo\", \"value\": b\"bar\"}"),  # a str key
-    ("\"header\": {\"revision\": 2}", "\"header\": {\"revision\": 3}"),                      # the reply
-    ("b\"bar\", 0]]], false]", "b\"bar\", 0]]], true]"),                                     # the watch frame
-    ("[\"ack\", 0, {\"bytes\": 300}]", "[\"ack\", 0, {\"bytes\": 301}]"),                    # the ack
-    ("    ack:    [\"ack\"", "    ack:    [\"nack\""),                                       # an example gone
-])
-def test_worked_examples_check_fails_on_an_edited_spec(old, new):
-    with pytest.raises(AssertionError):
-        check_worked_examples(_edited(old, new))
+    with pytest.raises(AssertionError, match=says):
+        check(text.replace(old, new))
 
 
 def test_worked_examples_check_fails_when_the_encoder_drifts(monkeypatch):
     """Keys and values as str instead of bin (msgpack's old default): the put example breaks."""
     monkeypatch.setattr(messages, "pack", lambda obj: msgpack.packb(obj, use_bin_type=False))
-    with pytest.raises(AssertionError, match="put"):
+    with pytest.raises(AssertionError, match="put: zwatch.messages encodes"):
         check_worked_examples(spec_text())
-
-
-@pytest.mark.parametrize("old,new", [
-    ("| up to 1,572,864 (", "| up to 1,572,863 ("),
-    ("| 1,572,865 .. 6,291,456 |", "| 1,572,864 .. 6,291,456 |"),
-    ("| 1,572,865 .. 6,291,456 |", "| 1,572,865 .. 6,291,455 |"),
-    ("| above 6,291,456 (", "| above 3,145,728 ("),
-    ("= 4 x `MAX_REQUEST_BYTES`", "= 2 x `MAX_REQUEST_BYTES`"),
-])
-def test_frame_size_check_fails_on_an_edited_spec(old, new):
-    with pytest.raises(AssertionError):
-        check_frame_size_table(_edited(old, new))
-
-
-@pytest.mark.parametrize("old,new", [
-    ("| `MAX_KEY_BYTES` | 511 ", "| `MAX_KEY_BYTES` | 512 "),
-    ("`SOCKET_MAX_MSG_BYTES` (6,291,456)", "`SOCKET_MAX_MSG_BYTES` (3,145,728)"),
-    ("| `MAX_REVISION` | 2^63-1 ", "| `MAX_REVISION` | 2^64-1 "),
-])
-def test_limits_check_fails_on_an_edited_spec(old, new):
-    with pytest.raises(AssertionError):
-        check_limits_table(_edited(old, new))

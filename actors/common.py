@@ -11,9 +11,6 @@ import time
 import zmq
 
 from zwatch import settings
-# Defined with the internal messages it cuts; re-exported only until the fan-out imports it
-# from zwatch.internal (then this line goes).
-from zwatch.internal import chunk_by_size  # noqa: F401
 from zwatch.limits import SOCKET_MAX_MSG_BYTES
 
 # Frames up to this reach our code (above MAX_REQUEST_BYTES they get a RESOURCE_EXHAUSTED reply);

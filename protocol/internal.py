@@ -364,8 +364,7 @@ class Handoff(NamedTuple):
 
     @classmethod
     def decode(cls, item) -> "Handoff":
-        _list(item, "a synced item [uid, epoch, revision]", 3)
-        return cls(_int(item[0], "synced uid"), _int(item[1], "synced epoch"), _int(item[2], "synced revision"))
+        return _watcher_item(cls, item, "synced", "revision")
 
 
 class CompactedCancel(NamedTuple):
@@ -381,9 +380,13 @@ class CompactedCancel(NamedTuple):
 
     @classmethod
     def decode(cls, item) -> "CompactedCancel":
-        _list(item, "a compacted item [uid, epoch, compact_revision]", 3)
-        return cls(_int(item[0], "compacted uid"), _int(item[1], "compacted epoch"),
-                   _int(item[2], "compacted compact_revision"))
+        return _watcher_item(cls, item, "compacted", "compact_revision")
+
+
+def _watcher_item(cls, item, op: str, third: str):
+    """[uid, epoch, <third>]: the items of "synced" and "compacted"."""
+    _list(item, f"a {op} item [uid, epoch, {third}]", 3)
+    return cls(_int(item[0], f"{op} uid"), _int(item[1], f"{op} epoch"), _int(item[2], f"{op} {third}"))
 
 
 def encode_events(items: list[SyncEvent], max_bytes: int = MESSAGE_BYTES) -> list[bytes]:

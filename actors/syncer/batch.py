@@ -52,7 +52,21 @@ class SyncGroup:
         self.members: dict[int, SyncWatcher] = {}
 
 
-class PendingQueue:
+class _WatcherTable:
+    """Watchers keyed by (fan-out, uid), in `self.watchers`."""
+    watchers: dict
+
+    def __len__(self):
+        return len(self.watchers)
+
+    def get(self, k):
+        return self.watchers.get(k)
+
+    def keys(self):
+        return self.watchers.keys()
+
+
+class PendingQueue(_WatcherTable):
     """Watchers waiting for a batch, keyed by (fan-out, uid), taken lowest next revision first.
 
     A heap of (next_rev, seq, key, watcher), without sorting every pending watcher at every
@@ -63,15 +77,6 @@ class PendingQueue:
         self.watchers: dict[tuple[bytes, int], SyncWatcher] = {}
         self.heap: list[tuple[int, int, tuple, SyncWatcher]] = []
         self.seq = 0
-
-    def __len__(self):
-        return len(self.watchers)
-
-    def get(self, k):
-        return self.watchers.get(k)
-
-    def keys(self):
-        return self.watchers.keys()
 
     def add(self, k, w: SyncWatcher):
         self.watchers[k] = w
@@ -133,7 +138,7 @@ class ChunkResult(NamedTuple):
     events_sent: int           # events x watchers they were sent for
 
 
-class Batch:
+class Batch(_WatcherTable):
     """Up to max_watchers watchers replayed by ONE scan of history, in bounded chunks.
 
     The cursor starts at the lowest next revision; each chunk is matched against the batch's
@@ -157,15 +162,6 @@ class Batch:
         self.min_rev = self.cursor
         self.rewinds = 0
         self.scanned = 0
-
-    def __len__(self):
-        return len(self.watchers)
-
-    def get(self, k):
-        return self.watchers.get(k)
-
-    def keys(self):
-        return self.watchers.keys()
 
     def _join(self, w: SyncWatcher):
         self.watchers[w.batch_key] = w

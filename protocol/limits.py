@@ -17,6 +17,10 @@ SOCKET_MAX_MSG_BYTES = 4 * MAX_REQUEST_BYTES
 MAX_KEY_BYTES = 511
 # etcd's --max-txn-ops default.
 MAX_TXN_OPS = 128
+# Compares plus request ops of a whole txn tree, every nesting level and both branches counted.
+# etcd bounds a tree only by the request size (1.5 MiB holds ~31,000 tiny ops); this bounds the
+# work one request can make the single writer do.  64 full etcd txns' worth: no sane txn nears it.
+MAX_TXN_TREE_OPS = 8192
 # Nested txn depth (etcd has no explicit limit but bounds it by request size; we bound recursion).
 MAX_TXN_DEPTH = 8
 # Largest revision a request may name: revisions are stored as 8-byte big-endian unsigned, but

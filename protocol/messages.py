@@ -49,6 +49,9 @@ import msgpack
 from . import errors
 from .errors import InvalidArgument, ZwatchError
 from .limits import MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_REVISION
+# Request bodies are validated in zwatch.requests; these names are kept here for their users.
+from .requests import (FILTER_BITS, FILTER_NODELETE, FILTER_NOPUT, KEY_INFINITY,  # noqa: F401
+                       WatchSpec, get_bool, get_bytes, get_int, get_key, prefix_end)
 
 PUT, DELETE = 0, 1
 EVENT_TYPE_NAMES = ("PUT", "DELETE")
@@ -59,14 +62,6 @@ READ_OPS = frozenset({"range"})
 WATCH_OPS = frozenset({"watch_create", "watch_cancel", "watch_progress"})
 SESSION_OPS = frozenset({"hello", "ping", "ack", "bye", "status"})
 CLIENT_OPS = WRITE_OPS | READ_OPS | WATCH_OPS | SESSION_OPS
-
-FILTER_NOPUT, FILTER_NODELETE = "NOPUT", "NODELETE"
-# Bit per filtered event type, indexed by event type (PUT=0 -> bit 1, DELETE=1 -> bit 2).
-FILTER_BITS = {FILTER_NOPUT: 1, FILTER_NODELETE: 2}
-
-# A key no valid key reaches: LMDB keys are at most 511 bytes, so 512 x 0xff sorts above
-# them all.  "All keys from here" ranges (range_end b"\x00") use it as their end.
-KEY_INFINITY = b"\xff" * (MAX_KEY_BYTES + 1)
 
 def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
@@ -126,96 +121,6 @@ def encode_error(req_id, err: ZwatchError) -> bytes:
 
 def error_req_id(err: ZwatchError):
     return err.details.get("req_id")
-
-
-# ---------------------------------------------------------------- field validation
-def get_bytes(body: dict, name: str, default: bytes | None = b"", max_len: int = MAX_REQUEST_BYTES) -> bytes:
-    v = body.get(name, default)
-    if v is None and default is None:
-        return None
-    if not isinstance(v, (bytes, bytearray)):
-        raise InvalidArgument(f"{name} must be bytes (msgpack bin)")
-    if len(v) > max_len:
-        raise InvalidArgument(f"{name} is {len(v)} bytes, above the limit of {max_len}")
-    return bytes(v)
-
-
-def get_int(body: dict, name: str, default: int = 0, lo: int = 0, hi: int = MAX_REVISION) -> int:
-    v = body.get(name, default)
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise InvalidArgument(f"{name} must be an integer")
-    if not lo <= v <= hi:
-        raise InvalidArgument(f"{name} = {v} is outside [{lo}, {hi}]")
-    return v
-
-
-def get_bool(body: dict, name: str, default: bool = False) -> bool:
-    v = body.get(name, default)
-    if not isinstance(v, bool):
-        raise InvalidArgument(f"{name} must be a boolean")
-    return v
-
-
-def get_key(body: dict, name: str = "key") -> bytes:
-    key = get_bytes(body, name, b"", MAX_KEY_BYTES)
-    if not key:
-        raise InvalidArgument(f"{name} is not provided")
-    return key
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """etcd's GetPrefixRangeEnd: increment the last byte below 0xff; all-0xff means "to the end"."""
-    b = bytearray(prefix)
-    for i in range(len(b) - 1, -1, -1):
-        if b[i] < 0xFF:
-            b[i] += 1
-            return bytes(b[: i + 1])
-    return b"\x00"
-
-
-class WatchSpec:
-    """A validated watch_create body (SPEC.md, "watch_create")."""
-
-    __slots__ = ("watch_id", "key", "range_end", "end", "start_revision", "prev_kv",
-                 "filter_bits", "progress_notify", "fragment")
-
-    def __init__(self, body: dict):
-        self.watch_id = get_int(body, "watch_id", 0, 0, (1 << 62))
-        # etcd's watch server: an empty key means b"\x00", the smallest key (so key "" with
-        # range_end "\x00" watches everything) (issue #8.14).  Reads and writes still refuse it.
-        self.key = get_bytes(body, "key", b"", MAX_KEY_BYTES) or b"\x00"
-        self.range_end = get_bytes(body, "range_end", b"", MAX_KEY_BYTES + 1)
-        self.start_revision = get_int(body, "start_revision")
-        self.prev_kv = get_bool(body, "prev_kv")
-        self.progress_notify = get_bool(body, "progress_notify")
-        self.fragment = get_bool(body, "fragment")
-        filters = body.get("filters", [])
-        if not isinstance(filters, list) or len(filters) > 2:
-            raise InvalidArgument("filters must be a list of NOPUT / NODELETE")
-        bits = 0
-        for f in filters:
-            if f not in FILTER_BITS:
-                raise InvalidArgument(f"unknown filter {str(f)[:32]!r}")
-            bits |= FILTER_BITS[f]
-        self.filter_bits = bits
-        # Normalise the range to [key, end): end None = the single key.
-        if not self.range_end:
-            self.end = None
-        elif self.range_end == b"\x00":
-            self.end = KEY_INFINITY
-        else:
-            self.end = self.range_end
-
-    @property
-    def empty_range(self) -> bool:
-        """etcd: key >= range_end (other than the from-key marker) can never match."""
-        return self.end is not None and self.key >= self.end
-
-    def to_wire(self) -> dict:
-        filters = [f for f, bit in FILTER_BITS.items() if self.filter_bits & bit]
-        return {"watch_id": self.watch_id, "key": self.key, "range_end": self.range_end,
-                "start_revision": self.start_revision, "prev_kv": self.prev_kv,
-                "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment}
 
 
 def control_response(watch_id: int, revision: int, *, created=False, canceled=False,

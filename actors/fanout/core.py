@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-from zwatch import internal, messages
+from zwatch import internal, messages, requests
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
 from ..index import KeyIndex
@@ -432,7 +432,7 @@ class FanoutCore:
     # ------------------------------------------------------------------ watch requests
     def watch_create(self, session: Session, req_id: int, body: dict):
         """Raises ZwatchError for a refused create (the caller answers it)."""
-        spec = messages.WatchSpec(body)
+        spec = requests.normalize("watch_create", body)
         if len(session.watches) >= self.max_watches:
             raise ResourceExhausted(f"a session holds at most {self.max_watches} watches")
         if self.last_seen is None:

@@ -18,7 +18,7 @@ import uuid
 
 import zmq
 
-from zwatch import internal, messages
+from zwatch import internal, messages, requests
 from zwatch.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, ZwatchError
 from zwatch.limits import MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION, PROTOCOL_VERSION
 
@@ -276,7 +276,7 @@ class Fanout:
             raise FailedPrecondition("no session: send hello first", reason=NO_SESSION)
         session.last_heard = time.monotonic()
         if op == "ack":
-            self.output.ack(session, messages.get_int(body, "bytes"))
+            self.output.ack(session, requests.normalize("ack", body)["bytes"])
         elif op == "ping":
             self.core.reply(ident, messages.pack(["pong", req_id, {"revision": self.core.last_seen or 0}]))
         elif op in messages.WRITE_OPS or op == "status":
@@ -286,7 +286,7 @@ class Fanout:
         elif op == "watch_create":
             self.core.watch_create(session, req_id, body)
         elif op == "watch_cancel":
-            self.core.watch_cancel(session, req_id, messages.get_int(body, "watch_id", 0, -1, 1 << 62))
+            self.core.watch_cancel(session, req_id, requests.normalize("watch_cancel", body)["watch_id"])
         elif op == "watch_progress":
             self.core.request_progress(session, req_id)
         elif op == "bye":
@@ -297,14 +297,15 @@ class Fanout:
                 pass
 
     def _hello(self, ident, req_id, body):
-        version = messages.get_int(body, "version", 0, 0, 1 << 31)
+        hello = requests.normalize("hello", body)
+        version = hello["version"]
         if version != PROTOCOL_VERSION:
             raise FailedPrecondition(f"protocol version {version} is not supported; this fan-out speaks {PROTOCOL_VERSION}")
         if ident in self.sessions:
             self._close_session(ident, "rehello")
         elif len(self.sessions) >= self.max_sessions:
             raise ResourceExhausted(f"this fan-out holds its maximum of {self.max_sessions} sessions")
-        name = str(body.get("client", ""))[:64]
+        name = hello["client"]
         self.sessions[ident] = Session(ident, name or ident.hex(), time.monotonic())
         self.core.reply(ident, messages.encode_ok(req_id, {
             "version": PROTOCOL_VERSION, "session": ident.hex(), "fanout": self.instance,

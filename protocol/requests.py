@@ -1,0 +1,326 @@
+"""Every client request body, validated once (SPEC.md sections 3, 4 and 6): the field schemas,
+``normalize(op, body)``, and etcd's key-range rules (``key_range``, ``prefix_end``).
+
+Used by both sides of the edge: the fan-out reads the session and watch ops (hello, ack,
+watch_create, watch_cancel) with it; the store validates range, put, delete_range, txn and
+compact with it before it touches LMDB.  Every malformation is an InvalidArgument, nothing else.
+
+Invariants:
+
+* ``normalize`` returns a new value with every default filled in; it never changes ``body``.
+* The error texts are part of the wire (clients and tests match them) and stay as they are.
+  That is why there are two wordings: the store's ops are strict (unknown fields refused, each
+  message names where in the request it is, ``txn.success[0].request_put.key``), the
+  fan-out's ops are lenient (unknown fields ignored, the message names the field only).
+* A txn tree is validated whole, both branches and every level, before any of it runs, and is
+  bounded by MAX_TXN_OPS per list, MAX_TXN_DEPTH levels and MAX_TXN_TREE_OPS in all.
+
+This module imports no msgpack: bodies arrive decoded (zwatch.messages does that).
+"""
+from __future__ import annotations
+
+from .errors import InvalidArgument
+from .limits import (MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_REVISION, MAX_TXN_DEPTH, MAX_TXN_OPS,
+                     MAX_TXN_TREE_OPS)
+
+# ---------------------------------------------------------------------------------------------
+# Key ranges: etcd's rules, in one place (SPEC.md section 4).
+
+# A key no valid key reaches: LMDB keys are at most 511 bytes, so 512 x 0xff sorts above
+# them all.  The watch index stores "all keys from here" (range_end b"\x00") with this end.
+KEY_INFINITY = b"\xff" * (MAX_KEY_BYTES + 1)
+FROM_KEY = b"\x00"
+
+
+def key_range(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None]:
+    """etcd's (key, range_end) as a half-open [start, end); end None means no upper bound.
+
+    range_end empty: exactly `key`; b"\\x00": every key >= key; otherwise [key, range_end),
+    which selects nothing when key >= range_end (``range_is_empty``)."""
+    if range_end == b"":
+        return key, key + b"\x00"          # exactly `key`
+    if range_end == FROM_KEY:
+        return key, None                   # every key >= key
+    return key, range_end                  # key >= range_end simply matches nothing
+
+
+def range_is_empty(start: bytes, end: bytes | None) -> bool:
+    """A [start, end) from key_range that no key can fall in (etcd: key >= range_end)."""
+    return end is not None and start >= end
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's GetPrefixRangeEnd: increment the last byte below 0xff; all-0xff means "to the end"."""
+    b = bytearray(prefix)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return FROM_KEY
+
+
+# ---------------------------------------------------------------------------------------------
+# The store's ops: strict schemas {field: (kind, default)}, messages prefixed with where.
+
+REQUIRED = object()
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+SORT_ORDERS = ("NONE", "ASCEND", "DESCEND")
+SORT_TARGETS = {"KEY": 0, "CREATE": 1, "MOD": 2, "VERSION": 3, "VALUE": 4}     # index in a kv list
+CMP_TARGETS = {"VERSION": ("version", 3), "CREATE": ("create_revision", 1),
+               "MOD": ("mod_revision", 2), "VALUE": ("value", 4), "LEASE": ("lease", 5)}
+CMP_RESULTS = ("EQUAL", "GREATER", "LESS", "NOT_EQUAL")
+
+RANGE = {"key": ("key", REQUIRED), "range_end": ("bytes", b""), "limit": ("uint", 0),
+         "revision": ("uint", 0), "sort_order": (SORT_ORDERS, "NONE"),
+         "sort_target": (tuple(SORT_TARGETS), "KEY"), "serializable": ("bool", False),
+         "keys_only": ("bool", False), "count_only": ("bool", False),
+         "min_mod_revision": ("uint", 0), "max_mod_revision": ("uint", 0),
+         "min_create_revision": ("uint", 0), "max_create_revision": ("uint", 0)}
+PUT = {"key": ("key", REQUIRED), "value": ("bytes", b""), "lease": ("int64", 0),
+       "prev_kv": ("bool", False), "ignore_value": ("bool", False), "ignore_lease": ("bool", False)}
+DELETE_RANGE = {"key": ("key", REQUIRED), "range_end": ("bytes", b""), "prev_kv": ("bool", False)}
+TXN = {"compare": ("list", []), "success": ("list", []), "failure": ("list", [])}
+COMPARE = {"key": ("key", REQUIRED), "range_end": ("bytes", b""),
+           "target": (tuple(CMP_TARGETS), "VERSION"), "result": (CMP_RESULTS, "EQUAL"),
+           "version": ("int64", 0), "create_revision": ("int64", 0), "mod_revision": ("int64", 0),
+           "lease": ("int64", 0), "value": ("bytes", b"")}
+COMPACT = {"revision": ("uint", REQUIRED), "physical": ("bool", False)}
+# A txn request_op's one entry -> the op it holds.
+TXN_OPS = {"request_range": "range", "request_put": "put",
+           "request_delete_range": "delete_range", "request_txn": "txn"}
+
+
+def is_int(v) -> bool:
+    """An integer that is not a bool (msgpack keeps them apart; Python does not)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_fields(body, spec: dict, where: str) -> dict:
+    """Check a request map against spec {field: (kind, default)}; return it with defaults filled in."""
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"{where} must be a map, got {type(body).__name__}")
+    unknown = [k for k in body if k not in spec]
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown field {unknown[0]!r}")
+    out = {}
+    for name, (kind, default) in spec.items():
+        if name not in body:
+            if default is REQUIRED:
+                raise InvalidArgument(f"{where}.{name} is required")
+            out[name] = default
+            continue
+        v = body[name]
+        if kind in ("key", "bytes"):
+            if not isinstance(v, bytes):
+                raise InvalidArgument(f"{where}.{name} must be bytes, got {type(v).__name__}")
+            if kind == "key" and not v:
+                raise InvalidArgument(f"{where}.{name} must not be empty")
+            if kind == "key" and len(v) > MAX_KEY_BYTES:
+                raise InvalidArgument(f"{where}.{name} is {len(v)} bytes, the limit is {MAX_KEY_BYTES}")
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                raise InvalidArgument(f"{where}.{name} must be a bool, got {type(v).__name__}")
+        elif kind in ("uint", "int64"):
+            lo, hi = (0, MAX_REVISION) if kind == "uint" else _INT64
+            if not is_int(v):
+                raise InvalidArgument(f"{where}.{name} must be an integer, got {type(v).__name__}")
+            if not lo <= v <= hi:
+                raise InvalidArgument(f"{where}.{name}={v} is outside [{lo}, {hi}]")
+        elif kind == "list":
+            if not isinstance(v, (list, tuple)):
+                raise InvalidArgument(f"{where}.{name} must be a list, got {type(v).__name__}")
+        elif v not in kind:                # an enum: a tuple of allowed strings
+            raise InvalidArgument(f"{where}.{name} must be one of {', '.join(kind)}, got {v!r}")
+        out[name] = v
+    return out
+
+
+def _range(body, where: str) -> dict:
+    return check_fields(body, RANGE, where)
+
+
+def _put(body, where: str) -> dict:
+    r = check_fields(body, PUT, where)
+    if r["lease"] != 0:
+        raise InvalidArgument(f"{where}: leases are not supported")
+    if r["ignore_value"] and r["value"]:
+        raise InvalidArgument(f"{where}: value is provided together with ignore_value")
+    return r
+
+
+def _delete_range(body, where: str) -> dict:
+    return check_fields(body, DELETE_RANGE, where)
+
+
+def _compare(body, where: str) -> dict:
+    c = check_fields(body, COMPARE, where)
+    field = CMP_TARGETS[c["target"]][0]
+    for other, _ in CMP_TARGETS.values():
+        if other != field and other in body:
+            raise InvalidArgument(f"{where}: target {c['target']} compares '{field}', not '{other}'")
+    return c
+
+
+def _txn(body, where: str, depth: int = 1, budget: list | None = None) -> dict:
+    """Validate a whole txn tree up front (both branches, as etcd does) before anything runs.
+
+    Returns {"compare": [compare], "success": [(op, body)], "failure": [(op, body)]}, each op
+    normalized, nested txns too.  budget[0] is what is left of MAX_TXN_TREE_OPS for the tree."""
+    if depth > MAX_TXN_DEPTH:
+        raise InvalidArgument(f"{where}: txn nested deeper than {MAX_TXN_DEPTH}")
+    if budget is None:
+        budget = [MAX_TXN_TREE_OPS]
+    t = check_fields(body, TXN, where)
+    n = max(len(t["compare"]), len(t["success"]), len(t["failure"]))
+    if n > MAX_TXN_OPS:
+        raise InvalidArgument(f"{where}: too many operations in txn request ({n} > {MAX_TXN_OPS})")
+    budget[0] -= len(t["compare"]) + len(t["success"]) + len(t["failure"])
+    if budget[0] < 0:
+        raise InvalidArgument(f"too many operations in txn request: more than {MAX_TXN_TREE_OPS} "
+                              f"compares and ops in all nested txns together")
+    t["compare"] = [_compare(c, f"{where}.compare[{i}]") for i, c in enumerate(t["compare"])]
+    for branch in ("success", "failure"):
+        ops = []
+        for i, op in enumerate(t[branch]):
+            w = f"{where}.{branch}[{i}]"
+            if not isinstance(op, dict) or len(op) != 1 or next(iter(op)) not in TXN_OPS:
+                raise InvalidArgument(f"{w} must be a map with exactly one of {', '.join(TXN_OPS)}")
+            (name, sub), = op.items()
+            kind = TXN_OPS[name]
+            ops.append((kind, _STORE_OPS[kind](sub, f"{w}.{name}") if kind != "txn"
+                        else _txn(sub, f"{w}.{name}", depth + 1, budget)))
+        t[branch] = ops
+    return t
+
+
+def _compact(body, where: str) -> dict:
+    return check_fields(body, COMPACT, where)
+
+
+_STORE_OPS = {"range": _range, "put": _put, "delete_range": _delete_range, "txn": _txn,
+              "compact": _compact}
+# The ops the store serves (anything else reaching it is an "unknown op").
+STORE_OPS = frozenset(_STORE_OPS)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fan-out's ops: lenient field readers (unknown fields ignored), messages name the field.
+
+FILTER_NOPUT, FILTER_NODELETE = "NOPUT", "NODELETE"
+# Bit per filtered event type, indexed by event type (PUT=0 -> bit 1, DELETE=1 -> bit 2).
+FILTER_BITS = {FILTER_NOPUT: 1, FILTER_NODELETE: 2}
+MAX_WATCH_ID = 1 << 62
+
+
+def get_bytes(body: dict, name: str, default: bytes | None = b"", max_len: int = MAX_REQUEST_BYTES) -> bytes:
+    v = body.get(name, default)
+    if v is None and default is None:
+        return None
+    if not isinstance(v, (bytes, bytearray)):
+        raise InvalidArgument(f"{name} must be bytes (msgpack bin)")
+    if len(v) > max_len:
+        raise InvalidArgument(f"{name} is {len(v)} bytes, above the limit of {max_len}")
+    return bytes(v)
+
+
+def get_int(body: dict, name: str, default: int = 0, lo: int = 0, hi: int = MAX_REVISION) -> int:
+    v = body.get(name, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InvalidArgument(f"{name} must be an integer")
+    if not lo <= v <= hi:
+        raise InvalidArgument(f"{name} = {v} is outside [{lo}, {hi}]")
+    return v
+
+
+def get_bool(body: dict, name: str, default: bool = False) -> bool:
+    v = body.get(name, default)
+    if not isinstance(v, bool):
+        raise InvalidArgument(f"{name} must be a boolean")
+    return v
+
+
+def get_key(body: dict, name: str = "key") -> bytes:
+    key = get_bytes(body, name, b"", MAX_KEY_BYTES)
+    if not key:
+        raise InvalidArgument(f"{name} is not provided")
+    return key
+
+
+class WatchSpec:
+    """A validated watch_create body (SPEC.md, "watch_create").
+
+    ``end`` is the watch index's form of the range: None for the single key `key`, KEY_INFINITY
+    for "every key from `key`", else range_end."""
+
+    __slots__ = ("watch_id", "key", "range_end", "end", "start_revision", "prev_kv",
+                 "filter_bits", "progress_notify", "fragment")
+
+    def __init__(self, body: dict):
+        self.watch_id = get_int(body, "watch_id", 0, 0, MAX_WATCH_ID)
+        # etcd's watch server: an empty key means b"\x00", the smallest key (so key "" with
+        # range_end "\x00" watches everything) (issue #8.14).  Reads and writes still refuse it.
+        self.key = get_bytes(body, "key", b"", MAX_KEY_BYTES) or b"\x00"
+        self.range_end = get_bytes(body, "range_end", b"", MAX_KEY_BYTES + 1)
+        self.start_revision = get_int(body, "start_revision")
+        self.prev_kv = get_bool(body, "prev_kv")
+        self.progress_notify = get_bool(body, "progress_notify")
+        self.fragment = get_bool(body, "fragment")
+        filters = body.get("filters", [])
+        if not isinstance(filters, list) or len(filters) > 2:
+            raise InvalidArgument("filters must be a list of NOPUT / NODELETE")
+        bits = 0
+        for f in filters:
+            if f not in FILTER_BITS:
+                raise InvalidArgument(f"unknown filter {str(f)[:32]!r}")
+            bits |= FILTER_BITS[f]
+        self.filter_bits = bits
+        # The index keeps single keys in a table (end None) and needs a finite from-key end.
+        _, end = key_range(self.key, self.range_end)
+        self.end = None if not self.range_end else KEY_INFINITY if end is None else end
+
+    @property
+    def empty_range(self) -> bool:
+        """etcd: key >= range_end (other than the from-key marker) can never match."""
+        return self.end is not None and range_is_empty(self.key, self.end)
+
+    def to_wire(self) -> dict:
+        filters = [f for f, bit in FILTER_BITS.items() if self.filter_bits & bit]
+        return {"watch_id": self.watch_id, "key": self.key, "range_end": self.range_end,
+                "start_revision": self.start_revision, "prev_kv": self.prev_kv,
+                "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment}
+
+
+def _watch_create(body, where: str) -> WatchSpec:
+    return WatchSpec(body)
+
+
+def _watch_cancel(body, where: str) -> dict:
+    # -1 is accepted: it is the id of the session-wide progress response, never of a watch, so
+    # cancelling it gets the idempotent "canceled" reply like any unknown id.
+    return {"watch_id": get_int(body, "watch_id", 0, -1, MAX_WATCH_ID)}
+
+
+def _ack(body, where: str) -> dict:
+    return {"bytes": get_int(body, "bytes")}
+
+
+def _hello(body, where: str) -> dict:
+    return {"version": get_int(body, "version", 0, 0, 1 << 31),
+            "client": str(body.get("client", ""))[:64]}   # a name for logs, any type
+
+
+_NORMALIZERS = {**_STORE_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
+                "ack": _ack, "hello": _hello}
+
+
+def normalize(op: str, body):
+    """Validate the body of client op `op`; return it with every default filled in.
+
+    range / put / delete_range / compact -> dict; txn -> dict whose success and failure are
+    lists of (op, normalized body); watch_create -> WatchSpec; watch_cancel -> {"watch_id"};
+    ack -> {"bytes"}; hello -> {"version", "client"}.  Raises InvalidArgument."""
+    if not isinstance(op, str) or op not in _NORMALIZERS:
+        raise InvalidArgument(f"unknown op {op!r}")
+    if op not in STORE_OPS and not isinstance(body, dict):
+        raise InvalidArgument("body must be a map")    # decode_request's words for the same fault
+    return _NORMALIZERS[op](body, op)

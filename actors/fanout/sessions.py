@@ -138,6 +138,22 @@ class SessionOutput:
                     progress.append(tag.req_id)
             else:
                 keep.append((frame, tag))
+        # The watch frames in front of them are gone and replies need no credit: send what the
+        # pipe takes now.  Only a session whose pipe refuses them is not reading (a client that
+        # pipelined thousands of creates behind a full window is reading, and must not be closed).
+        kept = 0
+        for frame, _ in keep:
+            outcome = send(ident, frame)
+            if outcome == AGAIN:
+                break
+            if outcome == GONE:
+                return FlushResult(sent=sent, lost_frames=lost, lost_owners=tuple(lost_owners), close="unreachable")
+            kept += 1
+            session.sent_bytes += len(frame)
+        sent += kept
+        keep = keep[kept:]
+        if kept:
+            session.held_since = now
         session.held = keep
         session.held_bytes = sum(len(f) for f, _ in keep)
         close = None

@@ -89,3 +89,19 @@ def test_acks_are_clamped_and_reset_the_victim_backoff():
     s.sent_bytes, s.backoff = 100, 1.6
     SessionOutput.ack(s, 10 ** 12)
     assert s.acked_bytes == 100 and s.backoff == 0.0
+
+
+def test_a_reading_session_is_not_closed_when_replies_were_held_behind_a_full_window():
+    """Found by the overload runs: a client that pipelined 3,000 creates behind a full credit
+    window had ~1,200 replies held; after its watch frames were dropped the replies were counted
+    against the bound without being tried, and a reading client was closed as not_reading."""
+    out = SessionOutput(window=1000, stall_s=1.0, max_held_replies=10)
+    s = Session(b"s", "s")
+    pipe = Pipe()
+    out.flush(b"s", s, [w_item(2, 2000)], pipe, now=0.0)            # fills the window, never acked
+    items = [w_item(3, 10)] + [ReplyOut(b"created")] * 50
+    r = out.flush(b"s", s, items, pipe, now=0.0)
+    assert r.holding and len(s.held) == 51
+    r = out.flush(b"s", s, [], pipe, now=2.0)                       # stuck: the watch frame goes...
+    assert r.close is None and not s.held                           # ...and the replies are delivered
+    assert pipe.frames.count(b"created") == 50

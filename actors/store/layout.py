@@ -1,0 +1,93 @@
+"""The store's on-disk encoding: the ONLY module of the store that knows how bytes are laid out
+in LMDB (and the only one that imports msgpack).
+
+Named dbs in one env; only the writer process writes, syncers read from other processes:
+
+* ``meta``:    b"current_rev", b"compact_rev" (8-byte BE), b"compact_done" (8-byte BE revision up
+  to which physical compaction is finished, followed by the key to resume from while one is
+  pending), b"format" (8-byte BE, FORMAT).  An empty store is at revision 1: the first write gets
+  revision 2.
+* ``history``: (main, sub) as 16 bytes BE -> msgpack ``[type, key, create, mod, version, value,
+  lease]``.  Replay from a revision is one cursor scan.
+* ``keyrev``:  user key -> dups of (main, sub) 16 bytes + flag (b"\\x01" tombstone, b"\\x00" put).
+  Dups sort by revision, so "latest record <= R" is a seek, and compaction walks it key by key.
+
+Invariants: history keys only grow (appended in (main, sub) order); every keyrev dup names a
+history record that exists (compaction deletes both together); dups are 17 bytes (dupfixed).
+"""
+from __future__ import annotations
+
+import struct
+
+import msgpack
+
+FORMAT = 1
+PUT, DELETE = 0, 1                     # a history record's type (and a watch event's)
+
+META, HISTORY, KEYREV = b"meta", b"history", b"keyrev"
+CURRENT_REV, COMPACT_REV, COMPACT_DONE, FORMAT_KEY = b"current_rev", b"compact_rev", b"compact_done", b"format"
+# meta's values in an empty store
+INITIAL_META = ((CURRENT_REV, 1), (COMPACT_REV, 0), (COMPACT_DONE, 0), (FORMAT_KEY, FORMAT))
+
+Q = struct.Struct(">Q")                # a revision, 8 bytes BE
+QQ = struct.Struct(">QQ")              # (main, sub), 16 bytes BE: a history key
+LIVE, TOMB = b"\x00", b"\x01"          # the flag byte ending a keyrev dup
+REV_KEY_BYTES = QQ.size
+
+
+def pack_int(v: int) -> bytes:
+    return Q.pack(v)
+
+
+def meta_int(txn, meta_db, name: bytes) -> int:
+    """current_rev or compact_rev (exactly 8 bytes; compact_done has its own reader)."""
+    return Q.unpack(txn.get(name, db=meta_db))[0]
+
+
+def pack_compact_done(done_rev: int, resume: bytes = b"") -> bytes:
+    return Q.pack(done_rev) + resume
+
+
+def unpack_compact_done(raw: bytes) -> tuple[int, bytes]:
+    """-> (revision physical compaction is done up to, key to resume from or b"")."""
+    return Q.unpack_from(raw)[0], raw[8:]
+
+
+def pack_record(typ: int, kv: list) -> bytes:
+    """A history value: [type, key, create, mod, version, value, lease]."""
+    return msgpack.packb([typ, *kv], use_bin_type=True)
+
+
+def unpack_record(raw: bytes) -> list:
+    """-> [type, key, create, mod, version, value, lease]"""
+    return msgpack.unpackb(raw, raw=False)
+
+
+def dup_value(rev_key: bytes, tombstone: bool) -> bytes:
+    return rev_key + (TOMB if tombstone else LIVE)
+
+
+def dup_is_live(dv: bytes) -> bool:
+    return dv[16:] == LIVE
+
+
+def dup_main(dv: bytes) -> int:
+    return Q.unpack_from(dv)[0]
+
+
+def latest_dup(cur, rev: int):
+    """cur is on some key of keyrev: return that key's latest dup with main <= rev, or None.
+
+    The cursor stays on the key either way, so next_nodup() moves to the next key."""
+    cur.last_dup()
+    dv = cur.value()
+    if Q.unpack_from(dv)[0] <= rev:
+        return dv                          # the common case: reading the current state
+    key = cur.key()
+    # An 8-byte probe sorts before every 17-byte dup with that prefix: lands on the first main > rev,
+    # which exists because the last dup is newer than rev.
+    cur.set_range_dup(key, Q.pack(rev + 1))
+    if cur.prev_dup():
+        return cur.value()
+    cur.set_key(key)                       # a failed prev_dup leaves the cursor unpositioned
+    return None

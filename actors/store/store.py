@@ -1,0 +1,314 @@
+"""The MVCC store: etcd v3's data model on one LMDB file (the encoding is layout.py, one txn's
+view tx.py, physical compaction compaction.py).
+
+Store owns the LMDB env: group commit (apply_batch), map growth, and telling a full disk
+(NO_SPACE) from a storage fault (INTERNAL); ReadView is a consistent snapshot for readers.
+
+Invariants: one writer process, any number of reader processes; nothing is cached in memory
+across transactions, so opening a huge store is instant and every reader sees exactly what the
+writer committed; a batch commits durably once, and a failed request inside it runs in a nested
+txn that is aborted, so it changes nothing.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from functools import wraps
+
+import lmdb
+
+from zwatch import requests
+from zwatch.errors import Compacted, Internal, InvalidArgument, NoSpace, ZwatchError
+from zwatch.limits import MAX_KEY_BYTES, MAX_REVISION
+
+from . import layout
+from .compaction import compact_chunk
+from .layout import LIVE, QQ
+from .tx import Tx
+
+
+def _guard(fn):
+    """Read-side entry points: bad input gives ZwatchError, a storage fault gives Internal."""
+    @wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except ZwatchError:
+            raise
+        except Exception as e:
+            raise Internal(f"{fn.__name__}: {type(e).__name__}: {e}") from e
+    return wrapper
+
+
+def _check_int(v, name, lo=0, hi=MAX_REVISION):
+    """An argument of the readers' API (the syncer's calls, not a client request)."""
+    if not requests.is_int(v) or not lo <= v <= hi:
+        raise InvalidArgument(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+class ReadView:
+    """``with store.reader() as view:`` one LMDB read txn, a consistent snapshot."""
+
+    def __init__(self, store: "Store"):
+        self._store = store
+        self._txn = self._tx = None
+
+    def __enter__(self) -> "ReadView":
+        self._txn = self._store._begin()
+        try:
+            self._tx = Tx(self._store, self._txn)
+        except BaseException:
+            self._txn.abort()
+            raise
+        self.current_revision, self.compact_revision = self._tx.rev, self._tx.crev
+        return self
+
+    def __exit__(self, *exc):
+        self._txn.abort()
+        self._txn = self._tx = None
+
+    @_guard
+    def range(self, req: dict) -> dict:
+        return self._tx.range(requests.normalize("range", req))
+
+    @_guard
+    def history(self, from_rev: int, to_rev: int, max_records: int = 1000,
+                max_bytes: int = 1 << 20) -> list:
+        """Records with from_rev <= main <= to_rev as (main, sub, type, kv, nbytes), in order.
+
+        Whole revisions only: stops before a revision that would push the result past max_records or
+        max_bytes, except that the first revision is returned whole however big it is."""
+        _check_int(from_rev, "from_rev")
+        _check_int(to_rev, "to_rev")
+        _check_int(max_records, "max_records", 1)
+        _check_int(max_bytes, "max_bytes", 1)
+        if from_rev < self.compact_revision:
+            raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
+        out, size, group, gsize, gmain, scanned = [], 0, [], 0, -1, 0
+        cur = self._txn.cursor(db=self._store._history)
+        if cur.set_range(QQ.pack(from_rev, 0)):
+            for k, v in cur.iternext():
+                main, sub = QQ.unpack(k)
+                if main != gmain:          # the previous revision is complete: take it
+                    out += group
+                    size += gsize
+                    group, gsize, gmain = [], 0, main
+                    if main > to_rev or len(out) >= max_records or size >= max_bytes:
+                        break
+                scanned += 1
+                if out and (len(out) + len(group) >= max_records or size + gsize + len(v) > max_bytes):
+                    group = []             # this revision does not fit behind the others
+                    break
+                rec = layout.unpack_record(v)
+                group.append((main, sub, rec[0], rec[1:], len(v)))
+                gsize += len(v)
+            out += group                   # no-op after a break (group was taken or dropped)
+        self._store.records_scanned += scanned
+        return out
+
+    @_guard
+    def prev_kv(self, key: bytes, main: int, sub: int):
+        """key's kv just before (main, sub); None if absent, deleted, or at/below the compaction."""
+        if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY_BYTES:
+            raise InvalidArgument(f"key must be 1..{MAX_KEY_BYTES} bytes, got {key!r:.80}")
+        _check_int(main, "main")
+        _check_int(sub, "sub")
+        if main <= self.compact_revision:
+            return None                    # etcd: prev_kv reads at main-1, which is compacted
+        cur = self._txn.cursor(db=self._store._keyrev)
+        if not cur.set_key(key):
+            return None
+        if cur.set_range_dup(key, QQ.pack(main, sub)):
+            if not cur.prev_dup():
+                return None
+        else:                              # every record of the key is older
+            cur.set_key(key)
+            cur.last_dup()
+        dv = cur.value()
+        return self._tx.kv(dv) if dv[16:] == LIVE else None
+
+
+# Below this much free disk a failed commit is taken for a full disk whatever errno LMDB reports:
+# a short write (the disk filled up mid-write) comes back as EIO ("Input/output error").
+NO_SPACE_MARGIN_BYTES = 8 << 20
+
+
+def _no_disk_errno(e: Exception) -> bool:
+    msg = str(e)
+    return isinstance(e, lmdb.DiskError) or any(
+        os.strerror(n) in msg for n in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes this process may still write on path's filesystem (root may use the reserved blocks)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
+class Store:
+    """The MVCC store.  Construct it after fork; one writer process, any number of readers."""
+
+    def __init__(self, path: str, *, map_size: int = 1 << 30, max_map_size: int = 1 << 40,
+                 max_readers: int = 512):
+        self.path = path
+        self.max_map_size = max(map_size, max_map_size)
+        self.records_scanned = 0
+        self.commit_failure: dict | None = None    # why the last apply_batch failed as a whole
+        self.env = lmdb.open(path, map_size=map_size, subdir=True, max_dbs=4,
+                             max_readers=max_readers, sync=True, metasync=True, lock=True)
+        self.env.reader_check()            # drop reader slots left by dead processes
+        # Always open the named dbs in a write txn: with py-lmdb 3.0 a handle opened inside a
+        # read-only txn is invalid once that txn ends (mdb_get: Invalid argument).  It takes the
+        # writer lock once, at start-up only.
+        self._open_dbs(write=True)
+        with self.env.begin() as txn:
+            fmt = txn.get(layout.FORMAT_KEY, db=self._meta)
+        if fmt != layout.pack_int(layout.FORMAT):
+            self.env.close()
+            raise Internal(f"{path}: unsupported store format {fmt!r}")
+
+    def _open_dbs(self, write: bool):
+        with self.env.begin(write=write) as txn:
+            self._meta = self.env.open_db(layout.META, txn=txn, create=write)
+            self._history = self.env.open_db(layout.HISTORY, txn=txn, create=write)
+            self._keyrev = self.env.open_db(layout.KEYREV, txn=txn, create=write, dupsort=True,
+                                            dupfixed=True)
+            if write and txn.get(layout.FORMAT_KEY, db=self._meta) is None:
+                for k, v in layout.INITIAL_META:
+                    txn.put(k, layout.pack_int(v), db=self._meta)
+
+    def close(self):
+        self.env.close()
+
+    def _begin(self, write: bool = False):
+        try:
+            return self.env.begin(write=write)
+        except lmdb.MapResizedError:       # another process grew the map: adopt its size
+            self.env.set_mapsize(0)
+            return self.env.begin(write=write)
+
+    def _grow(self) -> bool:
+        """Double the map (no txn of this process may be open).  False if at max_map_size."""
+        size = self.env.info()["map_size"]
+        if size >= self.max_map_size:
+            return False
+        self.env.set_mapsize(min(size * 2, self.max_map_size))
+        return True
+
+    @staticmethod
+    def _commit(txn):
+        txn.commit()                       # a seam so tests can simulate a full disk
+
+    def current_revision(self) -> int:
+        with self.reader() as v:
+            return v.current_revision
+
+    def compact_revision(self) -> int:
+        with self.reader() as v:
+            return v.compact_revision
+
+    def reader(self) -> ReadView:
+        return ReadView(self)
+
+    def range(self, req: dict) -> dict:
+        with self.reader() as v:
+            return v.range(req)
+
+    def apply_batch(self, requests: list) -> tuple[list, list]:
+        """Apply every request in one LMDB write txn, committed durably once (group commit).
+
+        Returns (results, published): results[i] is request i's response or its ZwatchError (a failed
+        request runs in a nested txn that is aborted, so it changes nothing); published is
+        [(main, [(type, kv, prev_kv), ...]), ...] for each revision created, in order.
+        When the whole batch failed for the storage, commit_failure says why (else it is None)."""
+        n = len(requests)
+        self.commit_failure = None
+        while True:
+            txn = self._begin(write=True)
+            written = 0
+            try:
+                results, published = self._apply(txn, requests)
+                written = sum(len(kv[0]) + len(kv[4]) for _, events in published for _, kv, _ in events)
+                self._commit(txn)
+                return results, published
+            except lmdb.MapFullError:
+                txn.abort()
+                if not self._grow():
+                    err = NoSpace("the store is full (LMDB map at its maximum size)")
+                    self.commit_failure = {"code": err.code, "error": err.message,
+                                           "free_bytes": free_bytes(self.path)}
+                    return [err] * n, []
+            except lmdb.Error as e:        # a failed commit has already released the txn
+                txn.abort()
+                err = self._storage_error("commit failed", e, written)
+                return [err] * n, []
+            except BaseException:
+                txn.abort()
+                raise
+
+    def _storage_error(self, what: str, e: lmdb.Error, written: int = 0) -> ZwatchError:
+        """NO_SPACE if the disk is full, however LMDB put it; else INTERNAL.  Sets commit_failure."""
+        free = free_bytes(self.path)
+        # A commit writes the new pages, then the meta page: the data written plus the
+        # copy-on-write branch pages; under a few MiB free, nothing else explains a failed write.
+        full = _no_disk_errno(e) or (free is not None and free < max(NO_SPACE_MARGIN_BYTES, 2 * written))
+        err = NoSpace(f"{what}: the disk is full ({e})") if full else Internal(f"{what}: {e}")
+        self.commit_failure = {"code": err.code, "error": str(e), "free_bytes": free}
+        return err
+
+    def _apply(self, txn, requests):
+        head = Tx(self, txn)
+        rev, compact = head.rev, head.crev
+        results, published = [], []
+        for item in requests:
+            child = self.env.begin(write=True, parent=txn)
+            t = Tx(self, child, rev, compact)
+            try:
+                if not isinstance(item, (tuple, list)) or len(item) != 2:
+                    raise InvalidArgument(f"a request must be an (op, body) pair, got {type(item).__name__}")
+                resp = t.run(*item)
+            except ZwatchError as e:
+                child.abort()
+                results.append(e)
+                continue
+            except lmdb.Error:
+                child.abort()
+                raise                      # map full or storage fault: the whole batch
+            except Exception as e:         # a bug: fail this request only, keep serving
+                child.abort()
+                results.append(Internal(f"{type(e).__name__}: {e}"))
+                continue
+            child.commit()
+            if t.sub:
+                rev = t.main
+                published.append((rev, t.events))
+            compact = t.crev
+            results.append(resp)
+        return results, published
+
+    def compact_step(self, max_keys: int = 1000) -> bool:
+        """One bounded chunk of pending physical compaction in its own write txn; True if more remains.
+
+        max_keys bounds the work: keys visited plus records removed."""
+        while True:
+            txn = self._begin(write=True)
+            try:
+                more = compact_chunk(self, txn, max(1, max_keys))
+                if more is None:
+                    txn.abort()            # nothing pending: no commit, no fsync
+                    return False
+                self._commit(txn)
+                return more
+            except lmdb.MapFullError:      # copy-on-write needs pages even to delete
+                txn.abort()
+                if not self._grow():
+                    raise NoSpace("the store is full (LMDB map at its maximum size)") from None
+            except lmdb.Error as e:
+                txn.abort()
+                raise self._storage_error("compaction failed", e) from e
+            except BaseException:
+                txn.abort()
+                raise

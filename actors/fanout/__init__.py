@@ -5,7 +5,8 @@ Modules (one job each):
 | module | job | I/O |
 |---|---|---|
 | model.py | watchers and their states, groups, slots, sessions, the typed output items | none |
-| core.py | FanoutCore: placement, the publish stream (gap, ring, segments), handoffs, victims, progress | none |
+| ring.py | the most recent revisions, bounded by count and bytes | none |
+| core.py | FanoutCore: placement, the publish stream (gap, segments), handoffs, victims, progress | none |
 | sessions.py | SessionOutput: frame cutting, credit window, held frames, stuck sessions | a `send` callable |
 | service.py | Fanout: sockets, poll loop, requests, the syncer link, stats | ZeroMQ |
 

@@ -14,7 +14,9 @@ I/O; unit tests call the same methods and look at what was queued (tests/unit/te
 
 The invariant every method keeps (design.md section 8): for each watcher a position p such that
 every matching event of revisions in [start, p) has been queued to its session, in revision
-order, and none at or after p.
+order, and none at or after p.  That one invariant is why this module is a little over 500
+lines: placement, the publish stream, handoffs, victims and progress all move positions, and
+splitting them apart would spread it over several files.
 """
 from __future__ import annotations
 
@@ -25,23 +27,13 @@ from zwatch import internal, messages, requests
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
 from ..index import KeyIndex
+from .ring import Ring
 from .model import (CATCHING_UP, FUTURE, SYNCED, UNSYNCED, VICTIM, ControlOut, Group, Owner, ProgressOut,
                     ReplyOut, Session, Slot, WatchOut, Watcher)
 
 COMPACTED_REASON = "mvcc: required revision has been compacted"
 EMPTY_RANGE_REASON = "etcdserver: key >= range_end: the range is empty"
-_RING_EVENT_OVERHEAD = 64       # per-event bytes counted in the ring's budget, on top of keys and values
 MAX_WAITING_CREATES = 100_000
-
-
-def revision_bytes(events) -> int:
-    """What a revision costs the ring: its keys, values and previous values, plus overhead."""
-    n = 0
-    for _t, kv, prev in events:
-        n += _RING_EVENT_OVERHEAD + len(kv[0]) + len(kv[4])
-        if prev is not None:
-            n += len(prev[0]) + len(prev[4])
-    return n
 
 
 class _NullLog:
@@ -52,8 +44,6 @@ class _NullLog:
 class FanoutCore:
     def __init__(self, *, ring_revisions: int = 20_000, ring_bytes: int = 64 << 20, max_watches: int = 100_000,
                  victim_backoff_s: float = 0.1, log=None):
-        self.ring_revisions = ring_revisions
-        self.ring_max_bytes = ring_bytes
         self.max_watches = max_watches
         self.victim_backoff_s = victim_backoff_s
         self.log = log if log is not None else _NullLog()
@@ -63,9 +53,7 @@ class FanoutCore:
         self.live_futures = 0                              # watchers in state FUTURE
         self.victims: deque[tuple[float, Watcher]] = deque()
         self.progress_watchers: set[Watcher] = set()
-        self.ring: deque[tuple[int, list]] = deque()       # contiguous recent revisions, ending at last_seen
-        self.ring_sizes: deque[int] = deque()              # revision_bytes() of each ring entry
-        self.ring_bytes = 0
+        self.ring = Ring(ring_revisions, ring_bytes)        # contiguous recent revisions, ending at last_seen
         self.last_seen: int | None = None                  # last revision processed, contiguously
         self.compact_revision = 0
         self.waiting_creates: list[tuple[Session, int, dict]] = []
@@ -131,18 +119,9 @@ class FanoutCore:
                 j += 1
             self._deliver(revs[i:j], last)
             i = j
-        ring, sizes = self.ring, self.ring_sizes
-        for r in revs:
-            n = revision_bytes(r[1])
-            ring.append(r)
-            sizes.append(n)
-            self.ring_bytes += n
-            self.st["events"] += len(r[1])
+        self.ring.extend(revs)
+        self.st["events"] += sum(len(r[1]) for r in revs)
         self.st["revisions"] += len(revs)
-        # Bounded by count and by bytes (big values must not make the ring grow without bound).
-        while ring and (len(ring) > self.ring_revisions or self.ring_bytes > self.ring_max_bytes):
-            ring.popleft()
-            self.ring_bytes -= sizes.popleft()
         self.last_seen = last
         self._activate_futures(last + 1)
 
@@ -205,8 +184,6 @@ class FanoutCore:
                 moved += 1
         self.log.warning("fanout.publish_gap", last_seen=self.last_seen, publish_prev=prev, watchers_moved=moved)
         self.ring.clear()
-        self.ring_sizes.clear()
-        self.ring_bytes = 0
         self.last_seen = prev
 
     # ------------------------------------------------------------------ placement
@@ -279,7 +256,7 @@ class FanoutCore:
             heapq.heappush(self.futures, (next_rev, w.uid))
         elif next_rev == last + 1:
             self._index(w)
-        elif self.ring and self.ring[0][0] <= next_rev:
+        elif self.ring.covers(next_rev):
             self._ring_catch_up(w, next_rev)
             self._index(w)
         else:
@@ -287,15 +264,13 @@ class FanoutCore:
 
     def _ring_catch_up(self, w: Watcher, next_rev: int):
         self.st["ring_catchups"] += 1
-        ring = self.ring
-        base = ring[0][0]
         evs = []
         bit_filter = w.filter_bits
         # This is a read of history: like the syncer (and etcd), no prev_kv for an event at or
         # below the compact revision, whose previous version is compacted (issue #8.10).
         compact = self.compact_revision
-        for i in range(next_rev - base, len(ring)):
-            for t, kv, prev in ring[i][1]:
+        for _rev, events in self.ring.since(next_rev):
+            for t, kv, prev in events:
                 if bit_filter & (1 << t) or not w.matches(kv[0]):
                     continue
                 evs.append([t, kv, prev] if (w.prev_kv and prev is not None and kv[2] > compact) else [t, kv])

@@ -380,7 +380,7 @@ class Fanout:
         self.log.info("fanout.stats", sessions=len(self.sessions), watchers=len(core.watchers),
                       groups=len(core.index), futures=core.live_futures, victims_pending=len(core.victims),
                       unsynced=sum(1 for w in core.watchers.values() if w.state == UNSYNCED),
-                      revision=core.last_seen, ring=len(core.ring), ring_bytes=core.ring_bytes,
+                      revision=core.last_seen, ring=len(core.ring), ring_bytes=core.ring.bytes,
                       interval_s=self.stats_s, max_inflight_bytes=self.output.max_inflight,
                       session_window=self.session_window, **core.st, **self.st)
         for d in (core.st, self.st):

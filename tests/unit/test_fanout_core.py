@@ -150,7 +150,7 @@ def test_future_watcher_gets_exactly_the_revisions_from_its_start_within_one_pub
 def test_ring_is_bounded_by_bytes_as_well_as_revisions():
     core = joined(at=1, ring_revisions=1000, ring_bytes=10_000)
     core.on_publish(1, 20, [[r, [put(r, value=b"x" * 1000)]] for r in range(2, 21)], 0)
-    assert core.ring_bytes <= 10_000 and len(core.ring) < 19
+    assert core.ring.bytes <= 10_000 and len(core.ring) < 19
     assert core.ring[-1][0] == 20 and [r for r, _ in core.ring] == list(range(core.ring[0][0], 21))
 
 

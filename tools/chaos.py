@@ -22,6 +22,9 @@ Then it quiesces (all actors up, writes stopped, progress requested on every cli
 every live watch reached the final revision or a deadline), reads the final state, and runs
 zwatch.tools.checker over everything.  Exit status: 0 clean, 1 violations, 2 harness failure.
 Every loop is bounded in time, and the cluster is torn down on any exit (Ctrl-C included).
+
+Why one module of ~750 lines: its one job is one run (workers, killers, collection, report),
+whose parts share one seeded RNG and one stop flag; the checking itself is tools/checker.py.
 """
 from __future__ import annotations
 

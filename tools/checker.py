@@ -39,6 +39,11 @@ Header     a response's header revision is at least its events' revision
 History    the history itself is consistent (contiguous revisions, versions, deletes of live keys)
 Durability every acknowledged write is in the history at the revision it was acknowledged with
 ========== ===================================================================================
+
+Why one module of ~700 lines: its one job is the guarantees, and each check (Ordered, Unique,
+Reliable, Atomic, Resumable, Bookmarkable, durability, prev_kv) reads the same indexed history;
+split, each would rebuild or import that index, and a reader could no longer see all the rules
+side by side.
 """
 from __future__ import annotations
 

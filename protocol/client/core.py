@@ -182,15 +182,9 @@ class Client(SessionIO):
         of watches in one process.  The handle's own get()/iteration is then unused; the end
         of a watch is signalled by a canceled response.
         """
-        key = to_bytes(key)
-        body = {"key": key, "start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
-                "progress_notify": progress_notify, "fragment": fragment}
-        if prefix:
-            body["range_end"] = messages.prefix_end(key)
-        elif from_key:
-            body["range_end"] = b"\x00"
-        elif range_end is not None:
-            body["range_end"] = to_bytes(range_end)
+        body = range_body(key, range_end, prefix=prefix, from_key=from_key)     # key, range_end as get's
+        body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
+                     "progress_notify": progress_notify, "fragment": fragment})
         with self._lock:
             if watch_id == 0:
                 watch_id = next(self._watch_ids)

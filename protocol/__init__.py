@@ -1,7 +1,7 @@
 """zwatch: an etcd v3 style watch service.  ``from zwatch import Client``.
 
 This package is the protocol folder of the repository: the wire contract (SPEC.md,
-messages.py, errors.py, limits.py, settings.py) and the Python client binding (client/, cli/).
+messages.py, requests.py, errors.py, limits.py, settings.py) and the Python client binding (client/, cli/).
 The actors install as ``zwatch.actors`` and the tools as ``zwatch.tools``.
 
 The client is imported on first use of one of its names (PEP 562): the actors import this

@@ -19,9 +19,6 @@ WIRE_MODULES = {
     "protocol/messages.py",
     "protocol/internal.py",
     "actors/store/layout.py",
-    # The store's layout while the store is still one module; drop it once the split into
-    # actors/store/ is committed.
-    "actors/store.py",
 }
 INSTEAD = ("use zwatch.messages (encode_request, decode_server_frame, pack/unpack, ...) for the "
            "client wire or zwatch.internal (Publish, Pong, StatsRequest, decode_stats_reply, ...) "

@@ -82,6 +82,17 @@ class Every:
         return max(0, int((self.next - now) * 1000))
 
 
+def drain(sock: zmq.Socket, limit: int, multipart: bool = True):
+    """Yield up to `limit` messages already queued on sock, never blocking.
+
+    It asks ZMQ_EVENTS before each receive instead of ending on a zmq.Again exception (cheaper),
+    and the limit keeps one busy socket from starving the others of the poll loop."""
+    for _ in range(limit):
+        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return
+        yield sock.recv_multipart(zmq.NOBLOCK) if multipart else sock.recv(zmq.NOBLOCK)
+
+
 def percentile(sorted_values, q: float) -> float:
     if not sorted_values:
         return 0.0

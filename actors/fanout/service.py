@@ -22,7 +22,7 @@ from zwatch import internal, messages, requests
 from zwatch.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, ZwatchError
 from zwatch.limits import MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION, PROTOCOL_VERSION
 
-from ..common import Every, RateLimitedLog, StopFlag, make_socket
+from ..common import Every, RateLimitedLog, StopFlag, drain, make_socket
 from ..logsetup import configure
 from ..memory import TrimPolicy, trim_if_due
 from .core import FanoutCore
@@ -161,10 +161,7 @@ class Fanout:
 
     # ================================================================== publishes
     def _drain_publishes(self):
-        for _ in range(256):
-            if not self.sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return  # drained (cheaper than ending on a zmq.Again exception)
-            raw = self.sub.recv(zmq.NOBLOCK)
+        for raw in drain(self.sub, 256, multipart=False):
             try:
                 pub = internal.Publish.decode(raw)
             except ZwatchError as exc:
@@ -183,10 +180,7 @@ class Fanout:
 
     def _drain_syncer(self):
         core = self.core
-        for _ in range(1024):
-            if not self.syncer.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return  # drained (cheaper than ending on a zmq.Again exception)
-            frames = self.syncer.recv_multipart(zmq.NOBLOCK)
+        for frames in drain(self.syncer, 1024):
             if len(frames) == 2:  # a reply to a forwarded client read: [client_id, reply]
                 self._route_reply(frames)
                 continue
@@ -258,21 +252,12 @@ class Fanout:
 
     # ================================================================== clients
     def _count_departures(self):
-        departed = 0
-        for _ in range(4096):
-            if not self.departures.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                break
-            self.departures.recv_multipart(zmq.NOBLOCK)
-            departed += 1
+        departed = sum(1 for _ in drain(self.departures, 4096))
         if departed:
             self.trim_policy.note_closed(time.monotonic(), departed)
 
     def _drain_clients(self):
-        router = self.router
-        for _ in range(1024):
-            if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return  # drained (cheaper than ending on a zmq.Again exception)
-            frames = router.recv_multipart(zmq.NOBLOCK)
+        for frames in drain(self.router, 1024):
             self.st["requests"] += 1
             ident = frames[0]
             if len(frames) != 2:
@@ -349,10 +334,7 @@ class Fanout:
     def _drain_replies(self, sock):
         # Publishes first: the writer announces a compaction before it replies to it.
         self._drain_publishes()
-        for _ in range(4096):
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return  # drained (cheaper than ending on a zmq.Again exception)
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+        for frames in drain(sock, 4096):
             if len(frames) == 2:
                 self._route_reply(frames)
 

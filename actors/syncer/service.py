@@ -40,7 +40,7 @@ from zwatch import internal, messages
 from zwatch.errors import InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
 
-from ..common import Every, StopFlag, make_socket
+from ..common import Every, StopFlag, drain, make_socket
 from ..logsetup import configure
 from ..store import Store
 from .batch import Batch, PendingQueue, StartPolicy, SyncWatcher
@@ -133,10 +133,7 @@ class Syncer:
         return 0
 
     def _drain(self):
-        for _ in range(1024):
-            if not self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return  # drained (cheaper than ending on a zmq.Again exception)
-            frames = self.router.recv_multipart(zmq.NOBLOCK)
+        for frames in drain(self.router, 1024):
             if not 2 <= len(frames) <= 3:
                 self.log.warning("syncer.bad_envelope", frames=len(frames))
                 continue

@@ -9,7 +9,6 @@ import pytest
 from zwatch import Put, Delete, errors
 
 from support import collect, drain_counting, no_more, pipelined_watches, revs
-from zwatch.tools.cluster import Cluster
 
 # Issue #8.18: with the default ring (20,000 revisions) every short scenario is caught up from
 # the fan-out's memory and the syncer's semantics are never checked.  Every test of this module
@@ -20,29 +19,8 @@ RING_VARIANTS = {"ring_default": {}, "ring_0": {"ZWATCH_RING_REVISIONS": "0"},
 
 
 @pytest.fixture(params=list(RING_VARIANTS))
-def ring_env(request):
+def cluster_env(request):
     return RING_VARIANTS[request.param]
-
-
-@pytest.fixture
-def make_cluster(tmp_path, ring_env):
-    made = []
-
-    def make(fanouts=1, env=None, start=True):
-        c = Cluster(str(tmp_path / f"data{len(made)}"), fanouts=fanouts, env={**ring_env, **(env or {})})
-        made.append(c)
-        return c.start() if start else c
-
-    try:
-        yield make
-    finally:
-        for c in made:
-            c.stop()
-
-
-@pytest.fixture
-def cluster(make_cluster):
-    return make_cluster()
 
 
 def test_watch_from_current_revision(cluster):

@@ -155,13 +155,13 @@ class FanoutCore:
                 slot.last_event_rev = header_rev
                 ids = slot.ids
                 if ids is None:
-                    ids = slot.ids = [w.watch_id for w in slot.watchers]
+                    ids = slot.ids = [w.watch_id for w in slot.watchers.values()]
                 self.st["deliveries"] += len(evs) * len(ids)
                 items = out.setdefault(slot.session.ident, [])
                 # The owner snapshots who was in the slot: a watcher that joins later must not be
                 # victimized for events from before its start.  Each part of an oversized list
                 # names its own first revision (a lost later part must not replay the first).
-                members = tuple(slot.watchers)
+                members = tuple(slot.watchers.values())
                 for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, evs, g.fragment):
                     items.append(WatchOut(resp, Owner(members, first_rev)))
 
@@ -172,7 +172,7 @@ class FanoutCore:
         moved = 0
         for g in list(self.index.all_items()):
             for slot in list(g.slots.values()):
-                for w in list(slot.watchers):
+                for w in list(slot.watchers.values()):
                     self._unindex(w)
                     self._to_syncer(w, missed_from)
                     moved += 1
@@ -220,7 +220,7 @@ class FanoutCore:
         if slot is None:
             slot = g.slots[w.session.ident] = Slot(g, w.session)
         slot.ids = None
-        slot.watchers.append(w)
+        slot.watchers[w.uid] = w
         w.slot = slot
         # Position: everything before it is queued to the session.  A future watcher activated
         # in the middle of a publish has everything before its start; any other, up to last_seen.
@@ -237,7 +237,7 @@ class FanoutCore:
         slot = w.slot
         w.slot = None
         slot.ids = None  # responses already built keep the list they were packed with
-        slot.watchers.remove(w)
+        del slot.watchers[w.uid]    # a dict: unindexing a whole slot of N watchers is O(N), not O(N^2)
         if not slot.watchers:
             self._remove_slot(slot)
 

@@ -72,7 +72,7 @@ class Slot:
     def __init__(self, group, session):
         self.group, self.session = group, session
         self.ids: list[int] | None = None   # built when first needed, dropped on change
-        self.watchers: list[Watcher] = []
+        self.watchers: dict[int, Watcher] = {}   # uid -> watcher, in the order they joined
         self.last_event_rev = 0
 
 

@@ -265,7 +265,9 @@ def test_100k_watchers_survive_mass_handoff_to_the_syncer(make_cluster, tmp_path
     if path == "syncer_restart":
         env["ZWATCH_RING_REVISIONS"] = "0"
     cl = make_cluster(env=env)
-    c = cl.client(timeout=30)
+    # This process also decodes 100,000 watchers' frames: with the test harness's 0.5 s heartbeat
+    # the client's I/O thread, starved of the GIL, would take the fan-out for dead and fail over.
+    c = cl.client(timeout=30, heartbeat=5.0)
     c.put("p/seed", "0")                          # revision 2
     if path == "syncer_restart":
         for i in range(3):

@@ -9,6 +9,9 @@ per watch: duplicates, order violations, missing and unexpected revisions.  Serv
 from the actors' log lines (fanout.stats victims/handoffs, watch.victim, session.close,
 syncer.stats records_scanned).  One JSON line per run on stdout; exit status 1 when any stream is
 wrong or incomplete.
+
+A little over 500 lines because its one job is two scenarios that share one recorder, one
+checker against the store and one report; apart, each would repeat them.
 """
 from __future__ import annotations
 

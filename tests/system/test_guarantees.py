@@ -239,6 +239,17 @@ def test_random_programs_keep_every_watch_guarantee(world, phases):
         cl.request_progress()
     deadline = time.monotonic() + 15
     for rec, h, _ci in streams:
+        if rec.spec.start_revision > final + 1:
+            # A watch waiting for a future start gets no progress below it (etcd #20221), so it
+            # cannot show that it reached `final`: take what it has, do not wait for it.
+            while not h.queue.empty():
+                r = h.get(timeout=0.05)
+                if r is None:
+                    break
+                rec.responses.append(r)
+            if not rec.canceled_by_client:
+                rec.final_revision = final
+            continue
         while True:
             try:
                 r = h.get(timeout=0.05 if rec.canceled_by_client else max(0.01, deadline - time.monotonic()))

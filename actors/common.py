@@ -10,30 +10,17 @@ import time
 
 import zmq
 
-from zwatch import settings
 from zwatch.limits import SOCKET_MAX_MSG_BYTES
 
-# Frames up to this reach our code (above MAX_REQUEST_BYTES they get a RESOURCE_EXHAUSTED reply);
-# libzmq drops the connection of a peer sending anything larger, before it is buffered whole.
-SOCKET_MAX_MSG = SOCKET_MAX_MSG_BYTES
 
-
-def env(name: str, default=None):
-    """The typed value of a declared variable (zwatch.settings has the default; `default` is
-    accepted for old callers and ignored).  Prefer settings.get / settings.actor_kwargs."""
-    return settings.get(name)
-
-
-env_int = env_float = env
-
-
-def make_socket(ctx: zmq.Context, kind: int, *, linger_ms: int = 0, max_msg: int | None = SOCKET_MAX_MSG,
+def make_socket(ctx: zmq.Context, kind: int, *, linger_ms: int = 0, max_msg: int | None = SOCKET_MAX_MSG_BYTES,
                 sndhwm: int | None = None, rcvhwm: int | None = None) -> zmq.Socket:
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
     if max_msg is not None:
-        # The size limit is enforced by libzmq before msgpack ever sees the bytes: an
-        # oversized frame drops that peer's connection, never our memory.
+        # The size limit is enforced by libzmq before msgpack ever sees the bytes: frames up
+        # to it reach our code (above MAX_REQUEST_BYTES: RESOURCE_EXHAUSTED), a larger one
+        # drops that peer's connection, never our memory.
         sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
     if sndhwm is not None:
         sock.setsockopt(zmq.SNDHWM, sndhwm)

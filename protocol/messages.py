@@ -224,9 +224,3 @@ def decode_server_frame(raw: bytes) -> tuple[str, int | None, object]:
     if kind == "w" and not isinstance(body, list):
         raise InvalidArgument("the body of a watch frame must be a list of watch responses")
     return kind, req_id, body
-
-
-# ---- one ready-encoded response as a watch frame (fan-out side; watch_frame is above) -------
-def watch_frame_one(response: bytes) -> bytes:
-    """["w", 0, [response]] for one ready-encoded watch response (or control map)."""
-    return _W_HEAD + b"\x91" + response

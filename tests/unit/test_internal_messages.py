@@ -111,7 +111,7 @@ def test_repack_response_keeps_everything_but_the_ids():
 def test_watch_frames_splice_ready_encoded_responses():
     ctl = messages.pack(messages.control_response(3, 7, created=True))
     assert messages.watch_frame([RESP, ctl]) == messages.pack(["w", 0, [msgpack.unpackb(RESP), msgpack.unpackb(ctl)]])
-    assert messages.watch_frame_one(RESP) == messages.pack(["w", 0, [msgpack.unpackb(RESP)]])
+    assert messages.watch_frame([RESP]) == messages.pack(["w", 0, [msgpack.unpackb(RESP)]])
     assert messages.decode_server_frame(messages.watch_frame([])) == ("w", 0, [])
 
 
@@ -239,3 +239,4 @@ def test_oversized_frames_and_hostile_responses_raise_invalid_argument():
                  messages.pack([[1], 2, [], 0]), messages.pack([[1], "2", [], False])):
         with pytest.raises(InvalidArgument):
             i.repack_response([1], resp)
+

@@ -137,6 +137,14 @@ def decode_kv(kv, what: str = "kv") -> list:
     return kv
 
 
+def _kv_ok(kv) -> bool:
+    """decode_kv's conditions as one expression: True exactly when decode_kv would not raise."""
+    return (type(kv) is list and len(kv) == 6 and type(kv[0]) is bytes and len(kv[0]) <= MAX_KEY_BYTES
+            and type(kv[4]) is bytes and type(kv[1]) is int and 0 <= kv[1] <= MAX_REVISION
+            and type(kv[2]) is int and 0 <= kv[2] <= MAX_REVISION and type(kv[3]) is int
+            and 0 <= kv[3] <= MAX_REVISION and type(kv[5]) is int and _MIN_INT64 <= kv[5] <= MAX_REVISION)
+
+
 class Publish(NamedTuple):
     """The writer's PUB frame: one per group commit, per compaction start, and as a heartbeat::
 
@@ -167,6 +175,12 @@ class Publish(NamedTuple):
             _list(rev_events, "a published revision", 2)
             _int(rev_events[0], "a published revision number")
             for ev in _list(rev_events[1], "the events of a revision"):
+                # Every fan-out decodes every event: the common case is checked inline (exactly
+                # the conditions below, no call per field); the detailed checks only run to say
+                # what is wrong with an event that fails it.
+                if type(ev) is list and len(ev) == 3 and (ev[0] == PUT or ev[0] == DELETE) and type(ev[0]) is int \
+                        and _kv_ok(ev[1]) and (ev[2] is None or _kv_ok(ev[2])):
+                    continue
                 _list(ev, "a published event", 3)
                 if ev[0] != PUT and ev[0] != DELETE or type(ev[0]) is not int:
                     raise InvalidArgument(f"event type must be 0 (PUT) or 1 (DELETE), not {ev[0]!r:.32}")

@@ -240,3 +240,26 @@ def test_oversized_frames_and_hostile_responses_raise_invalid_argument():
         with pytest.raises(InvalidArgument):
             i.repack_response([1], resp)
 
+
+@pytest.mark.parametrize("kv", [
+    [b"k", 2, 3, 1, b"v", 0], [b"k", 2, 3, 1, b"v", -5], [b"k" * 511, 0, 0, 0, b"", 0],
+    [b"k" * 512, 2, 3, 1, b"v", 0], [b"", 2, 3, 1, b"v", 0], ["k", 2, 3, 1, b"v", 0], [b"k", 2, 3, 1, "v", 0],
+    [b"k", True, 3, 1, b"v", 0], [b"k", 2, -1, 1, b"v", 0], [b"k", 2, 3, 1 << 63, b"v", 0],
+    [b"k", 2, 3, 1, b"v", -(1 << 63) - 1], [b"k", 2, 3, 1, b"v", 1 << 63], [b"k", 2, 3, 1, b"v"],
+    (b"k", 2, 3, 1, b"v", 0), [b"k", 2, 3, 1, b"v", 0.5], None])
+def test_the_publish_fast_path_accepts_exactly_what_decode_kv_accepts(kv):
+    """Publish.decode checks events inline for speed; it must never accept more than decode_kv."""
+    try:
+        i.decode_kv(kv)
+        accepted = True
+    except InvalidArgument:
+        accepted = False
+    assert i._kv_ok(kv) is accepted
+    if type(kv) is not list or not all(type(f) is not int or -(1 << 63) <= f < (1 << 64) for f in kv):
+        return                        # msgpack cannot carry it: nothing to decode
+    raw = i.Publish(1, 2, [[2, [[0, kv, None]]]], 0).encode()
+    if accepted:
+        i.Publish.decode(raw)
+    else:
+        with pytest.raises(InvalidArgument):
+            i.Publish.decode(raw)

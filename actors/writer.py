@@ -40,7 +40,7 @@ from zwatch.errors import Internal, ZwatchError
 from zwatch.limits import PROTOCOL_VERSION
 from .logsetup import configure
 
-from .common import Every, StopFlag, make_socket, percentile
+from .common import Every, RateLimitedLog, StopFlag, make_socket, percentile
 from .store import Store
 
 
@@ -60,8 +60,7 @@ class Writer:
         self.stop = StopFlag()
         self._reset_stats()
         # writer.commit_failed: one line a second at most while the storage keeps failing
-        self.commit_failed_logged_at = float("-inf")
-        self.commit_failed_unlogged = 0
+        self.log_limited = RateLimitedLog(1.0)
 
     @classmethod
     def from_env(cls) -> "Writer":
@@ -196,15 +195,8 @@ class Writer:
     def _commit_failed(self, failure: dict, requests: int):
         """One log line per failed batch; if they come faster than one a second, the next line
         says how many were not logged (`repeated`) so a full disk cannot flood the log."""
-        now = time.monotonic()
-        if now - self.commit_failed_logged_at < 1.0:
-            self.commit_failed_unlogged += 1
-            return
-        self.log.error("writer.commit_failed", code=failure["code"], requests=requests,
-                       error=failure["error"], free_bytes=failure["free_bytes"],
-                       repeated=self.commit_failed_unlogged)
-        self.commit_failed_logged_at = now
-        self.commit_failed_unlogged = 0
+        self.log_limited(self.log.error, "writer.commit_failed", code=failure["code"], requests=requests,
+                         error=failure["error"], free_bytes=failure["free_bytes"])
 
     def _publish(self, published):
         last = published[-1][0] if published else self.last_published

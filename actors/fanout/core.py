@@ -338,9 +338,8 @@ class FanoutCore:
         watchers: register them all again (new epochs).  Returns how many, or -1 if unchanged."""
         if instance == self.syncer_instance:
             return -1
-        again = []
-        if self.syncer_instance is not None or any(w.state == UNSYNCED for w in self.watchers.values()):
-            again = [w for w in self.watchers.values() if w.state == UNSYNCED]
+        again = [w for w in self.watchers.values() if w.state == UNSYNCED]
+        if self.syncer_instance is not None or again:
             for w in again:
                 self._to_syncer(w, w.next_rev)   # a new epoch: late messages of the old one are ignored
             self.log.info("fanout.syncer_changed", instance=instance, reregistered=len(again))

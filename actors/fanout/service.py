@@ -26,7 +26,7 @@ from ..common import Every, RateLimitedLog, StopFlag, drain, make_socket
 from ..logsetup import configure
 from ..memory import TrimPolicy, trim_if_due
 from .core import FanoutCore
-from .model import UNSYNCED, Session
+from .model import Session
 from .sessions import AGAIN, GONE, SENT, SessionOutput
 
 NO_SESSION = "NO_SESSION"
@@ -361,7 +361,7 @@ class Fanout:
         core = self.core
         self.log.info("fanout.stats", sessions=len(self.sessions), watchers=len(core.watchers),
                       groups=len(core.index), futures=core.live_futures, victims_pending=len(core.victims),
-                      unsynced=sum(1 for w in core.watchers.values() if w.state == UNSYNCED),
+                      unsynced=core.unsynced_count,
                       revision=core.last_seen, ring=len(core.ring), ring_bytes=core.ring.bytes,
                       interval_s=self.stats_s, max_inflight_bytes=self.output.max_inflight,
                       session_window=self.session_window, **core.st, **self.st)

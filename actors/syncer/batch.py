@@ -84,7 +84,8 @@ class PendingQueue(_WatcherTable):
         heapq.heappush(self.heap, (w.next_rev, self.seq, k, w))
 
     def discard(self, k):
-        self.watchers.pop(k, None)
+        if self.watchers.pop(k, None) is not None:
+            self._prune()
 
     def take(self, n: int) -> list[SyncWatcher]:
         """Up to n watchers, lowest next revision first; they leave the queue."""
@@ -95,12 +96,18 @@ class PendingQueue(_WatcherTable):
             if pending.get(k) is w:
                 chosen.append(w)
                 del pending[k]
-        if not pending:
-            heap.clear()
-        elif len(heap) > 2 * len(pending) + 1024:   # mostly stale entries (cancels): rebuild
-            self.heap = heap = [e for e in heap if pending.get(e[2]) is e[3]]
-            heapq.heapify(heap)
+        self._prune()
         return chosen
+
+    def _prune(self):
+        """Stale heap entries stay bounded, also when watchers come and go without any batch
+        being taken (a fan-out registering and canceling in a loop)."""
+        pending = self.watchers
+        if not pending:
+            self.heap.clear()
+        elif len(self.heap) > 2 * len(pending) + 1024:   # mostly stale entries (cancels): rebuild
+            self.heap = [e for e in self.heap if pending.get(e[2]) is e[3]]
+            heapq.heapify(self.heap)
 
 
 class StartPolicy:

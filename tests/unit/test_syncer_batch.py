@@ -200,6 +200,17 @@ def test_pending_watchers_are_taken_lowest_next_revision_first():
     assert len(q) == 1 and [w.uid for w in q.take(10)] == [5] and q.heap == []
 
 
+def test_registrations_canceled_before_any_batch_leave_no_heap_entries_behind():
+    """A fan-out registering and canceling watchers in a loop, with no batch ever taken in
+    between, must not grow the pending heap without bound (its entries are pruned on discard)."""
+    q = PendingQueue()
+    q.add((b"f1", 0), watcher(0, next_rev=1))              # one stays: the queue is never empty
+    for uid in range(1, 10_001):
+        q.add((b"f1", uid), watcher(uid, next_rev=uid))
+        q.discard((b"f1", uid))
+    assert len(q) == 1 and len(q.heap) <= 2 * len(q) + 1024 + 1
+
+
 def test_a_batch_starts_after_a_quiet_window_or_the_delay_or_when_full():
     p = StartPolicy(batch_size=3, quiet_s=0.01, batch_delay_s=0.1)
     assert not p.due(0.0, 0)

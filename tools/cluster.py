@@ -14,19 +14,21 @@ import sys
 import threading
 import time
 
+import zmq
+
 from zwatch import Client, messages
 
 
-class _RawSession:
-    """Mixed into zmq.Socket so that the hello reply's size can be kept on the socket."""
+class RawSession(zmq.Socket):
+    """A DEALER that keeps the size of its hello reply (zmq.Socket only lets declared
+    attributes be set: others are taken for socket options)."""
     hello_reply_bytes: int = 0
 
 
-def raw_session(endpoint: str, **sockopts):
+def raw_session(endpoint: str, **sockopts) -> RawSession:
     """A bare DEALER that has said hello to a fan-out: for tests that must speak the wire
     protocol themselves (stalled or pipelining clients).  sockopts: zmq option name -> value."""
-    import zmq
-    s = zmq.Context.instance().socket(zmq.DEALER, socket_class=type("RawSession", (zmq.Socket, _RawSession), {}))
+    s = zmq.Context.instance().socket(zmq.DEALER, socket_class=RawSession)
     s.setsockopt(zmq.LINGER, 0)
     for name, value in sockopts.items():
         s.setsockopt(getattr(zmq, name), value)

@@ -7,6 +7,14 @@ State machine (one thread, one loop)::
          --> PUBLISH (the new revisions, in order) --> REPLY (to every requester) --> IDLE
     IDLE --nothing to do, compaction pending--> COMPACT one bounded chunk --> IDLE
     IDLE --heartbeat due--> PUBLISH an empty heartbeat carrying the current revision
+    IDLE --a lease's deadline passed--> COMMIT (its revoke: one revision of DELETEs) --> ...
+
+Leases: the writer is the one clock owner (``lessor.Lessor``).  Grants and revokes are store
+requests of the batch (durable, persisted with the keys they attach); a commit also carries up
+to ``lease_revoke_batch`` expired leases, revoked BEFORE the batch's client requests (one
+revision each), so a mass expiry is spread over commits and never holds writes back.
+Keep-alives, time-to-live and lease lists are answered from the clock after the commit, with
+the clock read once per batch (``now``), so a keep-alive and the expiry it races agree.
 
 Nothing is replied or published before the commit returned: durability first (group commit).
 The publish precedes the replies so that a fan-out has seen a revision (or a new compact
@@ -40,14 +48,19 @@ from zwatch.errors import Internal, ZwatchError
 from zwatch.limits import PROTOCOL_VERSION
 from .logsetup import configure
 
+from zwatch import requests
+from zwatch.errors import LeaseNotFound
+from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_TIMETOLIVE_KEYS, MAX_RESPONSE_BYTES
 from .common import Every, RateLimitedLog, StopFlag, make_socket, percentile
+from .lessor import Lessor
 from .store import Store
 
 
 class Writer:
     def __init__(self, data_dir: str, endpoint: str, pub_endpoint: str, *, max_batch: int = 4096,
                  heartbeat_s: float = 1.0, stats_s: float = 10.0, map_size: int = 1 << 30,
-                 max_map_size: int = 1 << 40):
+                 max_map_size: int = 1 << 40, lease_min_ttl: int = DEFAULT_MIN_LEASE_TTL,
+                 lease_revoke_batch: int = 100):
         self.data_dir = data_dir
         self.endpoint = endpoint
         self.pub_endpoint = pub_endpoint
@@ -56,6 +69,10 @@ class Writer:
         self.stats_s = stats_s
         self.map_size = map_size
         self.max_map_size = max_map_size
+        self.lease_min_ttl = lease_min_ttl
+        self.lease_revoke_batch = max(1, lease_revoke_batch)
+        self.lessor = Lessor()
+        self._expired_unlogged = [0, 0]    # leases, keys expired since the last writer.leases_expired
         self.log = configure("writer")
         self.stop = StopFlag()
         self._reset_stats()
@@ -75,12 +92,17 @@ class Writer:
         self.st_max_batch = 0
         self.st_first_revision = 0
         self.st_last_revision = 0
+        self.st_keepalives = 0
+        self.st_leases_expired = 0
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
         os.makedirs(self.data_dir, exist_ok=True)
-        self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size)
+        self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size,
+                           min_lease_ttl=self.lease_min_ttl)
         self.last_published = self.store.current_revision()
+        # Every lease gets its full TTL again: nothing expires early because the writer was down.
+        self.lessor.restore(self.store.leases(), time.monotonic())
         self.compact_rev = self.store.compact_revision()  # cached: only a compact changes it
         ctx = zmq.Context()
         self.router = make_socket(ctx, zmq.ROUTER, rcvhwm=100_000, sndhwm=100_000)
@@ -90,7 +112,8 @@ class Writer:
         self.log.info("writer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
                       pub_endpoint=self.pub_endpoint, revision=self.last_published,
                       compact_revision=self.store.compact_revision(), max_batch=self.max_batch,
-                      heartbeat_s=self.heartbeat_s, version=__version__)
+                      heartbeat_s=self.heartbeat_s, leases=len(self.lessor),
+                      lease_min_ttl=self.lease_min_ttl, version=__version__)
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         heartbeat = Every(self.heartbeat_s)
@@ -98,8 +121,9 @@ class Writer:
         compaction_pending = True  # a crash may have left a compaction half done
         try:
             while not self.stop:
-                timeout = 0 if compaction_pending else min(heartbeat.remaining_ms(), 200)
-                if poller.poll(timeout):
+                lease_ms = max(0, int(min(self.lessor.next_deadline() - time.monotonic(), 0.2) * 1000) + 1)
+                timeout = 0 if compaction_pending else min(heartbeat.remaining_ms(), 200, lease_ms)
+                if poller.poll(timeout) or self.lessor.next_deadline() <= time.monotonic():
                     compaction_pending |= self._group_commit()
                 elif compaction_pending:
                     compaction_pending = self._compact_chunk()
@@ -120,7 +144,9 @@ class Writer:
         """Drain every queued request into one durable commit.  Returns True if a compaction began."""
         batch: list[tuple[list[bytes], int, str, dict]] = []
         replies: list[list[bytes]] = []
-        while len(batch) < self.max_batch:
+        clock_ops: list[tuple[list[bytes], int, str, dict]] = []
+        now = time.monotonic()             # the lease clock's one reading for this batch
+        while len(batch) + len(clock_ops) < self.max_batch:
             if not self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 break  # drained (cheaper than ending on a zmq.Again exception)
             frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
@@ -141,20 +167,28 @@ class Writer:
                 replies.append(envelope + [internal.Pong(req_id, None, self.last_published).encode()])
             elif op in messages.WRITE_OPS or op in messages.READ_OPS:
                 batch.append((envelope, req_id, op, body))
+            elif op in messages.LEASE_CLOCK_OPS:
+                clock_ops.append((envelope, req_id, op, body))
             else:
                 replies.append(envelope + [messages.encode_error(
                     req_id, ZwatchError(f"op {op} is not served by the writer", "UNIMPLEMENTED"))])
         began_compaction = False
         published = []
-        if batch:
+        expired = self.lessor.expired(now, self.lease_revoke_batch)
+        if batch or expired:
             t0 = time.perf_counter()
+            work = [("lease_revoke", {"ID": lease_id}) for lease_id in expired]
+            work += [(op, body) for _, _, op, body in batch]
             try:
-                results, published = self.store.apply_batch([(op, body) for _, _, op, body in batch])
+                results, published = self.store.apply_batch(work)
             except ZwatchError as err:  # a whole-batch failure (e.g. storage) fails every request
-                results = [err] * len(batch)
+                results = [err] * len(work)
             except Exception as exc:  # never die on one bad batch; report it with a stable code
                 self.log.exception("writer.batch_failed")
-                results = [Internal(f"{type(exc).__name__}: {exc}")] * len(batch)
+                results = [Internal(f"{type(exc).__name__}: {exc}")] * len(work)
+            if expired:
+                self._expired_done(expired, results[:len(expired)], published, now)
+                results = results[len(expired):]
             ms = (time.perf_counter() - t0) * 1000
             if self.store.commit_failure:
                 self._commit_failed(self.store.commit_failure, len(batch))
@@ -171,14 +205,24 @@ class Writer:
                 log = self.log.info if ms >= 100 else self.log.debug
                 log("writer.commit", batch=len(batch), first_revision=published[0][0],
                     last_revision=published[-1][0], commit_ms=round(ms, 3))
-            for (envelope, req_id, op, _), result in zip(batch, results):
+            for (envelope, req_id, op, body), result in zip(batch, results):
                 if isinstance(result, ZwatchError):
                     self.st_errors += 1
                     replies.append(envelope + [messages.encode_error(req_id, result)])
                 else:
                     if op == "compact":
                         began_compaction = True
+                    elif op == "lease_grant":
+                        self.lessor.grant(result["ID"], result["TTL"], now)
+                    elif op == "lease_revoke":
+                        self.lessor.forget(body["ID"])
                     replies.append(envelope + [messages.encode_ok(req_id, result)])
+        for envelope, req_id, op, body in clock_ops:   # after the commit: they see its grants
+            try:
+                replies.append(envelope + [messages.encode_ok(req_id, self._lease_clock(op, body, now))])
+            except ZwatchError as err:
+                self.st_errors += 1
+                replies.append(envelope + [messages.encode_error(req_id, err)])
         # Both after the durable commit.  The publish goes first so that a fan-out knows a new
         # compact revision (or revision) by the time the client that caused it acts on the reply.
         if began_compaction:
@@ -191,6 +235,52 @@ class Writer:
             except zmq.ZMQError as exc:  # requester gone (EHOSTUNREACH) or its pipe full
                 self.log.warning("writer.reply_dropped", error=str(exc))
         return began_compaction
+
+    def _expired_done(self, expired, results, published, now):
+        """Settle the clock after a commit that carried expiry revokes; one log line per commit
+        with expiries (at most one a second, `repeated` counting the rest)."""
+        done, last, failed = 0, 0, []
+        for lease_id, result in zip(expired, results):
+            if isinstance(result, LeaseNotFound) or not isinstance(result, ZwatchError):
+                self.lessor.forget(lease_id)   # revoked now (or already, by a client)
+                done += 1
+                if isinstance(result, dict):
+                    last = max(last, result["header"]["revision"])
+            else:
+                failed.append(lease_id)        # storage fault: try again next commit
+        self.lessor.requeue(failed, now)
+        if done:
+            self.st_leases_expired += done
+            # The expiries ran first: their revisions are the batch's first ones, up to `last`.
+            revisions = [p for p in published if self.last_published < p[0] <= last]
+            acc = self._expired_unlogged
+            acc[0] += done
+            acc[1] += sum(len(events) for _, events in revisions)
+            # Totals since the previous line, so that rate limiting loses no figure.
+            if self.log_limited(self.log.info, "writer.leases_expired", leases=acc[0], keys_deleted=acc[1],
+                                last_revision=revisions[-1][0] if revisions else 0, retrying=len(failed)):
+                acc[0] = acc[1] = 0
+
+    def _lease_clock(self, op: str, body, now: float) -> dict:
+        """lease_keepalive / lease_timetolive / lease_leases, answered from memory (no fsync)."""
+        r = requests.normalize(op, body)
+        header = {"revision": self.last_published}
+        if op == "lease_keepalive":
+            self.st_keepalives += len(r["IDs"])
+            return {"header": header, "leases": [{"ID": i, "TTL": self.lessor.keepalive(i, now)} for i in r["IDs"]]}
+        if op == "lease_leases":
+            return {"header": header, "leases": [{"ID": i} for i in self.lessor.ids()]}
+        lease_id = r["ID"]
+        remaining = self.lessor.remaining(lease_id, now)
+        with self.store.reader() as view:
+            info = view.lease(lease_id, MAX_TIMETOLIVE_KEYS if r["keys"] else 0, MAX_RESPONSE_BYTES // 2)
+        if info is None or remaining < 0:  # etcd: not found is TTL -1, not an error
+            return {"header": header, "ID": lease_id, "TTL": -1, "grantedTTL": 0, "keys": []}
+        granted, keys, truncated = info
+        resp = {"header": header, "ID": lease_id, "TTL": remaining, "grantedTTL": granted, "keys": keys}
+        if truncated:
+            resp["keys_truncated"] = True
+        return resp
 
     def _commit_failed(self, failure: dict, requests: int):
         """One log line per failed batch; if they come faster than one a second, the next line
@@ -222,7 +312,7 @@ class Writer:
     def _status(self) -> dict:
         return {"header": {"revision": self.last_published}, "version": __version__,
                 "protocol_version": PROTOCOL_VERSION, "compact_revision": self.store.compact_revision(),
-                "db_size": _db_size(self.data_dir), "actor": "writer"}
+                "db_size": _db_size(self.data_dir), "actor": "writer", "leases": len(self.lessor)}
 
     def _log_stats(self):
         ms = sorted(self.st_commit_ms)
@@ -230,7 +320,8 @@ class Writer:
                       revisions=self.st_revisions, errors=self.st_errors, max_batch=self.st_max_batch,
                       commit_ms_p50=round(percentile(ms, 0.5), 3), commit_ms_p99=round(percentile(ms, 0.99), 3),
                       first_revision=self.st_first_revision, last_revision=self.st_last_revision,
-                      revision=self.last_published, interval_s=self.stats_s)
+                      revision=self.last_published, leases=len(self.lessor), keepalives=self.st_keepalives,
+                      leases_expired=self.st_leases_expired, interval_s=self.stats_s)
         self._reset_stats()
 
 

@@ -16,10 +16,14 @@ INTERNAL = "INTERNAL"                     # a bug or a storage fault; the proces
 UNIMPLEMENTED = "UNIMPLEMENTED"           # unknown op
 FAILED_PRECONDITION = "FAILED_PRECONDITION"  # e.g. protocol version mismatch, duplicate watch id
 NO_SPACE = "NO_SPACE"                     # the disk or the LMDB map cannot grow; nothing was written
+LEASE_NOT_FOUND = "LEASE_NOT_FOUND"       # a put, revoke or time-to-live names a lease that does not exist
+LEASE_EXISTS = "LEASE_EXISTS"             # lease_grant with an ID that is already granted
+LEASE_TTL_TOO_LARGE = "LEASE_TTL_TOO_LARGE"  # lease_grant with a TTL above MAX_LEASE_TTL
 
 ALL_CODES = (
     INVALID_ARGUMENT, COMPACTED, FUTURE_REVISION, RESOURCE_EXHAUSTED, UNAVAILABLE,
-    INTERNAL, UNIMPLEMENTED, FAILED_PRECONDITION, NO_SPACE,
+    INTERNAL, UNIMPLEMENTED, FAILED_PRECONDITION, NO_SPACE, LEASE_NOT_FOUND, LEASE_EXISTS,
+    LEASE_TTL_TOO_LARGE,
 )
 
 
@@ -97,8 +101,21 @@ class NoSpace(ZwatchError):
     code = NO_SPACE
 
 
+class LeaseNotFound(ZwatchError):
+    code = LEASE_NOT_FOUND
+
+
+class LeaseExists(ZwatchError):
+    code = LEASE_EXISTS
+
+
+class LeaseTTLTooLarge(ZwatchError):
+    code = LEASE_TTL_TOO_LARGE
+
+
 _BY_CODE = {
     INVALID_ARGUMENT: InvalidArgument, COMPACTED: Compacted, FUTURE_REVISION: FutureRevision,
     RESOURCE_EXHAUSTED: ResourceExhausted, UNAVAILABLE: Unavailable, INTERNAL: Internal,
     UNIMPLEMENTED: Unimplemented, FAILED_PRECONDITION: FailedPrecondition, NO_SPACE: NoSpace,
+    LEASE_NOT_FOUND: LeaseNotFound, LEASE_EXISTS: LeaseExists, LEASE_TTL_TOO_LARGE: LeaseTTLTooLarge,
 }

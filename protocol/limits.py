@@ -32,3 +32,15 @@ MAX_RESPONSE_BYTES = 1536 * 1024
 # Watches per session and sessions per fan-out (RESOURCE_EXHAUSTED beyond).
 MAX_WATCHES_PER_SESSION = 100_000
 MAX_SESSIONS_PER_FANOUT = 10_000
+# etcd's MaxLeaseTTL: a grant above it is LEASE_TTL_TOO_LARGE ("too large lease TTL").
+MAX_LEASE_TTL = 9_000_000_000
+# The smallest TTL a grant gets (a smaller or negative one is raised to it, as etcd raises to its
+# minLeaseTTL).  It must outlast a client's failover: 3 missed heartbeats (3 s at the default 1 s)
+# plus a reconnect, after the last keep-alive sent at TTL/3.  The writer's setting
+# ZWATCH_LEASE_MIN_TTL may raise or lower it (tests use 1-2 s with fast heartbeats).
+DEFAULT_MIN_LEASE_TTL = 5
+# Lease IDs one lease_keepalive may carry (one session keeps all its leases alive with one).
+MAX_KEEPALIVE_IDS = 10_000
+# Attached keys a lease_timetolive reply lists at most (keys=true); beyond it the reply says
+# "keys_truncated" (etcd lists every key, which for 100,000 keys is a 50 MB reply).
+MAX_TIMETOLIVE_KEYS = 10_000

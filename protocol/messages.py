@@ -10,7 +10,8 @@ Client -> fan-out (DEALER -> ROUTER)::
     [op: str, req_id: int, body: map]
 
     op in: hello, ping, ack, bye, status, range, put, delete_range, txn, compact,
-           watch_create, watch_cancel, watch_progress
+           watch_create, watch_cancel, watch_progress, lease_grant, lease_revoke,
+           lease_keepalive, lease_timetolive, lease_leases
 
     ack {"bytes": n}: flow control.  n = total bytes of frames received on this session.  A
     fan-out keeps at most its session window (default 8 MiB) of watch frames unacknowledged;
@@ -57,11 +58,13 @@ PUT, DELETE = 0, 1
 EVENT_TYPE_NAMES = ("PUT", "DELETE")
 
 # Ops a client may send, and who serves them.
-WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact"})
+WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke"})
 READ_OPS = frozenset({"range"})
+# Served by the writer from its lease clock (memory), without a commit.
+LEASE_CLOCK_OPS = frozenset({"lease_keepalive", "lease_timetolive", "lease_leases"})
 WATCH_OPS = frozenset({"watch_create", "watch_cancel", "watch_progress"})
 SESSION_OPS = frozenset({"hello", "ping", "ack", "bye", "status"})
-CLIENT_OPS = WRITE_OPS | READ_OPS | WATCH_OPS | SESSION_OPS
+CLIENT_OPS = WRITE_OPS | READ_OPS | LEASE_CLOCK_OPS | WATCH_OPS | SESSION_OPS
 
 def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)

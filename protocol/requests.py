@@ -20,8 +20,8 @@ This module imports no msgpack: bodies arrive decoded (zwatch.messages does that
 from __future__ import annotations
 
 from .errors import InvalidArgument
-from .limits import (MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_REVISION, MAX_TXN_DEPTH, MAX_TXN_OPS,
-                     MAX_TXN_TREE_OPS)
+from .limits import (MAX_KEEPALIVE_IDS, MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_REVISION, MAX_TXN_DEPTH,
+                     MAX_TXN_OPS, MAX_TXN_TREE_OPS)
 
 # ---------------------------------------------------------------------------------------------
 # Key ranges: etcd's rules, in one place (SPEC.md section 4).
@@ -85,6 +85,13 @@ COMPARE = {"key": ("key", REQUIRED), "range_end": ("bytes", b""),
            "version": ("int64", 0), "create_revision": ("int64", 0), "mod_revision": ("int64", 0),
            "lease": ("int64", 0), "value": ("bytes", b"")}
 COMPACT = {"revision": ("uint", REQUIRED), "physical": ("bool", False)}
+# Leases (etcd's field names: ID and TTL in capitals).  TTL and ID are int64 as in etcd: a TTL
+# below the minimum (negative included) is raised to it, ID 0 asks the server to pick one.
+LEASE_GRANT = {"TTL": ("int64", REQUIRED), "ID": ("int64", 0)}
+LEASE_REVOKE = {"ID": ("int64", REQUIRED)}
+LEASE_KEEPALIVE = {"IDs": ("list", REQUIRED)}
+LEASE_TIMETOLIVE = {"ID": ("int64", REQUIRED), "keys": ("bool", False)}
+LEASE_LEASES: dict = {}
 # A txn request_op's one entry -> the op it holds.
 TXN_OPS = {"request_range": "range", "request_put": "put",
            "request_delete_range": "delete_range", "request_txn": "txn"}
@@ -141,8 +148,8 @@ def _range(body, where: str) -> dict:
 
 def _put(body, where: str) -> dict:
     r = check_fields(body, PUT, where)
-    if r["lease"] != 0:
-        raise InvalidArgument(f"{where}: leases are not supported")
+    if r["ignore_lease"] and r["lease"]:
+        raise InvalidArgument(f"{where}: lease is provided together with ignore_lease")
     if r["ignore_value"] and r["value"]:
         raise InvalidArgument(f"{where}: value is provided together with ignore_value")
     return r
@@ -197,10 +204,47 @@ def _compact(body, where: str) -> dict:
     return check_fields(body, COMPACT, where)
 
 
+def _lease_grant(body, where: str) -> dict:
+    return check_fields(body, LEASE_GRANT, where)
+
+
+def _lease_id(body, spec: dict, where: str) -> dict:
+    r = check_fields(body, spec, where)
+    if r["ID"] == 0:
+        raise InvalidArgument(f"{where}.ID must not be 0 (0 is \"no lease\")")
+    return r
+
+
+def _lease_revoke(body, where: str) -> dict:
+    return _lease_id(body, LEASE_REVOKE, where)
+
+
+def _lease_timetolive(body, where: str) -> dict:
+    return _lease_id(body, LEASE_TIMETOLIVE, where)
+
+
+def _lease_keepalive(body, where: str) -> dict:
+    r = check_fields(body, LEASE_KEEPALIVE, where)
+    ids = r["IDs"]
+    if len(ids) > MAX_KEEPALIVE_IDS:
+        raise InvalidArgument(f"{where}.IDs holds {len(ids)} IDs, the limit is {MAX_KEEPALIVE_IDS}")
+    for i, v in enumerate(ids):
+        if not is_int(v) or not _INT64[0] <= v <= _INT64[1]:
+            raise InvalidArgument(f"{where}.IDs[{i}] must be an int64 lease ID, got {type(v).__name__}")
+    return r
+
+
+def _lease_leases(body, where: str) -> dict:
+    return check_fields(body, LEASE_LEASES, where)
+
+
 _STORE_OPS = {"range": _range, "put": _put, "delete_range": _delete_range, "txn": _txn,
-              "compact": _compact}
+              "compact": _compact, "lease_grant": _lease_grant, "lease_revoke": _lease_revoke}
 # The ops the store serves (anything else reaching it is an "unknown op").
 STORE_OPS = frozenset(_STORE_OPS)
+# The lease ops the writer answers from its lease clock, without a commit.
+_LEASE_CLOCK_OPS = {"lease_keepalive": _lease_keepalive, "lease_timetolive": _lease_timetolive,
+                    "lease_leases": _lease_leases}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +353,7 @@ def _hello(body, where: str) -> dict:
             "client": str(body.get("client", ""))[:64]}   # a name for logs, any type
 
 
-_NORMALIZERS = {**_STORE_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
+_NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
                 "ack": _ack, "hello": _hello}
 
 
@@ -321,6 +365,6 @@ def normalize(op: str, body):
     ack -> {"bytes"}; hello -> {"version", "client"}.  Raises InvalidArgument."""
     if not isinstance(op, str) or op not in _NORMALIZERS:
         raise InvalidArgument(f"unknown op {op!r}")
-    if op not in STORE_OPS and not isinstance(body, dict):
+    if op not in STORE_OPS and op not in _LEASE_CLOCK_OPS and not isinstance(body, dict):
         raise InvalidArgument("body must be a map")    # decode_request's words for the same fault
     return _NORMALIZERS[op](body, op)

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from .limits import MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION
+from .limits import DEFAULT_MIN_LEASE_TTL, MAX_LEASE_TTL, MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION
 
 # Who reads a variable.  The three actors take theirs as constructor keywords; the others read
 # it themselves (client, CLI), or are not Python at all (deploy/ units).
@@ -164,6 +164,13 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_MAX_MAP_SIZE", int, 1 << 40, {"writer": "max_map_size"},
                 "the largest the map may grow to; writes beyond fail with `NO_SPACE` "
                 "(cap it below the disk to keep headroom)", min=1),
+        Setting("ZWATCH_LEASE_MIN_TTL", int, DEFAULT_MIN_LEASE_TTL, {"writer": "lease_min_ttl"},
+                "seconds: a lease granted with a smaller TTL gets this one; keep it above a client's "
+                "failover time (3 heartbeats plus a reconnect) so a fan-out's death never expires a lease",
+                min=1, max=MAX_LEASE_TTL),
+        Setting("ZWATCH_LEASE_REVOKE_BATCH", int, 100, {"writer": "lease_revoke_batch"},
+                "expired leases revoked per group commit at most (each is one revision), so a mass expiry "
+                "is spread over commits instead of holding writes back", min=1),
     ),
     *_declare(
         "syncer",

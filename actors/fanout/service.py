@@ -289,7 +289,7 @@ class Fanout:
             self.output.ack(session, requests.normalize("ack", body)["bytes"])
         elif op == "ping":
             self.core.reply(ident, messages.pack(["pong", req_id, {"revision": self.core.last_seen or 0}]))
-        elif op in messages.WRITE_OPS or op == "status":
+        elif op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op == "status":
             self._forward(self.writer, ident, raw, "writer")
         elif op in messages.READ_OPS:
             self._forward(self.reader, ident, raw, "syncer")

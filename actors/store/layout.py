@@ -12,6 +12,12 @@ Named dbs in one env; only the writer process writes, syncers read from other pr
 * ``keyrev``:  user key -> dups of (main, sub) 16 bytes + flag (b"\\x01" tombstone, b"\\x00" put).
   Dups sort by revision, so "latest record <= R" is a seek, and compaction walks it key by key.
 
+* ``lease``:   lease ID (8-byte BE of the int64 as uint64, etcd's encoding) -> msgpack ``[ttl]``,
+  the granted TTL.  Only grants and revokes write it: keep-alives are not persisted (etcd does
+  not persist them either); the writer's lease clock holds the deadlines in memory.
+* ``leasekeys``: lease ID (8 bytes) -> dups of the user keys attached to it.  A key is attached
+  while its current (live) kv names the lease; a put with another lease or a delete detaches it.
+
 Invariants: history keys only grow (appended in (main, sub) order); every keyrev dup names a
 history record that exists (compaction deletes both together); dups are 17 bytes (dupfixed).
 """
@@ -24,7 +30,7 @@ import msgpack
 FORMAT = 1
 PUT, DELETE = 0, 1                     # a history record's type (and a watch event's)
 
-META, HISTORY, KEYREV = b"meta", b"history", b"keyrev"
+META, HISTORY, KEYREV, LEASE, LEASEKEYS = b"meta", b"history", b"keyrev", b"lease", b"leasekeys"
 CURRENT_REV, COMPACT_REV, COMPACT_DONE, FORMAT_KEY = b"current_rev", b"compact_rev", b"compact_done", b"format"
 # meta's values in an empty store
 INITIAL_META = ((CURRENT_REV, 1), (COMPACT_REV, 0), (COMPACT_DONE, 0), (FORMAT_KEY, FORMAT))
@@ -51,6 +57,25 @@ def pack_compact_done(done_rev: int, resume: bytes = b"") -> bytes:
 def unpack_compact_done(raw: bytes) -> tuple[int, bytes]:
     """-> (revision physical compaction is done up to, key to resume from or b"")."""
     return Q.unpack_from(raw)[0], raw[8:]
+
+
+def pack_lease_id(lease_id: int) -> bytes:
+    """etcd's int64ToBytes: the int64 as its uint64 two's complement, 8 bytes BE."""
+    return Q.pack(lease_id & 0xFFFF_FFFF_FFFF_FFFF)
+
+
+def unpack_lease_id(raw: bytes) -> int:
+    v = Q.unpack(raw)[0]
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def pack_lease(ttl: int) -> bytes:
+    return msgpack.packb([ttl])
+
+
+def unpack_lease(raw: bytes) -> int:
+    """-> the granted TTL"""
+    return msgpack.unpackb(raw)[0]
 
 
 def pack_record(typ: int, kv: list) -> bytes:

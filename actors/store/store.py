@@ -19,7 +19,7 @@ import lmdb
 
 from zwatch import requests
 from zwatch.errors import Compacted, Internal, InvalidArgument, NoSpace, ZwatchError
-from zwatch.limits import MAX_KEY_BYTES, MAX_REVISION
+from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_KEY_BYTES, MAX_REVISION
 
 from . import layout
 from .compaction import compact_chunk
@@ -107,6 +107,28 @@ class ReadView:
         return out
 
     @_guard
+    def lease(self, lease_id: int, max_keys: int = 0, max_key_bytes: int = 1 << 20):
+        """(granted TTL, [attached key, ...], truncated) of a lease, or None if it is not granted.
+
+        Keys are listed only if max_keys > 0, in key order, at most max_keys of them and about
+        max_key_bytes in all; truncated says some were left out."""
+        id8 = layout.pack_lease_id(lease_id)
+        raw = self._txn.get(id8, db=self._store._lease)
+        if raw is None:
+            return None
+        keys, size, truncated = [], 0, False
+        if max_keys > 0:
+            cur = self._txn.cursor(db=self._store._leasekeys)
+            if cur.set_key(id8):
+                for key in cur.iternext_dup():
+                    if len(keys) >= max_keys or size >= max_key_bytes:
+                        truncated = True
+                        break
+                    keys.append(key)
+                    size += len(key)
+        return layout.unpack_lease(raw), keys, truncated
+
+    @_guard
     def prev_kv(self, key: bytes, main: int, sub: int):
         """key's kv just before (main, sub); None if absent, deleted, or at/below the compaction."""
         if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY_BYTES:
@@ -152,12 +174,13 @@ class Store:
     """The MVCC store.  Construct it after fork; one writer process, any number of readers."""
 
     def __init__(self, path: str, *, map_size: int = 1 << 30, max_map_size: int = 1 << 40,
-                 max_readers: int = 512):
+                 max_readers: int = 512, min_lease_ttl: int = DEFAULT_MIN_LEASE_TTL):
         self.path = path
+        self.min_lease_ttl = min_lease_ttl  # a grant's TTL is raised to it (the writer's setting)
         self.max_map_size = max(map_size, max_map_size)
         self.records_scanned = 0
         self.commit_failure: dict | None = None    # why the last apply_batch failed as a whole
-        self.env = lmdb.open(path, map_size=map_size, subdir=True, max_dbs=4,
+        self.env = lmdb.open(path, map_size=map_size, subdir=True, max_dbs=6,
                              max_readers=max_readers, sync=True, metasync=True, lock=True)
         self.env.reader_check()            # drop reader slots left by dead processes
         # Always open the named dbs in a write txn: with py-lmdb 3.0 a handle opened inside a
@@ -176,6 +199,10 @@ class Store:
             self._history = self.env.open_db(layout.HISTORY, txn=txn, create=write)
             self._keyrev = self.env.open_db(layout.KEYREV, txn=txn, create=write, dupsort=True,
                                             dupfixed=True)
+            # Created on first open by this version: a store of format 1 without them has no
+            # lease (a put could not carry one), so empty tables are its exact state.
+            self._lease = self.env.open_db(layout.LEASE, txn=txn, create=write)
+            self._leasekeys = self.env.open_db(layout.LEASEKEYS, txn=txn, create=write, dupsort=True)
             if write and txn.get(layout.FORMAT_KEY, db=self._meta) is None:
                 for k, v in layout.INITIAL_META:
                     txn.put(k, layout.pack_int(v), db=self._meta)
@@ -209,6 +236,12 @@ class Store:
     def compact_revision(self) -> int:
         with self.reader() as v:
             return v.compact_revision
+
+    def leases(self) -> list[tuple[int, int]]:
+        """Every granted lease as (ID, granted TTL): what the writer's lease clock restores."""
+        with self.reader() as v:
+            cur = v._txn.cursor(db=self._lease)
+            return [(layout.unpack_lease_id(k), layout.unpack_lease(raw)) for k, raw in cur.iternext()]
 
     def reader(self) -> ReadView:
         return ReadView(self)

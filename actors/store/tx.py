@@ -3,14 +3,18 @@ txn (compare, duplicate-key check, prechecks, the taken branch) and logical comp
 
 Invariants: a write request's records all get main revision ``rev + 1`` numbered by ``sub``
 from 0, so one request is one revision; nothing is cached across LMDB txns; every request body
-reaching a Tx method is already normalized by zwatch.requests (Tx.run does it).
+reaching a Tx method is already normalized by zwatch.requests (Tx.run does it); a key is in
+``leasekeys`` under lease L exactly while its live kv names L (``_write`` keeps that true for
+every put and delete, so a revoke finds every key it must delete and no other).
 """
 from __future__ import annotations
 
 import heapq
+import os
 
 from zwatch import requests
-from zwatch.errors import Compacted, FutureRevision, InvalidArgument
+from zwatch.errors import Compacted, FutureRevision, InvalidArgument, LeaseExists, LeaseNotFound, LeaseTTLTooLarge
+from zwatch.limits import MAX_LEASE_TTL
 
 from . import layout
 from .layout import DELETE, LIVE, PUT, QQ, TOMB, latest_dup
@@ -130,6 +134,19 @@ class Tx:
         self.lt.put(h, layout.pack_record(typ, kv), db=self.s._history, append=True)
         self.lt.put(kv[0], h + (TOMB if typ else LIVE), db=self.s._keyrev)
         self.events.append((typ, kv, prev))
+        old, new = prev[5] if prev else 0, kv[5]
+        if old != new:                     # the key moves between leases (0: none)
+            if old:
+                self.lt.delete(layout.pack_lease_id(old), kv[0], db=self.s._leasekeys)
+            if new:
+                self.lt.put(layout.pack_lease_id(new), kv[0], db=self.s._leasekeys, dupdata=True)
+
+    def lease_exists(self, lease_id: int) -> bool:
+        return self.lt.get(layout.pack_lease_id(lease_id), db=self.s._lease) is not None
+
+    def check_lease(self, lease_id: int):
+        if lease_id and not self.lease_exists(lease_id):
+            raise LeaseNotFound("requested lease not found")
 
     def put(self, r: dict) -> dict:
         key = r["key"]
@@ -138,6 +155,7 @@ class Tx:
             raise InvalidArgument("key not found (ignore_value/ignore_lease need an existing key)")
         value = prev[4] if r["ignore_value"] else r["value"]
         lease = prev[5] if r["ignore_lease"] else r["lease"]
+        self.check_lease(r["lease"])
         create, version = (prev[1], prev[3] + 1) if prev else (self.main, 1)
         self._write(PUT, [key, create, self.main, version, value, lease], prev)
         resp = {"header": {"revision": self.main}}
@@ -187,9 +205,10 @@ class Tx:
                 continue
             elif kind == "range" and b["revision"]:
                 self.check_rev(b["revision"], self.rev)
-            elif kind == "put" and (b["ignore_value"] or b["ignore_lease"]) \
-                    and self.get(b["key"], self.rev) is None:
-                raise InvalidArgument("key not found (ignore_value/ignore_lease need an existing key)")
+            elif kind == "put":
+                if (b["ignore_value"] or b["ignore_lease"]) and self.get(b["key"], self.rev) is None:
+                    raise InvalidArgument("key not found (ignore_value/ignore_lease need an existing key)")
+                self.check_lease(b["lease"])   # etcd's checkRequestPut: before any op of the txn runs
 
     def run_txn(self, t: dict, path) -> dict:
         ok, subs = path
@@ -226,6 +245,39 @@ class Tx:
         self.lt.put(layout.COMPACT_DONE, layout.pack_compact_done(done), db=meta)
         self.crev = rev
         return {"header": {"revision": self.rev}}
+
+    # -- leases (the persistent half; the writer's lease clock holds the deadlines) -------------
+
+    def lease_grant(self, r: dict) -> dict:
+        """etcd's lessor.Grant: ID 0 -> a fresh positive ID; TTL too large, ID taken: errors;
+        a TTL below the minimum is raised to it.  Not a revision (the header does not move)."""
+        lease_id, ttl = r["ID"], r["TTL"]
+        if ttl > MAX_LEASE_TTL:
+            raise LeaseTTLTooLarge("too large lease TTL")
+        if lease_id == 0:
+            while not lease_id or self.lease_exists(lease_id):
+                lease_id = int.from_bytes(os.urandom(8), "big") & ((1 << 63) - 1)
+        elif self.lease_exists(lease_id):
+            raise LeaseExists("lease already exists")
+        ttl = max(ttl, self.s.min_lease_ttl)
+        self.lt.put(layout.pack_lease_id(lease_id), layout.pack_lease(ttl), db=self.s._lease)
+        return {"header": {"revision": self.rev}, "ID": lease_id, "TTL": ttl}
+
+    def lease_revoke(self, r: dict) -> dict:
+        """Delete every key attached to the lease in ONE revision (none if it has no key), then
+        forget the lease.  An expiry is the same request, sent by the writer's lease clock."""
+        id8 = layout.pack_lease_id(r["ID"])
+        if self.lt.get(id8, db=self.s._lease) is None:
+            raise LeaseNotFound("requested lease not found")
+        cur = self.lt.cursor(db=self.s._leasekeys)
+        keys = list(cur.iternext_dup()) if cur.set_key(id8) else []
+        for key in keys:                   # key order: the revision's events come sorted by key
+            prev = self.get(key, self.current())
+            if prev is not None and prev[5] == r["ID"]:     # always, by the leasekeys invariant
+                self._write(DELETE, [key, 0, self.main, 0, b"", 0], prev)   # detaches it
+        self.lt.delete(id8, db=self.s._leasekeys)    # (already empty: each delete detached its key)
+        self.lt.delete(id8, db=self.s._lease)
+        return {"header": {"revision": self.current()}}
 
     def run(self, op, body) -> dict:
         if not isinstance(op, str) or op not in requests.STORE_OPS:

@@ -99,8 +99,16 @@ def Get(key, range_end=None, **kw) -> dict:
     return {"request_range": range_body(key, range_end, **kw)}
 
 
-def Put(key, value, *, prev_kv=False) -> dict:
-    return {"request_put": {"key": to_bytes(key), "value": to_bytes(value), "prev_kv": prev_kv}}
+def Put(key, value, *, prev_kv=False, lease=0) -> dict:
+    body = {"key": to_bytes(key), "value": to_bytes(value), "prev_kv": prev_kv}
+    if lease:
+        body["lease"] = lease_id_of(lease)
+    return {"request_put": body}
+
+
+def lease_id_of(lease) -> int:
+    """A lease ID from an int or anything with an ``id`` (a Lease)."""
+    return lease if isinstance(lease, int) else lease.id
 
 
 def Delete(key, range_end=None, *, prefix=False, from_key=False, prev_kv=False) -> dict:

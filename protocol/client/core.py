@@ -26,11 +26,11 @@ import zmq
 
 from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
-from .builders import endpoints_from_env, range_body, to_bytes
+from .builders import endpoints_from_env, lease_id_of, range_body, to_bytes
 from .delivery import WatchRouter
 from .session import READ_OPS, Session, SessionIO
-from .types import (CompactResponse, DeleteRangeResponse, Header, PutResponse, RangeResponse, StatusResponse,
-                    TxnResponse, WatchResponse, delete_range_response, header_of, put_response, range_response,
+from .types import (CompactResponse, DeleteRangeResponse, Header, LeaseGrantResponse, LeaseTimeToLiveResponse,
+                    PutResponse, RangeResponse, StatusResponse, TxnResponse, WatchResponse, delete_range_response, header_of, put_response, range_response,
                     txn_response)
 
 
@@ -145,10 +145,13 @@ class Client(SessionIO):
                            sort_target=sort_target)
         return range_response(self._call("range", body, timeout))
 
-    def put(self, key, value, *, prev_kv=False, timeout=None) -> PutResponse:
+    def put(self, key, value, *, prev_kv=False, lease=0, timeout=None) -> PutResponse:
+        """lease: a lease ID or a Lease; the key is deleted when the lease is revoked or expires."""
         body = {"key": to_bytes(key), "value": to_bytes(value)}
         if prev_kv:
             body["prev_kv"] = True
+        if lease:
+            body["lease"] = lease_id_of(lease)
         return put_response(self._call("put", body, timeout))
 
     def delete(self, key, range_end=None, *, prefix=False, from_key=False, prev_kv=False,
@@ -169,6 +172,32 @@ class Client(SessionIO):
         b = self._call("status", {}, timeout)
         return StatusResponse(header_of(b), b.get("version", ""), b.get("protocol_version", 0),
                               b.get("compact_revision", 0), b.get("db_size", 0), self.endpoint or "")
+
+    # ------------------------------------------------------------ leases (etcd's Lease API)
+    def lease_grant(self, ttl: int, lease_id: int = 0, timeout=None) -> LeaseGrantResponse:
+        """Grant a lease (ID 0: the server picks one).  Not retried after a failover: a grant whose
+        reply was lost may exist; it expires by itself when nobody keeps it alive."""
+        b = self._call("lease_grant", {"TTL": ttl, "ID": lease_id}, timeout)
+        return LeaseGrantResponse(header_of(b), b["ID"], b["TTL"])
+
+    def lease_revoke(self, lease, timeout=None) -> Header:
+        """Delete every key attached to the lease (one revision) and forget it."""
+        return header_of(self._call("lease_revoke", {"ID": lease_id_of(lease)}, timeout))
+
+    def lease_keepalive_once(self, leases, timeout=None) -> dict:
+        """Renew leases once: {ID: new TTL}, TTL 0 for a lease that no longer exists."""
+        ids = [lease_id_of(x) for x in leases]
+        b = self._call("lease_keepalive", {"IDs": ids}, timeout)
+        return {d["ID"]: d["TTL"] for d in b.get("leases", [])}
+
+    def time_to_live(self, lease, keys: bool = False, timeout=None) -> LeaseTimeToLiveResponse:
+        b = self._call("lease_timetolive", {"ID": lease_id_of(lease), "keys": keys}, timeout)
+        return LeaseTimeToLiveResponse(header_of(b), b.get("ID", 0), b.get("TTL", -1), b.get("grantedTTL", 0),
+                                       list(b.get("keys", [])), b.get("keys_truncated", False))
+
+    def leases(self, timeout=None) -> list[int]:
+        """Every lease ID granted (and not yet revoked or expired)."""
+        return [d["ID"] for d in self._call("lease_leases", {}, timeout).get("leases", [])]
 
     def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
               filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,

@@ -28,7 +28,9 @@ from .types import Header, WatchResponse
 if TYPE_CHECKING:
     from .core import Watch
 
-READ_OPS = frozenset({"range", "status", "watch_progress"})
+# Re-sent after a failover, retried on UNAVAILABLE: their effect does not depend on how many
+# times they arrive (a keep-alive renews to the same TTL).
+READ_OPS = frozenset({"range", "status", "watch_progress", "lease_keepalive", "lease_timetolive", "lease_leases"})
 ACK_EVERY = 256 * 1024  # well inside the fan-out's session window (8 MiB by default)
 RESUME_EVERY = 0.1      # seconds between attempts to re-create watches a fan-out refused for now
 

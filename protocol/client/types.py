@@ -99,6 +99,25 @@ class WatchResponse:
         return not self.events and not self.created and not self.canceled
 
 
+@dataclass(slots=True)
+class LeaseGrantResponse:
+    header: Header
+    id: int
+    ttl: int
+
+
+@dataclass(slots=True)
+class LeaseTimeToLiveResponse:
+    """etcd's LeaseTimeToLiveResponse: ttl is the remaining whole seconds, -1 if the lease does not
+    exist (expired or revoked); keys only when asked for (keys_truncated past the reply limit)."""
+    header: Header
+    id: int
+    ttl: int
+    granted_ttl: int = 0
+    keys: list = field(default_factory=list)
+    keys_truncated: bool = False
+
+
 def header_of(body) -> Header:
     return Header(body.get("header", {}).get("revision", 0))
 

@@ -102,7 +102,13 @@ def test_normalize_leaves_the_body_alone():
     ("range", {"key": b"a", "sort_target": "KEYS"},
      "range.sort_target must be one of KEY, CREATE, MOD, VERSION, VALUE, got 'KEYS'"),
     ("put", {"key": b"a", "lease": 1 << 63}, f"put.lease={1 << 63} is outside [{INT64_MIN}, {INT64_MAX}]"),
-    ("put", {"key": b"a", "lease": 7}, "put: leases are not supported"),
+    ("put", {"key": b"a", "lease": 7, "ignore_lease": True}, "put: lease is provided together with ignore_lease"),
+    ("lease_grant", {}, "lease_grant.TTL is required"),
+    ("lease_grant", {"TTL": 5, "ID": 1 << 63}, "lease_grant.ID=9223372036854775808 is outside [-9223372036854775808, 9223372036854775807]"),
+    ("lease_revoke", {"ID": 0}, 'lease_revoke.ID must not be 0 (0 is "no lease")'),
+    ("lease_keepalive", {"IDs": ["x"]}, "lease_keepalive.IDs[0] must be an int64 lease ID, got str"),
+    ("lease_keepalive", {"IDs": list(range(10_001))}, "lease_keepalive.IDs holds 10001 IDs, the limit is 10000"),
+    ("lease_timetolive", {"ID": 5, "keys": 1}, "lease_timetolive.keys must be a bool, got int"),
     ("put", {"key": b"a", "value": b"v", "ignore_value": True}, "put: value is provided together with ignore_value"),
     ("delete_range", {"key": b"a", "prev_kv": "yes"}, "delete_range.prev_kv must be a bool, got str"),
     ("compact", {}, "compact.revision is required"),
@@ -152,8 +158,8 @@ def test_txn_tree_is_bounded_by_max_txn_tree_ops():
 def test_unknown_op():
     assert refused("frobnicate", {}) == "unknown op 'frobnicate'"
     assert refused(None, {}) == "unknown op None"
-    assert "status" not in requests.STORE_OPS and requests.STORE_OPS == {"range", "put", "delete_range", "txn",
-                                                                          "compact"}
+    assert "status" not in requests.STORE_OPS and requests.STORE_OPS == {
+        "range", "put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke"}
 
 
 # ---------------------------------------------------------------- refusals, the fan-out's ops

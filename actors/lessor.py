@@ -1,0 +1,97 @@
+"""The lease clock: which lease expires when.  I/O-free; the writer is its only owner.
+
+The persistent half of a lease (its ID, granted TTL and attached keys) lives in LMDB
+(store/tx.py); this half holds each lease's deadline in memory, in monotonic seconds the caller
+passes in (``now``), so tests drive it with a fake clock.  Keep-alives only move a deadline:
+they cost no write and no fsync (etcd does not persist them either).
+
+Invariants:
+
+* every granted lease in the store has exactly one deadline here (the writer restores them all
+  at start, each with its FULL TTL again, as etcd's new leader does: a restart never makes a
+  lease expire early);
+* a lease whose deadline has passed is dead: a keep-alive for it answers TTL 0 and does not
+  revive it; ``expired`` hands it out once for revoking (``requeue`` hands it back if the revoke
+  could not be committed);
+* the heap holds at most one entry per lease: a keep-alive does not push, a popped entry whose
+  lease has a later deadline is pushed back with it.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+
+
+class Lessor:
+    __slots__ = ("granted", "deadline", "_heap", "_revoking")
+
+    def __init__(self):
+        self.granted: dict[int, int] = {}      # lease ID -> granted TTL (s)
+        self.deadline: dict[int, float] = {}   # lease ID -> monotonic deadline
+        self._heap: list[tuple[float, int]] = []
+        self._revoking: set[int] = set()       # handed out by expired(), not yet forgotten
+
+    def __len__(self) -> int:
+        return len(self.granted)
+
+    def restore(self, leases, now: float):
+        """leases: [(ID, granted TTL)] from the store; every one gets its full TTL from now."""
+        for lease_id, ttl in leases:
+            self.grant(lease_id, ttl, now)
+
+    def grant(self, lease_id: int, ttl: int, now: float):
+        self.granted[lease_id] = ttl
+        self.deadline[lease_id] = now + ttl
+        self._revoking.discard(lease_id)
+        heapq.heappush(self._heap, (now + ttl, lease_id))
+
+    def keepalive(self, lease_id: int, now: float) -> int:
+        """The lease's TTL after renewing it; 0 if it is unknown or already past its deadline."""
+        ttl = self.granted.get(lease_id)
+        if ttl is None or lease_id in self._revoking or self.deadline[lease_id] <= now:
+            return 0
+        self.deadline[lease_id] = now + ttl
+        return ttl
+
+    def remaining(self, lease_id: int, now: float) -> int:
+        """Whole seconds left (etcd truncates), 0 once past the deadline; -1 if unknown."""
+        d = self.deadline.get(lease_id)
+        if d is None:
+            return -1
+        return max(0, int(d - now))
+
+    def forget(self, lease_id: int):
+        """Revoked (by a client or by expiry): the heap entry, if any, is dropped when popped."""
+        self.granted.pop(lease_id, None)
+        self.deadline.pop(lease_id, None)
+        self._revoking.discard(lease_id)
+
+    def next_deadline(self) -> float:
+        """The earliest deadline (maybe of an entry a keep-alive has since moved), or inf."""
+        return self._heap[0][0] if self._heap else math.inf
+
+    def expired(self, now: float, limit: int) -> list[int]:
+        """Up to `limit` leases past their deadline, earliest first, to be revoked now."""
+        out: list[int] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now and len(out) < limit:
+            _, lease_id = heapq.heappop(heap)
+            d = self.deadline.get(lease_id)
+            if d is None or lease_id in self._revoking:
+                continue                       # forgotten, or already handed out
+            if d > now:
+                heapq.heappush(heap, (d, lease_id))   # kept alive since: its real deadline
+                continue
+            self._revoking.add(lease_id)
+            out.append(lease_id)
+        return out
+
+    def requeue(self, lease_ids, now: float):
+        """Revokes that could not be committed (storage fault): hand them out again."""
+        for lease_id in lease_ids:
+            if lease_id in self._revoking:
+                self._revoking.discard(lease_id)
+                heapq.heappush(self._heap, (now, lease_id))
+
+    def ids(self) -> list[int]:
+        return list(self.granted)

@@ -13,8 +13,10 @@ Invariants:
 * a lease whose deadline has passed is dead: a keep-alive for it answers TTL 0 and does not
   revive it; ``expired`` hands it out once for revoking (``requeue`` hands it back if the revoke
   could not be committed);
-* the heap holds at most one entry per lease: a keep-alive does not push, a popped entry whose
-  lease has a later deadline is pushed back with it.
+* the heap holds at most one live entry per lease: a keep-alive does not push, a popped entry
+  whose lease has a later deadline is pushed back with it; entries of forgotten leases are
+  dropped when popped, and the heap is rebuilt once they outnumber the leases, so granting and
+  revoking long-TTL leases forever cannot grow it.
 """
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ import math
 
 
 class Lessor:
-    __slots__ = ("granted", "deadline", "_heap", "_revoking")
+    __slots__ = ("granted", "deadline", "_heap", "_revoking", "_stale")
 
     def __init__(self):
         self.granted: dict[int, int] = {}      # lease ID -> granted TTL (s)
         self.deadline: dict[int, float] = {}   # lease ID -> monotonic deadline
         self._heap: list[tuple[float, int]] = []
         self._revoking: set[int] = set()       # handed out by expired(), not yet forgotten
+        self._stale = 0                        # heap entries of forgotten leases (an upper bound)
 
     def __len__(self) -> int:
         return len(self.granted)
@@ -40,6 +43,8 @@ class Lessor:
             self.grant(lease_id, ttl, now)
 
     def grant(self, lease_id: int, ttl: int, now: float):
+        if lease_id in self.granted:           # re-granted without a forget: its old entry is stale
+            self._stale += 1
         self.granted[lease_id] = ttl
         self.deadline[lease_id] = now + ttl
         self._revoking.discard(lease_id)
@@ -62,9 +67,14 @@ class Lessor:
 
     def forget(self, lease_id: int):
         """Revoked (by a client or by expiry): the heap entry, if any, is dropped when popped."""
-        self.granted.pop(lease_id, None)
+        if self.granted.pop(lease_id, None) is not None and lease_id not in self._revoking:
+            self._stale += 1                   # its heap entry stays until popped (or rebuilt)
         self.deadline.pop(lease_id, None)
         self._revoking.discard(lease_id)
+        if self._stale > 1024 and self._stale > len(self.granted):
+            self._heap = [(d, i) for i, d in self.deadline.items() if i not in self._revoking]
+            heapq.heapify(self._heap)
+            self._stale = 0
 
     def next_deadline(self) -> float:
         """The earliest deadline (maybe of an entry a keep-alive has since moved), or inf."""

@@ -1,0 +1,291 @@
+"""Leases on the server (issue #10), end to end: real writer, syncer and fan-outs, real LMDB.
+
+Clusters run with ZWATCH_LEASE_MIN_TTL=1 so that 1-3 s TTLs are honoured.  Watch deliveries are
+checked on raw sessions (WireSession): one entry per watch response as it came off the wire, so
+"one revision, one response" is checked on what the fan-out sent, not on what the client joined.
+
+Semantics settled against a real etcd 3.4.23 (etcdctl and its JSON gateway, /v3/lease/*):
+* a grant is not a revision (header unchanged); TTL < minimum, 0 or negative is raised to the
+  minimum (etcd: {"TTL": -5} -> TTL 2, its minimum); TTL 9,000,000,000 is granted, one more is
+  "too large lease TTL"; a negative explicit ID (-3) is granted; an existing ID is "lease already
+  exists";
+* time-to-live right after a grant of 10 says TTL 9, grantedTTL 10 (remaining whole seconds,
+  truncated); of a revoked lease TTL -1, grantedTTL 0, no keys, and it is not an error;
+* a keep-alive of an unknown lease answers TTL 0 (etcdctl turns that into "lease not found");
+* revoking a lease with keys takes ONE revision: one DELETE per key, sorted by key whatever the
+  attach order (keys put zz, mm, aa, qq -> DELETE aa, mm, qq, zz), prev_kv carrying the lease;
+  revoking a lease with no key leaves the revision unchanged; an unknown lease is
+  "requested lease not found";
+* moving a key to lease B or to no lease detaches it from A: revoking A leaves it alone;
+* etcd answers revoke of ID 0 with "requested lease not found"; zwatch answers INVALID_ARGUMENT
+  (0 is "no lease", refused by validation before the store: see SPEC 6.1).
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from zwatch import Put, Version, errors
+
+from support import raw_session
+
+MIN_TTL_1 = {"ZWATCH_LEASE_MIN_TTL": "1"}
+NO_RING = {"ZWATCH_RING_REVISIONS": "0"}    # every catch-up goes through the syncer
+PUT_T, DELETE_T = 0, 1
+
+
+class WireSession:
+    """A raw session that pipelines requests, matches replies by req_id and keeps every watch
+    response as received: (watch_ids, header_revision, events, fragment), events raw
+    ([type, kv, prev_kv?], kv = [key, create, mod, version, value, lease])."""
+
+    def __init__(self, endpoint: str):
+        self.sock = raw_session(endpoint, RCVHWM=0)
+        self.received = self.sock.hello_reply_bytes
+        self.acked = self.received
+        self.replies: dict[int, tuple[str, object]] = {}
+        self.responses: list[tuple[list, int, list, bool]] = []
+        self.controls: list[dict] = []
+        self._ids = iter(range(100, 1 << 62))
+
+    def send(self, op: str, body) -> int:
+        req_id = next(self._ids)
+        self.sock.send(msgpack.packb([op, req_id, body], use_bin_type=True))
+        return req_id
+
+    def pump(self, timeout_ms: int = 100) -> bool:
+        if not self.sock.poll(timeout_ms):
+            return False
+        while True:
+            try:
+                raw = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.received += len(raw)
+            kind, req_id, body = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            if kind == "w":
+                for r in body:
+                    (self.responses if isinstance(r, list) else self.controls).append(r)
+            elif kind in ("ok", "err"):
+                self.replies[req_id] = (kind, body)
+        if self.received - self.acked > 256 * 1024:
+            self.sock.send(msgpack.packb(["ack", 0, {"bytes": self.received}]))
+            self.acked = self.received
+        return True
+
+    def wait(self, req_ids, timeout: float = 30.0) -> list:
+        ids = [req_ids] if isinstance(req_ids, int) else list(req_ids)
+        deadline = time.monotonic() + timeout
+        while not all(i in self.replies for i in ids):
+            assert time.monotonic() < deadline, f"{sum(i in self.replies for i in ids)} of {len(ids)} replies"
+            self.pump()
+        return [self.replies.pop(i) for i in ids]
+
+    def call(self, op: str, body, timeout: float = 10.0):
+        return self.wait(self.send(op, body), timeout)[0]
+
+    def watch(self, watch_id: int, key: bytes, range_end: bytes = b"", **opts) -> None:
+        kind, body = self.call("watch_create", {"watch_id": watch_id, "key": key, "range_end": range_end, **opts})
+        assert kind == "ok", body
+
+    def events_of(self, watch_id: int) -> list[tuple[list, bool]]:
+        """[(events, fragment)] of every response for watch_id that carried events."""
+        self.pump(0)
+        return [(evs, frag) for ids, _, evs, frag in self.responses if watch_id in ids and evs]
+
+    def wait_events(self, watch_id: int, n: int, timeout: float = 20.0) -> list[tuple[list, bool]]:
+        deadline = time.monotonic() + timeout
+        while sum(len(e) for e, _ in self.events_of(watch_id)) < n:
+            assert time.monotonic() < deadline, (
+                f"watch {watch_id}: {sum(len(e) for e, _ in self.events_of(watch_id))} of {n} events")
+            self.pump()
+        return self.events_of(watch_id)
+
+    def close(self):
+        self.sock.close()
+
+
+def prefix_end(p: bytes) -> bytes:
+    return p[:-1] + bytes([p[-1] + 1])
+
+
+def revision_responses(responses, revision: int) -> list[tuple[list, bool]]:
+    """The responses that carry events of `revision`, each cut down to those events."""
+    out = []
+    for evs, frag in responses:
+        mine = [e for e in evs if e[1][2] == revision]
+        if mine:
+            out.append((mine, frag, len(mine) == len(evs) or None))
+    return out
+
+
+def assert_one_revision_of_deletes(responses, revision: int, keys: list[bytes], lease: int, prev_kv: bool):
+    """`revision`'s events came in ONE response (or consecutive fragments, all but the last
+    marked fragment) and are exactly a DELETE per key, sorted by key; prev_kv carries the lease."""
+    parts = revision_responses(responses, revision)
+    assert parts, f"no event of revision {revision}"
+    # Atomic: one response, unless the watch asked for fragments (then all but the last say so).
+    assert [frag for _, frag, _ in parts] == [True] * (len(parts) - 1) + [False], (
+        f"revision {revision} split over {len(parts)} responses: {[(len(e), f) for e, f, _ in parts]}")
+    events = [e for evs, _, _ in parts for e in evs]
+    assert [e[0] for e in events] == [DELETE_T] * len(events)
+    assert [e[1][0] for e in events] == sorted(keys), "one DELETE per attached key, in key order"
+    assert all(e[1][5] == 0 for e in events)                 # a tombstone has no lease
+    if prev_kv:
+        assert all(len(e) == 3 and e[2][5] == lease and e[2][0] == e[1][0] for e in events), (
+            "prev_kv of an expiry/revoke DELETE carries the lease")
+
+
+def wait_until(pred, timeout: float, what: str, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(step)
+
+
+def delete_revision(responses, key: bytes) -> int:
+    for evs, _ in responses:
+        for e in evs:
+            if e[0] == DELETE_T and e[1][0] == key:
+                return e[1][2]
+    raise AssertionError(f"no DELETE of {key!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Expiry and revoke: one revision of DELETEs to every watcher, atomically
+
+
+def test_expiry_delivers_one_revision_of_deletes_to_every_watcher(make_cluster):
+    """A lease with 3 keys (attached in unsorted order) expires: every watcher of those keys gets
+    ONE revision holding a DELETE per key, sorted, in one response: live watchers on both
+    fan-outs (prefix and single-key), a watcher catching up from revision 1 through the syncer
+    when the expiry happens (ring disabled), and watchers started after the expiry from a revision
+    before it (history from the syncer).  prev_kv of those DELETEs carries the lease."""
+    cluster = make_cluster(fanouts=2, env={**MIN_TTL_1, **NO_RING})
+    c = cluster.client()
+    p = b"svc/"
+    for i in range(50):                                    # history for the catch-up watcher
+        c.put(b"noise/%d" % i, "x")
+    lease = c.lease_grant(2).id
+    keys = [p + k for k in (b"c", b"a", b"b")]
+    for k in keys:
+        c.put(k, "up", lease=lease)
+    c.put(p + b"keep", "no lease")
+    before = c.get(p + b"keep").header.revision
+    w0, w1 = WireSession(cluster.fanout_eps[0]), WireSession(cluster.fanout_eps[1])
+    w0.watch(1, p, prefix_end(p), prev_kv=True)
+    w1.watch(2, p, prefix_end(p), prev_kv=True)
+    w1.watch(3, p + b"b", prev_kv=True)                    # one key: one DELETE
+    w0.watch(4, p, prefix_end(p), start_revision=1, prev_kv=True)    # catching up via the syncer
+    wait_until(lambda: c.get(p, prefix_end(p)).count < 4, 10, "the expiry")
+    after = WireSession(cluster.fanout_eps[1])
+    after.watch(5, p, prefix_end(p), start_revision=1, prev_kv=True)
+    after.watch(6, p, prefix_end(p), start_revision=before, prev_kv=True)
+    assert c.get(p, prefix_end(p)).count == 1
+    expiry_rev = c.get(p + b"keep").header.revision
+    assert expiry_rev == before + 1                        # one revision for the three DELETEs
+    for ws, wid, n in ((w0, 1, 3), (w1, 2, 3), (w0, 4, 7), (after, 5, 7), (after, 6, 3)):
+        got = ws.wait_events(wid, n)
+        assert_one_revision_of_deletes(got, expiry_rev, keys, lease, prev_kv=True)
+    assert_one_revision_of_deletes(w1.wait_events(3, 1), expiry_rev, [p + b"b"], lease, prev_kv=True)
+    # History from the syncer carries the lease on the PUTs too.
+    puts = [e for evs, _ in after.events_of(5) for e in evs if e[0] == PUT_T]
+    assert {e[1][0]: e[1][5] for e in puts} == {**{k: lease for k in keys}, p + b"keep": 0}
+    assert c.time_to_live(lease).ttl == -1 and lease not in c.leases()
+    line = cluster["writer"].wait_event("writer.leases_expired")[-1]
+    assert line["leases"] == 1 and line["keys_deleted"] == 3 and line["last_revision"] == expiry_rev
+    for ws in (w0, w1, after):
+        ws.close()
+
+
+def test_revoke_is_one_revision_and_what_is_not_a_revision(make_cluster):
+    """Revoke: one revision of sorted DELETEs (prev_kv with the lease) to watchers on both
+    fan-outs and to one catching up through the syncer.  Not a revision (etcd 3.4.23): a grant, a
+    revoke of a lease with no key.  time-to-live right after a grant of 10: 9 or 10 (etcd: 9,
+    remaining seconds truncated); of a revoked lease: -1 (etcd: -1, grantedTTL 0, not an error);
+    a keep-alive of an unknown or revoked lease: TTL 0 (etcd: TTL 0)."""
+    cluster = make_cluster(fanouts=2, env={**MIN_TTL_1, **NO_RING})
+    c = cluster.client()
+    c2 = cluster.client([cluster.fanout_eps[1]])
+    rev0 = c.put("x", "1").header.revision
+    g = c.lease_grant(10)
+    assert g.header.revision == rev0 and g.ttl == 10       # a grant is not a revision
+    ttl = c.time_to_live(g.id)
+    assert ttl.ttl in (9, 10) and ttl.granted_ttl == 10 and ttl.header.revision == rev0
+    p = b"r/"
+    keys = [p + k for k in (b"zz", b"mm", b"aa", b"qq")]   # attached out of order (as on etcd)
+    for k in keys:
+        c.put(k, "v", lease=g.id)
+    assert sorted(c.time_to_live(g.id, keys=True).keys) == sorted(keys)
+    w0, w1 = WireSession(cluster.fanout_eps[0]), WireSession(cluster.fanout_eps[1])
+    w0.watch(1, p, prefix_end(p), prev_kv=True)
+    w1.watch(2, p, prefix_end(p), prev_kv=True)
+    w1.watch(3, p, prefix_end(p), start_revision=1, prev_kv=True)    # history via the syncer
+    h = c2.lease_revoke(g.id)                              # through the other fan-out
+    assert h.revision == rev0 + len(keys) + 1
+    for ws, wid, n in ((w0, 1, 4), (w1, 2, 4), (w1, 3, 8)):
+        assert_one_revision_of_deletes(ws.wait_events(wid, n), h.revision, keys, g.id, prev_kv=True)
+    assert c.get(p, prefix_end(p)).count == 0
+    t = c.time_to_live(g.id, keys=True)
+    assert (t.ttl, t.granted_ttl, t.keys) == (-1, 0, [])
+    assert c.lease_keepalive_once([g.id, 123456789]) == {g.id: 0, 123456789: 0}
+    with pytest.raises(errors.LeaseNotFound):
+        c.lease_revoke(g.id)                               # gone
+    # A revoke of a lease without keys is not a revision.
+    empty = c.lease_grant(10).id
+    assert c.lease_revoke(empty).revision == h.revision == c.get("x").header.revision
+    assert empty not in c.leases()
+    for ws in (w0, w1):
+        ws.close()
+
+
+def test_unknown_lease_and_the_lease_field_everywhere(make_cluster):
+    """put with an unknown lease: LEASE_NOT_FOUND, alone and inside a txn (the txn changes
+    nothing, its other puts neither).  The KV's lease is in range, in events, in prev_kv (put
+    and delete), and in history replayed by the syncer.  Moving a key from lease A to lease B, or
+    to no lease, detaches it from A: revoking A deletes neither (etcd 3.4.23 does the same)."""
+    cluster = make_cluster(env={**MIN_TTL_1, **NO_RING})
+    c = cluster.client()
+    rev0 = c.put("base", "0").header.revision
+    with pytest.raises(errors.LeaseNotFound):
+        c.put("k", "v", lease=987654321)
+    with pytest.raises(errors.LeaseNotFound):
+        c.txn([Version("base") > 0], [Put("t1", "1"), Put("t2", "2", lease=987654321)])
+    with pytest.raises(errors.LeaseNotFound):            # on the failure branch, taken
+        c.txn([Version("base") == 0], [], [Put("t1", "1"), Put("t2", "2", lease=987654321)])
+    # Not taken: no check (etcd's checkRequestPut runs on the taken path only).
+    assert c.txn([Version("base") == 0], [Put("t3", "3", lease=987654321)]).succeeded is False
+    assert c.get("t", prefix=True).count == 0 and c.get("base").header.revision == rev0
+    a, b = c.lease_grant(30).id, c.lease_grant(30).id
+    w = WireSession(cluster.fanout_eps[0])
+    w.watch(1, b"m/", b"m0", prev_kv=True)
+    c.put("m/1", "a", lease=a)
+    c.put("m/2", "a", lease=a)
+    c.put("m/3", "a", lease=a)
+    r = c.txn([], [Put("m/1", "b", lease=b, prev_kv=True)])  # to B, in a txn
+    assert r.responses[0].prev_kv.lease == a
+    c.put("m/2", "none")                                   # to no lease
+    assert [kv.lease for kv in c.get("m/", prefix=True).kvs] == [b, 0, a]
+    d = c.delete("m/3", prev_kv=True)
+    assert d.prev_kvs[0].lease == a
+    assert c.time_to_live(a, keys=True).keys == []         # every key of A has moved or gone
+    assert c.time_to_live(b, keys=True).keys == [b"m/1"]
+    rev = c.lease_revoke(a).revision
+    assert rev == d.header.revision                        # nothing left to delete: no revision
+    assert [(kv.key, kv.lease) for kv in c.get("m/", prefix=True).kvs] == [(b"m/1", b), (b"m/2", 0)]
+    live = [e for evs, _ in w.wait_events(1, 6) for e in evs]
+    assert [(e[0], e[1][0], e[1][5], e[2][5] if len(e) > 2 else None) for e in live] == [
+        (PUT_T, b"m/1", a, None), (PUT_T, b"m/2", a, None), (PUT_T, b"m/3", a, None),
+        (PUT_T, b"m/1", b, a), (PUT_T, b"m/2", 0, a), (DELETE_T, b"m/3", 0, a)]
+    w.watch(2, b"m/", b"m0", start_revision=1, prev_kv=True)        # the same, from the syncer
+    hist = [e for evs, _ in w.wait_events(2, 6) for e in evs]
+    assert [(e[0], e[1][0], e[1][5], e[2][5] if len(e) > 2 else None) for e in hist] == [
+        (e[0], e[1][0], e[1][5], e[2][5] if len(e) > 2 else None) for e in live]
+    c.lease_revoke(b)
+    assert [(kv.key, kv.lease) for kv in c.get("m/", prefix=True).kvs] == [(b"m/2", 0)]
+    w.close()

@@ -289,3 +289,128 @@ def test_unknown_lease_and_the_lease_field_everywhere(make_cluster):
     c.lease_revoke(b)
     assert [(kv.key, kv.lease) for kv in c.get("m/", prefix=True).kvs] == [(b"m/2", 0)]
     w.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGKILL of the writer
+
+
+def test_writer_sigkill_no_lease_expires_early_and_expiry_resumes(make_cluster):
+    """SIGKILL the writer holding two leases of TTL 3 with keys, keep it down 2 s, start it: both
+    leases have their full TTL again (a restart never expires a lease early, as etcd's new leader
+    refreshes every lease), their keys survive; the lease nobody keeps alive expires ~3 s after the
+    restart (not before), the one a keep-alive loop kept renewing through the outage lives on."""
+    cluster = make_cluster(env=MIN_TTL_1)
+    c = cluster.client()
+    ka = cluster.client(timeout=1.0)
+    idle, kept = c.lease_grant(3).id, c.lease_grant(3).id
+    for k in ("idle/1", "idle/2"):
+        c.put(k, "v", lease=idle)
+    c.put("kept/1", "v", lease=kept)
+    stop, renewals = threading.Event(), []
+
+    def keep_alive():                                      # what a client's lease thread does
+        while not stop.is_set():
+            try:
+                renewals.append((time.monotonic(), ka.lease_keepalive_once([kept])[kept]))
+            except errors.ZwatchError:
+                pass
+            stop.wait(0.5)
+
+    t = threading.Thread(target=keep_alive, daemon=True)
+    t.start()
+    c.lease_keepalive_once([idle])
+    cluster["writer"].kill()
+    time.sleep(2.0)
+    cluster["writer"].start()
+    started = time.monotonic()
+    line = cluster["writer"].wait_event("writer.start", count=2)[-1]
+    assert line["leases"] == 2
+    assert c.get("idle/", prefix=True).count == 2 and c.get("kept/1").count == 1
+    assert c.time_to_live(idle).ttl >= 2, "the restarted writer gave the lease its full TTL again"
+    # Not early: still there 2 s after the restart (its deadline is 3 s after it) ...
+    wait_until(lambda: time.monotonic() - started >= 2.0, 5, "2 s")
+    assert c.get("idle/", prefix=True).count == 2
+    # ... and expired soon after, without a keep-alive.
+    wait_until(lambda: c.get("idle/", prefix=True).count == 0, 5, "the idle lease's expiry")
+    assert time.monotonic() - started < 5.0
+    assert c.time_to_live(idle).ttl == -1
+    time.sleep(1.0)                                        # the kept lease outlives its 3 s TTL
+    assert c.get("kept/1").kvs[0].lease == kept and c.time_to_live(kept).ttl > 0
+    assert any(at > started and ttl == 3 for at, ttl in renewals)
+    stop.set()
+    t.join()
+    c.lease_revoke(kept)
+    assert c.get("kept/1").count == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_lease_input_gets_stable_codes(make_cluster):
+    """Over a raw session and through the client: negative / zero TTLs are raised to the minimum
+    (etcd: {"TTL": -5} -> its minimum, 2 s), a TTL of 9e9 is granted and one above it is
+    LEASE_TTL_TOO_LARGE (etcd: "too large lease TTL"), a negative explicit ID is a lease (etcd
+    grants ID -3), an ID taken is LEASE_EXISTS; ID 0 on revoke / time-to-live is
+    INVALID_ARGUMENT (etcd says "requested lease not found"), IDs of wrong types and more than
+    10,000 IDs in one keep-alive are INVALID_ARGUMENT; 10,000 IDs are answered in order.  The
+    cluster serves on."""
+    cluster = make_cluster(env=MIN_TTL_1)
+    c = cluster.client()
+    w = WireSession(cluster.fanout_eps[0])
+
+    def code(op, body):
+        kind, b = w.call(op, body)
+        return b["code"] if kind == "err" else b
+
+    assert code("lease_grant", {"TTL": -5})["TTL"] == 1
+    assert code("lease_grant", {"TTL": 0})["TTL"] == 1
+    assert code("lease_grant", {"TTL": -(1 << 63)})["TTL"] == 1
+    assert code("lease_grant", {"TTL": 9_000_000_000})["TTL"] == 9_000_000_000
+    assert code("lease_grant", {"TTL": 9_000_000_001}) == "LEASE_TTL_TOO_LARGE"
+    assert code("lease_grant", {"TTL": (1 << 63) - 1}) == "LEASE_TTL_TOO_LARGE"
+    for ttl in (1 << 63, (1 << 64) - 1, "5", 5.0, True, None, [5], b"5"):
+        assert code("lease_grant", {"TTL": ttl}) == "INVALID_ARGUMENT", ttl
+    assert code("lease_grant", {}) == "INVALID_ARGUMENT"
+    for lid in (1 << 63, "1", 1.5, False, [1], {"a": 1}):
+        assert code("lease_grant", {"TTL": 5, "ID": lid}) == "INVALID_ARGUMENT", lid
+        assert code("lease_revoke", {"ID": lid}) == "INVALID_ARGUMENT", lid
+        assert code("lease_timetolive", {"ID": lid}) == "INVALID_ARGUMENT", lid
+        assert code("lease_keepalive", {"IDs": [lid]}) == "INVALID_ARGUMENT", lid
+        assert code("put", {"key": b"k", "lease": lid}) == "INVALID_ARGUMENT", lid
+    neg = code("lease_grant", {"TTL": 60, "ID": -3})
+    assert neg["ID"] == -3
+    assert code("lease_grant", {"TTL": 60, "ID": -3}) == "LEASE_EXISTS"
+    assert code("put", {"key": b"neg", "value": b"v", "lease": -3})["header"]["revision"] > 1
+    assert c.get("neg").kvs[0].lease == -3 and -3 in c.leases()
+    assert code("lease_revoke", {"ID": 0}) == "INVALID_ARGUMENT"
+    assert code("lease_timetolive", {"ID": 0}) == "INVALID_ARGUMENT"
+    assert code("lease_revoke", {"ID": -(1 << 63)}) == "LEASE_NOT_FOUND"
+    assert code("lease_revoke", {}) == "INVALID_ARGUMENT"
+    assert code("lease_keepalive", {"IDs": 5}) == "INVALID_ARGUMENT"
+    assert code("lease_keepalive", {}) == "INVALID_ARGUMENT"
+    assert code("lease_keepalive", {"IDs": list(range(1, 10_002))}) == "INVALID_ARGUMENT"
+    ids = list(range(-5_000, 0)) + list(range(1, 5_001))
+    r = code("lease_keepalive", {"IDs": ids})
+    assert [x["ID"] for x in r["leases"]] == ids
+    assert {x["ID"]: x["TTL"] for x in r["leases"] if x["TTL"]} == {-3: 60}
+    assert code("lease_keepalive", {"IDs": []})["leases"] == []
+    assert code("lease_timetolive", {"ID": 5, "keys": "yes"}) == "INVALID_ARGUMENT"
+    # The client's low-level methods raise the same codes.
+    assert c.lease_grant(-7).ttl == 1
+    with pytest.raises(errors.LeaseTTLTooLarge):
+        c.lease_grant(9_000_000_001)
+    with pytest.raises(errors.LeaseExists):
+        c.lease_grant(60, lease_id=-3)
+    with pytest.raises(errors.InvalidArgument):
+        c.lease_revoke(0)
+    with pytest.raises(errors.InvalidArgument):
+        c.lease_keepalive_once(range(1, 10_002))
+    with pytest.raises(errors.InvalidArgument):
+        c.put("k", "v", lease=1 << 63)
+    c.lease_revoke(-3)
+    assert c.get("neg").count == 0
+    assert c.put("still", "serving").header.revision > 1
+    assert all(cluster[n].alive() for n in cluster.actors)
+    w.close()

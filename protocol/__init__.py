@@ -13,10 +13,12 @@ from .errors import ZwatchError  # noqa: E402
 
 # Names this package re-exports from zwatch.client, loaded when first asked for.
 _CLIENT_NAMES = frozenset({"Client", "Watch", "WatchResponse", "Event", "KeyValue", "Value", "Version",
-                           "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn"})
+                           "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn", "Lease", "Lock",
+                           "Election"})
 
 __all__ = ["Client", "Watch", "WatchResponse", "Event", "KeyValue", "ZwatchError", "Value", "Version",
-           "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn", "__version__"]
+           "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn", "Lease", "Lock", "Election",
+           "__version__"]
 
 
 def __getattr__(name: str):

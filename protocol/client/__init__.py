@@ -3,18 +3,23 @@
     types.py     the typed responses (RangeResponse, WatchResponse, Event, ...)
     builders.py  what is sent: endpoints, txn comparisons and ops (Value, Put, Txn, ...)
     core.py      Client and Watch, the application's side
+    lease.py     Lease and the client's one keep-alive thread
+    concurrency.py  Lock and Election on leases (etcd's clientv3/concurrency)
     session.py   the I/O thread: connection state machine, heartbeats, acks, failover, resume
     delivery.py  watch responses -> the watches' queues (fragments, shared queues, duplicates)
 """
 from .builders import (DEFAULT_ENDPOINT, CreateRevision, Delete, Get, ModRevision, Put, Txn, Value, Version,
                        endpoints_from_env)
+from .concurrency import Election, Lock, NotLeader
 from .core import Client, Watch
+from .lease import Lease
 from .delivery import WatchRouter
 from .session import Phase, Session
 from .types import (CompactResponse, DeleteRangeResponse, Event, Header, KeyValue, PutResponse, RangeResponse,
                     StatusResponse, TxnResponse, WatchResponse)
 
-__all__ = ["Client", "Watch", "WatchRouter", "Session", "Phase", "DEFAULT_ENDPOINT", "endpoints_from_env",
+__all__ = ["Client", "Watch", "Lease", "Lock", "Election", "NotLeader", "WatchRouter", "Session", "Phase",
+           "DEFAULT_ENDPOINT", "endpoints_from_env",
            "Value", "Version", "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn",
            "Header", "KeyValue", "RangeResponse", "PutResponse", "DeleteRangeResponse", "TxnResponse",
            "CompactResponse", "StatusResponse", "Event", "WatchResponse"]

@@ -27,7 +27,9 @@ import zmq
 from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
 from .builders import endpoints_from_env, lease_id_of, range_body, to_bytes
+from .concurrency import Election, Lock
 from .delivery import WatchRouter
+from .lease import Lease, LeaseKeeper
 from .session import READ_OPS, Session, SessionIO
 from .types import (CompactResponse, DeleteRangeResponse, Header, LeaseGrantResponse, LeaseTimeToLiveResponse,
                     PutResponse, RangeResponse, StatusResponse, TxnResponse, WatchResponse, delete_range_response, header_of, put_response, range_response,
@@ -127,6 +129,7 @@ class Client(SessionIO):
         self.endpoint = None
         self.session_info: dict = {}
         self.failovers = 0
+        self.lease_keeper = LeaseKeeper(self)        # its thread starts with the first lease()
         self._wake_addr = f"inproc://zwatch-client-{uuid.uuid4().hex}"
         self._wake_rx = self._ctx.socket(zmq.PAIR)
         self._wake_rx.setsockopt(zmq.LINGER, 0)
@@ -199,6 +202,18 @@ class Client(SessionIO):
         """Every lease ID granted (and not yet revoked or expired)."""
         return [d["ID"] for d in self._call("lease_leases", {}, timeout).get("leases", [])]
 
+    def lease(self, ttl: int, lease_id: int = 0, timeout=None) -> Lease:
+        """Grant a lease and keep it alive in the background (lease.py) until revoked; a context manager."""
+        return Lease.grant(self, ttl, lease_id, timeout)
+
+    def lock(self, name, ttl: int = 60) -> Lock:
+        """A distributed lock named name (etcd's concurrency.Mutex; concurrency.py)."""
+        return Lock(self, name, ttl)
+
+    def election(self, name, ttl: int = 60) -> Election:
+        """A leader election named name (etcd's concurrency.Election; concurrency.py)."""
+        return Election(self, name, ttl)
+
     def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
               filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
               queue=None) -> Watch:
@@ -244,6 +259,7 @@ class Client(SessionIO):
         self._closed = True
         self._wake()
         self._thread.join(timeout=2)
+        self.lease_keeper.stop()     # no revoke: an abandoned lease expires at the server (etcd)
         for w in list(self._watches.values()):
             w.canceled = True
             if not w.shared:

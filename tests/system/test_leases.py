@@ -414,3 +414,83 @@ def test_bad_lease_input_gets_stable_codes(make_cluster):
     assert c.put("still", "serving").header.revision > 1
     assert all(cluster[n].alive() for n in cluster.actors)
     w.close()
+
+
+def _put_latencies(client, prefix: str, until) -> tuple[list[float], list]:
+    """Puts one after another until until(); -> (latencies in ms, errors)."""
+    ms, errs, i = [], [], 0
+    while not until():
+        t0 = time.perf_counter()
+        try:
+            client.put(f"{prefix}{i % 100}", "v")
+        except errors.ZwatchError as e:
+            errs.append(e)
+        ms.append((time.perf_counter() - t0) * 1000)
+        i += 1
+    return ms, errs
+
+
+def _figures(ms: list[float]) -> str:
+    s = sorted(ms)
+    return (f"n={len(s)} median={statistics.median(s):.2f} ms p99={s[min(len(s) - 1, int(len(s) * 0.99))]:.2f} ms "
+            f"max={s[-1]:.2f} ms")
+
+
+def test_keepalive_flood_does_not_fail_other_clients_puts(make_cluster):
+    """50,000 lease_keepalive requests (10 IDs each) pipelined from one raw session on fan-out 0
+    while two other clients put, one through the same fan-out, one through fan-out 1: every
+    keep-alive is answered (TTL 30 for the 10 live leases, in order), every put succeeds.  Their
+    put latency with and without the flood is printed (-s), not asserted: a reported figure,
+    not a test of the machine's speed."""
+    cluster = make_cluster(fanouts=2, env=MIN_TTL_1)
+    c = cluster.client()
+    ids = [c.lease_grant(30).id for _ in range(10)]
+    flood_n = 50_000
+    w = WireSession(cluster.fanout_eps[0])
+    putters = {"same fan-out": cluster.client([cluster.fanout_eps[0]]),
+               "other fan-out": cluster.client([cluster.fanout_eps[1]])}
+    base, during = {}, {}
+    done = threading.Event()
+    t_end = time.monotonic() + 2.0
+
+    def puts(name, until, out):
+        out[name] = _put_latencies(putters[name], f"{name}/", until)
+
+    threads = [threading.Thread(target=puts, args=(n, lambda: time.monotonic() > t_end, base)) for n in putters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    threads = [threading.Thread(target=puts, args=(n, done.is_set, during)) for n in putters]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    sent = 0
+    while len(w.replies) < flood_n:
+        while sent < flood_n:                              # pipeline as fast as zmq takes them
+            try:
+                w.sock.send(msgpack.packb(["lease_keepalive", 1000 + sent, {"IDs": ids}]), zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            sent += 1
+        w.pump(10)
+        assert time.monotonic() - t0 < 120, f"{len(w.replies)} of {flood_n} keep-alives answered"
+    flood_s = time.monotonic() - t0
+    done.set()
+    for t in threads:
+        t.join()
+    kinds = {}
+    for kind, body in w.replies.values():
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "ok":
+            assert [(x["ID"], x["TTL"]) for x in body["leases"]] == [(i, 30) for i in ids]
+    assert kinds == {"ok": flood_n}, kinds
+    report = [f"\nkeep-alive flood: {flood_n} requests x 10 IDs answered in {flood_s:.1f} s "
+              f"({flood_n / flood_s:.0f} req/s)"]
+    for name in putters:
+        assert base[name][1] == [] and during[name][1] == [], (name, base[name][1], during[name][1])
+        report.append(f"  puts via the {name}, no flood:     {_figures(base[name][0])}")
+        report.append(f"  puts via the {name}, during flood: {_figures(during[name][0])}")
+    print("\n".join(report))
+    assert c.lease_keepalive_once(ids) == {i: 30 for i in ids}
+    w.close()

@@ -78,9 +78,14 @@ def unpack_lease(raw: bytes) -> int:
     return msgpack.unpackb(raw)[0]
 
 
+# One packer for every history record (msgpack.packb builds a Packer per call): records are
+# packed by the writer's one thread only.
+_record_packer = msgpack.Packer(use_bin_type=True)
+
+
 def pack_record(typ: int, kv: list) -> bytes:
     """A history value: [type, key, create, mod, version, value, lease]."""
-    return msgpack.packb([typ, *kv], use_bin_type=True)
+    return _record_packer.pack([typ, *kv])
 
 
 def unpack_record(raw: bytes) -> list:

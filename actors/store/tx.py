@@ -69,9 +69,10 @@ class Tx:
     def kv(self, dv: bytes) -> list:
         return layout.unpack_record(self.lt.get(dv[:16], db=self.s._history))[1:]
 
-    def get(self, key: bytes, rev: int):
-        """key's kv list as of rev, or None."""
-        cur = self.lt.cursor(db=self.s._keyrev)
+    def get(self, key: bytes, rev: int, cur=None):
+        """key's kv list as of rev, or None.  cur: a keyrev cursor to reuse (a loop over keys)."""
+        if cur is None:
+            cur = self.lt.cursor(db=self.s._keyrev)
         if not cur.set_key(key):
             return None
         dv = latest_dup(cur, rev)
@@ -128,14 +129,15 @@ class Tx:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def _write(self, typ: int, kv: list, prev):
+    def _write(self, typ: int, kv: list, prev, attach: bool = True):
+        """attach=False: leave leasekeys alone (a revoke drops its lease's whole entry at once)."""
         h = QQ.pack(self.main, self.sub)
         self.sub += 1
         self.lt.put(h, layout.pack_record(typ, kv), db=self.s._history, append=True)
         self.lt.put(kv[0], h + (TOMB if typ else LIVE), db=self.s._keyrev)
         self.events.append((typ, kv, prev))
         old, new = prev[5] if prev else 0, kv[5]
-        if old != new:                     # the key moves between leases (0: none)
+        if attach and old != new:          # the key moves between leases (0: none)
             if old:
                 self.lt.delete(layout.pack_lease_id(old), kv[0], db=self.s._leasekeys)
             if new:
@@ -271,11 +273,14 @@ class Tx:
             raise LeaseNotFound("requested lease not found")
         cur = self.lt.cursor(db=self.s._leasekeys)
         keys = list(cur.iternext_dup()) if cur.set_key(id8) else []
+        keyrev = self.lt.cursor(db=self.s._keyrev)
         for key in keys:                   # key order: the revision's events come sorted by key
-            prev = self.get(key, self.current())
+            prev = self.get(key, self.main, keyrev)     # (keys are distinct: main reads as current)
             if prev is not None and prev[5] == r["ID"]:     # always, by the leasekeys invariant
-                self._write(DELETE, [key, 0, self.main, 0, b"", 0], prev)   # detaches it
-        self.lt.delete(id8, db=self.s._leasekeys)    # (already empty: each delete detached its key)
+                self._write(DELETE, [key, 0, self.main, 0, b"", 0], prev, attach=False)
+        # Every key is detached at once: one delete of the lease's dups, not one per key (a lease
+        # with 100,000 keys is revoked in one commit that every other write waits for).
+        self.lt.delete(id8, db=self.s._leasekeys)
         self.lt.delete(id8, db=self.s._lease)
         return {"header": {"revision": self.current()}}
 

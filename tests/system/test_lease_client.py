@@ -89,7 +89,9 @@ def test_lease_of_a_closed_client_expires_without_a_revoke(make_cluster):
     (r,) = responses_until(w, 1, timeout=5)
     expired_after = time.monotonic() - closed_at
     assert r.events[0].type == "DELETE"
-    assert expired_after <= 1 + 1.5, expired_after        # TTL (last renewal <= close) + delivery slack
+    # Not revoked by close(): the lease ran out its TTL from the last renewal (at most TTL/3 before
+    # the close, so at least 2/3 TTL after it), then the writer expired it.
+    assert 0.5 <= expired_after <= 1 + 1.5, expired_after
     assert watcher.time_to_live(lease.id).ttl == -1
     assert lease.id not in watcher.leases()
 

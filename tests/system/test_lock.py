@@ -117,7 +117,8 @@ def test_lock_under_holder_sigkills_one_holder_at_a_time_and_a_dead_holders_lock
                 assert pid in contenders.killed or p.poll() is None, \
                     f"contender {pid} exited {p.returncode}: {open(workdir / 'stderr').read()[-2000:]}"
             holder = contenders.holder()
-            if end - ttl - 3 > time.monotonic() >= next_kill and holder in contenders.procs and holder not in contenders.killed:
+            if (end - ttl - 3 > time.monotonic() >= next_kill and holder in contenders.procs
+                    and holder not in contenders.killed):
                 contenders.kill(holder)
                 killed_at = time.time()
                 if contenders.holder() == holder:         # it died holding: only it could remove the marker
@@ -216,6 +217,14 @@ def test_waiters_get_the_lock_in_create_order(cluster):
         while len(clients[0].get("fifo/", prefix=True).kvs) < i + 1:
             assert time.monotonic() < deadline
             time.sleep(0.02)
+    # No herd: each waiter watches one key, the one created just before its own (not the holder's).
+    for i in range(1, 5):
+        deadline = time.monotonic() + 5
+        while len(clients[i]._watches) != 1:
+            assert time.monotonic() < deadline, clients[i]._watches
+            time.sleep(0.02)
+        (watch,) = clients[i]._watches.values()
+        assert watch.body["key"] == locks[i - 1].key and "range_end" not in watch.body
     locks[0].release()
     for expected in range(1, 5):
         assert done.wait(5)

@@ -494,3 +494,96 @@ def test_keepalive_flood_does_not_fail_other_clients_puts(make_cluster):
     print("\n".join(report))
     assert c.lease_keepalive_once(ids) == {i: 30 for i in ids}
     w.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Big leases, races, mass expiry
+
+
+def _pipeline(w: WireSession, op: str, bodies, window: int = 64) -> list:
+    """Send bodies with at most `window` requests in flight; -> replies in order."""
+    bodies, pending, out = list(bodies), {}, [None] * len(bodies)
+    i = 0
+    while i < len(bodies) or pending:
+        while i < len(bodies) and len(pending) < window:
+            pending[w.send(op, bodies[i])] = i
+            i += 1
+        w.pump()
+        for rid in [r for r in pending if r in w.replies]:
+            out[pending.pop(rid)] = w.replies.pop(rid)
+    return out
+
+
+def test_revoke_of_a_lease_with_100k_keys_is_one_atomic_revision(make_cluster):
+    """A lease attached to 100,000 keys (put in txns of 128) is revoked: ONE revision of 100,000
+    DELETEs, in key order, reaches a prefix watcher in one response, a fragment=True watcher on
+    the other fan-out as consecutive fragments (all but the last marked), and a watcher started
+    after the revoke from its revision through the syncer (ring disabled).  The revoke's commit
+    time and another client's put latency around it are printed (-s), not asserted."""
+    cluster = make_cluster(fanouts=2, env={**MIN_TTL_1, **NO_RING})
+    # The client's default heartbeat (1 s: a fan-out silent for 3 s is left), not the test
+    # clusters' 0.5 s: the fan-out is busy for over a second with a 100,000-event revision.
+    c = cluster.client(timeout=60, heartbeat=1.0)
+    lease = c.lease_grant(600).id
+    n = 100_000
+    keys = [b"big/%06d" % i for i in range(n)]
+    w = WireSession(cluster.fanout_eps[0])
+    t0 = time.monotonic()
+    txns = [{"compare": [], "success": [{"request_put": {"key": k, "value": b"v", "lease": lease}}
+                                        for k in keys[i:i + 128]], "failure": []} for i in range(0, n, 128)]
+    replies = _pipeline(w, "txn", txns)
+    assert all(kind == "ok" for kind, _ in replies), [r for r in replies if r[0] != "ok"][:3]
+    put_s = time.monotonic() - t0
+    assert c.get(b"big/", prefix=True, count_only=True).count == n
+    assert c.time_to_live(lease, keys=True).keys_truncated
+    w.watch(1, b"big/", b"big0")
+    w1 = WireSession(cluster.fanout_eps[1])
+    w1.watch(2, b"big/", b"big0", fragment=True, prev_kv=True)
+    other = cluster.client(heartbeat=1.0)
+    stop = threading.Event()
+    lat: list[tuple[float, float]] = []
+    put_errors = []
+
+    def puts():
+        i = 0
+        while not stop.is_set():
+            t = time.monotonic()
+            try:
+                other.put(f"other/{i % 10}", "v")
+            except errors.ZwatchError as e:
+                put_errors.append(e)
+            lat.append((t, (time.monotonic() - t) * 1000))
+            i += 1
+
+    t = threading.Thread(target=puts)
+    t.start()
+    time.sleep(0.5)
+    r0 = time.monotonic()
+    rev = c.lease_revoke(lease).revision
+    revoke_s = time.monotonic() - r0
+    time.sleep(2.0)
+    stop.set()
+    t.join()
+    got = w.wait_events(1, n, timeout=60)
+    assert_one_revision_of_deletes(got, rev, keys, lease, prev_kv=False)
+    frag = w1.wait_events(2, n, timeout=60)
+    assert_one_revision_of_deletes(frag, rev, keys, lease, prev_kv=True)
+    late = WireSession(cluster.fanout_eps[1])
+    late.watch(3, b"big/", b"big0", start_revision=rev)
+    assert_one_revision_of_deletes(late.wait_events(3, n, timeout=60), rev, keys, lease, prev_kv=False)
+    assert c.get(b"big/", prefix=True, count_only=True).count == 0
+    commits = [line for line in cluster["writer"].events("writer.commit") if line["first_revision"] <= rev
+               <= line["last_revision"]]
+    # Puts that were under way at the revoke or began before its reply: the ones it can hold up.
+    during = [ms for at, ms in lat if at + ms / 1000 >= r0 and at <= r0 + revoke_s]
+    before = [ms for at, ms in lat if at + ms / 1000 < r0]
+    print(f"\n100k-key lease: {n} keys put in {len(txns)} txns in {put_s:.1f} s; revoke round trip "
+          f"{revoke_s * 1000:.0f} ms, its commit {commits[0]['commit_ms'] if commits else '?'} ms "
+          f"(writer.commit); responses: plain {len(revision_responses(got, rev))}, fragmented "
+          f"{len(revision_responses(frag, rev))}\n"
+          f"  other client's puts before the revoke: {_figures(before)}\n"
+          f"  other client's puts around the revoke: {_figures(during)}; "
+          f"longest stall {max(during):.0f} ms; put errors {put_errors}")
+    assert put_errors == []
+    for ws in (w, w1, late):
+        ws.close()

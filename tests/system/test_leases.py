@@ -587,3 +587,101 @@ def test_revoke_of_a_lease_with_100k_keys_is_one_atomic_revision(make_cluster):
     assert put_errors == []
     for ws in (w, w1, late):
         ws.close()
+
+
+def test_revoke_while_keys_are_put_under_the_lease(make_cluster):
+    """Three clients (two fan-outs) and a raw session pipelining 32 puts at a time keep putting
+    new keys under a lease while it is revoked: every put either succeeded before the revoke's
+    revision (and its key is among the revoke's DELETEs) or got LEASE_NOT_FOUND; no put succeeded
+    after it, and no key is left attached to the dead lease."""
+    cluster = make_cluster(fanouts=2, env=MIN_TTL_1)
+    c = cluster.client()
+    lease = c.lease_grant(60).id
+    w = WireSession(cluster.fanout_eps[1])
+    w.watch(1, b"race/", b"race0")
+    stop = threading.Event()
+    outcomes: dict[bytes, object] = {}                     # key -> revision | error code
+
+    def client_puts(n: int, endpoint: str):
+        cl = cluster.client([endpoint])
+        i = 0
+        while not stop.is_set():
+            key = b"race/c%d/%06d" % (n, i)
+            try:
+                outcomes[key] = cl.put(key, "v", lease=lease).header.revision
+            except errors.ZwatchError as e:
+                outcomes[key] = e.code
+            i += 1
+
+    def raw_puts():
+        ws = WireSession(cluster.fanout_eps[0])
+        pending, i = {}, 0
+        while not stop.is_set() or pending:
+            while not stop.is_set() and len(pending) < 32:
+                key = b"race/raw/%06d" % i
+                pending[ws.send("put", {"key": key, "value": b"v", "lease": lease})] = key
+                i += 1
+            ws.pump(10)
+            for rid in [r for r in pending if r in ws.replies]:
+                kind, body = ws.replies.pop(rid)
+                outcomes[pending.pop(rid)] = body["header"]["revision"] if kind == "ok" else body["code"]
+        ws.close()
+
+    threads = [threading.Thread(target=client_puts, args=(n, cluster.fanout_eps[n % 2])) for n in range(3)]
+    threads.append(threading.Thread(target=raw_puts))
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    rev = c.lease_revoke(lease).revision
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    ok = {k: r for k, r in outcomes.items() if isinstance(r, int)}
+    refused = {k: r for k, r in outcomes.items() if not isinstance(r, int)}
+    assert set(refused.values()) <= {"LEASE_NOT_FOUND"}, set(refused.values())
+    assert ok and refused, (len(ok), len(refused))
+    assert max(ok.values()) < rev, "a put with the lease succeeded after its revoke"
+    deletes = [e for evs, _ in w.wait_events(1, 2 * len(ok)) for e in evs if e[0] == DELETE_T]
+    assert_one_revision_of_deletes([(deletes, False)], rev, list(ok), lease, prev_kv=False)
+    assert c.get(b"race/", prefix=True).count == 0
+    assert c.time_to_live(lease).ttl == -1 and lease not in c.leases()
+    print(f"\nrevoke race: {len(ok)} puts before the revoke (revision {rev}), {len(refused)} LEASE_NOT_FOUND")
+    w.close()
+
+
+def test_grant_racing_the_expiry_of_the_same_id(make_cluster):
+    """Lease 4242 (TTL 1, one key) is left to expire while a raw session pipelines grants of the
+    same ID (TTL 5) and time-to-lives of it every 2 ms.  Well-defined outcome: grants get
+    LEASE_EXISTS until the expiry, then exactly one succeeds (the writer revokes expired leases
+    before the requests of the same commit) and later ones get LEASE_EXISTS again; the new
+    lease starts empty (the old key was deleted at a revision no later than the grant's header)
+    with its own TTL; time-to-lives in send order say granted 1 ... 1, (not found: 0 ...,)
+    5 ... 5.  A keep-alive after the re-grant renews the new lease (5)."""
+    cluster = make_cluster(env=MIN_TTL_1)
+    c = cluster.client()
+    lid = 4242
+    assert c.lease_grant(1, lease_id=lid).ttl == 1
+    c.put("g/old", "v", lease=lid)
+    w = WireSession(cluster.fanout_eps[0])
+    w.watch(1, b"g/", b"g0")
+    sent: list[tuple[str, int]] = []
+    t_end = time.monotonic() + 2.5
+    while time.monotonic() < t_end:
+        sent.append(("grant", w.send("lease_grant", {"ID": lid, "TTL": 5})))
+        sent.append(("ttl", w.send("lease_timetolive", {"ID": lid})))
+        w.pump(2)
+    got = dict(zip([rid for _, rid in sent], w.wait([rid for _, rid in sent])))
+    grants = [got[rid] for op, rid in sent if op == "grant"]
+    ok = [b for kind, b in grants if kind == "ok"]
+    assert len(ok) == 1 and ok[0]["TTL"] == 5, ok
+    assert {b["code"] for kind, b in grants if kind == "err"} == {"LEASE_EXISTS"}
+    granted = [got[rid][1]["grantedTTL"] for op, rid in sent if op == "ttl"]
+    runs = [t for i, t in enumerate(granted) if i == 0 or t != granted[i - 1]]
+    assert runs in ([1, 0, 5], [1, 5]), runs               # 1, 5 if the re-grant shared the expiry's round
+    assert w.call("lease_keepalive", {"IDs": [lid]})[1]["leases"] == [{"ID": lid, "TTL": 5}]
+    expiry = delete_revision(w.wait_events(1, 1), b"g/old")
+    assert expiry <= ok[0]["header"]["revision"]
+    t = c.time_to_live(lid, keys=True)
+    assert t.granted_ttl == 5 and t.keys == [] and c.get("g/old").count == 0
+    w.close()

@@ -159,6 +159,11 @@ class LeaseKeeper:
     def __len__(self) -> int:
         return len(self._schedule)
 
+    def next_tick(self) -> float | None:
+        """When (time.monotonic()) the next keep-alive request goes, None without leases."""
+        with self._cond:
+            return self._schedule.next_wakeup()
+
     def keep(self, lease: "Lease", granted_at: float):
         with self._cond:
             if self._stopped:

@@ -118,8 +118,10 @@ def test_keepalive_batching_one_request_per_tick_for_50_leases(make_cluster):
 
 def test_client_holding_leases_fails_over_under_load_without_losing_one(make_cluster):
     """SIGKILL the fan-out a lease holder uses, three times, while another client puts at a steady
-    rate: the holder reaches the other fan-out within TTL (failover = 3 heartbeats = 1.5 s plus a
-    reconnect, after a renewal at TTL/3 = 1 s: < 3 s), so no lease expires, no key is deleted."""
+    rate.  Each kill comes at the worst moment: just before the holder's next keep-alive, which
+    then goes into the dead session and waits for the failover (3 heartbeats = 1.5 s, plus a
+    reconnect) to be re-sent.  Renewed at TTL/3 = 1 s, the leases still have 2 s: no lease
+    expires, no attached key is deleted."""
     c = make_cluster(fanouts=2, env=MIN_TTL_1)
     eps = c.fanout_eps
     holder = c.client(endpoints=eps)
@@ -150,6 +152,7 @@ def test_client_holding_leases_fails_over_under_load_without_losing_one(make_clu
             used = holder.endpoint
             name = f"fanout{eps.index(used)}"
             failovers = holder.failovers
+            time.sleep(max(0.0, holder.lease_keeper.next_tick() - 0.1 - time.monotonic()))
             c[name].kill(signal.SIGKILL)
             deadline = time.monotonic() + 10
             while holder.failovers == failovers or holder.endpoint == used:

@@ -77,7 +77,13 @@ class Writer:
         self.lease_min_ttl = lease_min_ttl
         self.lease_revoke_batch = max(1, lease_revoke_batch)
         self.lessor = Lessor()
-        self._expired_unlogged = [0, 0]    # leases, keys expired since the last writer.leases_expired
+        # Figures of writer.leases_expired since its last line (at most one line a second; the
+        # main loop writes the held-back totals once the second is over, so none is lost when
+        # the expiries stop): leases, keys deleted, commits carrying them, most leases one
+        # commit carried, last revision, revokes being retried.
+        self._expired_unlogged = dict.fromkeys(("leases", "keys_deleted", "commits", "max_per_commit",
+                                                "last_revision", "retrying"), 0)
+        self._expired_logged_at = -1e9
         self.log = configure("writer")
         self.stop = StopFlag()
         self._reset_stats()
@@ -135,9 +141,11 @@ class Writer:
                 now = time.monotonic()
                 if heartbeat.due(now):
                     self._publish([])
+                self._log_expired(now)             # totals held back by the one-a-second limit
                 if stats.due(now):
                     self._log_stats()
         finally:
+            self._log_expired(float("inf"))
             self.log.info("writer.stop", revision=self.last_published, signal=self.stop.signal)
             self.router.close()
             self.pub.close()
@@ -250,8 +258,8 @@ class Writer:
                 self.log.warning("writer.reply_dropped", error=str(exc))
 
     def _expired_done(self, expired, results, published, now):
-        """Settle the clock after a commit that carried expiry revokes; one log line per commit
-        with expiries (at most one a second, `repeated` counting the rest)."""
+        """Settle the clock after a commit that carried expiry revokes and count it for
+        writer.leases_expired."""
         done, last, failed = 0, 0, []
         for lease_id, result in zip(expired, results):
             if isinstance(result, LeaseNotFound) or not isinstance(result, ZwatchError):
@@ -267,12 +275,23 @@ class Writer:
             # The expiries ran first: their revisions are the batch's first ones, up to `last`.
             revisions = [p for p in published if self.last_published < p[0] <= last]
             acc = self._expired_unlogged
-            acc[0] += done
-            acc[1] += sum(len(events) for _, events in revisions)
-            # Totals since the previous line, so that rate limiting loses no figure.
-            if self.log_limited(self.log.info, "writer.leases_expired", leases=acc[0], keys_deleted=acc[1],
-                                last_revision=revisions[-1][0] if revisions else 0, retrying=len(failed)):
-                acc[0] = acc[1] = 0
+            acc["leases"] += done
+            acc["keys_deleted"] += sum(len(events) for _, events in revisions)
+            acc["commits"] += 1
+            acc["max_per_commit"] = max(acc["max_per_commit"], done)
+            acc["last_revision"] = max([acc["last_revision"]] + [rev for rev, _ in revisions])
+            acc["retrying"] = len(failed)
+            self._log_expired(now)
+
+    def _log_expired(self, now: float):
+        """One writer.leases_expired line a second at most, its figures the totals since the
+        previous one; `repeated`: the commits with expiries not logged on their own."""
+        acc = self._expired_unlogged
+        if acc["commits"] and now - self._expired_logged_at >= 1.0:
+            self.log.info("writer.leases_expired", **acc, repeated=acc["commits"] - 1)
+            self._expired_logged_at = now
+            for k in acc:
+                acc[k] = 0
 
     def _lease_clock(self, op: str, body, now: float) -> dict:
         """lease_keepalive / lease_timetolive / lease_leases, answered from memory (no fsync)."""

@@ -685,3 +685,64 @@ def test_grant_racing_the_expiry_of_the_same_id(make_cluster):
     t = c.time_to_live(lid, keys=True)
     assert t.granted_ttl == 5 and t.keys == [] and c.get("g/old").count == 0
     w.close()
+
+
+def test_mass_expiry_in_bounded_batches_while_puts_go_on(make_cluster):
+    """2,000 leases with one key each expire together (ZWATCH_LEASE_REVOKE_BATCH=50): a prefix
+    watcher gets all 2,000 DELETEs, each lease its own revision (one DELETE, prev_kv with that
+    lease); writer.leases_expired counts 2,000 leases over at least 40 commits, none carrying more
+    than 50; another client's puts all succeed meanwhile and some land between the expiry
+    revisions (its latency is printed, not asserted)."""
+    cluster = make_cluster(env={**MIN_TTL_1, "ZWATCH_LEASE_REVOKE_BATCH": "50"})
+    n = 2_000
+    w = WireSession(cluster.fanout_eps[0])
+    w.watch(1, b"mass/", b"mass0", prev_kv=True)
+    grants = _pipeline(w, "lease_grant", [{"TTL": 3}] * n)
+    assert all(kind == "ok" for kind, _ in grants)
+    lease_of = {b"mass/%04d" % i: body["ID"] for i, (_, body) in enumerate(grants)}
+    puts = _pipeline(w, "put", [{"key": k, "value": b"v", "lease": lid} for k, lid in lease_of.items()])
+    assert all(kind == "ok" for kind, _ in puts), [p for p in puts if p[0] != "ok"][:3]
+    other = cluster.client()
+    stop = threading.Event()
+    done: list[tuple[int, float]] = []
+    put_errors = []
+
+    def put_loop():
+        i = 0
+        while not stop.is_set():
+            t = time.monotonic()
+            try:
+                done.append((other.put(f"other/{i % 10}", "v").header.revision, (time.monotonic() - t) * 1000))
+            except errors.ZwatchError as e:
+                put_errors.append(e)
+            i += 1
+
+    t = threading.Thread(target=put_loop)
+    t.start()
+    got = w.wait_events(1, 2 * n, timeout=30)
+    stop.set()
+    t.join()
+    deletes = [(e, frag) for evs, frag in got for e in evs if e[0] == DELETE_T]
+    assert len(deletes) == n
+    by_rev: dict[int, list] = {}
+    for e, _ in deletes:
+        by_rev.setdefault(e[1][2], []).append(e)
+    assert len(by_rev) == n, "each expired lease is its own revision"
+    assert all(len(evs) == 1 and evs[0][2][5] == lease_of[evs[0][1][0]] for evs in by_rev.values())
+    assert put_errors == []
+    first, last = min(by_rev), max(by_rev)
+    interleaved = [rev for rev, _ in done if first < rev < last]
+    wait_until(lambda: sum(line["leases"] for line in cluster["writer"].events("writer.leases_expired")) >= n,
+               5, "writer.leases_expired lines")
+    lines = cluster["writer"].events("writer.leases_expired")
+    commits = sum(line["commits"] for line in lines)
+    assert sum(line["leases"] for line in lines) == n and sum(line["keys_deleted"] for line in lines) == n
+    assert max(line["max_per_commit"] for line in lines) <= 50
+    assert commits >= n // 50
+    assert interleaved, "no put of the other client was served between the first and last expiry"
+    print(f"\nmass expiry: {n} leases over {commits} commits (at most "
+          f"{max(line['max_per_commit'] for line in lines)} per commit), revisions {first}..{last}, "
+          f"{len(interleaved)} puts of another client between them; its puts: "
+          f"{_figures([ms for _, ms in done])}")
+    assert other.leases() == []
+    w.close()

@@ -150,8 +150,7 @@ def test_lock_under_holder_sigkills_one_holder_at_a_time_and_a_dead_holders_lock
         assert a[1] <= b[0], f"two holders: {a} and {b}"
     # The counter only a holder touches: each increment exactly once, in order.
     incs = [int(r[2]) for r in log if r[0] == "INC"]
-    assert incs == sorted(set(incs)) and len(incs) >= 15, incs
-    assert len(holder_kills) >= 3, (holder_kills, len(acquired))
+    assert incs == sorted(set(incs)), incs
     # Every killed holder's lock went to the next contender within its TTL (plus the expiry's
     # revoke, the DELETE's delivery and the next contender's round trips).
     freed_after = []
@@ -160,7 +159,8 @@ def test_lock_under_holder_sigkills_one_holder_at_a_time_and_a_dead_holders_lock
         assert after, f"no acquire after the kill of {pid} at {killed_at}"
         freed_after.append(round(after[0] - killed_at, 2))
     print(f"acquires={len(acquired)} holder_kills={len(holder_kills)} kill_to_next_acquire_s={freed_after}")
-    assert max(freed_after) <= ttl + 1.5, freed_after
+    assert max(freed_after, default=0) <= ttl + 1.5, freed_after
+    assert len(holder_kills) >= 3 and len(incs) >= 15, (holder_kills, len(incs))
     keys = {r[3] for r in log if r[0] == "ACQUIRED"}
     assert all(k.startswith("jobs/lock/") and int(k.rsplit("/", 1)[1], 16) > 0 for k in keys)
 

@@ -1,5 +1,7 @@
 """Model-based test of actors/store.py: a real LMDB store against a tiny pure-Python model of etcd's
-MVCC semantics (revisions, versions, tombstones, ranges, txns, compaction, history, prev_kv)."""
+MVCC semantics (revisions, versions, tombstones, ranges, txns, compaction, history, prev_kv) and of
+its leases (grants, puts under a lease, revokes deleting the attached keys in one revision; an
+expiry is the writer's clock sending a revoke, so at the store level it is a revoke)."""
 from __future__ import annotations
 
 import shutil
@@ -11,8 +13,9 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from zwatch.actors.store import DELETE, PUT, Store
-from zwatch.errors import Compacted, FutureRevision, InvalidArgument, ZwatchError
-from zwatch.limits import MAX_TXN_DEPTH, MAX_TXN_OPS
+from zwatch.errors import (Compacted, FutureRevision, InvalidArgument, LeaseExists, LeaseNotFound,
+                           LeaseTTLTooLarge, ZwatchError)
+from zwatch.limits import MAX_LEASE_TTL, MAX_TXN_DEPTH, MAX_TXN_OPS
 
 KEYS = [b"a", b"ab", b"b", b"\x00", b"\xff"]
 ENDS = [b"", b"\x00", b"ab", b"b", b"c", b"a\x00", b"\xff", b"\xff\x00", b"a"]
@@ -20,6 +23,11 @@ VALUES = [b"", b"x", b"yy"]
 TARGETS = {"VERSION": ("version", 3), "CREATE": ("create_revision", 1), "MOD": ("mod_revision", 2),
            "VALUE": ("value", 4), "LEASE": ("lease", 5)}
 SORT_IDX = {"KEY": 0, "CREATE": 1, "MOD": 2, "VERSION": 3, "VALUE": 4}
+# Explicit lease IDs (a negative one too: etcd stores an int64 as its uint64 bytes); 0 is "no lease"
+# on a put and "pick one for me" on a grant.
+LEASE_IDS = [1, 2, 7, -3]
+MIN_LEASE_TTL = 5
+TTLS = [-1, 0, 1, MIN_LEASE_TTL, 60, MAX_LEASE_TTL, MAX_LEASE_TTL + 1]
 
 
 def in_range(k, key, end):
@@ -50,6 +58,11 @@ class Model:
         self.rev, self.compact = 1, 0
         self.recs = {}     # key -> [(main, sub, kv or None)] in revision order
         self.log = []      # (main, sub, type, kv)
+        self.leases = {}   # lease ID -> granted TTL; a key is attached to the lease its live kv names
+
+    def attached(self, lease_id):
+        """The keys a revoke of lease_id deletes: those whose live kv names it, in key order."""
+        return [k for k, kv in self.live(b"\x00", b"\x00", self.rev) if kv[5] == lease_id]
 
     def at(self, key, rev):
         kv = None
@@ -82,10 +95,12 @@ class Model:
             out |= {(k, m, s, kv is None) for m, s, kv in keep}
         return out
 
-    def apply(self, op, body):
-        """-> (response or error, published entry or None)."""
-        saved = (self.rev, self.compact, {k: list(v) for k, v in self.recs.items()}, len(self.log))
-        ex = Exec(self)
+    def apply(self, op, body, got=None):
+        """-> (response or error, published entry or None).  got: the store's answer, whose
+        server-picked lease ID (a grant with ID 0) the model cannot guess and so checks and adopts."""
+        saved = (self.rev, self.compact, {k: list(v) for k, v in self.recs.items()}, len(self.log),
+                 dict(self.leases))
+        ex = Exec(self, got)
         try:
             if op == "invalid":
                 raise InvalidArgument("expected")
@@ -94,6 +109,7 @@ class Model:
         except ZwatchError as e:
             self.rev, self.compact, self.recs = saved[:3]
             del self.log[saved[3]:]
+            self.leases = saved[4]
             return e, None
         if ex.sub:
             self.rev = ex.main
@@ -104,6 +120,10 @@ class Model:
 def static_check(op, body):
     if op == "put" and body.get("ignore_value") and body.get("value"):
         raise InvalidArgument("value with ignore_value")
+    if op == "put" and body.get("ignore_lease") and body.get("lease"):
+        raise InvalidArgument("lease with ignore_lease")
+    if op == "lease_revoke" and body.get("ID") == 0:
+        raise InvalidArgument("ID 0 is no lease")
     if op == "txn":
         for o in body.get("success", []) + body.get("failure", []):
             (name, b), = o.items()
@@ -164,8 +184,12 @@ def check_intervals(ops):
 
 
 class Exec:
-    def __init__(self, m: Model):
-        self.m, self.main, self.sub, self.events = m, m.rev + 1, 0, []
+    def __init__(self, m: Model, got=None):
+        self.m, self.main, self.sub, self.events, self.got = m, m.rev + 1, 0, [], got
+
+    def check_lease(self, lease_id):
+        if lease_id and lease_id not in self.m.leases:
+            raise LeaseNotFound("requested lease not found")
 
     def current(self):
         return self.main if self.sub else self.m.rev
@@ -210,8 +234,10 @@ class Exec:
         if (b.get("ignore_value") or b.get("ignore_lease")) and prev is None:
             raise InvalidArgument("key not found")
         value = prev[4] if b.get("ignore_value") else b.get("value", b"")
+        lease = prev[5] if b.get("ignore_lease") else b.get("lease", 0)
+        self.check_lease(b.get("lease", 0))
         create, version = (prev[1], prev[3] + 1) if prev else (self.main, 1)
-        self._write(PUT, [key, create, self.main, version, value, 0], prev)
+        self._write(PUT, [key, create, self.main, version, value, lease], prev)
         resp = {"header": {"revision": self.main}}
         if b.get("prev_kv") and prev:
             resp["prev_kv"] = kvd(prev)
@@ -259,9 +285,10 @@ class Exec:
                     raise FutureRevision("future")
                 if b["revision"] < self.m.compact:
                     raise Compacted("compacted", compact_revision=self.m.compact)
-            elif kind == "put" and (b.get("ignore_value") or b.get("ignore_lease")) \
-                    and self.m.at(b["key"], self.m.rev) is None:
-                raise InvalidArgument("key not found")
+            elif kind == "put":
+                if (b.get("ignore_value") or b.get("ignore_lease")) and self.m.at(b["key"], self.m.rev) is None:
+                    raise InvalidArgument("key not found")
+                self.check_lease(b.get("lease", 0))     # etcd's checkRequestPut
 
     def run(self, path):
         ok, ops, subs = path
@@ -293,6 +320,29 @@ class Exec:
         self.m.compact = rev
         return {"header": {"revision": self.m.rev}}
 
+    def lease_grant(self, b):
+        lease_id, ttl = b.get("ID", 0), b["TTL"]
+        if ttl > MAX_LEASE_TTL:
+            raise LeaseTTLTooLarge("too large lease TTL")
+        if lease_id == 0:
+            # The store picks a random positive int63 not in use: check the one it picked.
+            assert isinstance(self.got, dict), self.got
+            lease_id = self.got["ID"]
+            assert 0 < lease_id < 1 << 63 and lease_id not in self.m.leases, lease_id
+        elif lease_id in self.m.leases:
+            raise LeaseExists("lease already exists")
+        ttl = max(ttl, MIN_LEASE_TTL)
+        self.m.leases[lease_id] = ttl
+        return {"header": {"revision": self.m.rev}, "ID": lease_id, "TTL": ttl}
+
+    def lease_revoke(self, b):
+        """One revision of DELETEs of exactly the attached keys, sorted by key (none: no revision)."""
+        self.check_lease(b["ID"])
+        for k in self.m.attached(b["ID"]):
+            self._write(DELETE, [k, 0, self.main, 0, b"", 0], self.m.at(k, self.current()))
+        del self.m.leases[b["ID"]]
+        return {"header": {"revision": self.current()}}
+
 
 # -- strategies -----------------------------------------------------------------------------------
 
@@ -309,16 +359,20 @@ def range_body(maxrev):
         "min_create_revision": rev, "max_create_revision": rev})
 
 
+lease_ids = st.sampled_from(LEASE_IDS)
 put_body = st.fixed_dictionaries({"key": keys}, optional={
     "value": values, "prev_kv": st.booleans(), "ignore_value": st.booleans(),
-    "ignore_lease": st.booleans()})
+    "ignore_lease": st.booleans(), "lease": st.one_of(st.just(0), lease_ids, lease_ids)})
+grant_body = st.fixed_dictionaries({"TTL": st.sampled_from(TTLS)},
+                                   optional={"ID": st.one_of(st.just(0), lease_ids)})
+revoke_body = st.fixed_dictionaries({"ID": st.one_of(lease_ids, lease_ids, lease_ids, st.just(0))})
 delete_body = st.fixed_dictionaries({"key": keys}, optional={"range_end": ends, "prev_kv": st.booleans()})
 
 
 def compare(maxrev):
     def one(target):
         field = TARGETS[target][0]
-        v = values if target == "VALUE" else st.integers(0, 1) if target == "LEASE" else \
+        v = values if target == "VALUE" else st.sampled_from([0, *LEASE_IDS]) if target == "LEASE" else \
             st.integers(0, 4) if target == "VERSION" else st.integers(0, maxrev)
         return st.fixed_dictionaries(
             {"key": keys, "target": st.just(target)},
@@ -347,7 +401,9 @@ def deep_txn(n):
 
 
 INVALID = [
-    ("put", {"key": b""}), ("put", {"key": "a"}), ("put", {"key": b"a", "lease": 7}),
+    ("put", {"key": b""}), ("put", {"key": "a"}), ("put", {"key": b"a", "lease": "7"}),
+    ("put", {"key": b"a", "lease": 1 << 63}), ("lease_grant", {}), ("lease_grant", {"TTL": "5"}),
+    ("lease_grant", {"TTL": 5, "ID": 1 << 63}), ("lease_revoke", {}),
     ("put", {"key": b"a" * 512}), ("put", {"key": b"a", "value": 3}), ("put", {"key": b"a", "prev_kv": 1}),
     ("put", {"key": b"a", "bogus": 1}), ("put", ["key"]), ("range", {"key": b"a", "revision": -1}),
     ("range", {"key": b"a", "revision": 1 << 63}), ("range", {"key": b"a", "sort_order": "UP"}),
@@ -380,6 +436,8 @@ def request(maxrev, compactable):
         txn_body(maxrev).map(lambda b: ("txn", b)), txn_body(maxrev).map(lambda b: ("txn", b)),
         range_body(maxrev).map(lambda b: ("range", b)),
         st.integers(0, maxrev).map(lambda r: ("compact", {"revision": r})),
+        grant_body.map(lambda b: ("lease_grant", b)), grant_body.map(lambda b: ("lease_grant", b)),
+        revoke_body.map(lambda b: ("lease_revoke", b)),
         compactable.map(lambda r: ("compact", {"revision": r})),
         st.sampled_from(INVALID))
 
@@ -405,7 +463,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.physical_done = True
 
     def open(self):
-        return Store(self.dir, map_size=1 << 16, max_map_size=1 << 30)
+        return Store(self.dir, map_size=1 << 16, max_map_size=1 << 30, min_lease_ttl=MIN_LEASE_TTL)
 
     def teardown(self):
         self.store.close()
@@ -416,13 +474,31 @@ class StoreMachine(RuleBasedStateMachine):
         m = self.m
         compactable = st.integers(m.compact + 1, m.rev) if m.compact < m.rev else st.nothing()
         reqs = data.draw(st.lists(request(m.rev + 2, compactable), min_size=1, max_size=4), label="batch")
+        self.check_batch(reqs)
+
+    @rule(lease_id=st.sampled_from(LEASE_IDS), ks=st.lists(keys, min_size=1, max_size=4, unique=True),
+          moved=st.booleans(), revoke=st.booleans())
+    def lease_scene(self, lease_id, ks, moved, revoke):
+        """A lease with several keys (random batches rarely attach more than one): grant, put
+        keys under it (one in a txn), maybe move the first key to another lease or no lease,
+        maybe revoke it, all in one group commit, as the writer batches them."""
+        reqs = [("lease_grant", {"ID": lease_id, "TTL": 10})]
+        reqs += [("put", {"key": k, "value": b"L", "lease": lease_id}) for k in ks[:-1]]
+        reqs.append(("txn", {"success": [{"request_put": {"key": ks[-1], "lease": lease_id}}]}))
+        if moved:
+            reqs.append(("put", {"key": ks[0], "lease": LEASE_IDS[0] if lease_id != LEASE_IDS[0] else 0}))
+        if revoke:
+            reqs.append(("lease_revoke", {"ID": lease_id}))
+        self.check_batch(reqs)
+
+    def check_batch(self, reqs):
         results, published = self.store.apply_batch(reqs)
         assert len(results) == len(reqs)
         expected = []
         for r, got in zip(reqs, results):
             op, body = r
             known = not any(r is bad for bad in INVALID)
-            want, pub = self.m.apply(op if known else "invalid", body)
+            want, pub = self.m.apply(op if known else "invalid", body, got)
             same(got, want)
             if pub:
                 expected.append(pub)
@@ -502,6 +578,22 @@ class StoreMachine(RuleBasedStateMachine):
                         raise AssertionError(f"revision {bad} must fail")
                     except err:
                         pass
+
+    @invariant()
+    def leases_match_the_model(self):
+        """Store.leases() (what the writer's clock restores) and ReadView.lease() (timetolive)."""
+        m = self.m
+        assert sorted(self.store.leases()) == sorted(m.leases.items())
+        with self.store.reader() as view:
+            for lease_id in [*LEASE_IDS, *m.leases]:
+                want_keys = m.attached(lease_id)
+                want = (m.leases[lease_id], want_keys, False) if lease_id in m.leases else None
+                assert view.lease(lease_id, max_keys=100) == want, lease_id
+                if want is not None:
+                    assert view.lease(lease_id) == (want[0], [], False)        # keys not asked for
+                    if want_keys:
+                        assert view.lease(lease_id, max_keys=1) == (want[0], want_keys[:1], len(want_keys) > 1)
+            assert all(kv[5] in m.leases for _, kv in m.live(b"\x00", b"\x00", m.rev) if kv[5])
 
     @invariant()
     def physical_layout(self):

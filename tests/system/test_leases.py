@@ -17,8 +17,10 @@ Semantics settled against a real etcd 3.4.23 (etcdctl and its JSON gateway, /v3/
   revoking a lease with no key leaves the revision unchanged; an unknown lease is
   "requested lease not found";
 * moving a key to lease B or to no lease detaches it from A: revoking A leaves it alone;
-* etcd answers revoke of ID 0 with "requested lease not found"; zwatch answers INVALID_ARGUMENT
-  (0 is "no lease", refused by validation before the store: see SPEC 6.1).
+* ID 0: etcd answers a revoke with "requested lease not found", a time-to-live with TTL -1 and a
+  keep-alive with TTL 0; zwatch answers the keep-alive the same (TTL 0) but revoke and
+  time-to-live with INVALID_ARGUMENT (0 is "no lease", refused by validation before the store:
+  SPEC 6.1), a deliberate difference.
 """
 from __future__ import annotations
 
@@ -388,6 +390,7 @@ def test_bad_lease_input_gets_stable_codes(make_cluster):
     assert code("lease_grant", {"TTL": 60, "ID": -3}) == "LEASE_EXISTS"
     assert code("put", {"key": b"neg", "value": b"v", "lease": -3})["header"]["revision"] > 1
     assert c.get("neg").kvs[0].lease == -3 and -3 in c.leases()
+    assert code("lease_keepalive", {"IDs": [0]})["leases"] == [{"ID": 0, "TTL": 0}]   # etcd: TTL 0
     assert code("lease_revoke", {"ID": 0}) == "INVALID_ARGUMENT"
     assert code("lease_timetolive", {"ID": 0}) == "INVALID_ARGUMENT"
     assert code("lease_revoke", {"ID": -(1 << 63)}) == "LEASE_NOT_FOUND"

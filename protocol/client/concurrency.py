@@ -31,7 +31,7 @@ import queue
 import time
 from typing import TYPE_CHECKING, Iterator
 
-from ..errors import FailedPrecondition, LeaseNotFound, Unavailable, ZwatchError
+from ..errors import Compacted, FailedPrecondition, LeaseNotFound, Unavailable, ZwatchError
 from .builders import CreateRevision, Delete, Get, Put, range_body, to_bytes
 from .lease import Lease
 from .types import Header, KeyValue, TxnResponse, range_response
@@ -71,7 +71,7 @@ def _idempotent(client: "Client", deadline: float | None, request):
         try:
             return request()
         except Unavailable:
-            if time.monotonic() + RETRY_EVERY >= give_up:
+            if client._closed or time.monotonic() + RETRY_EVERY >= give_up:
                 raise
             time.sleep(RETRY_EVERY)
 
@@ -79,7 +79,10 @@ def _idempotent(client: "Client", deadline: float | None, request):
 def _wait_delete(client: "Client", key: bytes, revision: int, deadline: float | None) -> bool:
     """etcd's waitDelete: watch key from revision until its DELETE.  False: the deadline came
     first.  True: deleted, or the watch ended (the caller looks again, as etcd's would fail)."""
-    w = client.watch(key, start_revision=revision)
+    try:
+        w = client.watch(key, start_revision=revision)
+    except Compacted:
+        return True        # compacted since the read (a race with a compaction): look again
     try:
         while True:
             left = _left(deadline)
@@ -338,7 +341,7 @@ class Election:
                 return False
 
     def proclaim(self, value):
-        """Change the leader's value without an election (raises NotLeader if this is not the leader's candidate key)."""
+        """Change the leader's value without an election (NotLeader: this candidate's key is gone)."""
         if self.key is None:
             raise NotLeader()
         resp = self.client.txn([CreateRevision(self.key) == self.rev],

@@ -311,7 +311,7 @@ class Lease:
                     return None
                 raise
             except Unavailable:
-                if time.monotonic() + 0.1 >= deadline:
+                if self.client._closed or time.monotonic() + 0.1 >= deadline:
                     raise
                 retried = True
                 time.sleep(0.1)

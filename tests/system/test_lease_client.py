@@ -174,3 +174,16 @@ def test_client_holding_leases_fails_over_under_load_without_losing_one(make_clu
     assert len(holder.get("lease/", prefix=True).kvs) == 20
     stats = c["writer"].wait_event("writer.stats")[-1]
     assert stats["leases_expired"] == 0, stats
+
+
+def test_lease_revoked_elsewhere_is_dropped_at_its_next_keepalive(make_cluster):
+    c = make_cluster(env=MIN_TTL_1)
+    client, other = c.client(), c.client()
+    lease, kept = client.lease(3), client.lease(3)
+    other.lease_revoke(lease.id)
+    deadline = time.monotonic() + 3                       # the next tick is at most TTL/3 = 1 s away
+    while lease.alive:
+        assert time.monotonic() < deadline, lease
+        time.sleep(0.05)
+    assert kept.alive and len(client.lease_keeper) == 1   # TTL 0 answered: it left the schedule
+    assert lease.refresh() == 0 and kept.refresh() == 3

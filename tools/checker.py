@@ -8,6 +8,9 @@ Inputs (no I/O here; the chaos runner and the tests collect them):
   that watched every key from revision 1 (``history_from_stream``, which also reports the
   revisions it is missing), or from a model.
 * the **acknowledged writes** (``AckedWrite``: the revision a reply claimed, and what it wrote),
+* optionally the **leases** (``LeaseLife``: a lease's ID and how its life ended as the client
+  side saw it: kept alive to the end, revoked with an acknowledged revision, left to expire, or
+  unknown), for the lease checks,
 * each **watch stream** (``StreamRecord``): the watch's ``WatchSpec`` and the ordered list of
   responses it received (the client's ``WatchResponse`` objects, or anything shaped like them:
   ``.header.revision``, ``.events`` with ``.type``, ``.kv`` and ``.prev_kv``, ``.canceled``,
@@ -38,6 +41,11 @@ Liveness   a live stream reached the final revision once everything quiesced
 Header     a response's header revision is at least its events' revision
 History    the history itself is consistent (contiguous revisions, versions, deletes of live keys)
 Durability every acknowledged write is in the history at the revision it was acknowledged with
+LeaseRevoke   a revoke or expiry is ONE revision holding exactly the DELETEs of the keys
+           attached to the lease then (every key whose latest PUT carried it), sorted by key
+           and nothing else; an acknowledged revoke is at the revision it was acknowledged with;
+           no key stays alive attached to a revoked or expired lease, none is put under it after
+LeaseAlive a lease kept alive to the end is never revoked (its keys are never deleted by expiry)
 ========== ===================================================================================
 
 Why one module of ~700 lines: its one job is the guarantees, and each check (Ordered, Unique,
@@ -69,6 +77,7 @@ class HEvent:
     value: bytes = b""
     create_revision: int = 0
     version: int = 0
+    lease: int = 0
 
 
 def as_hevent(x) -> HEvent:
@@ -158,6 +167,23 @@ class AckedWrite:
     puts: tuple = ()
     deleted: int = 0
     deleted_keys: tuple | None = None
+    what: str = ""
+
+
+@dataclass
+@dataclass
+class LeaseLife:
+    """One lease as the client side saw it.
+
+    end: "alive"   kept alive until after the final revision: it must never be revoked;
+         "revoked" a revoke was acknowledged; revision = its reply's header revision;
+         "expired" keep-alives stopped and its TTL ran out before the final revision;
+         "unknown" (a grant or revoke whose reply was lost, keep-alives that may have lapsed):
+                   it may have ended, and if it did, its revision is checked like any revoke.
+    """
+    lease_id: int
+    end: str = "unknown"
+    revision: int = 0
     what: str = ""
 
 
@@ -258,7 +284,7 @@ def history_from_store_records(records) -> list[HEvent]:
     """Store.reader().history() records (main, sub, type, kv, nbytes) -> HEvents."""
     out = []
     for main, sub, typ, kv, *_ in records:
-        out.append(HEvent(main, sub, _TYPES[typ], kv[0], kv[4], kv[1], kv[3]))
+        out.append(HEvent(main, sub, _TYPES[typ], kv[0], kv[4], kv[1], kv[3], kv[5] if len(kv) > 5 else 0))
     return out
 
 
@@ -280,7 +306,8 @@ def history_from_stream(responses, first_revision: int = 2, last_revision: int |
                 continue
             seen.add(ident)
             rev = kv.mod_revision
-            events.append(HEvent(rev, subs[rev], ev.type, kv.key, kv.value, kv.create_revision, kv.version))
+            events.append(HEvent(rev, subs[rev], ev.type, kv.key, kv.value, kv.create_revision, kv.version,
+                                 getattr(kv, "lease", 0) or 0))
             subs[rev] += 1
     have = set(subs)
     top = last_revision if last_revision is not None else (max(have) if have else first_revision - 1)
@@ -404,6 +431,88 @@ def _kv_tuple(kv):
     return (_bytes(key), _bytes(value), create, mod, version)
 
 
+# ------------------------------------------------------------------------------------ leases
+def check_leases(hist: History, leases, *, acked=(), client_deletes_lease_keys: bool = True) -> CheckResult:
+    """LeaseRevoke / LeaseAlive from the history (what watchers received) and the lease lives.
+
+    Replays the history keeping, for every lease, the keys attached to it (a PUT carrying the
+    lease attaches its key, a PUT without it or a DELETE detaches it).  A revision is taken for
+    the revoke (or expiry) of lease L when its DELETEs hit keys attached to L:
+
+    * client_deletes_lease_keys=False (the caller never deletes a key attached to a lease, as the
+      chaos runner): every such revision is L's revoke, and must be nothing but the DELETEs of
+      exactly L's attached keys, sorted by key;
+    * True: only a revision made of DELETEs only, all of keys attached to one lease, that no
+      acknowledged write claims, is taken for a revoke (a client's delete of some of a lease's
+      keys is legitimate); a split revoke then shows as keys left attached, or a revoke
+      revision that misses some.
+    """
+    res = CheckResult()
+    sink = _Sink("leases", res)
+    lives = {}
+    for life in leases:
+        lives[life.lease_id] = life
+    claimed = {a.revision for a in acked if a.puts or a.deleted}
+    attached: dict[int, set] = defaultdict(set)     # lease -> keys attached now
+    key_lease: dict[bytes, int] = {}
+    ended: dict[int, int] = {}                      # lease -> revision of its revoke
+    for rev in hist.revisions:
+        evs = hist.by_rev[rev]
+        hit = defaultdict(list)                     # lease -> its attached keys this revision deletes
+        for e in evs:
+            if e.type == DELETE and key_lease.get(e.key) in lives:
+                hit[key_lease[e.key]].append(e)
+        for lease_id, dels in hit.items():
+            if client_deletes_lease_keys and (rev in claimed or len(hit) > 1 or len(dels) != len(evs)):
+                continue                            # a client's delete (detaches, checked by nothing here)
+            life = lives[lease_id]
+            res.counts["lease_revocations"] += 1
+            others = [e for e in evs if e not in dels]
+            if others:
+                sink.add("LeaseRevoke", f"revoke of lease {lease_id:#x} at revision {rev} shares its revision "
+                                        f"with {len(others)} other event(s), first {_fmt(others[0])}")
+            got, want = {e.key for e in dels}, attached[lease_id]
+            if got != want:
+                sink.add("LeaseRevoke", f"revoke of lease {lease_id:#x} at revision {rev} deletes {sorted(got)}, "
+                                        f"attached were {sorted(want)} (missing {sorted(want - got)})")
+            keys = [e.key for e in dels]
+            if keys != sorted(keys):
+                sink.add("LeaseRevoke", f"revoke of lease {lease_id:#x} at revision {rev}: DELETEs not sorted by "
+                                        f"key: {keys}")
+            if life.end == "alive":
+                sink.add("LeaseAlive", f"lease {lease_id:#x} {life.what or 'kept alive to the end'}: revoked or "
+                                       f"expired at revision {rev} (deleting {sorted(got)})")
+            elif life.end == "revoked" and life.revision and life.revision != rev:
+                sink.add("LeaseRevoke", f"revoke of lease {lease_id:#x} acknowledged at revision {life.revision}, "
+                                        f"its DELETEs are at revision {rev}")
+            if lease_id in ended:
+                sink.add("LeaseRevoke", f"lease {lease_id:#x} revoked twice: at revisions {ended[lease_id]} and {rev}")
+            ended.setdefault(lease_id, rev)
+        for e in evs:
+            old = key_lease.pop(e.key, 0)
+            if old:
+                attached[old].discard(e.key)
+            if e.type == PUT and e.lease:
+                if e.lease in ended:
+                    sink.add("LeaseRevoke", f"{_fmt(e)} is put under lease {e.lease:#x}, revoked at revision "
+                                            f"{ended[e.lease]}")
+                key_lease[e.key] = e.lease
+                attached[e.lease].add(e.key)
+    for lease_id, life in lives.items():
+        res.counts["leases_checked"] += 1
+        left = attached.get(lease_id)
+        if life.end in ("revoked", "expired") and left:
+            sink.add("LeaseRevoke", f"lease {lease_id:#x} {life.what or life.end} but {len(left)} key(s) stay alive "
+                                    f"attached to it: {sorted(left)[:5]}")
+        if life.end == "revoked" and life.revision and lease_id not in ended and not left:
+            # nothing attached when it was revoked: no revision; the acknowledged one must exist
+            if life.revision > hist.last_revision:
+                sink.add("LeaseRevoke", f"revoke of lease {lease_id:#x} acknowledged at revision {life.revision}, "
+                                        f"beyond the history (last {hist.last_revision})")
+    sink.close()
+    return res
+
+
 # ------------------------------------------------------------------------------------ streams
 def _events_of(r):
     return list(getattr(r, "events", None) or ())
@@ -520,7 +629,9 @@ def check_stream(rec: StreamRecord, hist: History, *, compact_revision: int = 0,
                 sink.add("Valid", f"PUT rev {rev} key {key!r}: got value/create/version "
                                   f"{(bytes(kv.value), kv.create_revision, kv.version)}, history has "
                                   f"{(h.value, h.create_revision, h.version)}")
-        if e.type == DELETE and (kv.create_revision or kv.version or kv.value):
+            elif e.type == PUT and (getattr(kv, "lease", h.lease) or 0) != h.lease:
+                sink.add("Valid", f"PUT rev {rev} key {key!r}: got lease {kv.lease:#x}, history has {h.lease:#x}")
+        if e.type == DELETE and (kv.create_revision or kv.version or kv.value or getattr(kv, "lease", 0)):
             sink.add("DeleteEvent", f"DELETE rev {rev} key {key!r} carries create {kv.create_revision} "
                                     f"version {kv.version} value {bytes(kv.value)!r}")
         if not spec.matches_key(key):
@@ -643,11 +754,15 @@ def _check_prev_kv(sink, spec, e, h, hist, compact_revision):
 
 # ------------------------------------------------------------------------------------ all
 def check_all(history, streams, *, acked=(), final_kvs=None, attempted=None, final_revision=None,
-              compact_revision: int = 0, first_revision: int = 2) -> CheckResult:
-    """The history's consistency, acknowledged writes, then every stream against the history."""
+              compact_revision: int = 0, first_revision: int = 2, leases=None,
+              client_deletes_lease_keys: bool = True) -> CheckResult:
+    """The history's consistency, acknowledged writes, leases (when given), then every stream
+    against the history."""
     hist = history if isinstance(history, History) else History(history, first_revision, final_revision)
     res = check_history(hist, acked=acked, final_kvs=final_kvs, attempted=attempted,
                         final_revision=final_revision)
+    if leases is not None:
+        res.extend(check_leases(hist, leases, acked=acked, client_deletes_lease_keys=client_deletes_lease_keys))
     by_name = {s.name: s for s in streams}
     for rec in streams:
         resumed = False

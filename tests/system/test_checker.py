@@ -343,3 +343,103 @@ def test_violation_messages_are_capped(n):
     r = run(WatchSpec(b"a", b"", 2), g)
     assert r.by_guarantee["Unique"] == n - 1
     assert len(r.violations) <= 6
+
+
+# -- leases ---------------------------------------------------------------------------------------
+# lease 5 gets k1, k2, k3 (k3 in the same revision as an unrelated put), k2 moves to lease 6,
+# k4 is put under 5 and then re-put without it; revoke/expiry of 5 at revision 8 deletes k1 and k3.
+L5, L6 = 5, 6
+LH = [
+    HEvent(2, 0, "PUT", b"k1", b"v", 2, 1, L5),
+    HEvent(3, 0, "PUT", b"k2", b"v", 3, 1, L5),
+    HEvent(4, 0, "PUT", b"k3", b"v", 4, 1, L5),
+    HEvent(4, 1, "PUT", b"x", b"v", 4, 1),
+    HEvent(5, 0, "PUT", b"k2", b"w", 3, 2, L6),       # k2 moves to lease 6
+    HEvent(6, 0, "PUT", b"k4", b"v", 6, 1, L5),
+    HEvent(7, 0, "PUT", b"k4", b"w", 6, 2),           # k4 re-put without a lease: detached
+    HEvent(8, 0, "DELETE", b"k1"),
+    HEvent(8, 1, "DELETE", b"k3"),
+]
+
+
+def lease_check(events, lives, **kw):
+    from zwatch.tools.checker import check_leases
+    return check_leases(History(events), lives, **kw)
+
+
+def lease_lives(end5="expired", end6="alive", rev5=0):
+    from zwatch.tools.checker import LeaseLife
+    return [LeaseLife(L5, end5, rev5), LeaseLife(L6, end6)]
+
+
+@pytest.mark.parametrize("client_deletes", [True, False])
+def test_lease_revoke_of_exactly_the_attached_keys_passes(client_deletes):
+    res = lease_check(LH, lease_lives(), client_deletes_lease_keys=client_deletes)
+    assert res.ok, res.violations
+    assert res.counts["lease_revocations"] == 1 and res.counts["leases_checked"] == 2
+    assert lease_check(LH, lease_lives("revoked", rev5=8)).ok
+
+
+def test_lease_revoke_missing_a_delete_is_reported():
+    broken = LH[:-1]                                  # k3's DELETE never came
+    res = lease_check(broken, lease_lives(), client_deletes_lease_keys=False)
+    assert res.by_guarantee["LeaseRevoke"] == 2, res.violations     # the revision, and k3 left alive
+    assert any("missing [b'k3']" in v for v in res.violations), res.violations
+    assert any("stay alive attached" in v for v in res.violations), res.violations
+    res = lease_check(broken, lease_lives())          # general mode: the key left alive
+    assert any("stay alive attached" in v and "k3" in v for v in res.violations), res.violations
+
+
+def test_lease_revoke_split_over_two_revisions_is_reported():
+    split = LH[:-2] + [HEvent(8, 0, "DELETE", b"k1"), HEvent(9, 0, "DELETE", b"k3")]
+    res = lease_check(split, lease_lives(), client_deletes_lease_keys=False)
+    assert not res.ok
+    assert any("revision 8 deletes [b'k1'], attached were [b'k1', b'k3']" in v for v in res.violations), \
+        res.violations
+    assert any("revoked twice" in v for v in res.violations), res.violations
+    # general mode: revision 8 is taken for the revoke (it could be a client's delete of k1 only
+    # if a client claimed it), so it misses k3
+    res = lease_check(split, lease_lives())
+    assert any("missing [b'k3']" in v for v in res.violations), res.violations
+
+
+def test_lease_revoke_deleting_a_detached_key_or_sharing_its_revision_is_reported():
+    extra = LH + [HEvent(8, 2, "DELETE", b"k4")]      # k4 was re-put without the lease
+    res = lease_check(extra, lease_lives(), client_deletes_lease_keys=False)
+    assert any("shares its revision" in v for v in res.violations), res.violations
+    unsorted = LH[:-2] + [HEvent(8, 0, "DELETE", b"k3"), HEvent(8, 1, "DELETE", b"k1")]
+    res = lease_check(unsorted, lease_lives(), client_deletes_lease_keys=False)
+    assert any("not sorted by key" in v for v in res.violations), res.violations
+
+
+def test_lease_kept_alive_must_not_expire():
+    res = lease_check(LH, lease_lives(end5="alive"))
+    assert res.by_guarantee["LeaseAlive"] == 1, res.violations
+
+
+def test_acknowledged_revoke_at_another_revision_and_puts_after_a_revoke_are_reported():
+    res = lease_check(LH, lease_lives("revoked", rev5=9))
+    assert any("acknowledged at revision 9" in v for v in res.violations), res.violations
+    after = LH + [HEvent(9, 0, "PUT", b"k9", b"v", 9, 1, L5)]
+    res = lease_check(after, lease_lives())
+    assert any("put under lease 0x5, revoked at revision 8" in v for v in res.violations), res.violations
+
+
+def test_client_delete_of_a_lease_key_is_not_a_revoke_in_general_mode():
+    # revision 8 is an acknowledged client delete of k1 only; the expiry at 9 deletes k3
+    hist = LH[:-2] + [HEvent(8, 0, "DELETE", b"k1"), HEvent(9, 0, "DELETE", b"k3")]
+    acked = [AckedWrite(8, (), 1, (b"k1",), what="delete k1")]
+    res = lease_check(hist, lease_lives(), acked=acked)
+    assert res.ok, res.violations
+
+
+def test_check_all_runs_the_lease_checks_and_events_carry_the_lease():
+    from zwatch.tools.checker import LeaseLife
+    res = check_all(LH[:-1], [], leases=[LeaseLife(L5, "expired")])
+    assert res.by_guarantee["LeaseRevoke"] >= 1
+    # a delivered PUT with the wrong lease is not Valid
+    k = KeyValue(b"k1", 2, 2, 1, b"v", 7)
+    res = check_stream(StreamRecord("w", all_keys(), [WatchResponse(1, Header(2), [Event("PUT", k)])]),
+                       History(LH))
+    assert res.by_guarantee["Valid"] == 1, res.violations
+    assert history_from_store_records([(2, 0, 0, [b"k1", 2, 2, 1, b"v", L5], 10)])[0].lease == L5

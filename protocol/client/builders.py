@@ -78,7 +78,8 @@ class ModRevision(_Target):
 
 
 def range_body(key, range_end=None, *, prefix=False, from_key=False, revision=0, limit=0, keys_only=False,
-                count_only=False, sort_order="NONE", sort_target="KEY") -> dict:
+                count_only=False, sort_order="NONE", sort_target="KEY", min_mod_revision=0, max_mod_revision=0,
+                min_create_revision=0, max_create_revision=0) -> dict:
     key = to_bytes(key)
     body = {"key": key}
     if prefix:
@@ -89,7 +90,9 @@ def range_body(key, range_end=None, *, prefix=False, from_key=False, revision=0,
         body["range_end"] = to_bytes(range_end)
     for name, v, default in (("revision", revision, 0), ("limit", limit, 0), ("keys_only", keys_only, False),
                              ("count_only", count_only, False), ("sort_order", sort_order, "NONE"),
-                             ("sort_target", sort_target, "KEY")):
+                             ("sort_target", sort_target, "KEY"), ("min_mod_revision", min_mod_revision, 0),
+                             ("max_mod_revision", max_mod_revision, 0), ("min_create_revision", min_create_revision, 0),
+                             ("max_create_revision", max_create_revision, 0)):
         if v != default:
             body[name] = v
     return body

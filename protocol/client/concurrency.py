@@ -32,9 +32,9 @@ import time
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import Compacted, FailedPrecondition, LeaseNotFound, Unavailable, ZwatchError
-from .builders import CreateRevision, Delete, Get, Put, range_body, to_bytes
+from .builders import CreateRevision, Delete, Get, Put, to_bytes
 from .lease import Lease
-from .types import Header, KeyValue, TxnResponse, range_response
+from .types import Header, KeyValue, TxnResponse
 
 if TYPE_CHECKING:
     from .core import Client
@@ -108,9 +108,8 @@ def _wait_deletes(client: "Client", prefix: bytes, max_create_revision: int,
     """etcd's waitDeletes: until no key of the prefix has a create_revision <= max_create_revision,
     wait for the DELETE of the last created one of them.  None: the deadline came first."""
     while True:
-        body = range_body(prefix, prefix=True, sort_order="DESCEND", sort_target="CREATE", limit=1)
-        body["max_create_revision"] = max_create_revision      # etcd's WithMaxCreateRev
-        resp = range_response(client._call("range", body))
+        resp = client.get(prefix, prefix=True, sort_order="DESCEND", sort_target="CREATE", limit=1,
+                          max_create_revision=max_create_revision)     # etcd's WithMaxCreateRev
         if not resp.kvs:
             return resp.header
         if not _wait_delete(client, resp.kvs[0].key, resp.header.revision, deadline):

@@ -142,10 +142,13 @@ class Client(SessionIO):
 
     # ------------------------------------------------------------ public API
     def get(self, key, range_end=None, *, prefix=False, from_key=False, revision=0, limit=0, keys_only=False,
-            count_only=False, sort_order="NONE", sort_target="KEY", timeout=None) -> RangeResponse:
+            count_only=False, sort_order="NONE", sort_target="KEY", min_mod_revision=0, max_mod_revision=0,
+            min_create_revision=0, max_create_revision=0, timeout=None) -> RangeResponse:
         body = range_body(key, range_end, prefix=prefix, from_key=from_key, revision=revision, limit=limit,
-                           keys_only=keys_only, count_only=count_only, sort_order=sort_order,
-                           sort_target=sort_target)
+                          keys_only=keys_only, count_only=count_only, sort_order=sort_order,
+                          sort_target=sort_target, min_mod_revision=min_mod_revision,
+                          max_mod_revision=max_mod_revision, min_create_revision=min_create_revision,
+                          max_create_revision=max_create_revision)
         return range_response(self._call("range", body, timeout))
 
     def put(self, key, value, *, prev_kv=False, lease=0, timeout=None) -> PutResponse:

@@ -15,6 +15,12 @@ What runs, for --seconds (all choices from one seeded RNG; timing is the OS's):
   anything is compacted, and a compactor that keeps a window behind the head, never past the
   copied history nor past the history watchers;
 * progress requests at random moments;
+* leases (unless --no-leases): a lease worker grants long leases that a keeper keeps alive to
+  the end (every second, through failovers and writer restarts: they must never expire) and
+  short ones (TTL 2 s, ZWATCH_LEASE_MIN_TTL=1) kept alive for a while and then left to expire
+  or revoked; it puts keys l/0..l/7 under them and moves keys between leases (or to none).
+  Nothing else writes or deletes l/ keys, so every DELETE of one is a revoke or an expiry and
+  the checker checks each as one revision of exactly the attached keys;
 * a killer: SIGKILL + restart of the writer, the syncer and each fan-out at random moments
   (every kind at least once when the run is long enough).
 
@@ -78,6 +84,9 @@ class Config:
     quiet_every: tuple = (4.0, 10.0)      # seconds between quiet periods (no writes)
     quiet_for: tuple = (1.0, 3.0)
     quiesce_timeout: float = 30.0
+    leases: bool = True
+    lease_ttl_kept: int = 10
+    lease_ttl_short: int = 2
     logs: str | None = None
     extra_env: dict = field(default_factory=dict)   # more actor environment (ZWATCH_...)
     dump: str | None = None               # pickle everything the checker saw into this file
@@ -135,6 +144,13 @@ class Chaos:
         self.quiet = threading.Event()
         self.quiet_periods = 0
         self.t0 = time.monotonic()
+        # leases: ID -> checker.LeaseLife; short leases kept alive until a monotonic time
+        self.lease_lives: dict[int, checker.LeaseLife] = {}
+        self.kept_leases: list[int] = []
+        self.short_leases: dict[int, float] = {}
+        self.lease_stopped_at = 0.0              # last time keep-alives of a short lease stopped
+        self.lease_counts = Counter()
+        self.lease_problems: list[str] = []
 
     # ------------------------------------------------------------------ plumbing
     def _thread(self, name, fn, *args):
@@ -171,6 +187,8 @@ class Chaos:
         env = {"ZWATCH_RING_REVISIONS": str(cfg.ring_revisions),
                "ZWATCH_PROGRESS_INTERVAL_S": str(cfg.progress_interval_s),
                "ZWATCH_STATS_S": "5"}
+        if cfg.leases:
+            env["ZWATCH_LEASE_MIN_TTL"] = "1"
         env.update(cfg.extra_env)
         self.cluster = Cluster(os.path.join(self.tmp, "data"), fanouts=cfg.fanouts, env=env)
         try:
@@ -189,6 +207,9 @@ class Chaos:
             self._thread("compactor", self._compactor, random.Random(cfg.seed * 1000 + 200))
             self._thread("progress", self._progress_requester, random.Random(cfg.seed * 1000 + 300))
             self._thread("pacer", self._pacer, random.Random(cfg.seed * 1000 + 500))
+            if cfg.leases:
+                self._thread("lease-worker", self._lease_worker, random.Random(cfg.seed * 1000 + 600))
+                self._thread("lease-keeper", self._lease_keeper)
             killer = self._thread("killer", self._killer, random.Random(cfg.seed * 1000 + 400))
             deadline = time.monotonic() + cfg.seconds
             while time.monotonic() < deadline and not self.stop_all.is_set():
@@ -286,6 +307,92 @@ class Chaos:
             self.acked.append(a)
         self.write_counts["acknowledged"] += 1
         self._note_rev(a.revision)
+
+    # ------------------------------------------------------------------ leases
+    def _lease_worker(self, rng: random.Random):
+        cfg = self.cfg
+        c = self._client(200)
+        seq = 0
+        while not self.stop_load.is_set():
+            seq += 1
+            r = rng.random()
+            with self.lock:
+                short = list(self.short_leases)
+                live = self.kept_leases + short
+            try:
+                if r < 0.1 or not live:
+                    kept = len(self.kept_leases) < 3 and rng.random() < 0.3
+                    ttl = cfg.lease_ttl_kept if kept else cfg.lease_ttl_short
+                    lease_id = c.lease_grant(ttl).id
+                    self.lease_counts["granted"] += 1
+                    with self.lock:
+                        if kept:
+                            self.kept_leases.append(lease_id)
+                            self.lease_lives[lease_id] = checker.LeaseLife(lease_id, "alive", what="kept alive")
+                        else:
+                            self.short_leases[lease_id] = time.monotonic() + rng.uniform(0.0, 4.0)
+                            self.lease_lives[lease_id] = checker.LeaseLife(lease_id, "expired", what="left to expire")
+                elif r < 0.2 and short:
+                    lease_id = rng.choice(short)
+                    with self.lock:
+                        self.short_leases.pop(lease_id, None)     # no more keep-alives: expires if not revoked
+                        self.lease_stopped_at = time.monotonic()
+                    self.lease_counts["revoke_attempted"] += 1
+                    hdr = c.lease_revoke(lease_id)
+                    self.lease_counts["revoked"] += 1
+                    with self.lock:
+                        self.lease_lives[lease_id] = checker.LeaseLife(lease_id, "revoked", hdr.revision,
+                                                                       what="revoked")
+                    self._note_rev(hdr.revision)
+                else:
+                    k = f"l/{rng.randrange(8)}"
+                    lease_id = 0 if r > 0.9 else rng.choice(live)  # sometimes detach it (no lease)
+                    v = f"l.{seq}"
+                    with self.lock:
+                        self.attempted.append((k, v))
+                    self.lease_counts["puts_attempted"] += 1
+                    resp = c.put(k, v, lease=lease_id)
+                    self._ack(checker.AckedWrite(resp.header.revision, ((k, v),), what=f"put {k}={v} lease {lease_id:#x}"))
+            except Unavailable:
+                self.lease_counts["unavailable"] += 1
+            except ZwatchError as e:
+                self.lease_counts[f"error {e.code}"] += 1      # LEASE_NOT_FOUND: a short lease expired
+            time.sleep(rng.uniform(0.02, 0.1))
+            while self.quiet.is_set() and not self.stop_load.is_set():
+                time.sleep(0.05)
+
+    def _lease_keeper(self):
+        """One keep-alive a second for the kept leases and the short ones still in their time."""
+        c = self._client(201)
+        while not self.stop_all.wait(1.0):
+            now = time.monotonic()
+            with self.lock:
+                for lease_id, until in list(self.short_leases.items()):
+                    if until <= now:
+                        del self.short_leases[lease_id]
+                        self.lease_stopped_at = now
+                ids = self.kept_leases + list(self.short_leases)
+            if not ids:
+                continue
+            try:
+                got = c.lease_keepalive_once(ids)
+            except ZwatchError:
+                self.lease_counts["keepalive_failed"] += 1
+                continue
+            self.lease_counts["keepalives"] += 1
+            for lease_id in self.kept_leases:
+                if lease_id in got and got[lease_id] <= 0:
+                    self.lease_problems.append(f"[LeaseAlive] leases: kept lease {lease_id:#x} answered TTL 0 "
+                                               f"at {self._now()}s")
+
+    def _wait_for_short_leases(self, kills_stopped: float):
+        """Every short lease's TTL ran out (a writer restart gives each its full TTL again)."""
+        with self.lock:
+            for lease_id in list(self.short_leases):
+                del self.short_leases[lease_id]
+            self.lease_stopped_at = time.monotonic()
+        until = max(self.lease_stopped_at, kills_stopped) + self.cfg.lease_ttl_short + 1.5
+        time.sleep(max(0.0, until - time.monotonic()))
 
     # ------------------------------------------------------------------ store reader (ground truth)
     def _store_reader(self):
@@ -548,10 +655,13 @@ class Chaos:
             if not a.alive():
                 self.harness_errors.append(f"{name} was down at the end; restarted")
                 self._kill_restart([name], 0)
+        kills_stopped = time.monotonic()
         self.stop_load.set()
         for t in self.threads:
-            if t.name.startswith(("writer", "watch-manager", "compactor", "progress", "pacer")):
+            if t.name.startswith(("writer", "watch-manager", "compactor", "progress", "pacer", "lease-worker")):
                 t.join(timeout=15)
+        if cfg.leases:
+            self._wait_for_short_leases(kills_stopped)
         time.sleep(1.0)                          # writes still in a queue land now
         deadline = time.monotonic() + cfg.quiesce_timeout
         # every client back on a fan-out that serves
@@ -610,7 +720,9 @@ class Chaos:
                 final_revision=final_rev if not t.canceled_by_client else None, resume_of=t.resume_of))
         result = checker.check_all(self.history, records, acked=self.acked, final_kvs=final_kvs,
                                    attempted=self.attempted, final_revision=final_rev,
-                                   compact_revision=final_compact)
+                                   compact_revision=final_compact,
+                                   leases=list(self.lease_lives.values()) if cfg.leases else None,
+                                   client_deletes_lease_keys=False)
         if cfg.dump:
             import pickle
             with open(cfg.dump, "wb") as f:
@@ -618,7 +730,7 @@ class Chaos:
                              "final_kvs": final_kvs, "final_revision": final_rev, "compact_revision": final_compact,
                              "kill_log": self.kill_log, "t0": self.t0,
                              "times": {t.name: t.times for t in streams}}, f)
-        violations = list(self.store_errors) + result.violations
+        violations = list(self.store_errors) + self.lease_problems + result.violations
         # the history watchers must be complete histories themselves
         for t in streams:
             if t.history and not any(getattr(r, "canceled", False) for r in t.responses):
@@ -626,7 +738,8 @@ class Chaos:
                 violations += [f"{p} ({t.name})" for p in problems]
                 violations += checker.compare_histories(self.history, evs, names=("store", t.name))
         by_g = Counter(result.by_guarantee)
-        by_g["History"] += len(violations) - len(result.violations)
+        by_g["History"] += len(violations) - len(result.violations) - len(self.lease_problems)
+        by_g["LeaseAlive"] += len(self.lease_problems)
         by_g = +by_g
         failovers = sum(c.failovers for c in self.cluster.clients)
         sessions = sum(len(v) - 1 for v in self.sessions.values())
@@ -635,6 +748,9 @@ class Chaos:
             "env": cfg.extra_env,
             "revisions": final_rev, "compact_revision": final_compact,
             "writes": dict(self.write_counts),
+            "leases": dict(self.lease_counts, kept=len(self.kept_leases),
+                           revocations_seen=result.counts["lease_revocations"],
+                           checked=result.counts["leases_checked"]),
             "compactions": dict(self.compactions),
             "watches": dict(self.watch_counts, streams=len(streams),
                             canceled_compacted=result.counts["canceled_compacted"],
@@ -688,6 +804,7 @@ def format_report(rep: dict) -> str:
         + "".join(f", {n} {k}" for k, n in w.items() if k.startswith("error")),
         f"  store: revision {rep['revisions']}, compact revision {rep['compact_revision']}, "
         f"{rep['history_events']} events; compactions {rep['compactions']}",
+        f"  leases: {rep.get('leases')}",
         f"  watches: {rep['watches']}",
         f"  delivered: {rep['events_delivered']} events in {rep['responses']} responses, "
         f"{rep['progress_notifications']} progress notifications (requests {rep['progress_requests']})",
@@ -724,10 +841,12 @@ def main(argv=None) -> int:
     ap.add_argument("--logs", help="write every actor's log lines into this directory")
     ap.add_argument("--dump", help="pickle the history, acknowledged writes and streams into this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    ap.add_argument("--no-leases", action="store_true", help="no lease worker (leases, expiry, revokes)")
     args = ap.parse_args(argv)
     cfg = Config(seconds=args.seconds, seed=args.seed, fanouts=args.fanouts, writers=args.writers,
                  watch_clients=max(2, args.watch_clients), kill_every=tuple(args.kill_every),
                  ring_revisions=args.ring_revisions, logs=args.logs, dump=args.dump, keep=args.keep,
+                 leases=not args.no_leases,
                  extra_env=dict(kv.split("=", 1) for kv in args.env))
 
     def on_term(signum, frame):

@@ -35,6 +35,10 @@ def check_report(rep: dict, fanouts: int = 2):
     assert rep["writes"].get("acknowledged", 0) > 100
     assert rep["events_delivered"] > 100
     assert not rep["stuck_at_end"]
+    # leases were exercised: some kept alive through the kills, some revoked or expired with keys
+    leases = rep["leases"]
+    assert leases["kept"] >= 1 and leases["puts_attempted"] > 10, leases
+    assert leases["revocations_seen"] >= 1 and leases["checked"] >= leases["kept"], leases
 
 
 @pytest.mark.timeout(300)

@@ -3,6 +3,7 @@
     args.py      flags shared by the verbs and the request lines of a txn
     format.py    etcdctl's output: the simple printer and ``-w json``
     txnparse.py  etcdctl's txn input (compares, success and failure requests)
+    leasecmd.py  lease grant|revoke|timetolive|list|keep-alive, lock and elect (etcdctl's rules)
     main.py      the verbs, their dispatch and ``main()``; writer|syncer|fanout go to zwatch.actors
 """
 from .args import SORT_TARGETS, UsageError, get_kwargs, parse_duration, range_args

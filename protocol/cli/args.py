@@ -48,6 +48,7 @@ def add_put(p):
     p.add_argument("key")
     p.add_argument("value", nargs="?", help="(read from stdin when omitted, as etcdctl does)")
     p.add_argument("--prev-kv", action="store_true", help="print the previous key-value")
+    p.add_argument("--lease", default="0", metavar="ID", help="lease ID (in hex) to attach the key to")
 
 
 def add_get(p):
@@ -90,3 +91,88 @@ def get_kwargs(a) -> dict:
         order = "NONE"
     return dict(revision=a.rev, limit=a.limit, keys_only=a.keys_only, count_only=a.count_only,
                 sort_order=order, sort_target=target)
+
+
+# ---------------------------------------------------------------- lease, lock, elect (etcdctl's rules)
+# etcdctl's exit codes (etcdctl/ctlv3/command/error.go) where scripts see them.
+EXIT_ERROR = 1
+EXIT_BAD_CONNECTION = 2     # what etcdctl returns for a failed timetolive / list / keep-alive
+EXIT_BAD_ARGS = 128
+
+
+class CommandError(Exception):
+    """etcdctl's ExitWithError: one ``Error: <message>`` line on stderr and this exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def go_parse_int(s: str, base: int) -> int:
+    """Go's strconv.ParseInt(s, base, 64): an optional sign and digits, no 0x prefix or
+    underscores (those need base 0); raises ValueError with Go's message."""
+    from .format import go_quote
+    digits = "0123456789abcdef"[:base]
+    body = s[1:] if s[:1] in "+-" else s
+    if not body or any(ch not in digits for ch in body.lower()):
+        raise ValueError(f"strconv.ParseInt: parsing {go_quote(os.fsencode(s))}: invalid syntax")
+    n = int(s, base)
+    if not INT64_MIN <= n <= INT64_MAX:
+        raise ValueError(f"strconv.ParseInt: parsing {go_quote(os.fsencode(s))}: value out of range")
+    return n
+
+
+def lease_id_arg(s: str) -> int:
+    """A lease ID argument in hex, as etcdctl reads it (leaseFromArgs)."""
+    try:
+        return go_parse_int(s, 16)
+    except ValueError as exc:
+        raise CommandError(f"bad lease ID arg ({exc}), expecting ID in Hex", EXIT_BAD_ARGS) from None
+
+
+def put_lease_arg(s: str) -> int:
+    """put --lease=ID (hex), etcdctl's getPutOp."""
+    try:
+        return go_parse_int(s, 16)
+    except ValueError as exc:
+        raise CommandError(f"bad lease ID ({exc}), expecting ID in Hex", EXIT_BAD_ARGS) from None
+
+
+def ttl_arg(s: str) -> int:
+    try:
+        return go_parse_int(s, 10)
+    except ValueError as exc:
+        raise CommandError(f"bad TTL ({exc})", EXIT_BAD_ARGS) from None
+
+
+def add_lease(p, add_globals_to):
+    # The positionals are collected as given and checked by the verb, so that a missing or
+    # extra argument gets etcdctl's message and exit code (128) rather than argparse's.
+    sub = p.add_subparsers(dest="lease_action", required=True, metavar="ACTION")
+
+    def action(name, help_):
+        q = sub.add_parser(name, help=help_)
+        add_globals_to(q)
+        q.add_argument("args", nargs="*")
+        return q
+
+    action("grant", "grant TTL: create a lease")
+    action("revoke", "revoke ID: revoke a lease (deletes its keys)")
+    action("timetolive", "timetolive ID: granted and remaining TTL").add_argument(
+        "--keys", action="store_true", help="list the keys attached to the lease")
+    action("list", "list every lease")
+    action("keep-alive", "keep-alive ID: keep a lease alive until interrupted").add_argument(
+        "--once", action="store_true", help="renew once and exit")
+
+
+def add_lock(p):
+    p.add_argument("args", nargs="*", metavar="NAME [CMD ARGS]")
+    p.add_argument("--ttl", type=int, default=10, help="TTL of the lock's lease (etcdctl: 10)")
+
+
+def add_elect(p):
+    p.add_argument("args", nargs="*", metavar="NAME [PROPOSAL]")
+    p.add_argument("-l", "--listen", action="store_true", help="observe the leaders instead of campaigning")

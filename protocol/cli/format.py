@@ -182,3 +182,74 @@ def print_watch(resp):
         if ev.prev_kv is not None:
             _print_kv(ev.prev_kv)
         _print_kv(ev.kv)
+
+
+# ---------------------------------------------------------------- leases (etcdctl's printer_simple.go / printJSON)
+def lease_hex(lease_id: int) -> str:
+    """Go's %016x of a LeaseID, as etcdctl prints every lease ID."""
+    return f"{lease_id:016x}"
+
+
+def print_lease_grant(r):
+    write_line(f"lease {lease_hex(r.id)} granted with TTL({r.ttl}s)")
+
+
+def print_lease_revoke(lease_id: int):
+    write_line(f"lease {lease_hex(lease_id)} revoked")
+
+
+def print_time_to_live(r, keys: bool):
+    if r.granted_ttl == 0 and r.ttl == -1:
+        write_line(f"lease {lease_hex(r.id)} already expired")
+        return
+    line = f"lease {lease_hex(r.id)} granted with TTL({r.granted_ttl}s), remaining({r.ttl}s)".encode()
+    if keys:
+        # Go's %v of a []string: the raw strings between brackets, separated by spaces.
+        line += b", attached keys([" + b" ".join(r.keys) + b"])"
+    write_line(line)
+
+
+def print_keepalive(lease_id: int, ttl: int):
+    write_line(f"lease {lease_hex(lease_id)} keepalived with TTL({ttl})")
+
+
+def print_leases(ids: list[int]):
+    write_line(f"found {len(ids)} leases")
+    for lease_id in ids:
+        write_line(lease_hex(lease_id))
+
+
+# clientv3's lease responses embed *pb.ResponseHeader: its fields are printed at the top level,
+# next to the response's own (untagged ID/TTL for grant and keep-alive, tagged for the others).
+def j_lease_grant(r) -> dict:
+    return {**j_header(r.header), "ID": r.id, "TTL": r.ttl, "Error": ""}
+
+
+def j_lease_revoke(header) -> dict:
+    return {"header": j_header(header)}          # pb.LeaseRevokeResponse itself
+
+
+def j_time_to_live(r) -> dict:
+    return {**j_header(r.header), "id": r.id, "ttl": r.ttl, "granted-ttl": r.granted_ttl,
+            "keys": [_b64(k) for k in r.keys] or None}
+
+
+def j_keepalive(header, lease_id: int, ttl: int) -> dict:
+    return {**j_header(header), "ID": lease_id, "TTL": ttl}
+
+
+def j_leases(header, ids: list[int]) -> dict:
+    return {**j_header(header), "leases": [{"id": x} for x in ids]}
+
+
+# etcd's texts of the lease errors (rpctypes), which scripts match on.
+ETCD_ERROR_TEXTS = {
+    "LEASE_NOT_FOUND": "etcdserver: requested lease not found",
+    "LEASE_EXISTS": "etcdserver: lease already exists",
+    "LEASE_TTL_TOO_LARGE": "etcdserver: too large lease TTL",
+}
+
+
+def error_text(exc) -> str:
+    """What follows ``Error: ``: etcd's text for the lease errors, ``CODE: message`` otherwise."""
+    return ETCD_ERROR_TEXTS.get(getattr(exc, "code", None)) or str(exc)

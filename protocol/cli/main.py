@@ -4,9 +4,15 @@
     zwatch del foo --prev-kv            zwatch txn -i
     zwatch compaction 42                zwatch endpoint status
     zwatch watch foo --prefix -- sh -c 'echo $ETCD_WATCH_KEY'
+    zwatch lease grant 10               zwatch put k v --lease=694d7ee5a1a1e40b
+    zwatch lease timetolive 694d7ee5a1a1e40b --keys     zwatch lease keep-alive --once ID
+    zwatch lock jobs/nightly -- make nightly            zwatch elect svc/leader 10.0.0.7
     zwatch writer | syncer | fanout [--listen tcp://127.0.0.1:2379]   (= python -m zwatch.actors ...)
 
 Errors are one ``Error: CODE: message`` line on stderr and exit code 1; bad usage exits 2.
+The lease, lock and elect verbs check their arguments as etcdctl does (``Error: <its message>``,
+exit code 128), print etcd's texts for the lease errors (``Error: etcdserver: requested lease not
+found``) and exit with etcdctl's codes (2 where etcdctl says ExitBadConnection).
 """
 from __future__ import annotations
 
@@ -21,13 +27,16 @@ import threading
 from .. import settings
 from ..client import Client
 from ..errors import ZwatchError
-from .args import UsageError, add_del, add_get, add_globals, add_put, add_range_args, get_kwargs, range_args
-from .format import (go_quote, humanize_bytes, j_del, j_header, j_put, j_range, j_txn, j_watch, json_line,
-                     print_del, print_get, print_put, print_txn, print_watch, write_line)
+from .args import (CommandError, UsageError, add_del, add_elect, add_get, add_globals, add_lease, add_lock, add_put,
+                   add_range_args, get_kwargs, put_lease_arg, range_args)
+from .format import (error_text, go_quote, humanize_bytes, j_del, j_header, j_put, j_range, j_txn, j_watch,
+                     json_line, print_del, print_get, print_put, print_txn, print_watch, write_line)
+from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .txnparse import read_txn
 
 ACTORS = ("writer", "syncer", "fanout")
-VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch")
+VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect")
+EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,16 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_range_args(p, True)
     p.add_argument("--prev-kv", action="store_true")
     p.add_argument("--progress-notify", action="store_true")
+    add_lease(verb("lease", "lease grant|revoke|timetolive|list|keep-alive"), lambda q: add_globals(q, True))
+    add_lock(verb("lock", "lock NAME [-- CMD ARGS]: hold a lock (while CMD runs)"))
+    add_elect(verb("elect", "elect NAME PROPOSAL | elect -l NAME: campaign, or observe the leaders"))
     return parser
 
 
 def cmd_put(a, c: Client):
+    put_lease_arg(a.lease)                       # a bad ID is refused before stdin is read
     value = a.value
     if value is None:
         value = sys.stdin.buffer.read()          # etcdctl: the value comes from stdin when omitted
     else:
         value = os.fsencode(value)
-    r = c.put(os.fsencode(a.key), value, prev_kv=a.prev_kv)
+    r = c.put(os.fsencode(a.key), value, prev_kv=a.prev_kv, lease=put_lease_arg(a.lease))
     json_line(j_put(r)) if a.write_out == "json" else print_put(r)
     return 0
 
@@ -197,8 +210,12 @@ def cmd_watch(a, c: Client):
     return 0
 
 
+def cmd_lease(a, c: Client):
+    return LEASE_COMMANDS[a.lease_action](a, c)
+
+
 COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "compaction": cmd_compaction,
-            "endpoint": cmd_endpoint, "watch": cmd_watch}
+            "endpoint": cmd_endpoint, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect}
 
 
 def run_actor(a) -> int:
@@ -208,12 +225,12 @@ def run_actor(a) -> int:
 
 
 def split_exec(argv: list[str]) -> tuple[list[str], list[str] | None]:
-    """`watch ... -- CMD ARGS`: everything after the first `--` is the command (etcdctl's rule).
-    Other verbs keep `--` for argparse (`put -- -key value`)."""
+    """`watch ... -- CMD ARGS`, `lock NAME -- CMD ARGS`: everything after the first `--` is the
+    command (etcdctl's rule).  Other verbs keep `--` for argparse (`put -- -key value`)."""
     verb = next((x for x in argv if x in VERBS), None)
-    if verb != "watch" or "--" not in argv[argv.index("watch"):]:
+    if verb not in EXEC_VERBS or "--" not in argv[argv.index(verb):]:
         return argv, None
-    i = argv.index("--", argv.index("watch"))
+    i = argv.index("--", argv.index(verb))
     return argv[:i], argv[i + 1:]
 
 
@@ -242,9 +259,13 @@ def main(argv=None) -> int:
         return COMMANDS[a.verb](a, client)
     except UsageError as exc:
         return _usage(a.parser, str(exc))
-    except ZwatchError as exc:
+    except CommandError as exc:
         _flush_quietly()
         print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ZwatchError as exc:
+        _flush_quietly()
+        print(f"Error: {error_text(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -8,7 +8,7 @@ import sys
 
 from ..client import CreateRevision, Delete, Get, ModRevision, Put, Value, Version
 from ..errors import InvalidArgument
-from .args import UsageError, add_del, add_get, add_put, get_kwargs, range_args
+from .args import CommandError, UsageError, add_del, add_get, add_put, get_kwargs, put_lease_arg, range_args
 from .format import write_line
 
 _QUOTED = r'"(?:[^"\\]|\\.)*"|`[^`]*`'
@@ -99,12 +99,12 @@ def parse_op(line: str, parser=None) -> dict:
         if a.verb == "put":
             if a.value is None:
                 raise UsageError("put needs a value")
-            return Put(os.fsencode(a.key), os.fsencode(a.value), prev_kv=a.prev_kv)
+            return Put(os.fsencode(a.key), os.fsencode(a.value), prev_kv=a.prev_kv, lease=put_lease_arg(a.lease))
         key, kw = range_args(a)
         if a.verb == "get":
             return Get(key, **kw, **get_kwargs(a))
         return Delete(key, **kw, prev_kv=a.prev_kv)
-    except (UsageError, ValueError) as exc:
+    except (UsageError, CommandError, ValueError) as exc:
         raise InvalidArgument(f"invalid txn request: {line} ({exc})") from None
 
 

@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     argv, exec_args = split_exec(argv)
     try:
         a = parser.parse_args(argv)
-        if exec_args is not None and not exec_args:
+        if exec_args is not None and not exec_args and a.verb == "watch":   # etcdctl's lock just holds
             a.parser.error("bad number of arguments (found separator --, but no commands)")
     except SystemExit as exc:                    # argparse: --help (0) or bad usage (2)
         return exc.code if isinstance(exc.code, int) else 2

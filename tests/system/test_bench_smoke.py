@@ -61,6 +61,16 @@ def test_quick_workload(workload):
             assert figs["seconds"] > 0
         if workload == "memory":
             assert figs["watchers"] == r["params"]["watchers"] and figs["rss_kib"] > 0
+        if workload == "lease_keepalive":
+            assert figs["keepalives"] > 0 and figs["lost_leases"] == 0 and figs["errors"] == 0, figs
+            assert figs["writer_cpu_us_per_keepalive"] is not None, figs
+            if "fsyncs_per_keepalive" in figs:        # strace present: keep-alives cost no fsync
+                assert figs["strace_keepalives"] > 0 and figs["fsyncs_per_keepalive"] == 0, figs
+        if workload == "lease_expiry":
+            # every lease expired after its TTL and its DELETE reached the watcher
+            assert figs["deletes_received"] == figs["leases"] == r["params"]["leases"], figs
+            assert figs["early"] == 0 and figs["lost_before_stop"] == 0, figs
+            assert figs["p50_ms"] <= figs["p99_ms"] <= figs["max_ms"], figs
     # the table comes last
     assert any(line.startswith("workload") and "figure" in line for line in proc.stdout.splitlines())
 

@@ -452,3 +452,12 @@ def memory(ctx: Ctx, p: dict) -> list[dict]:
 
 RUNNERS = {"put_seq": put_seq, "put_conc": put_conc, "watch_latency": watch_latency, "fanout": fanout,
            "catchup": catchup, "memory": memory}
+
+# The lease workloads live in lease_workloads.py (zwatch only; see its docstring).
+from . import lease_workloads  # noqa: E402  (it imports _record/_server from here lazily)
+
+DEFAULTS.update(lease_workloads.DEFAULTS)
+QUICK.update(lease_workloads.QUICK)
+ENV = dict(lease_workloads.ENV)    # workload -> environment its cluster needs
+ORDER += list(lease_workloads.DEFAULTS)
+RUNNERS.update(lease_keepalive=lease_workloads.lease_keepalive, lease_expiry=lease_workloads.lease_expiry)

@@ -12,7 +12,9 @@ Invariants:
   lease expire early);
 * a lease whose deadline has passed is dead: a keep-alive for it answers TTL 0 and does not
   revive it; ``expired`` hands it out once for revoking (``requeue`` hands it back if the revoke
-  could not be committed);
+  could not be committed).  "Passed" is judged against when a keep-alive may have arrived, not
+  when it was read: one that waited in the writer's queue since before the deadline (the writer
+  was busy committing) counts (``keepalive_queued``);
 * the heap holds at most one live entry per lease: a keep-alive does not push, a popped entry
   whose lease has a later deadline is pushed back with it; entries of forgotten leases are
   dropped when popped, and the heap is rebuilt once they outnumber the leases, so granting and
@@ -57,6 +59,16 @@ class Lessor:
             return 0
         self.deadline[lease_id] = now + ttl
         return ttl
+
+    def keepalive_queued(self, lease_id: int, queued_since: float):
+        """A keep-alive just read that has been waiting at most since `queued_since` (the last
+        moment its reader saw nothing queued): it may have arrived before the deadline, so a lease
+        still alive at that moment is renewed from it (never shortened, never revived).  The reply
+        is then keepalive(..., now), as for any keep-alive."""
+        ttl = self.granted.get(lease_id)
+        if ttl is None or lease_id in self._revoking or self.deadline[lease_id] <= queued_since:
+            return
+        self.deadline[lease_id] = max(self.deadline[lease_id], queued_since + ttl)
 
     def remaining(self, lease_id: int, now: float) -> int:
         """Whole seconds left (etcd truncates), 0 once past the deadline; -1 if unknown."""

@@ -32,6 +32,7 @@ WRITER = (
     LogEvent("writer.batch_failed", "error", "unexpected exception applying a batch; every request of it got INTERNAL"),
     LogEvent("writer.compact_failed", "error", "a compaction chunk failed (disk full, storage fault); retried later"),
     LogEvent("writer.leases_expired", "info", "leases past their TTL were revoked (leases, keys_deleted since the previous line); at most one a second"),
+    LogEvent("writer.paused", "warning", "the process was paused (SIGSTOP, VM or swap stall): the lease clock skips those seconds"),
     LogEvent("writer.commit_failed", "error", "a group commit failed as a whole (NO_SPACE: disk or map full; INTERNAL: I/O fault); at most one a second"),
 )
 

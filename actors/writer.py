@@ -59,6 +59,8 @@ from .store import Store
 # a round full of them would only hold back the writes queued behind them (from other fan-outs:
 # ZeroMQ takes one message from each peer in turn) for the time of answering them all.
 CLOCK_OPS_PER_ROUND = 256
+# A poll that returns this much later than its timeout means the process was paused.
+PAUSE_S = 0.5
 
 
 class Writer:
@@ -112,8 +114,13 @@ class Writer:
         self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size,
                            min_lease_ttl=self.lease_min_ttl)
         self.last_published = self.store.current_revision()
+        # The lease clock: monotonic time minus the time the process was paused (SIGSTOP, a VM
+        # or swap stall while it slept in poll): nobody could reach the clock then, so, as over
+        # a restart, those seconds do not count against any lease.
+        self.paused_s = 0.0
+        self.queue_empty_at = self.lease_now()   # (lease clock) the last moment nothing was queued
         # Every lease gets its full TTL again: nothing expires early because the writer was down.
-        self.lessor.restore(self.store.leases(), time.monotonic())
+        self.lessor.restore(self.store.leases(), self.lease_now())
         self.compact_rev = self.store.compact_revision()  # cached: only a compact changes it
         ctx = zmq.Context()
         self.router = make_socket(ctx, zmq.ROUTER, rcvhwm=100_000, sndhwm=100_000)
@@ -132,9 +139,17 @@ class Writer:
         compaction_pending = True  # a crash may have left a compaction half done
         try:
             while not self.stop:
-                lease_ms = max(0, int(min(self.lessor.next_deadline() - time.monotonic(), 0.2) * 1000) + 1)
+                lease_ms = max(0, int(min(self.lessor.next_deadline() - self.lease_now(), 0.2) * 1000) + 1)
                 timeout = 0 if compaction_pending else min(heartbeat.remaining_ms(), 200, lease_ms)
-                if poller.poll(timeout) or self.lessor.next_deadline() <= time.monotonic():
+                polled_at = time.monotonic()
+                ready = poller.poll(timeout)
+                paused = time.monotonic() - polled_at - timeout / 1000
+                if paused > PAUSE_S:
+                    self.paused_s += paused
+                    self.log.warning("writer.paused", paused_s=round(paused, 3))
+                elif not ready:
+                    self.queue_empty_at = self.lease_now()
+                if ready or self.lessor.next_deadline() <= self.lease_now():
                     compaction_pending |= self._group_commit()
                 elif compaction_pending:
                     compaction_pending = self._compact_chunk()
@@ -158,9 +173,11 @@ class Writer:
         batch: list[tuple[list[bytes], int, str, dict]] = []
         replies: list[list[bytes]] = []
         clock_ops: list[tuple[list[bytes], int, str, dict]] = []
-        now = time.monotonic()             # the lease clock's one reading for this batch
+        now = self.lease_now()             # the lease clock's one reading for this batch
+        queued_since = self.queue_empty_at  # what is read now arrived after this moment
         while len(batch) + len(clock_ops) < self.max_batch and len(clock_ops) < CLOCK_OPS_PER_ROUND:
             if not self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.queue_empty_at = self.lease_now()
                 break  # drained (cheaper than ending on a zmq.Again exception)
             frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
             if not 2 <= len(frames) <= 4:
@@ -181,12 +198,23 @@ class Writer:
             elif op in messages.WRITE_OPS or op in messages.READ_OPS:
                 batch.append((envelope, req_id, op, body))
             elif op in messages.LEASE_CLOCK_OPS:
-                clock_ops.append((envelope, req_id, op, body))
+                try:
+                    clock_ops.append((envelope, req_id, op, requests.normalize(op, body)))
+                except ZwatchError as err:
+                    self.st_errors += 1
+                    replies.append(envelope + [messages.encode_error(req_id, err)])
             else:
                 replies.append(envelope + [messages.encode_error(
                     req_id, ZwatchError(f"op {op} is not served by the writer", "UNIMPLEMENTED"))])
         began_compaction = False
         published = []
+        # Keep-alives read now may have waited in the queue through a long commit (or fsync)
+        # since before their lease's deadline: they count from then, before anything expires, so
+        # a busy writer never expires a lease that was kept alive in time.
+        for _, _, op, r in clock_ops:
+            if op == "lease_keepalive":
+                for lease_id in r["IDs"]:
+                    self.lessor.keepalive_queued(lease_id, queued_since)
         expired = self.lessor.expired(now, self.lease_revoke_batch)
         if batch or expired:
             t0 = time.perf_counter()
@@ -281,7 +309,10 @@ class Writer:
             acc["max_per_commit"] = max(acc["max_per_commit"], done)
             acc["last_revision"] = max([acc["last_revision"]] + [rev for rev, _ in revisions])
             acc["retrying"] = len(failed)
-            self._log_expired(now)
+            self._log_expired(time.monotonic())
+
+    def lease_now(self) -> float:
+        return time.monotonic() - self.paused_s
 
     def _log_expired(self, now: float):
         """One writer.leases_expired line a second at most, its figures the totals since the
@@ -293,9 +324,9 @@ class Writer:
             for k in acc:
                 acc[k] = 0
 
-    def _lease_clock(self, op: str, body, now: float) -> dict:
-        """lease_keepalive / lease_timetolive / lease_leases, answered from memory (no fsync)."""
-        r = requests.normalize(op, body)
+    def _lease_clock(self, op: str, r: dict, now: float) -> dict:
+        """lease_keepalive / lease_timetolive / lease_leases (r normalized), answered from memory
+        (no fsync)."""
         header = {"revision": self.last_published}
         if op == "lease_keepalive":
             self.st_keepalives += len(r["IDs"])

@@ -24,6 +24,7 @@ Semantics settled against a real etcd 3.4.23 (etcdctl and its JSON gateway, /v3/
 """
 from __future__ import annotations
 
+import signal
 import statistics
 import threading
 import time
@@ -348,6 +349,47 @@ def test_writer_sigkill_no_lease_expires_early_and_expiry_resumes(make_cluster):
     t.join()
     c.lease_revoke(kept)
     assert c.get("kept/1").count == 0
+
+
+def test_keepalive_queued_before_the_deadline_of_a_stalled_writer_keeps_the_lease(make_cluster):
+    """Regression (writer checked expiries before the keep-alives it had just read): the writer
+    is stalled (SIGSTOP for 3 s: what a long commit, a slow fsync or a 100,000-key revoke does to
+    its one thread) across the deadline of two TTL-2 leases; a keep-alive for one of them is sent
+    1 s into the stall, before its deadline.  Once the writer runs again that lease is renewed
+    (its key survives) and only the other one, which nobody kept alive, expires.  Before the fix
+    the writer revoked both, answering the queued keep-alive with TTL 0.  (etcd's lessor renews
+    concurrently with its apply loop, so a slow apply does not starve keep-alives there.)
+    The writer now skips a pause it detects (a poll returning > 0.5 s late: writer.paused) on
+    the lease clock, and counts a keep-alive read after a long commit from the moment its queue
+    was last seen empty (Lessor.keepalive_queued)."""
+    cluster = make_cluster(env=MIN_TTL_1)
+    c = cluster.client(timeout=10)
+    kept, idle = c.lease_grant(2).id, c.lease_grant(2).id
+    c.put("st/kept", "v", lease=kept)
+    c.put("st/idle", "v", lease=idle)
+    w = WireSession(cluster.fanout_eps[0])
+    assert c.lease_keepalive_once([kept, idle]) == {kept: 2, idle: 2}
+    writer = cluster["writer"].proc
+    writer.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(1.0)
+        rid = w.send("lease_keepalive", {"IDs": [kept]})    # 1 s before the deadline
+        time.sleep(2.0)                                     # the deadline passes, the writer stalled
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    kind, body = w.wait(rid)[0]
+    assert kind == "ok" and body["leases"] == [{"ID": kept, "TTL": 2}], body
+    assert cluster["writer"].events("writer.paused")
+
+    def idle_gone():
+        assert c.lease_keepalive_once([kept]) == {kept: 2}
+        return c.get("st/idle").count == 0
+
+    wait_until(idle_gone, 5, "the idle lease's expiry", step=0.3)
+    assert c.get("st/kept").kvs[0].lease == kept
+    assert c.time_to_live(idle).ttl == -1
+    c.lease_revoke(kept)
+    w.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ def add_globals(p, suppress: bool):
     p.add_argument("--command-timeout", type=parse_duration, default=d(5.0), metavar="SECONDS",
                    help="timeout of one request (default 5s)")
     p.add_argument("-w", "--write-out", choices=("simple", "json"), default=d("simple"))
+    p.add_argument("--debug", action="store_true", default=d(False),
+                   help="print the client's own log lines (lease expiries, retries) on stderr")
 
 
 def add_range_args(p, with_extras: bool):

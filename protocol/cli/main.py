@@ -17,6 +17,7 @@ found``) and exit with etcdctl's codes (2 where etcdctl says ExitBadConnection).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import queue
 import signal
@@ -247,6 +248,13 @@ def main(argv=None) -> int:
     a.exec = exec_args
     if a.verb in ACTORS:
         return run_actor(a)
+    # The client's warnings (a lease the server forgot, a failed keep-alive) stay off stderr unless
+    # --debug, so that stderr holds only the `Error: ...` line scripts read (etcdctl's retry warnings
+    # are its own logger's JSON lines, which are no part of its output either).
+    if a.debug:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    else:
+        logging.getLogger("zwatch.client").addHandler(logging.NullHandler())
     # Endpoints as given (etcdctl prints them so in `endpoint status`); bare host:port is fine.
     given = a.endpoints.split(",") if a.endpoints else settings.get("ZWATCH_ENDPOINTS")
     a.endpoint_names = [e.strip() for e in given if e.strip()]

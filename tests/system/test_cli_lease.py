@@ -164,6 +164,7 @@ def scenario_expiry(t: Transcript):
     t.run("put", "k", "v", f"--lease={lease}")
     simple = t.spawn("watch", "k")
     js = t.spawn("watch", "k", "-w", "json")
+    prev = t.spawn("watch", "k", "--prev-kv", "-w", "json")   # the expired KV, with its lease
     t.run("get", "k", "-w", "json")
     t.run("lease", "timetolive", lease)
     t.run("lease", "timetolive", lease, "--keys")
@@ -173,8 +174,10 @@ def scenario_expiry(t: Transcript):
     t.run("lease", "list", "-w", "json")
     simple.wait_until("DELETE", timeout=30)         # the lease expires 5 s after the grant
     js.wait_for(1, timeout=10)
+    prev.wait_for(1, timeout=10)
     t.finish(simple)
     t.finish(js)
+    t.finish(prev)
     t.run("get", "k")
     t.run("lease", "timetolive", lease)
     t.run("lease", "timetolive", lease, "--keys")
@@ -286,6 +289,10 @@ def scenario_lock(t: Transcript):
     t.run("lock", "mylock", "--", "sh", "-c", "exit 3")
     t.run("lock", "mylock", "echo", "without", "separator")
     t.run("get", "mylock", "--prefix")
+    lost = t.spawn("lock", "mylock")
+    key = lost.wait_for(1)[0].strip()
+    t.run("lease", "revoke", key.rsplit("/", 1)[1])                    # the holder's lease goes away
+    t.finish(lost, sig=None, timeout=30)                                 # noticed at its next keep-alive
 
 
 def scenario_elect(t: Transcript):

@@ -604,12 +604,28 @@ def test_revoke_of_a_lease_with_100k_keys_is_one_atomic_revision(make_cluster):
             lat.append((t, (time.monotonic() - t) * 1000))
             i += 1
 
+    # A bystander lease of TTL 2 whose deadline falls inside the revoke's long commit, renewed
+    # by a keep-alive sent 0.3 s into that commit: it waits in the writer's queue past the
+    # deadline and must still count (Lessor.keepalive_queued).
+    bystander = c.lease_grant(2).id
+    c.put("bystander", "v", lease=bystander)
+    keepalive_reply = []
+
+    def late_keepalive():
+        ws = WireSession(cluster.fanout_eps[1])
+        time.sleep(0.3)
+        keepalive_reply.append(ws.call("lease_keepalive", {"IDs": [bystander]}, timeout=60))
+        ws.close()
+
     t = threading.Thread(target=puts)
     t.start()
-    time.sleep(0.5)
+    time.sleep(1.2)
+    ka = threading.Thread(target=late_keepalive)
+    ka.start()
     r0 = time.monotonic()
     rev = c.lease_revoke(lease).revision
     revoke_s = time.monotonic() - r0
+    ka.join()
     time.sleep(2.0)
     stop.set()
     t.join()
@@ -632,8 +648,12 @@ def test_revoke_of_a_lease_with_100k_keys_is_one_atomic_revision(make_cluster):
           f"{len(revision_responses(frag, rev))}\n"
           f"  other client's puts before the revoke: {_figures(before)}\n"
           f"  other client's puts around the revoke: {_figures(during)}; "
-          f"longest stall {max(during):.0f} ms; put errors {put_errors}")
+          f"longest stall {max(during):.0f} ms; put errors {put_errors}; keep-alive queued through the "
+          f"commit: {keepalive_reply}")
     assert put_errors == []
+    commit_ms = commits[0]["commit_ms"] if commits else 0
+    if commit_ms < 1500:     # (a slower commit, and its publish, outlast even the renewal from the queue)
+        assert keepalive_reply[0][1]["leases"] == [{"ID": bystander, "TTL": 2}], keepalive_reply
     for ws in (w, w1, late):
         ws.close()
 

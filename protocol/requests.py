@@ -208,19 +208,14 @@ def _lease_grant(body, where: str) -> dict:
     return check_fields(body, LEASE_GRANT, where)
 
 
-def _lease_id(body, spec: dict, where: str) -> dict:
-    r = check_fields(body, spec, where)
-    if r["ID"] == 0:
-        raise InvalidArgument(f"{where}.ID must not be 0 (0 is \"no lease\")")
-    return r
-
-
+# ID 0 is valid on the wire, as in etcd 3.4: no lease has it, so a revoke of it is
+# LEASE_NOT_FOUND and its time-to-live is TTL -1 (etcdctl: "lease 0000000000000000 already expired").
 def _lease_revoke(body, where: str) -> dict:
-    return _lease_id(body, LEASE_REVOKE, where)
+    return check_fields(body, LEASE_REVOKE, where)
 
 
 def _lease_timetolive(body, where: str) -> dict:
-    return _lease_id(body, LEASE_TIMETOLIVE, where)
+    return check_fields(body, LEASE_TIMETOLIVE, where)
 
 
 def _lease_keepalive(body, where: str) -> dict:

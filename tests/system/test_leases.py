@@ -18,9 +18,7 @@ Semantics settled against a real etcd 3.4.23 (etcdctl and its JSON gateway, /v3/
   "requested lease not found";
 * moving a key to lease B or to no lease detaches it from A: revoking A leaves it alone;
 * ID 0: etcd answers a revoke with "requested lease not found", a time-to-live with TTL -1 and a
-  keep-alive with TTL 0; zwatch answers the keep-alive the same (TTL 0) but revoke and
-  time-to-live with INVALID_ARGUMENT (0 is "no lease", refused by validation before the store:
-  SPEC 6.1), a deliberate difference.
+  keep-alive with TTL 0 (no lease has ID 0); zwatch answers the same.
 """
 from __future__ import annotations
 
@@ -400,8 +398,8 @@ def test_bad_lease_input_gets_stable_codes(make_cluster):
     """Over a raw session and through the client: negative / zero TTLs are raised to the minimum
     (etcd: {"TTL": -5} -> its minimum, 2 s), a TTL of 9e9 is granted and one above it is
     LEASE_TTL_TOO_LARGE (etcd: "too large lease TTL"), a negative explicit ID is a lease (etcd
-    grants ID -3), an ID taken is LEASE_EXISTS; ID 0 on revoke / time-to-live is
-    INVALID_ARGUMENT (etcd says "requested lease not found"), IDs of wrong types and more than
+    grants ID -3), an ID taken is LEASE_EXISTS; ID 0 is no lease (etcd: revoke "requested lease
+    not found", time-to-live TTL -1, keep-alive TTL 0), IDs of wrong types and more than
     10,000 IDs in one keep-alive are INVALID_ARGUMENT; 10,000 IDs are answered in order.  The
     cluster serves on."""
     cluster = make_cluster(env=MIN_TTL_1)
@@ -433,8 +431,8 @@ def test_bad_lease_input_gets_stable_codes(make_cluster):
     assert code("put", {"key": b"neg", "value": b"v", "lease": -3})["header"]["revision"] > 1
     assert c.get("neg").kvs[0].lease == -3 and -3 in c.leases()
     assert code("lease_keepalive", {"IDs": [0]})["leases"] == [{"ID": 0, "TTL": 0}]   # etcd: TTL 0
-    assert code("lease_revoke", {"ID": 0}) == "INVALID_ARGUMENT"
-    assert code("lease_timetolive", {"ID": 0}) == "INVALID_ARGUMENT"
+    assert code("lease_revoke", {"ID": 0}) == "LEASE_NOT_FOUND"
+    assert code("lease_timetolive", {"ID": 0, "keys": True})["TTL"] == -1
     assert code("lease_revoke", {"ID": -(1 << 63)}) == "LEASE_NOT_FOUND"
     assert code("lease_revoke", {}) == "INVALID_ARGUMENT"
     assert code("lease_keepalive", {"IDs": 5}) == "INVALID_ARGUMENT"
@@ -452,8 +450,9 @@ def test_bad_lease_input_gets_stable_codes(make_cluster):
         c.lease_grant(9_000_000_001)
     with pytest.raises(errors.LeaseExists):
         c.lease_grant(60, lease_id=-3)
-    with pytest.raises(errors.InvalidArgument):
+    with pytest.raises(errors.LeaseNotFound):
         c.lease_revoke(0)
+    assert c.time_to_live(0).ttl == -1
     with pytest.raises(errors.InvalidArgument):
         c.lease_keepalive_once(range(1, 10_002))
     with pytest.raises(errors.InvalidArgument):

@@ -105,7 +105,6 @@ def test_normalize_leaves_the_body_alone():
     ("put", {"key": b"a", "lease": 7, "ignore_lease": True}, "put: lease is provided together with ignore_lease"),
     ("lease_grant", {}, "lease_grant.TTL is required"),
     ("lease_grant", {"TTL": 5, "ID": 1 << 63}, "lease_grant.ID=9223372036854775808 is outside [-9223372036854775808, 9223372036854775807]"),
-    ("lease_revoke", {"ID": 0}, 'lease_revoke.ID must not be 0 (0 is "no lease")'),
     ("lease_keepalive", {"IDs": ["x"]}, "lease_keepalive.IDs[0] must be an int64 lease ID, got str"),
     ("lease_keepalive", {"IDs": list(range(10_001))}, "lease_keepalive.IDs holds 10001 IDs, the limit is 10000"),
     ("lease_timetolive", {"ID": 5, "keys": 1}, "lease_timetolive.keys must be a bool, got int"),

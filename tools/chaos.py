@@ -750,6 +750,7 @@ class Chaos:
             "writes": dict(self.write_counts),
             "leases": dict(self.lease_counts, kept=len(self.kept_leases),
                            revocations_seen=result.counts["lease_revocations"],
+                           expiries_seen=result.counts["lease_revocations_expired"],
                            checked=result.counts["leases_checked"]),
             "compactions": dict(self.compactions),
             "watches": dict(self.watch_counts, streams=len(streams),

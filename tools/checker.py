@@ -467,6 +467,7 @@ def check_leases(hist: History, leases, *, acked=(), client_deletes_lease_keys: 
                 continue                            # a client's delete (detaches, checked by nothing here)
             life = lives[lease_id]
             res.counts["lease_revocations"] += 1
+            res.counts[f"lease_revocations_{life.end}"] += 1
             others = [e for e in evs if e not in dels]
             if others:
                 sink.add("LeaseRevoke", f"revoke of lease {lease_id:#x} at revision {rev} shares its revision "

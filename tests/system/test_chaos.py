@@ -39,6 +39,7 @@ def check_report(rep: dict, fanouts: int = 2):
     leases = rep["leases"]
     assert leases["kept"] >= 1 and leases["puts_attempted"] > 10, leases
     assert leases["revocations_seen"] >= 1 and leases["checked"] >= leases["kept"], leases
+    assert leases["expiries_seen"] >= 1, leases
 
 
 @pytest.mark.timeout(300)

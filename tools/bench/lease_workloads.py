@@ -22,7 +22,6 @@ is measured).
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal

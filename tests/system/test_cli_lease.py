@@ -85,6 +85,7 @@ class Transcript:
     def __init__(self, argv: list[str], env: dict):
         self.argv, self.env = argv, env
         self.text: list[str] = []
+        self.spawned: list[Background] = []
 
     def _record(self, title, out, err, rc, dedup=False):
         self.text.append(f"$ {title}")
@@ -108,7 +109,15 @@ class Transcript:
         proc = subprocess.Popen(self.argv + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL, env=self.env,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        return Background(args, proc)
+        self.spawned.append(Background(args, proc))
+        return self.spawned[-1]
+
+    def close(self):
+        """Kill what a failed scenario left running."""
+        for bg in self.spawned:
+            if bg.proc.poll() is None:
+                bg.proc.kill()
+                bg.proc.wait(5)
 
     def finish(self, bg: Background, sig=signal.SIGINT, timeout=20.0, dedup=False):
         """Stop a background command (sig None: wait for it to end) and write down what it printed.
@@ -412,7 +421,10 @@ def _zwatch_transcript(cluster) -> Transcript:
 @pytest.mark.parametrize("name", ["expiry", "revoke", "keepalive", "errors", "zero_id"])
 def test_lease_commands_print_what_etcdctl_prints(make_cluster, name):
     t = _zwatch_transcript(make_cluster(env=LEASE_ENV))
-    SCENARIOS[name](t)
+    try:
+        SCENARIOS[name](t)
+    finally:
+        t.close()
     assert transcript_text(t) == _fixture(name)
 
 
@@ -428,7 +440,10 @@ def _concurrency_landed() -> bool:
 @pytest.mark.parametrize("name", ["lock", "elect"])
 def test_lock_and_elect_print_what_etcdctl_prints(make_cluster, name):
     t = _zwatch_transcript(make_cluster(env=LEASE_ENV))
-    SCENARIOS[name](t)
+    try:
+        SCENARIOS[name](t)
+    finally:
+        t.close()
     assert transcript_text(t) == _fixture(name)
 
 
@@ -486,7 +501,10 @@ def capture(names):
                 assert time.monotonic() < deadline, "etcd did not start"
                 time.sleep(0.2)
             t = Transcript(argv, env)
-            SCENARIOS[name](t)
+            try:
+                SCENARIOS[name](t)
+            finally:
+                t.close()
             with open(os.path.join(FIXTURES, f"{name}.txt"), "w") as f:
                 f.write(transcript_text(t))
             print(f"{name}: {len(t.text)} lines")

@@ -476,11 +476,12 @@ class StoreMachine(RuleBasedStateMachine):
         self.check_batch(reqs)
 
     @rule(lease_id=st.sampled_from(LEASE_IDS), ks=st.lists(keys, min_size=1, max_size=4, unique=True),
-          moved=st.booleans(), revoke=st.booleans())
-    def lease_scene(self, lease_id, ks, moved, revoke):
+          moved=st.booleans(), revoke=st.booleans(), unknown=st.booleans())
+    def lease_scene(self, lease_id, ks, moved, revoke, unknown):
         """A lease with several keys (random batches rarely attach more than one): grant, put
         keys under it (one in a txn), maybe move the first key to another lease or no lease,
-        maybe revoke it, all in one group commit, as the writer batches them."""
+        maybe revoke it, maybe a txn whose put names an unknown lease, all in one group commit,
+        as the writer batches them."""
         reqs = [("lease_grant", {"ID": lease_id, "TTL": 10})]
         reqs += [("put", {"key": k, "value": b"L", "lease": lease_id}) for k in ks[:-1]]
         reqs.append(("txn", {"success": [{"request_put": {"key": ks[-1], "lease": lease_id}}]}))
@@ -488,6 +489,9 @@ class StoreMachine(RuleBasedStateMachine):
             reqs.append(("put", {"key": ks[0], "lease": LEASE_IDS[0] if lease_id != LEASE_IDS[0] else 0}))
         if revoke:
             reqs.append(("lease_revoke", {"ID": lease_id}))
+        if unknown:    # etcd checks every put of the taken path before any range: LEASE_NOT_FOUND
+            reqs.append(("txn", {"success": [{"request_range": {"key": b"a", "revision": 1 << 40}},
+                                             {"request_put": {"key": ks[0], "lease": 99}}]}))
         self.check_batch(reqs)
 
     def check_batch(self, reqs):

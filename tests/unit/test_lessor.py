@@ -136,3 +136,29 @@ def test_remaining_is_whole_seconds_truncated():
     assert lessor.remaining(1, now=9.99) == 0
     assert lessor.remaining(1, now=12.0) == 0      # past the deadline: 0, not negative
     assert lessor.remaining(2, now=0.0) == -1      # unknown
+
+
+def test_keepalive_queued_before_the_deadline_renews_from_when_it_may_have_arrived():
+    """A keep-alive read at 12.0 that has waited in the writer's queue since 9.0 (the writer was
+    committing), for a lease due at 10.0: it counts from 9.0, so the lease lives."""
+    lessor = Lessor()
+    lessor.grant(1, 10, now=0.0)
+    lessor.keepalive_queued(1, queued_since=9.0)
+    assert lessor.deadline[1] == 19.0
+    assert lessor.expired(12.0, 10) == []
+    assert lessor.keepalive(1, now=12.0) == 10 and lessor.deadline[1] == 22.0
+
+
+def test_keepalive_queued_never_shortens_nor_revives():
+    lessor = Lessor()
+    lessor.grant(1, 10, now=0.0)
+    lessor.keepalive(1, now=8.0)                   # due at 18.0
+    lessor.keepalive_queued(1, queued_since=5.0)   # 15.0 would shorten it
+    assert lessor.deadline[1] == 18.0
+    lessor.keepalive_queued(1, queued_since=18.0)  # queued only once it was already due: dead
+    assert lessor.deadline[1] == 18.0
+    assert lessor.expired(19.0, 10) == [1]
+    lessor.keepalive_queued(1, queued_since=17.0)  # handed out for revoking: too late
+    assert lessor.keepalive(1, now=19.5) == 0
+    lessor.keepalive_queued(2, queued_since=0.0)   # unknown: nothing
+    assert 2 not in lessor.deadline

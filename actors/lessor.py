@@ -15,9 +15,9 @@ Invariants:
   could not be committed).  "Passed" is judged against when a keep-alive may have arrived, not
   when it was read: one that waited in the writer's queue since before the deadline (the writer
   was busy committing) counts (``keepalive_queued``);
-* the heap holds at most one live entry per lease: a keep-alive does not push, a popped entry
-  whose lease has a later deadline is pushed back with it; entries of forgotten leases are
-  dropped when popped, and the heap is rebuilt once they outnumber the leases, so granting and
+* the heap holds at most one live entry per lease (``_entry`` says which: its time): a
+  keep-alive does not push, a popped entry whose lease has a later deadline is pushed back with
+  it; entries of forgotten or re-granted leases are dropped when popped, and the heap is rebuilt once they outnumber the leases, so granting and
   revoking long-TTL leases forever cannot grow it.
 """
 from __future__ import annotations
@@ -27,12 +27,13 @@ import math
 
 
 class Lessor:
-    __slots__ = ("granted", "deadline", "_heap", "_revoking", "_stale")
+    __slots__ = ("granted", "deadline", "_heap", "_entry", "_revoking", "_stale")
 
     def __init__(self):
         self.granted: dict[int, int] = {}      # lease ID -> granted TTL (s)
         self.deadline: dict[int, float] = {}   # lease ID -> monotonic deadline
         self._heap: list[tuple[float, int]] = []
+        self._entry: dict[int, float] = {}     # lease ID -> the time of its one live heap entry
         self._revoking: set[int] = set()       # handed out by expired(), not yet forgotten
         self._stale = 0                        # heap entries of forgotten leases (an upper bound)
 
@@ -45,10 +46,10 @@ class Lessor:
             self.grant(lease_id, ttl, now)
 
     def grant(self, lease_id: int, ttl: int, now: float):
-        if lease_id in self.granted:           # re-granted without a forget: its old entry is stale
+        if lease_id in self._entry:            # re-granted without a forget: its old entry is stale
             self._stale += 1
         self.granted[lease_id] = ttl
-        self.deadline[lease_id] = now + ttl
+        self.deadline[lease_id] = self._entry[lease_id] = now + ttl
         self._revoking.discard(lease_id)
         heapq.heappush(self._heap, (now + ttl, lease_id))
 
@@ -79,13 +80,15 @@ class Lessor:
 
     def forget(self, lease_id: int):
         """Revoked (by a client or by expiry): the heap entry, if any, is dropped when popped."""
-        if self.granted.pop(lease_id, None) is not None and lease_id not in self._revoking:
+        self.granted.pop(lease_id, None)
+        if self._entry.pop(lease_id, None) is not None:
             self._stale += 1                   # its heap entry stays until popped (or rebuilt)
         self.deadline.pop(lease_id, None)
         self._revoking.discard(lease_id)
         if self._stale > 1024 and self._stale > len(self.granted):
             self._heap = [(d, i) for i, d in self.deadline.items() if i not in self._revoking]
             heapq.heapify(self._heap)
+            self._entry = {i: d for d, i in self._heap}
             self._stale = 0
 
     def next_deadline(self) -> float:
@@ -97,13 +100,15 @@ class Lessor:
         out: list[int] = []
         heap = self._heap
         while heap and heap[0][0] <= now and len(out) < limit:
-            _, lease_id = heapq.heappop(heap)
-            d = self.deadline.get(lease_id)
-            if d is None or lease_id in self._revoking:
-                continue                       # forgotten, or already handed out
+            t, lease_id = heapq.heappop(heap)
+            if self._entry.get(lease_id) != t:
+                continue                       # stale: forgotten, re-granted, or handed out
+            d = self.deadline[lease_id]
             if d > now:
                 heapq.heappush(heap, (d, lease_id))   # kept alive since: its real deadline
+                self._entry[lease_id] = d
                 continue
+            del self._entry[lease_id]
             self._revoking.add(lease_id)
             out.append(lease_id)
         return out
@@ -114,6 +119,7 @@ class Lessor:
             if lease_id in self._revoking:
                 self._revoking.discard(lease_id)
                 heapq.heappush(self._heap, (now, lease_id))
+                self._entry[lease_id] = now
 
     def ids(self) -> list[int]:
         return list(self.granted)

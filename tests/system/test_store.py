@@ -11,7 +11,7 @@ import lmdb
 import pytest
 
 from zwatch.actors.store import DELETE, MAX_TXN_TREE_OPS, PUT, Store
-from zwatch.errors import Compacted, FutureRevision, Internal, InvalidArgument, NoSpace, ZwatchError
+from zwatch.errors import Compacted, FutureRevision, Internal, InvalidArgument, LeaseNotFound, NoSpace, ZwatchError
 
 ALL = {"key": b"\x00", "range_end": b"\x00"}
 
@@ -201,7 +201,7 @@ def test_failed_request_does_not_disturb_the_batch(store):
         put(b"a"), put(b""), ("txn", dup), put(b"z", lease=5), ("range", {"key": b"a", "revision": 99}),
         ("compact", {"revision": 0}), ("nope", {}), put(b"c"), ("delete_range", {"key": b"q"})])
     assert results[0] == {"header": {"revision": 2}}
-    assert [type(r) for r in results[1:7]] == [InvalidArgument, InvalidArgument, InvalidArgument,
+    assert [type(r) for r in results[1:7]] == [InvalidArgument, InvalidArgument, LeaseNotFound,
                                                 FutureRevision, Compacted, InvalidArgument]
     assert "duplicate key" in results[2].message and "lease" in results[3].message
     assert results[7] == {"header": {"revision": 3}}

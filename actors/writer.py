@@ -59,6 +59,8 @@ from .store import Store
 # a round full of them would only hold back the writes queued behind them (from other fan-outs:
 # ZeroMQ takes one message from each peer in turn) for the time of answering them all.
 CLOCK_OPS_PER_ROUND = 256
+# ...and lease IDs in them: a keep-alive may carry 10,000, so 256 of those would be a long round.
+CLOCK_IDS_PER_ROUND = 16_384
 # A poll that returns this much later than its timeout means the process was paused.
 PAUSE_S = 0.5
 
@@ -175,7 +177,9 @@ class Writer:
         clock_ops: list[tuple[list[bytes], int, str, dict]] = []
         now = self.lease_now()             # the lease clock's one reading for this batch
         queued_since = self.queue_empty_at  # what is read now arrived after this moment
-        while len(batch) + len(clock_ops) < self.max_batch and len(clock_ops) < CLOCK_OPS_PER_ROUND:
+        clock_ids = 0
+        while (len(batch) + len(clock_ops) < self.max_batch and len(clock_ops) < CLOCK_OPS_PER_ROUND
+               and clock_ids < CLOCK_IDS_PER_ROUND):
             if not self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 self.queue_empty_at = self.lease_now()
                 break  # drained (cheaper than ending on a zmq.Again exception)
@@ -199,7 +203,9 @@ class Writer:
                 batch.append((envelope, req_id, op, body))
             elif op in messages.LEASE_CLOCK_OPS:
                 try:
-                    clock_ops.append((envelope, req_id, op, requests.normalize(op, body)))
+                    r = requests.normalize(op, body)
+                    clock_ops.append((envelope, req_id, op, r))
+                    clock_ids += len(r.get("IDs", ())) or 1
                 except ZwatchError as err:
                     self.st_errors += 1
                     replies.append(envelope + [messages.encode_error(req_id, err)])

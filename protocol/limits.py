@@ -44,3 +44,7 @@ MAX_KEEPALIVE_IDS = 10_000
 # Attached keys a lease_timetolive reply lists at most (keys=true); beyond it the reply says
 # "keys_truncated" (etcd lists every key, which for 100,000 keys is a 50 MB reply).
 MAX_TIMETOLIVE_KEYS = 10_000
+# Requests one session may have forwarded to the writer and the syncer without a reply yet
+# (a keep-alive counts 1 + IDs // 64): a client pipelining more gets RESOURCE_EXHAUSTED at once,
+# so one flooding session cannot queue thousands of requests ahead of other sessions' writes.
+MAX_PENDING_REQUESTS_PER_SESSION = 256

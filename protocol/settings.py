@@ -20,7 +20,8 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from .limits import DEFAULT_MIN_LEASE_TTL, MAX_LEASE_TTL, MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION
+from .limits import (DEFAULT_MIN_LEASE_TTL, MAX_LEASE_TTL, MAX_PENDING_REQUESTS_PER_SESSION, MAX_SESSIONS_PER_FANOUT,
+                     MAX_WATCHES_PER_SESSION)
 
 # Who reads a variable.  The three actors take theirs as constructor keywords; the others read
 # it themselves (client, CLI), or are not Python at all (deploy/ units).
@@ -144,6 +145,10 @@ SETTINGS: tuple[Setting, ...] = (
                 "client sessions per fan-out (`RESOURCE_EXHAUSTED` beyond)", min=1),
         Setting("ZWATCH_MAX_WATCHES_PER_SESSION", int, MAX_WATCHES_PER_SESSION, {"fanout": "max_watches"},
                 "watches per session (`RESOURCE_EXHAUSTED` beyond)", min=1),
+        Setting("ZWATCH_MAX_PENDING_REQUESTS", int, MAX_PENDING_REQUESTS_PER_SESSION, {"fanout": "max_pending"},
+                "requests of one session forwarded to the writer or syncer and not answered yet "
+                "(a keep-alive counts 1 + IDs/64); `RESOURCE_EXHAUSTED` beyond, so one flooding client "
+                "cannot queue ahead of everyone else's writes", min=1),
         Setting("ZWATCH_SESSION_HWM", int, 1000, {"fanout": "session_hwm"},
                 "frames ZeroMQ may queue towards one client (ROUTER send high-water mark), "
                 "a hard backstop behind the window below", min=0),

@@ -20,6 +20,8 @@ Invariant: a SYNCED watcher's position is implicitly the fan-out's ``last_seen +
 """
 from __future__ import annotations
 
+from collections import deque
+
 from typing import NamedTuple
 
 from zwatch import messages
@@ -79,7 +81,8 @@ class Slot:
 class Session:
     """A client session: its watches (core.FanoutCore) and its output state (sessions.py)."""
     __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "futures", "next_auto_id",
-                 "sent_bytes", "acked_bytes", "backoff", "held", "held_bytes", "held_since")
+                 "sent_bytes", "acked_bytes", "backoff", "held", "held_bytes", "held_since",
+                 "forwarded", "forwarded_cost")
 
     def __init__(self, ident: bytes, name: str, now: float = 0.0):
         self.ident = ident
@@ -98,6 +101,12 @@ class Session:
         self.held: list = []
         self.held_bytes = 0
         self.held_since = 0.0
+        # Requests forwarded to the writer/syncer and not answered yet: (sent at, cost), oldest
+        # first.  Replies are not decoded, so each one retires the oldest entry: the total is
+        # exact whenever everything was answered, and entries older than a client's patience
+        # (the writer died with them) are forgotten.
+        self.forwarded: deque = deque()
+        self.forwarded_cost = 0
 
 
 # ------------------------------------------------------------------ what the core queues for a session

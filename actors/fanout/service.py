@@ -20,7 +20,8 @@ import zmq
 
 from zwatch import internal, messages, requests
 from zwatch.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, ZwatchError
-from zwatch.limits import MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION, PROTOCOL_VERSION
+from zwatch.limits import (MAX_PENDING_REQUESTS_PER_SESSION, MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION,
+                          PROTOCOL_VERSION)
 
 from ..common import Every, RateLimitedLog, StopFlag, drain, make_socket
 from ..logsetup import configure
@@ -30,6 +31,12 @@ from .model import Session
 from .sessions import AGAIN, GONE, SENT, SessionOutput
 
 NO_SESSION = "NO_SESSION"
+# A forwarded request unanswered for this long was lost (its writer or syncer died): it stops
+# counting against its session's maximum of requests in flight.
+PENDING_FORGET_S = 10.0
+# Client frames read per loop round at most, before replies and publishes are looked at again:
+# a flooding client must not keep the replies of everyone else waiting for a long round.
+CLIENT_FRAMES_PER_ROUND = 256
 
 
 class Fanout:
@@ -38,7 +45,7 @@ class Fanout:
                  ring_revisions: int = 20_000, ring_bytes: int = 64 << 20, victim_backoff_s: float = 0.1,
                  max_sessions: int = MAX_SESSIONS_PER_FANOUT, max_watches: int = MAX_WATCHES_PER_SESSION,
                  session_hwm: int = 1000, session_window: int = 8 << 20, stall_s: float = 2.0,
-                 stats_s: float = 10.0):
+                 stats_s: float = 10.0, max_pending: int = MAX_PENDING_REQUESTS_PER_SESSION):
         self.endpoint = endpoint
         self.writer_endpoint = writer_endpoint
         self.pub_endpoint = pub_endpoint
@@ -49,6 +56,7 @@ class Fanout:
         self.max_sessions = max_sessions
         self.max_watches = max_watches
         self.session_hwm = session_hwm
+        self.max_pending = max(1, max_pending)
         self.session_window = session_window
         self.stats_s = stats_s
         self.instance = f"fanout-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -64,7 +72,7 @@ class Fanout:
         # bursts of departures or when RSS grew well above its floor (actors/memory.py).
         self.trim_policy = TrimPolicy()
         self.ping_seq = 0
-        self.st = dict(frames=0, requests=0, bad_requests=0)
+        self.st = dict(frames=0, requests=0, bad_requests=0, pending_refused=0)
 
     @classmethod
     def from_env(cls, endpoint: str | None = None) -> "Fanout":
@@ -257,7 +265,7 @@ class Fanout:
             self.trim_policy.note_closed(time.monotonic(), departed)
 
     def _drain_clients(self):
-        for frames in drain(self.router, 1024):
+        for frames in drain(self.router, CLIENT_FRAMES_PER_ROUND):
             self.st["requests"] += 1
             ident = frames[0]
             if len(frames) != 2:
@@ -290,9 +298,13 @@ class Fanout:
         elif op == "ping":
             self.core.reply(ident, messages.pack(["pong", req_id, {"revision": self.core.last_seen or 0}]))
         elif op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op == "status":
+            self._admit(session, op, body)
             self._forward(self.writer, ident, raw, "writer")
+            self._forwarded(session, op, body)
         elif op in messages.READ_OPS:
+            self._admit(session, op, body)
             self._forward(self.reader, ident, raw, "syncer")
+            self._forwarded(session, op, body)
         elif op == "watch_create":
             self.core.watch_create(session, req_id, body)
         elif op == "watch_cancel":
@@ -325,6 +337,28 @@ class Fanout:
                        "max_key_bytes": messages.MAX_KEY_BYTES}}))
         self.log.info("session.open", session=name or ident.hex(), sessions=len(self.sessions))
 
+    @staticmethod
+    def _cost(op, body) -> int:
+        ids = body.get("IDs") if op == "lease_keepalive" and isinstance(body, dict) else None
+        return 1 + len(ids) // 64 if isinstance(ids, list) else 1
+
+    def _admit(self, session, op, body):
+        """RESOURCE_EXHAUSTED if the session already has its maximum of requests in flight
+        (one request is always admitted when none is, whatever it costs)."""
+        q = session.forwarded
+        stale = time.monotonic() - PENDING_FORGET_S
+        while q and q[0][0] < stale:
+            session.forwarded_cost -= q.popleft()[1]
+        if q and session.forwarded_cost + self._cost(op, body) > self.max_pending:
+            self.st["pending_refused"] += 1
+            raise ResourceExhausted(f"too many requests in flight on this session ({session.forwarded_cost} "
+                                    f"units, the limit is {self.max_pending}): wait for replies")
+
+    def _forwarded(self, session, op, body):
+        cost = self._cost(op, body)
+        session.forwarded.append((time.monotonic(), cost))
+        session.forwarded_cost += cost
+
     def _forward(self, sock, ident, raw, peer):
         try:
             sock.send_multipart((ident, raw), zmq.NOBLOCK)
@@ -340,7 +374,10 @@ class Fanout:
 
     def _route_reply(self, frames):
         ident, reply = frames
-        if ident in self.sessions:
+        session = self.sessions.get(ident)
+        if session is not None:
+            if session.forwarded:
+                session.forwarded_cost -= session.forwarded.popleft()[1]
             self.core.reply(ident, reply)
 
     def _close_session(self, ident, reason: str):

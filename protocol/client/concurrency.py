@@ -116,13 +116,9 @@ def _wait_deletes(client: "Client", prefix: bytes, max_create_revision: int,
             return None
 
 
-class Lock:
-    """A distributed lock (python-etcd3's ``lock()`` shape, etcd's concurrency.Mutex algorithm).
-
-    ``acquire(timeout=None) -> bool``, ``release() -> bool``, ``is_acquired()``, a context manager;
-    ``key`` (this contender's key, once acquire ran) and ``lease`` (its lease, kept alive by the
-    client).  The lock is held as long as the lease lives: a holder that dies frees it within ``ttl``.
-    """
+class _Contender:
+    """What a lock contender and an election candidate share (etcd's concurrency.Session): a
+    lease of its own, kept alive by the client, and one key under the prefix named after it."""
 
     def __init__(self, client: "Client", name, ttl: int = DEFAULT_TTL):
         self.client = client
@@ -131,8 +127,34 @@ class Lock:
         self.ttl = ttl
         self.lease: Lease | None = None
         self.key: bytes | None = None
-        self.revision = -1            # create_revision of self.key (etcd's myRev)
         self.header: Header | None = None
+
+    def _live_lease(self, deadline: float | None) -> Lease:
+        """This contender's lease, granted again if it is gone (expired or revoked)."""
+        if self.lease is None or not self.lease.alive:
+            self.lease = _idempotent(self.client, deadline, lambda: self.client.lease(self.ttl))
+        return self.lease
+
+    @staticmethod
+    def _revoke(lease: Lease | None):
+        if lease is not None:
+            try:
+                lease.revoke()
+            except LeaseNotFound:
+                pass    # expired already
+
+
+class Lock(_Contender):
+    """A distributed lock (python-etcd3's ``lock()`` shape, etcd's concurrency.Mutex algorithm).
+
+    ``acquire(timeout=None) -> bool``, ``release() -> bool``, ``is_acquired()``, a context manager;
+    ``key`` (this contender's key, once acquire ran) and ``lease`` (its lease, kept alive by the
+    client).  The lock is held as long as the lease lives: a holder that dies frees it within ``ttl``.
+    """
+
+    def __init__(self, client: "Client", name, ttl: int = DEFAULT_TTL):
+        super().__init__(client, name, ttl)
+        self.revision = -1            # create_revision of self.key (etcd's myRev)
         self._acquired = False
 
     def acquire(self, timeout: float | None = None) -> bool:
@@ -140,9 +162,7 @@ class Lock:
         its key and lease are gone again).  timeout None waits for as long as it takes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self.lease is None or not self.lease.alive:
-                self.lease = _idempotent(self.client, deadline, lambda: self.client.lease(self.ttl))
-            lease = self.lease
+            lease = self._live_lease(deadline)
             key = _owner_key(self.prefix, lease)
             owner = _first_created(self.prefix)
             # put self in the waiters via key (the oldest waiter holds the lock); on a retry, or
@@ -204,11 +224,7 @@ class Lock:
             if key is not None:
                 deleted = _idempotent(self.client, None, lambda: self.client.delete(key)).deleted > 0
         finally:
-            if lease is not None:
-                try:
-                    lease.revoke()
-                except LeaseNotFound:
-                    pass    # expired already
+            self._revoke(lease)
         return deleted
 
     def __enter__(self) -> "Lock":
@@ -290,20 +306,14 @@ class Observation:
                 w.cancel()
 
 
-class Election:
+class Election(_Contender):
     """Leader election (etcd's concurrency.Election): ``campaign(value, timeout=None) -> bool``,
     ``proclaim(value)``, ``leader() -> KeyValue | None``, ``observe()``, ``resign()``.
     ``key`` / ``rev``: this candidate's key and its create_revision while campaigning or leading."""
 
     def __init__(self, client: "Client", name, ttl: int = DEFAULT_TTL):
-        self.client = client
-        self.name = to_bytes(name)
-        self.prefix = self.name + b"/"
-        self.ttl = ttl
-        self.lease: Lease | None = None
-        self.key: bytes | None = None       # etcd's leaderKey ("" when not a candidate)
-        self.rev = -1                       # etcd's leaderRev
-        self.header: Header | None = None
+        super().__init__(client, name, ttl)     # key: etcd's leaderKey (None when not a candidate)
+        self.rev = -1                           # etcd's leaderRev
 
     def campaign(self, value, timeout: float | None = None) -> bool:
         """Become a candidate and wait until this one leads (True), or timeout seconds passed
@@ -312,9 +322,7 @@ class Election:
         value = to_bytes(value)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self.lease is None or not self.lease.alive:
-                self.lease = _idempotent(self.client, deadline, lambda: self.client.lease(self.ttl))
-            lease = self.lease
+            lease = self._live_lease(deadline)
             key = _owner_key(self.prefix, lease)
             resp: TxnResponse = _idempotent(self.client, deadline, lambda: self.client.txn(
                 [CreateRevision(key) == 0], [Put(key, value, lease=lease)], [Get(key)]))
@@ -360,11 +368,7 @@ class Election:
                     [CreateRevision(key) == rev], [Delete(key)], []))
                 self.header = resp.header
         finally:
-            if lease is not None:
-                try:
-                    lease.revoke()
-                except LeaseNotFound:
-                    pass
+            self._revoke(lease)
 
     def leader(self) -> KeyValue | None:
         """The current leader's key and value (None: no leader)."""

@@ -153,20 +153,24 @@ def pack_watch_response_parts(ids: list, header_rev: int, events: list, fragment
     the watchers resume from the first revision of the first response they did not get, not
     from the first revision of the whole list (that replayed the parts already sent)."""
     whole = pack([ids, header_rev, events, False])
-    if len(whole) <= limit or len(events) <= 1:
+    # Cut only at revision boundaries (and, with fragment, inside one revision): a list of one
+    # revision without fragment goes out whole, without sizing its events one by one (a lease
+    # revoke of 100,000 keys is one such revision).
+    if len(whole) <= limit or len(events) <= 1 or (not fragment and events[0][1][2] == events[-1][1][2]):
         return [(events[0][1][2] if events else header_rev, whole)]
+    head = _response_head(ids, header_rev)
     out, run, size, run_rev = [], [], 0, None
     for ev in events:
-        ev_size = len(pack(ev))
+        b = pack(ev)                       # each event packed once: sized here, spliced below
         rev = ev[1][2]
-        if run and rev != run_rev and size + ev_size > limit:
-            out.extend((run[0][1][2], r) for r in _pack_revision_run(ids, header_rev, run, fragment, limit))
+        if run and rev != run_rev and size + len(b) > limit:
+            out.extend(_pack_revision_run(head, run, fragment, limit))
             run, size = [], 0
-        run.append(ev)
-        size += ev_size
+        run.append((rev, b))
+        size += len(b)
         run_rev = rev
     if run:
-        out.extend((run[0][1][2], r) for r in _pack_revision_run(ids, header_rev, run, fragment, limit))
+        out.extend(_pack_revision_run(head, run, fragment, limit))
     return out
 
 
@@ -190,20 +194,32 @@ def pack_control(watch_id: int, revision: int, **fields) -> bytes:
     return pack(control_response(watch_id, revision, **fields))
 
 
-def _pack_revision_run(ids, header_rev, run, fragment, limit):
-    whole = pack([ids, header_rev, run, False])
-    if len(whole) <= limit or not fragment or len(run) <= 1:
-        return [whole]
+def _response_head(ids: list, header_rev: int) -> bytes:
+    """The bytes of an event array before its events: [ids, header_rev, ... (array of 4)."""
+    return b"\x94" + pack(ids) + pack(header_rev)
+
+
+def _event_array(head: bytes, packed_events: list, fragment: bool) -> bytes:
+    """pack([ids, header_rev, events, fragment]) from its head and the events already packed
+    (msgpack is compositional: the same bytes as packing the whole)."""
+    return head + _array_header(len(packed_events)) + b"".join(packed_events) + (b"\xc3" if fragment else b"\xc2")
+
+
+def _pack_revision_run(head: bytes, run: list, fragment: bool, limit: int) -> list[tuple[int, bytes]]:
+    """run: [(revision, packed event)] of whole revisions -> [(first revision, response)]: one
+    response, or, when it is over the limit and the watch asked for fragments, pieces of it."""
+    size = len(head) + 6 + sum(len(b) for _, b in run)   # + the events' array header and the flag
+    if size <= limit or not fragment or len(run) <= 1:
+        return [(run[0][0], _event_array(head, [b for _, b in run], False))]
     pieces, piece, size = [], [], 0
-    for ev in run:
-        ev_size = len(pack(ev))
-        if piece and size + ev_size > limit:
+    for rev, b in run:
+        if piece and size + len(b) > limit:
             pieces.append(piece)
             piece, size = [], 0
-        piece.append(ev)
-        size += ev_size
+        piece.append((rev, b))
+        size += len(b)
     pieces.append(piece)
-    return [pack([ids, header_rev, p, i < len(pieces) - 1]) for i, p in enumerate(pieces)]
+    return [(p[0][0], _event_array(head, [b for _, b in p], i < len(pieces) - 1)) for i, p in enumerate(pieces)]
 
 
 # ---- decoding server frames (client side)

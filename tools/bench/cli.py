@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import signal
 import sys
 import time
 
@@ -257,7 +258,15 @@ def table(recs: list[dict], etcd_ran: bool, use_reference: bool = True) -> tuple
     return "\n".join(lines), ratios
 
 
+def _interrupt(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)      # a second one must not cut the clean-up short
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> int:
+    # SIGTERM unwinds like Ctrl-C, through the `finally` that stops each workload's cluster,
+    # instead of leaving its actors running.
+    signal.signal(signal.SIGTERM, _interrupt)
     a = parse_args(argv)
     names = a.workloads or wl.ORDER
     jf = open(a.json, "a") if a.json else None

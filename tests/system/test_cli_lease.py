@@ -418,27 +418,8 @@ def _zwatch_transcript(cluster) -> Transcript:
     return Transcript([sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0]], _clean_env())
 
 
-@pytest.mark.parametrize("name", ["expiry", "revoke", "keepalive", "errors", "zero_id"])
-def test_lease_commands_print_what_etcdctl_prints(make_cluster, name):
-    t = _zwatch_transcript(make_cluster(env=LEASE_ENV))
-    try:
-        SCENARIOS[name](t)
-    finally:
-        t.close()
-    assert transcript_text(t) == _fixture(name)
-
-
-def _concurrency_landed() -> bool:
-    try:
-        from zwatch.client.concurrency import Election, Lock  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _concurrency_landed(), reason="zwatch.client.concurrency (Lock, Election) not landed yet")
-@pytest.mark.parametrize("name", ["lock", "elect"])
-def test_lock_and_elect_print_what_etcdctl_prints(make_cluster, name):
+@pytest.mark.parametrize("name", ["expiry", "revoke", "keepalive", "errors", "zero_id", "lock", "elect"])
+def test_lease_lock_and_elect_commands_print_what_etcdctl_prints(make_cluster, name):
     t = _zwatch_transcript(make_cluster(env=LEASE_ENV))
     try:
         SCENARIOS[name](t)

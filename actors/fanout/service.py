@@ -298,13 +298,9 @@ class Fanout:
         elif op == "ping":
             self.core.reply(ident, messages.pack(["pong", req_id, {"revision": self.core.last_seen or 0}]))
         elif op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op == "status":
-            self._admit(session, op, body)
-            self._forward(self.writer, ident, raw, "writer")
-            self._forwarded(session, op, body)
+            self._forward_counted(session, self.writer, raw, "writer", op, body)
         elif op in messages.READ_OPS:
-            self._admit(session, op, body)
-            self._forward(self.reader, ident, raw, "syncer")
-            self._forwarded(session, op, body)
+            self._forward_counted(session, self.reader, raw, "syncer", op, body)
         elif op == "watch_create":
             self.core.watch_create(session, req_id, body)
         elif op == "watch_cancel":
@@ -342,21 +338,19 @@ class Fanout:
         ids = body.get("IDs") if op == "lease_keepalive" and isinstance(body, dict) else None
         return 1 + len(ids) // 64 if isinstance(ids, list) else 1
 
-    def _admit(self, session, op, body):
-        """RESOURCE_EXHAUSTED if the session already has its maximum of requests in flight
-        (one request is always admitted when none is, whatever it costs)."""
-        q = session.forwarded
-        stale = time.monotonic() - PENDING_FORGET_S
-        while q and q[0][0] < stale:
+    def _forward_counted(self, session, sock, raw, peer, op, body):
+        """Forward a request of the session, counted against its maximum of requests in flight:
+        RESOURCE_EXHAUSTED if it already has its maximum (one request is always admitted when
+        none is, whatever it costs)."""
+        q, now, cost = session.forwarded, time.monotonic(), self._cost(op, body)
+        while q and q[0][0] < now - PENDING_FORGET_S:
             session.forwarded_cost -= q.popleft()[1]
-        if q and session.forwarded_cost + self._cost(op, body) > self.max_pending:
+        if q and session.forwarded_cost + cost > self.max_pending:
             self.st["pending_refused"] += 1
             raise ResourceExhausted(f"too many requests in flight on this session ({session.forwarded_cost} "
                                     f"units, the limit is {self.max_pending}): wait for replies")
-
-    def _forwarded(self, session, op, body):
-        cost = self._cost(op, body)
-        session.forwarded.append((time.monotonic(), cost))
+        self._forward(sock, session.ident, raw, peer)
+        q.append((now, cost))
         session.forwarded_cost += cost
 
     def _forward(self, sock, ident, raw, peer):

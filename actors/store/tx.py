@@ -268,9 +268,9 @@ class Tx:
     def lease_revoke(self, r: dict) -> dict:
         """Delete every key attached to the lease in ONE revision (none if it has no key), then
         forget the lease.  An expiry is the same request, sent by the writer's lease clock."""
-        id8 = layout.pack_lease_id(r["ID"])
-        if self.lt.get(id8, db=self.s._lease) is None:
+        if not self.lease_exists(r["ID"]):  # (ID 0 included: no lease by that ID, as in etcd)
             raise LeaseNotFound("requested lease not found")
+        id8 = layout.pack_lease_id(r["ID"])
         cur = self.lt.cursor(db=self.s._leasekeys)
         keys = list(cur.iternext_dup()) if cur.set_key(id8) else []
         keyrev = self.lt.cursor(db=self.s._keyrev)

@@ -32,6 +32,7 @@ import pytest
 import zmq
 
 from zwatch import Get, Put, Version, errors
+from zwatch.actors.common import drain
 
 from support import raw_session
 
@@ -62,11 +63,7 @@ class WireSession:
     def pump(self, timeout_ms: int = 100) -> bool:
         if not self.sock.poll(timeout_ms):
             return False
-        while True:
-            try:
-                raw = self.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        for raw in drain(self.sock, 1 << 30, multipart=False):
             self.received += len(raw)
             kind, req_id, body = msgpack.unpackb(raw, raw=False, strict_map_key=False)
             if kind == "w":

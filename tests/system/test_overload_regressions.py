@@ -9,8 +9,8 @@ import time
 
 import msgpack
 import pytest
-import zmq
 
+from zwatch.actors.common import drain
 from zwatch.actors.store import Store
 
 from support import collect, raw_session, revs
@@ -43,11 +43,7 @@ class WireRecorder:
                 self.acked = self.received
             if not self.sock.poll(20):
                 continue
-            while True:
-                try:
-                    raw = self.sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for raw in drain(self.sock, 1 << 30, multipart=False):
                 self.received += len(raw)
                 kind, req_id, body = msgpack.unpackb(raw, raw=False)
                 if kind == "w":

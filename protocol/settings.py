@@ -122,6 +122,10 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_LOG_FORMAT", str, "auto", _LOGGING,
                 "`json` forces JSON lines; `auto`: console rendering on a TTY, JSON when not a TTY",
                 choices=("auto", "json")),
+        Setting("ZWATCH_CURVE_DIR", str, None, {"writer": None, "syncer": None, "fanout": None},
+                "CURVE + ZAP on every socket: the key directory written by `zwatch keygen --cluster DIR` "
+                "(each actor reads its own `NAME.key_secret`, the peers' public keys, `internal/`, `clients/`); "
+                "empty: no encryption, no authentication of peers"),
     ),
     *_declare(
         "fan-out",
@@ -157,6 +161,10 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_STALL_S", float, 2.0, {"fanout": "stall_s"},
                 "how long a session's frames may wait for credit before its watches become victims "
                 "(they catch up later)", min=0),
+        Setting("ZWATCH_CURVE_CLIENTS", str, "any", {"fanout": None},
+                "with ZWATCH_CURVE_DIR: `any` admits every client key (users log in with a password), "
+                "`known` only the keys in `clients/` (a key `clients/NAME.key` is user NAME)",
+                choices=("any", "known")),
     ),
     *_declare(
         "writer",
@@ -195,6 +203,16 @@ SETTINGS: tuple[Setting, ...] = (
         "clients (zwatch CLI, zwatch.Client)",
         Setting("ZWATCH_ENDPOINTS", list, ["tcp://127.0.0.1:2379"], {"client": None},
                 "fan-outs to try, in order, comma-separated (`host:port` means `tcp://host:port`)"),
+        Setting("ZWATCH_CURVE_SERVER_KEY", str, None, {"client": None},
+                "CURVE on: path of the fan-outs' public key file (`fanout.key` of the key directory); "
+                "empty: plain connection"),
+        Setting("ZWATCH_CURVE_CLIENT_KEY", str, None, {"client": None},
+                "with ZWATCH_CURVE_SERVER_KEY: path of this client's secret key file (`NAME.key_secret`); "
+                "empty: a fresh key pair per client"),
+        Setting("ZWATCH_USER", str, None, {"client": None},
+                "`NAME` or `NAME:PASSWORD`: the user the client logs in as (like `--user`); empty: anonymous"),
+        Setting("ZWATCH_PASSWORD", str, None, {"client": None},
+                "the password of ZWATCH_USER when it has none (like `--password`); never logged"),
     ),
     *_declare(
         "benchmarks",

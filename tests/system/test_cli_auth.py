@@ -1,0 +1,294 @@
+"""`zwatch auth|user|role` and `--user` / `--password` print what etcdctl 3.4 prints (issue #11).
+
+Each scenario runs the same commands through a Transcript: every command's stdout, stderr and exit
+code.  tests/system/fixtures/etcdctl_auth/<scenario>.txt is that transcript taken from etcdctl
+3.4.23 on a fresh etcd; the tests run the scenario through `python -m zwatch.cli` on a fresh zwatch
+cluster and compare after the same normalization (normalize()): the header fields only etcd has
+(cluster_id, member_id, raft_term) are dropped, and etcdctl's noise on stderr is dropped (clientv3's
+JSON log lines, the `stty` complaints of its password prompt when stdin is not a terminal).
+Revisions are compared as they are: both servers start at revision 1 and auth changes are not
+KV revisions in either.
+
+etcdctl 3.4 has no `auth status` (3.5 added it): tests below hold zwatch's to 3.5's text.
+
+The fixtures are regenerated (by hand, never by the tests) with etcd installed:
+    .venv/bin/python tests/system/test_cli_auth.py capture [scenario...]
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "etcdctl_auth")
+
+
+def _clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZWATCH_", "ETCD"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Transcript:
+    """Runs commands through one CLI (etcdctl or zwatch) and writes down what they did."""
+
+    def __init__(self, argv: list[str], env: dict):
+        self.argv, self.env = argv, env
+        self.text: list[str] = []
+
+    def run(self, *args, stdin: str | None = None, env: dict | None = None, timeout=30):
+        r = subprocess.run(self.argv + list(args), capture_output=True, text=True, input=stdin or "",
+                           timeout=timeout, env={**self.env, **(env or {})})
+        title = shlex.join(args) + (f" <<< {stdin!r}" if stdin else "")
+        if env:
+            title = " ".join(f"{k}={v}" for k, v in env.items()) + " " + title
+        self.text.append(f"$ {title}")
+        self.text.extend(r.stdout.splitlines())
+        for line in r.stderr.splitlines():
+            if line.startswith('{"level":') or line.startswith("stty: "):
+                continue    # clientv3's logger, the prompt's stty on a pipe: not etcdctl's output
+            self.text.append(f"stderr: {line}")
+        self.text.append(f"exit {r.returncode}")
+        return r
+
+    def note(self, text: str):
+        self.text.append(f"# {text}")
+
+
+ROOT = ("--user", "root:rootpw")
+
+
+# ================================================================ the scenarios
+def scenario_manage(t: Transcript):
+    """Users, roles and permissions with auth disabled: every verb, simple and json, and the
+    server's errors (exists, not found, not granted)."""
+    t.run("user", "add", "root:rootpw")
+    t.run("user", "add", "root:other")
+    t.run("user", "add", "alice", "--interactive=false", stdin="alicepw\n")
+    t.run("user", "add", "bob", "--new-user-password=bobpw", "-w", "json")
+    t.run("user", "add", "carol", "--no-password")
+    t.run("user", "add", "dave", stdin="davepw\ndavepw\n")                       # the prompt, twice
+    t.run("user", "add", "erin", stdin="pw1\npw2\n")                             # they differ
+    t.run("user", "add", "frank", stdin="\n")                                    # empty
+    t.run("user", "add", ":pw")
+    t.run("user", "list")
+    t.run("user", "list", "-w", "json")
+    t.run("user", "get", "alice")
+    t.run("user", "get", "alice", "-w", "json")
+    t.run("user", "get", "nobody")
+    t.run("role", "add", "reader")
+    t.run("role", "add", "reader")
+    t.run("role", "add", "writer", "-w", "json")
+    t.run("role", "add", "empty")
+    t.run("role", "list")
+    t.run("role", "list", "-w", "json")
+    t.run("role", "get", "empty")
+    t.run("role", "get", "empty", "-w", "json")
+    t.run("role", "grant-permission", "reader", "read", "/a")
+    t.run("role", "grant-permission", "reader", "read", "/p/", "--prefix")
+    t.run("role", "grant-permission", "reader", "readwrite", "/z", "--from-key")
+    t.run("role", "grant-permission", "reader", "write", "/r", "/s", "-w", "json")
+    t.run("role", "grant-permission", "reader", "read", "", "--prefix")
+    t.run("role", "grant-permission", "writer", "write", "", "--from-key")
+    t.run("role", "grant-permission", "writer", "readwrite", "/w")
+    t.run("role", "grant-permission", "nosuch", "read", "/a")
+    t.run("role", "get", "reader")
+    t.run("role", "get", "reader", "-w", "json")
+    t.run("role", "get", "writer")
+    t.run("role", "get", "nosuch")
+    t.run("user", "grant-role", "alice", "reader")
+    t.run("user", "grant-role", "alice", "writer", "-w", "json")
+    t.run("user", "grant-role", "alice", "reader")
+    t.run("user", "grant-role", "alice", "nosuch")
+    t.run("user", "grant-role", "nobody", "reader")
+    t.run("user", "get", "alice")
+    t.run("user", "get", "alice", "--detail")
+    t.run("user", "get", "alice", "--detail", "-w", "json")
+    t.run("user", "revoke-role", "alice", "empty")
+    t.run("user", "revoke-role", "alice", "writer")
+    t.run("user", "revoke-role", "alice", "writer", "-w", "json")
+    t.run("user", "revoke-role", "nobody", "writer")
+    t.run("role", "revoke-permission", "reader", "/a")
+    t.run("role", "revoke-permission", "reader", "/a")
+    t.run("role", "revoke-permission", "reader", "/p/", "--prefix")
+    t.run("role", "revoke-permission", "reader", "/z", "--from-key")
+    t.run("role", "revoke-permission", "reader", "/r", "/s", "-w", "json")
+    t.run("role", "revoke-permission", "nosuch", "/a")
+    t.run("role", "get", "reader")
+    t.run("user", "passwd", "alice", "--interactive=false", stdin="newpw\n")
+    t.run("user", "passwd", "alice", "-w", "json", stdin="newpw2\nnewpw2\n")
+    t.run("user", "passwd", "nobody", "--interactive=false", stdin="x\n")
+    t.run("user", "grant-role", "bob", "writer")
+    t.run("role", "delete", "writer")
+    t.run("role", "delete", "writer")
+    t.run("user", "get", "bob")
+    t.run("role", "delete", "empty", "-w", "json")
+    t.run("user", "delete", "carol")
+    t.run("user", "delete", "carol")
+    t.run("user", "delete", "bob", "-w", "json")
+    t.run("user", "list")
+    t.run("role", "list")
+
+
+def scenario_enabled(t: Transcript):
+    """auth enable (its preconditions), requests with and without a user, permissions denied,
+    what a non-root user may still see, auth disable."""
+    t.run("auth", "enable")                                    # no root user
+    t.run("user", "add", "root:rootpw")
+    t.run("user", "add", "alice:alicepw")
+    t.run("role", "add", "reader")
+    t.run("role", "grant-permission", "reader", "read", "/a/", "--prefix")
+    t.run("role", "grant-permission", "reader", "readwrite", "/rw")
+    t.run("user", "grant-role", "alice", "reader")
+    t.run("put", "/a/1", "one")
+    t.run("auth", "enable")                                    # etcdctl adds the root role itself
+    t.run("user", "get", "root", *ROOT)
+    t.run("role", "get", "root", *ROOT)
+    t.run("auth", "enable", *ROOT)
+    t.run("get", "/a/1")
+    t.run("put", "k", "v")
+    t.run("user", "list")
+    t.run("get", "/a/1", "--user", "root:wrong")
+    t.run("get", "/a/1", "--user", "nobody:pw")
+    t.run("get", "/a/1", "--user", "root", "--password", "wrong")
+    t.run("get", "/a/1", *ROOT)
+    t.run("get", "/a/1", "--user", "root", "--password", "rootpw", "-w", "json")
+    t.run("get", "/a/1", "--user", "root", stdin="rootpw\n")            # prompted
+    t.run("get", "/a/1", "--user", "root", stdin="wrong\n")
+    t.run("put", "/a/2", "two", *ROOT)
+    t.run("get", "/a/", "--prefix", "--user", "alice:alicepw")
+    t.run("get", "/a/1", "/a/3", "--user", "alice:alicepw")
+    t.run("get", "/a/1", "--user", "alice:alicepw", "-w", "json")
+    t.run("get", "/b", "--user", "alice:alicepw")
+    t.run("get", "/a", "--prefix", "--user", "alice:alicepw")           # wider than /a/
+    t.run("get", "/a/", "--from-key", "--user", "alice:alicepw")
+    t.run("get", "", "--prefix", "--user", "alice:alicepw")
+    t.run("put", "/a/1", "x", "--user", "alice:alicepw")
+    t.run("put", "/rw", "x", "--user", "alice:alicepw")
+    t.run("get", "/rw", "--user", "alice:alicepw")
+    t.run("del", "/a/1", "--user", "alice:alicepw")
+    t.run("del", "/rw", "--prev-kv", "--user", "alice:alicepw")
+    t.run("txn", "--user", "alice:alicepw", stdin='value("/a/1") = "one"\n\nput /rw y\n\nput /b z\n\n')
+    t.run("txn", "--user", "alice:alicepw", stdin='value("/a/1") = "one"\n\nput /rw y\n\nget /a/1\n\n')
+    t.run("user", "list", "--user", "alice:alicepw")
+    t.run("user", "get", "alice", "--user", "alice:alicepw")            # yourself: allowed
+    t.run("user", "get", "root", "--user", "alice:alicepw")
+    t.run("role", "get", "reader", "--user", "alice:alicepw")           # your own role: allowed
+    t.run("role", "get", "root", "--user", "alice:alicepw")
+    t.run("role", "add", "x", "--user", "alice:alicepw")
+    t.run("user", "passwd", "alice", "--interactive=false", "--user", "alice:alicepw", stdin="pw\n")
+    t.run("auth", "disable", "--user", "alice:alicepw")
+    t.run("user", "delete", "root", *ROOT)                              # invalid auth management
+    t.run("user", "revoke-role", "root", "root", *ROOT)
+    t.run("user", "passwd", "alice", "--interactive=false", *ROOT, stdin="alicepw2\n")
+    t.run("get", "/a/1", "--user", "alice:alicepw")
+    t.run("get", "/a/1", "--user", "alice:alicepw2")
+    t.run("role", "revoke-permission", "reader", "/a/", "--prefix", *ROOT)
+    t.run("get", "/a/1", "--user", "alice:alicepw2")
+    t.run("user", "delete", "alice", *ROOT)
+    t.run("get", "/a/1", "--user", "alice:alicepw2")
+    t.run("auth", "disable", *ROOT, "-w", "json")
+    t.run("get", "/a/1")
+    t.run("get", "/a/1", "--user", "root:wrong")
+    t.run("auth", "disable")
+
+
+def scenario_args(t: Transcript):
+    """Arguments etcdctl refuses before asking the server (exit 128)."""
+    for args in (("auth", "enable", "x"), ("auth", "disable", "x"),
+                 ("user", "add"), ("user", "add", "a", "b"), ("user", "delete"), ("user", "get"),
+                 ("user", "list", "x"), ("user", "passwd"), ("user", "grant-role", "a"),
+                 ("user", "revoke-role", "a"), ("role", "add"), ("role", "delete"), ("role", "get"),
+                 ("role", "list", "x"), ("role", "grant-permission", "r", "read"),
+                 ("role", "grant-permission", "r", "bad", "/k"),
+                 ("role", "grant-permission", "r", "read", "/k", "--prefix", "--from-key"),
+                 ("role", "grant-permission", "r", "read", "/k", "/l", "--prefix"),
+                 ("role", "grant-permission", "r", "read", "/k", "/l", "--from-key"),
+                 ("role", "grant-permission", "r", "read", "", "--prefix", "--from-key"),
+                 ("role", "revoke-permission", "r"),
+                 ("role", "revoke-permission", "r", "/k", "/l", "--prefix")):
+        t.run(*args)
+    t.run("user", "add", "x:y", "--no-password")
+    t.run("user", "get", "x")
+    t.run("user", "add", "p", "--new-user-password=q", "--no-password")
+    t.run("user", "get", "p")
+    t.run("role", "grant-permission", "r", "READ", "/k")      # the type in capitals: no such role
+
+
+SCENARIOS = {"manage": scenario_manage, "enabled": scenario_enabled, "args": scenario_args}
+
+
+# ================================================================ normalization
+def normalize(text: str) -> str:
+    # Header fields only etcd has (zwatch's header is the revision alone, as in get / put -w json).
+    text = re.sub(r'"cluster_id":\d+,"member_id":\d+,', "", text)
+    return re.sub(r',"raft_term":\d+', "", text)
+
+
+def transcript_text(t: Transcript) -> str:
+    return normalize("\n".join(t.text) + "\n")
+
+
+# ================================================================ the tests
+def _fixture(name: str) -> str:
+    with open(os.path.join(FIXTURES, f"{name}.txt")) as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_auth_commands_print_what_etcdctl_prints(cluster, name):
+    t = Transcript([sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0]], _clean_env())
+    SCENARIOS[name](t)
+    assert transcript_text(t) == _fixture(name)
+
+
+# ================================================================ capturing the fixtures from etcd
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def capture(names):
+    """Run the scenarios with etcdctl on a fresh etcd each (needs /usr/bin/etcd and etcdctl)."""
+    os.makedirs(FIXTURES, exist_ok=True)
+    for name in names:
+        data = tempfile.mkdtemp(prefix="etcd-capture-")
+        client, peer = _free_port(), _free_port()
+        etcd = subprocess.Popen(["etcd", "--data-dir", data, "--listen-client-urls", f"http://127.0.0.1:{client}",
+                                 "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                                 "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            argv = ["etcdctl", f"--endpoints=127.0.0.1:{client}"]
+            env = _clean_env(ETCDCTL_API="3")
+            deadline = time.monotonic() + 20
+            while subprocess.run(argv + ["endpoint", "health"], capture_output=True, env=env).returncode != 0:
+                assert time.monotonic() < deadline, "etcd did not start"
+                time.sleep(0.2)
+            t = Transcript(argv, env)
+            SCENARIOS[name](t)
+            with open(os.path.join(FIXTURES, f"{name}.txt"), "w") as f:
+                f.write(transcript_text(t))
+            print(f"{name}: {len(t.text)} lines")
+        finally:
+            etcd.terminate()
+            etcd.wait(10)
+            shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["capture"]:
+        sys.exit("usage: test_cli_auth.py capture [scenario...]")
+    capture(sys.argv[2:] or list(SCENARIOS))

@@ -32,11 +32,13 @@ from .args import (CommandError, UsageError, add_del, add_elect, add_get, add_gl
                    add_range_args, get_kwargs, put_lease_arg, range_args)
 from .format import (error_text, go_quote, humanize_bytes, j_del, j_header, j_put, j_range, j_txn, j_watch,
                      json_line, print_del, print_get, print_put, print_txn, print_watch, write_line)
+from .keygen import KeygenError, add_keygen, cmd_keygen
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .txnparse import read_txn
 
 ACTORS = ("writer", "syncer", "fanout")
-VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect")
+VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect",
+                  "keygen")
 EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
 
 
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lease(verb("lease", "lease grant|revoke|timetolive|list|keep-alive"), lambda q: add_globals(q, True))
     add_lock(verb("lock", "lock NAME [-- CMD ARGS]: hold a lock (while CMD runs)"))
     add_elect(verb("elect", "elect NAME PROPOSAL | elect -l NAME: campaign, or observe the leaders"))
+    add_keygen(verb("keygen", "keygen DIR NAME | keygen --cluster DIR [--client NAME...]: CURVE key files"))
     return parser
 
 
@@ -248,6 +251,12 @@ def main(argv=None) -> int:
     a.exec = exec_args
     if a.verb in ACTORS:
         return run_actor(a)
+    if a.verb == "keygen":                       # no endpoint, no client: files only
+        try:
+            return cmd_keygen(a)
+        except KeygenError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
     # The client's warnings (a lease the server forgot, a failed keep-alive) stay off stderr unless
     # --debug, so that stderr holds only the `Error: ...` line scripts read (etcdctl's retry warnings
     # are its own logger's JSON lines, which are no part of its output either).

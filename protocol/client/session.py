@@ -146,6 +146,10 @@ class Session:
 class SessionIO:
     """The I/O thread of ``Client`` (a mixin: it works on the client's request and watch tables)."""
 
+    # CURVE on the DEALER: a curve.ClientCurve (Client sets it from curve_server_key /
+    # curve_client_key / ZWATCH_CURVE_*); None: a plain connection.
+    curve = None
+
     def _io_main(self):
         sock = None
         poller = zmq.Poller()
@@ -161,6 +165,8 @@ class SessionIO:
                 hello_id = next(self._ids)
                 self.endpoint = session.open(now, hello_id)
                 sock = self._ctx.socket(zmq.DEALER)
+                if self.curve is not None:
+                    self.curve.apply(sock)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.RCVHWM, 0)  # never drop what the fan-out sent us
                 sock.setsockopt(zmq.IMMEDIATE, 1)

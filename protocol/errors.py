@@ -19,11 +19,24 @@ NO_SPACE = "NO_SPACE"                     # the disk or the LMDB map cannot grow
 LEASE_NOT_FOUND = "LEASE_NOT_FOUND"       # a put, revoke or time-to-live names a lease that does not exist
 LEASE_EXISTS = "LEASE_EXISTS"             # lease_grant with an ID that is already granted
 LEASE_TTL_TOO_LARGE = "LEASE_TTL_TOO_LARGE"  # lease_grant with a TTL above MAX_LEASE_TTL
+# Authentication and authorization (SPEC.md section 13).  The messages are etcd's gRPC wording
+# (etcdserver/api/v3rpc/rpctypes/error.go) so that the CLI prints what etcdctl prints; etcd's
+# "root user does not exist" / "root user does not have root role" / "invalid auth management"
+# are FAILED_PRECONDITION here, not codes of their own.
+UNAUTHENTICATED = "UNAUTHENTICATED"       # no user (auth enabled), wrong password, unknown or deleted user
+PERMISSION_DENIED = "PERMISSION_DENIED"   # the user's roles do not cover the request
+USER_EXISTS = "USER_EXISTS"               # user_add of an existing name
+USER_NOT_FOUND = "USER_NOT_FOUND"         # a user op naming no user
+ROLE_EXISTS = "ROLE_EXISTS"               # role_add of an existing name
+ROLE_NOT_FOUND = "ROLE_NOT_FOUND"         # a role op (or user_grant_role) naming no role
+ROLE_NOT_GRANTED = "ROLE_NOT_GRANTED"     # user_revoke_role of a role the user does not have
+PERMISSION_NOT_GRANTED = "PERMISSION_NOT_GRANTED"  # role_revoke_permission of a permission the role lacks
 
 ALL_CODES = (
     INVALID_ARGUMENT, COMPACTED, FUTURE_REVISION, RESOURCE_EXHAUSTED, UNAVAILABLE,
     INTERNAL, UNIMPLEMENTED, FAILED_PRECONDITION, NO_SPACE, LEASE_NOT_FOUND, LEASE_EXISTS,
-    LEASE_TTL_TOO_LARGE,
+    LEASE_TTL_TOO_LARGE, UNAUTHENTICATED, PERMISSION_DENIED, USER_EXISTS, USER_NOT_FOUND, ROLE_EXISTS,
+    ROLE_NOT_FOUND, ROLE_NOT_GRANTED, PERMISSION_NOT_GRANTED,
 )
 
 
@@ -113,9 +126,44 @@ class LeaseTTLTooLarge(ZwatchError):
     code = LEASE_TTL_TOO_LARGE
 
 
+class Unauthenticated(ZwatchError):
+    code = UNAUTHENTICATED
+
+
+class PermissionDenied(ZwatchError):
+    code = PERMISSION_DENIED
+
+
+class UserExists(ZwatchError):
+    code = USER_EXISTS
+
+
+class UserNotFound(ZwatchError):
+    code = USER_NOT_FOUND
+
+
+class RoleExists(ZwatchError):
+    code = ROLE_EXISTS
+
+
+class RoleNotFound(ZwatchError):
+    code = ROLE_NOT_FOUND
+
+
+class RoleNotGranted(ZwatchError):
+    code = ROLE_NOT_GRANTED
+
+
+class PermissionNotGranted(ZwatchError):
+    code = PERMISSION_NOT_GRANTED
+
+
 _BY_CODE = {
     INVALID_ARGUMENT: InvalidArgument, COMPACTED: Compacted, FUTURE_REVISION: FutureRevision,
     RESOURCE_EXHAUSTED: ResourceExhausted, UNAVAILABLE: Unavailable, INTERNAL: Internal,
     UNIMPLEMENTED: Unimplemented, FAILED_PRECONDITION: FailedPrecondition, NO_SPACE: NoSpace,
     LEASE_NOT_FOUND: LeaseNotFound, LEASE_EXISTS: LeaseExists, LEASE_TTL_TOO_LARGE: LeaseTTLTooLarge,
+    UNAUTHENTICATED: Unauthenticated, PERMISSION_DENIED: PermissionDenied, USER_EXISTS: UserExists,
+    USER_NOT_FOUND: UserNotFound, ROLE_EXISTS: RoleExists, ROLE_NOT_FOUND: RoleNotFound,
+    ROLE_NOT_GRANTED: RoleNotGranted, PERMISSION_NOT_GRANTED: PermissionNotGranted,
 }

@@ -25,7 +25,9 @@ from typing import NamedTuple
 import msgpack
 
 from .errors import InvalidArgument, ZwatchError
-from .limits import MAX_KEY_BYTES, MAX_REVISION
+from .limits import (MAX_AUTH_NAME_BYTES, MAX_KEY_BYTES, MAX_PERMS_PER_ROLE, MAX_REVISION,
+                     MAX_ROLES_PER_USER)
+from .requests import MAX_PASSWORD_HASH_CHARS, PERM_TYPES
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
@@ -113,8 +115,8 @@ def chunk_by_size(items, size_of, max_bytes: int):
         yield chunk
 
 
-def _frames(op: str, items, size_of, max_bytes: int) -> list[bytes]:
-    return [_pack([op, 0, chunk]) for chunk in chunk_by_size(items, size_of, max_bytes)]
+def _frames(op: str, items, size_of, max_bytes: int, mid: int = 0) -> list[bytes]:
+    return [_pack([op, mid, chunk]) for chunk in chunk_by_size(items, size_of, max_bytes)]
 
 
 def _list_body(raw_or_body, op: str) -> list:
@@ -145,32 +147,133 @@ def _kv_ok(kv) -> bool:
             and 0 <= kv[3] <= MAX_REVISION and type(kv[5]) is int and _MIN_INT64 <= kv[5] <= MAX_REVISION)
 
 
+# ---------------------------------------------------------------- auth changes and state
+# One auth change (SPEC.md section 13), as the writer publishes it and AuthState.apply takes it:
+#   ["enabled", bool]
+#   ["user", name, [password_hash | nil, [role, ...]] | nil]       nil: the user is deleted
+#   ["role", name, [[permType, key: bin, range_end: bin], ...] | nil]   nil: the role is deleted
+def _name(v, what: str) -> str:
+    if type(v) is not str or not v:
+        raise InvalidArgument(f"{what} must be a non-empty string")
+    if len(v.encode("utf-8", "surrogatepass")) > MAX_AUTH_NAME_BYTES:
+        raise InvalidArgument(f"{what} is longer than {MAX_AUTH_NAME_BYTES} bytes")
+    return v
+
+
+def decode_user_record(rec, what: str = "a user") -> list:
+    """[password_hash | nil, [role, ...]]"""
+    _list(rec, what, 2)
+    if rec[0] is not None and (type(rec[0]) is not str or len(rec[0]) > MAX_PASSWORD_HASH_CHARS):
+        raise InvalidArgument(f"{what}'s password hash must be nil or a string of at most {MAX_PASSWORD_HASH_CHARS}")
+    roles = _list(rec[1], f"{what}'s roles")
+    if len(roles) > MAX_ROLES_PER_USER:
+        raise InvalidArgument(f"{what} has {len(roles)} roles, the limit is {MAX_ROLES_PER_USER}")
+    for r in roles:
+        _name(r, f"{what}'s role")
+    return rec
+
+
+def decode_role_perms(perms, what: str = "a role") -> list:
+    """[[permType, key: bin, range_end: bin], ...]"""
+    _list(perms, f"{what}'s permissions")
+    if len(perms) > MAX_PERMS_PER_ROLE:
+        raise InvalidArgument(f"{what} has {len(perms)} permissions, the limit is {MAX_PERMS_PER_ROLE}")
+    for perm in perms:
+        _list(perm, f"a permission of {what}", 3)
+        if type(perm[0]) is not str or perm[0] not in PERM_TYPES:
+            raise InvalidArgument(f"a permission type must be one of {', '.join(PERM_TYPES)}, not {perm[0]!r:.32}")
+        _bytes(perm[1], "a permission key", MAX_KEY_BYTES)
+        _bytes(perm[2], "a permission range_end", MAX_KEY_BYTES + 1)
+    return perms
+
+
+def decode_auth_change(change) -> list:
+    """Validate one auth change (the layouts above); returns it."""
+    if type(change) is not list or not change:
+        raise InvalidArgument("an auth change is a non-empty list")
+    kind = change[0]
+    if kind == "enabled" and type(kind) is str:
+        _list(change, "an 'enabled' auth change", 2)
+        _bool(change[1], "auth enabled")
+    elif kind == "user" and type(kind) is str:
+        _list(change, "a 'user' auth change", 3)
+        _name(change[1], "a user name")
+        if change[2] is not None:
+            decode_user_record(change[2], f"user {change[1][:32]!r}")
+    elif kind == "role" and type(kind) is str:
+        _list(change, "a 'role' auth change", 3)
+        _name(change[1], "a role name")
+        if change[2] is not None:
+            decode_role_perms(change[2], f"role {change[1][:32]!r}")
+    else:
+        raise InvalidArgument(f"unknown auth change {str(kind)[:32]!r}")
+    return change
+
+
+def decode_auth_state(body) -> dict:
+    """The whole auth state (AuthState.to_wire(), the syncer's auth_state reply)::
+
+        {"enabled": bool, "revision": auth_revision,
+         "users": {name: [password_hash | nil, [role, ...]]}, "roles": {name: [[permType, key, range_end], ...]}}
+
+    Validated; returned as is."""
+    if type(body) is not dict:
+        raise InvalidArgument("an auth state is a map")
+    _bool(body.get("enabled"), "auth state enabled")
+    _int(body.get("revision"), "auth state revision")
+    users, roles = body.get("users"), body.get("roles")
+    if type(users) is not dict or type(roles) is not dict:
+        raise InvalidArgument("an auth state's users and roles are maps")
+    for name, rec in users.items():
+        decode_user_record(rec, f"user {_name(name, 'a user name')[:32]!r}")
+    for name, perms in roles.items():
+        decode_role_perms(perms, f"role {_name(name, 'a role name')[:32]!r}")
+    return body
+
+
 class Publish(NamedTuple):
     """The writer's PUB frame: one per group commit, per compaction start, and as a heartbeat::
 
-        ["pub", prev_revision, last_revision, [[revision, [event, ...]], ...], compact_revision]
+        ["pub", prev_revision, last_revision, [[revision, [event, ...]], ...], compact_revision,
+         [auth_revision, [[after_revision, change], ...]]]
         event = [type, kv, prev_kv | nil]      type 0 = PUT, 1 = DELETE
         kv    = [key, create_revision, mod_revision, version, value, lease]
 
     prev_revision is the last_revision of the writer's previous publish: a subscriber whose own
     last revision is below it has missed publishes and recovers them from history.  Heartbeats
     carry no revisions and prev_revision == last_revision.
+
+    The 6th element is the auth revision after this publish and the auth changes it commits
+    (decode_auth_change), in commit order: [after_revision, change] applies after the events of
+    KV revision after_revision and before the next revision's (prev <= after_revision <= last,
+    never decreasing).  The changes are the last len(changes) auth revisions, ending at
+    auth_revision.  It is left out while the auth revision is 0 (no auth change ever), so those
+    frames keep the bytes of writers that predate auth; decode takes 5 elements as auth
+    revision 0, no changes.
     """
     prev: int
     last: int
     revisions: list
     compact_revision: int
+    auth_revision: int = 0
+    auth_changes: list | tuple = ()
 
     def encode(self) -> bytes:
-        return _pack(["pub", self.prev, self.last, self.revisions, self.compact_revision])
+        if self.auth_revision == 0 and not self.auth_changes:
+            return _pack(["pub", self.prev, self.last, self.revisions, self.compact_revision])
+        return _pack(["pub", self.prev, self.last, self.revisions, self.compact_revision,
+                      [self.auth_revision, self.auth_changes]])
 
     @classmethod
     def decode(cls, raw: bytes) -> "Publish":
-        msg = _list(_unpack(raw), "a publish", 5)
+        msg = _list(_unpack(raw), "a publish")
+        if len(msg) not in (5, 6):
+            raise InvalidArgument(f"a publish has {len(msg)} fields, expected 5 or 6")
         if msg[0] != "pub" or type(msg[0]) is not str:
             raise InvalidArgument(f"expected a 'pub' message, got {str(msg[0])[:32]!r}")
         prev, last = _int(msg[1], "prev_revision"), _int(msg[2], "last_revision")
         compact = _int(msg[4], "compact_revision")
+        auth_rev, changes = (0, ()) if len(msg) == 5 else _publish_auth(msg[5], prev, last)
         for rev_events in _list(msg[3], "the revisions of a publish"):
             _list(rev_events, "a published revision", 2)
             _int(rev_events[0], "a published revision number")
@@ -187,7 +290,25 @@ class Publish(NamedTuple):
                 decode_kv(ev[1])
                 if ev[2] is not None:
                     decode_kv(ev[2], "prev_kv")
-        return cls(prev, last, msg[3], compact)
+        return cls(prev, last, msg[3], compact, auth_rev, changes)
+
+
+def _publish_auth(auth, prev: int, last: int) -> tuple[int, list]:
+    """A publish's [auth_revision, [[after_revision, change], ...]] -> (auth_revision, changes)."""
+    _list(auth, "a publish's auth [auth_revision, changes]", 2)
+    auth_rev = _int(auth[0], "auth_revision")
+    changes = _list(auth[1], "a publish's auth changes")
+    if len(changes) > auth_rev:
+        raise InvalidArgument(f"{len(changes)} auth changes cannot end at auth revision {auth_rev}")
+    floor = prev
+    for item in changes:
+        _list(item, "an auth change [after_revision, change]", 2)
+        after = _int(item[0], "an auth change's after_revision")
+        if not floor <= after <= last:
+            raise InvalidArgument(f"an auth change's after_revision {after} is outside [{floor}, {last}]")
+        floor = after
+        decode_auth_change(item[1])
+    return auth_rev, changes
 
 
 # ---------------------------------------------------------------- fan-out -> syncer
@@ -403,44 +524,73 @@ def _watcher_item(cls, item, op: str, third: str):
     return cls(_int(item[0], f"{op} uid"), _int(item[1], f"{op} epoch"), _int(item[2], f"{op} {third}"))
 
 
-def encode_events(items: list[SyncEvent], max_bytes: int = MESSAGE_BYTES) -> list[bytes]:
-    """["ev", 0, [item, ...]] frames of about max_bytes at most each (an item alone may exceed it)."""
-    return _frames("ev", items, SyncEvent.size, max_bytes)
+# The id slot of ev / synced / compacted is the auth revision of the LMDB snapshot the syncer read
+# them from (0 until the first auth change: the bytes of syncers that predate auth): a fan-out
+# whose auth view is older holds them, in order, until the publish stream brought it there.
+def encode_events(items: list[SyncEvent], max_bytes: int = MESSAGE_BYTES, *, auth_rev: int = 0) -> list[bytes]:
+    """["ev", auth_rev, [item, ...]] frames of about max_bytes at most each (an item alone may exceed it)."""
+    return _frames("ev", items, SyncEvent.size, max_bytes, auth_rev)
 
 
-def encode_synced(items: list[Handoff], max_bytes: int = MESSAGE_BYTES) -> list[bytes]:
-    """["synced", 0, [[uid, epoch, R], ...]] frames."""
-    return _frames("synced", items, lambda item: 32, max_bytes)
+def encode_synced(items: list[Handoff], max_bytes: int = MESSAGE_BYTES, *, auth_rev: int = 0) -> list[bytes]:
+    """["synced", auth_rev, [[uid, epoch, R], ...]] frames."""
+    return _frames("synced", items, lambda item: 32, max_bytes, auth_rev)
 
 
-def encode_compacted(items: list[CompactedCancel], max_bytes: int = MESSAGE_BYTES) -> list[bytes]:
-    """["compacted", 0, [[uid, epoch, compact_revision], ...]] frames."""
-    return _frames("compacted", items, lambda item: 32, max_bytes)
+def encode_compacted(items: list[CompactedCancel], max_bytes: int = MESSAGE_BYTES, *,
+                     auth_rev: int = 0) -> list[bytes]:
+    """["compacted", auth_rev, [[uid, epoch, compact_revision], ...]] frames."""
+    return _frames("compacted", items, lambda item: 32, max_bytes, auth_rev)
+
+
+class AuthStateRequest(NamedTuple):
+    """A fan-out asks the syncer for the whole auth state of one LMDB snapshot::
+
+        ["auth_state", id, {}]   ->   ["ok", id, auth state (decode_auth_state)]
+    """
+    req_id: int
+
+    def encode(self) -> bytes:
+        return _pack(["auth_state", self.req_id, {}])
+
+
+class AuthStateReply(NamedTuple):
+    """The syncer's answer to AuthStateRequest: ``["ok", id, AuthState.to_wire()]``."""
+    req_id: int
+    state: dict
+
+    def encode(self) -> bytes:
+        return _pack(["ok", self.req_id, self.state])
 
 
 _ITEM_DECODERS = {"ev": SyncEvent.decode, "synced": Handoff.decode, "compacted": CompactedCancel.decode}
 
 
 def decode_from_syncer(raw: bytes):
-    """A frame from the syncer to a fan-out (not a forwarded read's reply) -> one of
-    ("ev", [SyncEvent]), ("synced", [Handoff]), ("compacted", [CompactedCancel]), ("pong", Pong),
-    ("err", {"code", "message", ...}) for an error reply."""
+    """A frame from the syncer to a fan-out (not a forwarded read's reply) -> (op, body, n), one of
+    ("ev", [SyncEvent], auth_rev), ("synced", [Handoff], auth_rev), ("compacted", [CompactedCancel],
+    auth_rev) with the auth revision of the syncer's snapshot; ("pong", Pong, seq);
+    ("auth_state", auth state map (decode_auth_state), req_id) for the "ok" reply to
+    AuthStateRequest; ("err", {"code", "message", ...}, req_id or 0) for an error reply."""
     msg = _list(_unpack(raw), "a syncer message", 3)
     op, mid, body = msg
     if type(op) is not str:
         raise InvalidArgument("the op of a syncer message must be a string")
     decode_item = _ITEM_DECODERS.get(op)
     if decode_item is not None:
-        _int(mid, f"{op} id")
-        return op, [decode_item(item) for item in _list(body, f"the body of {op}")]
+        auth_rev = _int(mid, f"{op} id")
+        return op, [decode_item(item) for item in _list(body, f"the body of {op}")], auth_rev
     if op == "pong":
-        return op, Pong._from_body(_int(mid, "pong id"), body)
+        seq = _int(mid, "pong id")
+        return op, Pong._from_body(seq, body), seq
+    if op == "ok":        # a fan-out asks the syncer nothing else that is answered "ok"
+        return "auth_state", decode_auth_state(body), _int(mid, "auth_state id")
     if op == "err":
         if mid is not None:
             _int(mid, "err id")
         if type(body) is not dict or type(body.get("code")) is not str:
             raise InvalidArgument("an error reply's body is a map with a code")
-        return op, body
+        return op, body, mid or 0
     raise InvalidArgument(f"unknown syncer message {op[:32]!r}")
 
 

@@ -48,3 +48,13 @@ MAX_TIMETOLIVE_KEYS = 10_000
 # (a keep-alive counts 1 + IDs // 64): a client pipelining more gets RESOURCE_EXHAUSTED at once,
 # so one flooding session cannot queue thousands of requests ahead of other sessions' writes.
 MAX_PENDING_REQUESTS_PER_SESSION = 256
+# Authentication (SPEC.md section 13).  User and role names are UTF-8 strings of 1..128 bytes;
+# a plaintext password is at most 1 KiB (the fan-out hashes it, a slow hash of a huge input is
+# a cheap way to burn its CPU).
+MAX_AUTH_NAME_BYTES = 128
+MAX_PASSWORD_BYTES = 1024
+MAX_ROLES_PER_USER = 1000
+MAX_PERMS_PER_ROLE = 10_000
+# The whole auth state (users, roles, permissions, msgpack-encoded) a change may grow it to:
+# every fan-out and the syncer hold a copy, and a fan-out fetches it whole (syncer auth_state).
+MAX_AUTH_STATE_BYTES = 8 * 1024 * 1024

@@ -20,8 +20,10 @@ This module imports no msgpack: bodies arrive decoded (zwatch.messages does that
 from __future__ import annotations
 
 from .errors import InvalidArgument
-from .limits import (MAX_KEEPALIVE_IDS, MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_REVISION, MAX_TXN_DEPTH,
-                     MAX_TXN_OPS, MAX_TXN_TREE_OPS)
+import re
+
+from .limits import (MAX_AUTH_NAME_BYTES, MAX_KEEPALIVE_IDS, MAX_KEY_BYTES, MAX_PASSWORD_BYTES, MAX_REQUEST_BYTES,
+                     MAX_REVISION, MAX_TXN_DEPTH, MAX_TXN_OPS, MAX_TXN_TREE_OPS)
 
 # ---------------------------------------------------------------------------------------------
 # Key ranges: etcd's rules, in one place (SPEC.md section 4).
@@ -233,6 +235,122 @@ def _lease_leases(body, where: str) -> dict:
     return check_fields(body, LEASE_LEASES, where)
 
 
+# ---------------------------------------------------------------------------------------------
+# Authentication and authorization ops (SPEC.md section 13): strict like the store's ops, with
+# etcd's field names.  The writer runs them (AUTH_STORE_OPS); the fan-out normalizes user_add and
+# user_change_password first, then replaces the plaintext `password` with `hashed_password`.
+
+PERM_TYPES = ("READ", "WRITE", "READWRITE")
+# What passwords.hash_password stores: "scrypt$N$r$p$<salt b64>$<key b64>".  Only the shape is
+# checked here (the parameters' bounds are passwords.py's); the length bound keeps a forged hash
+# from bloating the auth state.
+MAX_PASSWORD_HASH_CHARS = 256
+_HASH_SHAPE = re.compile(r"scrypt\$[0-9]{1,10}\$[0-9]{1,4}\$[0-9]{1,4}\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}")
+# Which kind of name a field holds: etcd's "user name is empty" / "role name is empty".
+_NAME_KINDS = {"user": "user", "role": "role"}
+
+AUTH_EMPTY = {}
+USER_ADD = {"name": ("user", REQUIRED), "password": ("password", None), "hashed_password": ("hash", None),
+            "options": ("user_options", None)}
+USER_NAME = {"name": ("user", REQUIRED)}
+USER_CHANGE_PASSWORD = {"name": ("user", REQUIRED), "password": ("password", None),
+                        "hashed_password": ("hash", None)}
+USER_GRANT_ROLE = {"user": ("user", REQUIRED), "role": ("role", REQUIRED)}
+USER_REVOKE_ROLE = {"name": ("user", REQUIRED), "role": ("role", REQUIRED)}
+ROLE_NAME = {"name": ("role", REQUIRED)}
+ROLE_ROLE = {"role": ("role", REQUIRED)}
+ROLE_GRANT_PERMISSION = {"name": ("role", REQUIRED), "perm": ("perm", REQUIRED)}
+ROLE_REVOKE_PERMISSION = {"role": ("role", REQUIRED), "key": ("perm_key", b""), "range_end": ("perm_end", b"")}
+PERM = {"permType": (PERM_TYPES, REQUIRED), "key": ("perm_key", b""), "range_end": ("perm_end", b"")}
+USER_OPTIONS = {"no_password": ("bool", False)}
+
+
+def _auth_value(kind: str, v, where: str):
+    """One field of an auth op; raises InvalidArgument with etcd's words where etcd has some."""
+    if kind in _NAME_KINDS:
+        if not isinstance(v, str):
+            raise InvalidArgument(f"{where} must be a string, got {type(v).__name__}")
+        if not v:
+            raise InvalidArgument(f"etcdserver: {_NAME_KINDS[kind]} name is empty")
+        if len(v.encode("utf-8", "surrogatepass")) > MAX_AUTH_NAME_BYTES:
+            raise InvalidArgument(f"{where} is longer than {MAX_AUTH_NAME_BYTES} bytes")
+        return v
+    if kind == "password":
+        if not isinstance(v, str):
+            raise InvalidArgument(f"{where} must be a string, got {type(v).__name__}")
+        if len(v.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+            raise InvalidArgument(f"{where} is longer than {MAX_PASSWORD_BYTES} bytes")
+        return v
+    if kind == "hash":
+        if not isinstance(v, str) or len(v) > MAX_PASSWORD_HASH_CHARS or not _HASH_SHAPE.fullmatch(v):
+            raise InvalidArgument(f"{where} is not a password hash of this server's format")
+        return v
+    if kind in ("perm_key", "perm_end"):
+        # A permission's key may be empty: etcd's "all keys" is key "" with range_end "\x00".
+        limit = MAX_KEY_BYTES if kind == "perm_key" else MAX_KEY_BYTES + 1
+        if not isinstance(v, bytes):
+            raise InvalidArgument(f"{where} must be bytes, got {type(v).__name__}")
+        if len(v) > limit:
+            raise InvalidArgument(f"{where} is {len(v)} bytes, the limit is {limit}")
+        return v
+    if kind == "perm":
+        return _auth_fields(v, PERM, where)
+    if kind == "user_options":
+        return check_fields(v, USER_OPTIONS, where)
+    if v not in kind:                      # an enum
+        raise InvalidArgument(f"{where} must be one of {', '.join(kind)}, got {str(v)[:32]!r}")
+    return v
+
+
+def _auth_fields(body, spec: dict, where: str) -> dict:
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"{where} must be a map, got {type(body).__name__}")
+    unknown = [k for k in body if k not in spec]
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown field {str(unknown[0])[:64]!r}")
+    out = {}
+    for name, (kind, default) in spec.items():
+        if name not in body or (body[name] is None and default is None):
+            if default is REQUIRED:
+                if kind in _NAME_KINDS:        # etcd: a missing name is an empty name
+                    raise InvalidArgument(f"etcdserver: {_NAME_KINDS[kind]} name is empty")
+                raise InvalidArgument(f"{where}.{name} is required")
+            out[name] = default
+            continue
+        out[name] = _auth_value(kind, body[name], f"{where}.{name}")
+    return out
+
+
+def _auth_op(spec: dict):
+    return lambda body, where: _auth_fields(body, spec, where)
+
+
+def _with_password(spec: dict):
+    """user_add / user_change_password: a plaintext `password` (client -> fan-out) or a
+    `hashed_password` (fan-out -> writer), never both."""
+    def normalize_it(body, where: str) -> dict:
+        r = _auth_fields(body, spec, where)
+        if r["password"] is not None and r["hashed_password"] is not None:
+            raise InvalidArgument(f"{where}: password and hashed_password are exclusive")
+        if "options" in r:
+            r["options"] = r["options"] or {"no_password": False}
+        return r
+    return normalize_it
+
+
+_AUTH_OPS = {
+    "auth_enable": _auth_op(AUTH_EMPTY), "auth_disable": _auth_op(AUTH_EMPTY), "auth_status": _auth_op(AUTH_EMPTY),
+    "user_add": _with_password(USER_ADD), "user_get": _auth_op(USER_NAME), "user_list": _auth_op(AUTH_EMPTY),
+    "user_delete": _auth_op(USER_NAME), "user_change_password": _with_password(USER_CHANGE_PASSWORD),
+    "user_grant_role": _auth_op(USER_GRANT_ROLE), "user_revoke_role": _auth_op(USER_REVOKE_ROLE),
+    "role_add": _auth_op(ROLE_NAME), "role_get": _auth_op(ROLE_ROLE), "role_list": _auth_op(AUTH_EMPTY),
+    "role_delete": _auth_op(ROLE_ROLE), "role_grant_permission": _auth_op(ROLE_GRANT_PERMISSION),
+    "role_revoke_permission": _auth_op(ROLE_REVOKE_PERMISSION),
+}
+# The auth ops the writer serves (every one of messages.AUTH_OPS).
+AUTH_STORE_OPS = frozenset(_AUTH_OPS)
+
+
 _STORE_OPS = {"range": _range, "put": _put, "delete_range": _delete_range, "txn": _txn,
               "compact": _compact, "lease_grant": _lease_grant, "lease_revoke": _lease_revoke}
 # The ops the store serves (anything else reaching it is an "unknown op").
@@ -343,12 +461,26 @@ def _ack(body, where: str) -> dict:
     return {"bytes": get_int(body, "bytes")}
 
 
+def _get_str(body: dict, name: str, max_bytes: int) -> str | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise InvalidArgument(f"{name} must be a string")
+    if len(v.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InvalidArgument(f"{name} is longer than {max_bytes} bytes")
+    return v
+
+
 def _hello(body, where: str) -> dict:
+    """user / password: optional credentials (SPEC.md section 13); None when absent."""
     return {"version": get_int(body, "version", 0, 0, 1 << 31),
-            "client": str(body.get("client", ""))[:64]}   # a name for logs, any type
+            "client": str(body.get("client", ""))[:64],   # a name for logs, any type
+            "user": _get_str(body, "user", MAX_AUTH_NAME_BYTES),
+            "password": _get_str(body, "password", MAX_PASSWORD_BYTES)}
 
 
-_NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
+_NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, **_AUTH_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
                 "ack": _ack, "hello": _hello}
 
 
@@ -357,7 +489,8 @@ def normalize(op: str, body):
 
     range / put / delete_range / compact -> dict; txn -> dict whose success and failure are
     lists of (op, normalized body); watch_create -> WatchSpec; watch_cancel -> {"watch_id"};
-    ack -> {"bytes"}; hello -> {"version", "client"}.  Raises InvalidArgument."""
+    ack -> {"bytes"}; hello -> {"version", "client", "user", "password"}; an auth op -> dict
+    with every field of its schema (absent optional ones None).  Raises InvalidArgument."""
     if not isinstance(op, str) or op not in _NORMALIZERS:
         raise InvalidArgument(f"unknown op {op!r}")
     if op not in STORE_OPS and op not in _LEASE_CLOCK_OPS and not isinstance(body, dict):

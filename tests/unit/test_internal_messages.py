@@ -34,6 +34,16 @@ PINNED = [
     ("compacted", i.encode_compacted([i.CompactedCancel(7, 1, 5)])[0],
      "93 a9 63 6f 6d 70 61 63 74 65 64 00 91 93 07 01 05"),
     ("stats", i.StatsRequest(1).encode(), "93 a5 73 74 61 74 73 01 80"),
+    # Auth (issue #11): a publish with its 6th element, frames from a snapshot at auth revision 3.
+    ("pub (auth)", i.Publish(2, 2, [], 0, 3, [[2, ["enabled", True]]]).encode(),
+     "96 a3 70 75 62 02 02 90 00 92 03 91 92 02 92 a7 65 6e 61 62 6c 65 64 c3"),
+    ("ev (auth)", i.encode_events([i.SyncEvent([(7, 1)], 2, 2, b"\x94\x91\x01\x02\x90\xc2")], auth_rev=3)[0],
+     "93 a2 65 76 03 91 94 91 92 07 01 02 02 c4 06 94 91 01 02 90 c2"),
+    ("synced (auth)", i.encode_synced([i.Handoff(7, 1, 2)], auth_rev=3)[0],
+     "93 a6 73 79 6e 63 65 64 03 91 93 07 01 02"),
+    ("compacted (auth)", i.encode_compacted([i.CompactedCancel(7, 1, 5)], auth_rev=3)[0],
+     "93 a9 63 6f 6d 70 61 63 74 65 64 03 91 93 07 01 05"),
+    ("auth_state", i.AuthStateRequest(4).encode(), "93 aa 61 75 74 68 5f 73 74 61 74 65 04 80"),
 ]
 
 
@@ -55,6 +65,11 @@ def test_the_pinned_bytes_are_the_hand_written_lists_of_spec_section_12():
         "synced": ["synced", 0, [[7, 1, 2]]],
         "compacted": ["compacted", 0, [[7, 1, 5]]],
         "stats": ["stats", 1, {}],
+        "pub (auth)": ["pub", 2, 2, [], 0, [3, [[2, ["enabled", True]]]]],
+        "ev (auth)": ["ev", 3, [[[[7, 1]], 2, 2, b"\x94\x91\x01\x02\x90\xc2"]]],
+        "synced (auth)": ["synced", 3, [[7, 1, 2]]],
+        "compacted (auth)": ["compacted", 3, [[7, 1, 5]]],
+        "auth_state": ["auth_state", 4, {}],
     }
     for what, encoded, _ in PINNED:
         assert messages.pack(old[what]) == encoded, what
@@ -66,6 +81,21 @@ def test_publish_round_trip():
     assert i.Publish.decode(p.encode()) == p
     heartbeat = i.Publish(6, 6, [], 1)
     assert i.Publish.decode(heartbeat.encode()) == heartbeat
+
+
+def test_publish_with_auth_changes_round_trip():
+    changes = [[4, ["role", "r", [["READ", b"a", b"b"], ["READWRITE", b"k", b"\x00"]]]],
+               [5, ["user", "u", ["scrypt$16384$8$1$c2FsdA==$a2V5", ["r"]]]],
+               [5, ["user", "v", None]], [6, ["role", "r", None]], [6, ["enabled", False]]]
+    p = i.Publish(4, 6, [[5, [[0, KV, None]]], [6, [[0, KV, None]]]], 1, 9, changes)
+    assert i.Publish.decode(p.encode()) == p
+    heartbeat = i.Publish(6, 6, [], 1, 9, [])          # carries the auth revision, no change
+    assert i.Publish.decode(heartbeat.encode()) == heartbeat
+
+
+def test_a_publish_of_an_old_writer_has_auth_revision_0_and_no_changes():
+    p = i.Publish.decode(messages.pack(["pub", 1, 2, [], 0]))
+    assert (p.auth_revision, list(p.auth_changes)) == (0, [])
 
 
 def test_registration_round_trip_and_unsync():
@@ -87,14 +117,20 @@ def test_ping_pong_round_trip():
 
 def test_from_syncer_round_trip():
     ev = i.SyncEvent([(7, 1), (8, 2)], 2, 5, RESP)
-    assert i.decode_from_syncer(i.encode_events([ev])[0]) == ("ev", [ev])
-    assert i.decode_from_syncer(i.encode_synced([i.Handoff(7, 1, 9)])[0]) == ("synced", [i.Handoff(7, 1, 9)])
+    assert i.decode_from_syncer(i.encode_events([ev])[0]) == ("ev", [ev], 0)
+    assert i.decode_from_syncer(i.encode_events([ev], auth_rev=12)[0]) == ("ev", [ev], 12)
+    assert i.decode_from_syncer(i.encode_synced([i.Handoff(7, 1, 9)])[0]) == ("synced", [i.Handoff(7, 1, 9)], 0)
+    assert i.decode_from_syncer(i.encode_synced([i.Handoff(7, 1, 9)], auth_rev=2)[0])[2] == 2
     cancel = i.CompactedCancel(7, 1, 4)
-    assert i.decode_from_syncer(i.encode_compacted([cancel])[0]) == ("compacted", [cancel])
-    assert i.decode_from_syncer(i.Pong(3, "s", 7).encode()) == ("pong", i.Pong(3, "s", 7))
+    assert i.decode_from_syncer(i.encode_compacted([cancel])[0]) == ("compacted", [cancel], 0)
+    assert i.decode_from_syncer(i.encode_compacted([cancel], auth_rev=5)[0]) == ("compacted", [cancel], 5)
+    assert i.decode_from_syncer(i.Pong(3, "s", 7).encode()) == ("pong", i.Pong(3, "s", 7), 3)
     err = messages.encode_error(0, InvalidArgument("bad"))
-    kind, body = i.decode_from_syncer(err)
+    kind, body, _ = i.decode_from_syncer(err)
     assert kind == "err" and body["code"] == "INVALID_ARGUMENT"
+    state = {"enabled": True, "revision": 4, "users": {"root": [None, ["root"]]},
+             "roles": {"root": [], "r": [["READ", b"a", b""]]}}
+    assert i.decode_from_syncer(i.AuthStateReply(8, state).encode()) == ("auth_state", state, 8)
 
 
 def test_stats_reply_round_trip():
@@ -161,6 +197,31 @@ HOSTILE_PUBLISHES = [
 ]
 
 
+_CHANGE = [2, ["enabled", True]]
+HOSTILE_PUBLISHES += [
+    _pub(1, 2, [], 0, [1, [_CHANGE]], 0), _pub(1, 2, [], 0, [1]), _pub(1, 2, [], 0, {}),
+    _pub(1, 2, [], 0, [-1, []]), _pub(1, 2, [], 0, [True, []]), _pub(1, 2, [], 0, [1, {}]),
+    _pub(1, 2, [], 0, [0, [_CHANGE]]),                                     # more changes than revisions
+    _pub(1, 2, [], 0, [2, [[0, ["enabled", True]]]]),                      # after_revision below prev
+    _pub(1, 2, [], 0, [2, [[3, ["enabled", True]]]]),                      # ... above last
+    _pub(1, 2, [], 0, [2, [[2, ["enabled", True]], [1, ["enabled", False]]]]),   # going back
+    _pub(1, 2, [], 0, [1, [[2, ["enabled", 1]]]]), _pub(1, 2, [], 0, [1, [[2, ["enabled"]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["nope", 1]]]]), _pub(1, 2, [], 0, [1, [[2, []]]]), _pub(1, 2, [], 0, [1, [[2, "x"]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["user", "", None]]]]), _pub(1, 2, [], 0, [1, [[2, ["user", b"u", None]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["user", "u" * 129, None]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["user", "u", [None]]]]]), _pub(1, 2, [], 0, [1, [[2, ["user", "u", [5, []]]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["user", "u", ["h" * 257, []]]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["user", "u", [None, [""]]]]]]), _pub(1, 2, [], 0, [1, [[2, ["user", "u", [None, "r"]]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["user", "u", [None, ["r"] * 1001]]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["role", "r", [["READ", b"a"]]]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["role", "r", [["read", b"a", b""]]]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["role", "r", [["READ", "a", b""]]]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["role", "r", [["READ", b"a" * 512, b""]]]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["role", "r", [["READ", b"a", b"b" * 513]]]]]]),
+    _pub(1, 2, [], 0, [1, [[2, ["role", "r", {}]]]]),
+]
+
+
 @pytest.mark.parametrize("raw", HOSTILE_PUBLISHES)
 def test_hostile_publishes_raise_invalid_argument(raw):
     with pytest.raises(InvalidArgument):
@@ -214,6 +275,13 @@ HOSTILE_FROM_SYNCER = [
     messages.pack(["pong", None, {"revision": 2}]),
     messages.pack(["err", 0, "boom"]), messages.pack(["err", 0, {"message": "no code"}]),
     messages.pack(["err", "0", {"code": "INTERNAL"}]),
+    messages.pack(["ev", -1, []]), messages.pack(["ok", 1, []]), messages.pack(["ok", None, {}]),
+    messages.pack(["ok", 1, {"enabled": True, "revision": 1, "users": {}}]),
+    messages.pack(["ok", 1, {"enabled": 1, "revision": 1, "users": {}, "roles": {}}]),
+    messages.pack(["ok", 1, {"enabled": True, "revision": -1, "users": {}, "roles": {}}]),
+    messages.pack(["ok", 1, {"enabled": True, "revision": 1, "users": {"u": [None]}, "roles": {}}]),
+    messages.pack(["ok", 1, {"enabled": True, "revision": 1, "users": {"": [None, []]}, "roles": {}}]),
+    messages.pack(["ok", 1, {"enabled": True, "revision": 1, "users": {}, "roles": {"r": [["X", b"", b""]]}}]),
 ]
 
 

@@ -74,8 +74,10 @@ def test_session_op_defaults():
     assert normalize("watch_cancel", {}) == {"watch_id": 0}
     assert normalize("watch_cancel", {"watch_id": -1}) == {"watch_id": -1}
     assert normalize("ack", {}) == {"bytes": 0}
-    assert normalize("hello", {}) == {"version": 0, "client": ""}
-    assert normalize("hello", {"version": 1, "client": "x" * 100}) == {"version": 1, "client": "x" * 64}
+    assert normalize("hello", {}) == {"version": 0, "client": "", "user": None, "password": None}
+    assert normalize("hello", {"version": 1, "client": "x" * 100}) == {
+        "version": 1, "client": "x" * 64, "user": None, "password": None}
+    assert normalize("hello", {"user": "alice", "password": "pw"})["user"] == "alice"
     assert normalize("hello", {"client": 42, "extra": True})["client"] == "42"
 
 
@@ -183,6 +185,10 @@ def test_unknown_op():
     ("hello", {"version": "1"}, "version must be an integer"),
     ("hello", {"version": 1 << 32}, f"version = {1 << 32} is outside [0, {1 << 31}]"),
     ("hello", [], "body must be a map"),
+    ("hello", {"user": b"alice"}, "user must be a string"),
+    ("hello", {"user": "u" * 129}, "user is longer than 128 bytes"),
+    ("hello", {"password": 1234}, "password must be a string"),
+    ("hello", {"password": "p" * 1025}, "password is longer than 1024 bytes"),
 ])
 def test_fanout_op_refusals(op, body, message):
     assert refused(op, body) == message
@@ -256,3 +262,92 @@ def test_spec_limits_table_states_the_txn_bounds():
         row = re.search(rf"^\| `{name}` \| ([\d,]+) ", text, re.M)
         assert row, f"SPEC.md's limits table has no row for {name}"
         assert int(row.group(1).replace(",", "")) == value, name
+
+
+# ---------------------------------------------------------------- auth ops (SPEC.md section 13)
+HASH = "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA==$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U="
+
+
+def test_every_auth_op_is_a_client_op_and_normalized():
+    assert messages.AUTH_OPS == requests.AUTH_STORE_OPS and messages.AUTH_OPS <= messages.CLIENT_OPS
+    assert not requests.AUTH_STORE_OPS & requests.STORE_OPS
+    for op in ("auth_enable", "auth_disable", "auth_status", "user_list", "role_list"):
+        assert normalize(op, {}) == {}
+
+
+def test_auth_op_defaults_use_etcds_field_names():
+    assert normalize("user_add", {"name": "u", "password": "pw"}) == {
+        "name": "u", "password": "pw", "hashed_password": None, "options": {"no_password": False}}
+    assert normalize("user_add", {"name": "u", "hashed_password": HASH, "options": {"no_password": False}}) == {
+        "name": "u", "password": None, "hashed_password": HASH, "options": {"no_password": False}}
+    assert normalize("user_add", {"name": "u", "options": {"no_password": True}})["options"] == {"no_password": True}
+    assert normalize("user_get", {"name": "u"}) == {"name": "u"}
+    assert normalize("user_delete", {"name": "u"}) == {"name": "u"}
+    assert normalize("user_change_password", {"name": "u", "password": ""}) == {
+        "name": "u", "password": "", "hashed_password": None}
+    assert normalize("user_grant_role", {"user": "u", "role": "r"}) == {"user": "u", "role": "r"}
+    assert normalize("user_revoke_role", {"name": "u", "role": "r"}) == {"name": "u", "role": "r"}
+    assert normalize("role_add", {"name": "r"}) == {"name": "r"}
+    assert normalize("role_get", {"role": "r"}) == {"role": "r"}
+    assert normalize("role_delete", {"role": "r"}) == {"role": "r"}
+    assert normalize("role_grant_permission", {"name": "r", "perm": {"permType": "READ", "key": b"a"}}) == {
+        "name": "r", "perm": {"permType": "READ", "key": b"a", "range_end": b""}}
+    # etcd's "every key": key "" with range_end "\x00"
+    assert normalize("role_grant_permission", {"name": "r", "perm": {"permType": "READWRITE", "range_end": b"\x00"}}
+                     )["perm"] == {"permType": "READWRITE", "key": b"", "range_end": b"\x00"}
+    assert normalize("role_revoke_permission", {"role": "r", "key": b"a", "range_end": b"b"}) == {
+        "role": "r", "key": b"a", "range_end": b"b"}
+    assert normalize("user_get", {"name": "é" * 64}) == {"name": "é" * 64}      # 128 bytes of UTF-8
+
+
+@pytest.mark.parametrize("op, body, message", [
+    ("auth_enable", {"x": 1}, "auth_enable: unknown field 'x'"),
+    ("auth_status", [], "body must be a map"),
+    ("user_add", {"name": ""}, "etcdserver: user name is empty"),
+    ("user_add", {"password": "pw"}, "etcdserver: user name is empty"),
+    ("user_add", {"name": b"u"}, "user_add.name must be a string, got bytes"),
+    ("user_add", {"name": "u" * 129}, "user_add.name is longer than 128 bytes"),
+    ("user_add", {"name": "é" * 65}, "user_add.name is longer than 128 bytes"),
+    ("user_add", {"name": "u", "password": b"pw"}, "user_add.password must be a string, got bytes"),
+    ("user_add", {"name": "u", "password": "p" * 1025}, "user_add.password is longer than 1024 bytes"),
+    ("user_add", {"name": "u", "password": "pw", "hashed_password": HASH},
+     "user_add: password and hashed_password are exclusive"),
+    ("user_add", {"name": "u", "hashed_password": "plain"}, "user_add.hashed_password is not a password hash of this server's format"),
+    ("user_add", {"name": "u", "hashed_password": HASH + "x" * 200},
+     "user_add.hashed_password is not a password hash of this server's format"),
+    ("user_add", {"name": "u", "hashed_password": "bcrypt$16384$8$1$c2FsdA==$a2V5"},
+     "user_add.hashed_password is not a password hash of this server's format"),
+    ("user_add", {"name": "u", "options": {"no_password": 1}}, "user_add.options.no_password must be a bool, got int"),
+    ("user_add", {"name": "u", "options": {"nopass": True}}, "user_add.options: unknown field 'nopass'"),
+    ("user_add", {"name": "u", "options": []}, "user_add.options must be a map, got list"),
+    ("user_get", {}, "etcdserver: user name is empty"),
+    ("user_get", {"name": None}, "user_get.name must be a string, got NoneType"),
+    ("user_change_password", {"name": "u", "password": 5}, "user_change_password.password must be a string, got int"),
+    ("user_grant_role", {"user": "u"}, "etcdserver: role name is empty"),
+    ("user_grant_role", {"user": "", "role": "r"}, "etcdserver: user name is empty"),
+    ("user_grant_role", {"name": "u", "role": "r"}, "user_grant_role: unknown field 'name'"),
+    ("user_revoke_role", {"name": "u", "role": ""}, "etcdserver: role name is empty"),
+    ("role_add", {"name": ""}, "etcdserver: role name is empty"),
+    ("role_get", {"name": "r"}, "role_get: unknown field 'name'"),
+    ("role_delete", {"role": 7}, "role_delete.role must be a string, got int"),
+    ("role_grant_permission", {"name": "r"}, "role_grant_permission.perm is required"),
+    ("role_grant_permission", {"name": "r", "perm": {"key": b"a"}}, "role_grant_permission.perm.permType is required"),
+    ("role_grant_permission", {"name": "r", "perm": {"permType": "read", "key": b"a"}},
+     "role_grant_permission.perm.permType must be one of READ, WRITE, READWRITE, got 'read'"),
+    ("role_grant_permission", {"name": "r", "perm": {"permType": 0, "key": b"a"}},
+     "role_grant_permission.perm.permType must be one of READ, WRITE, READWRITE, got '0'"),
+    ("role_grant_permission", {"name": "r", "perm": {"permType": "READ", "key": "a"}},
+     "role_grant_permission.perm.key must be bytes, got str"),
+    ("role_grant_permission", {"name": "r", "perm": {"permType": "READ", "key": b"a" * 512}},
+     "role_grant_permission.perm.key is 512 bytes, the limit is 511"),
+    ("role_grant_permission", {"name": "r", "perm": {"permType": "READ", "key": b"a", "range_end": b"b" * 513}},
+     "role_grant_permission.perm.range_end is 513 bytes, the limit is 512"),
+    ("role_grant_permission", {"name": "r", "perm": {"permType": "READ", "key": b"a", "x": 1}},
+     "role_grant_permission.perm: unknown field 'x'"),
+    ("role_grant_permission", {"name": "r", "perm": [["READ", b"a", b""]]},
+     "role_grant_permission.perm must be a map, got list"),
+    ("role_revoke_permission", {"role": "r", "key": "a"}, "role_revoke_permission.key must be bytes, got str"),
+    ("role_revoke_permission", {"key": b"a"}, "etcdserver: role name is empty"),
+])
+def test_auth_op_refusals(op, body, message):
+    assert refused(op, body) == message

@@ -11,7 +11,10 @@ Client -> fan-out (DEALER -> ROUTER)::
 
     op in: hello, ping, ack, bye, status, range, put, delete_range, txn, compact,
            watch_create, watch_cancel, watch_progress, lease_grant, lease_revoke,
-           lease_keepalive, lease_timetolive, lease_leases
+           lease_keepalive, lease_timetolive, lease_leases,
+           auth_enable, auth_disable, auth_status, user_add, user_get, user_list, user_delete,
+           user_change_password, user_grant_role, user_revoke_role, role_add, role_get,
+           role_list, role_delete, role_grant_permission, role_revoke_permission
 
     ack {"bytes": n}: flow control.  n = total bytes of frames received on this session.  A
     fan-out keeps at most its session window (default 8 MiB) of watch frames unacknowledged;
@@ -64,7 +67,14 @@ READ_OPS = frozenset({"range"})
 LEASE_CLOCK_OPS = frozenset({"lease_keepalive", "lease_timetolive", "lease_leases"})
 WATCH_OPS = frozenset({"watch_create", "watch_cancel", "watch_progress"})
 SESSION_OPS = frozenset({"hello", "ping", "ack", "bye", "status"})
-CLIENT_OPS = WRITE_OPS | READ_OPS | LEASE_CLOCK_OPS | WATCH_OPS | SESSION_OPS
+# Authentication and authorization (SPEC.md section 13): forwarded to the writer, which keeps the
+# users and roles in LMDB (user_add / user_change_password after the fan-out hashed the password).
+AUTH_OPS = frozenset({"auth_enable", "auth_disable", "auth_status",
+                      "user_add", "user_get", "user_list", "user_delete", "user_change_password",
+                      "user_grant_role", "user_revoke_role",
+                      "role_add", "role_get", "role_list", "role_delete",
+                      "role_grant_permission", "role_revoke_permission"})
+CLIENT_OPS = WRITE_OPS | READ_OPS | LEASE_CLOCK_OPS | WATCH_OPS | SESSION_OPS | AUTH_OPS
 
 def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)

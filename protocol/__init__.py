@@ -9,7 +9,8 @@ package for the wire contract and must not load the client (tests/unit/test_laye
 """
 __version__ = "0.1.0"
 
-from .errors import ZwatchError  # noqa: E402
+from .errors import (PermissionDenied, PermissionNotGranted, RoleExists, RoleNotFound, RoleNotGranted,  # noqa: E402
+                     Unauthenticated, UserExists, UserNotFound, ZwatchError)
 
 # Names this package re-exports from zwatch.client, loaded when first asked for.
 _CLIENT_NAMES = frozenset({"Client", "Watch", "WatchResponse", "Event", "KeyValue", "Value", "Version",
@@ -18,7 +19,8 @@ _CLIENT_NAMES = frozenset({"Client", "Watch", "WatchResponse", "Event", "KeyValu
 
 __all__ = ["Client", "Watch", "WatchResponse", "Event", "KeyValue", "ZwatchError", "Value", "Version",
            "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn", "Lease", "Lock", "Election",
-           "__version__"]
+           "Unauthenticated", "PermissionDenied", "UserExists", "UserNotFound", "RoleExists", "RoleNotFound",
+           "RoleNotGranted", "PermissionNotGranted", "__version__"]
 
 
 def __getattr__(name: str):

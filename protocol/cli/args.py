@@ -35,6 +35,9 @@ def add_globals(p, suppress: bool):
     p.add_argument("-w", "--write-out", choices=("simple", "json"), default=d("simple"))
     p.add_argument("--debug", action="store_true", default=d(False),
                    help="print the client's own log lines (lease expiries, retries) on stderr")
+    p.add_argument("--user", default=d(None), metavar="NAME[:PASSWORD]",
+                   help="log in as this user (default $ZWATCH_USER); asks for the password when not given")
+    p.add_argument("--password", default=d(None), help="the password of --user (default $ZWATCH_PASSWORD)")
 
 
 def add_range_args(p, with_extras: bool):

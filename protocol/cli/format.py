@@ -251,5 +251,9 @@ ETCD_ERROR_TEXTS = {
 
 
 def error_text(exc) -> str:
-    """What follows ``Error: ``: etcd's text for the lease errors, ``CODE: message`` otherwise."""
+    """What follows ``Error: ``: etcd's text for the lease errors, the message alone when it is
+    already etcd's (the auth errors: ``etcdserver: permission denied``), ``CODE: message`` otherwise."""
+    message = getattr(exc, "message", "")
+    if isinstance(message, str) and message.startswith("etcdserver: "):
+        return message
     return ETCD_ERROR_TEXTS.get(getattr(exc, "code", None)) or str(exc)

@@ -7,6 +7,8 @@
     zwatch lease grant 10               zwatch put k v --lease=694d7ee5a1a1e40b
     zwatch lease timetolive 694d7ee5a1a1e40b --keys     zwatch lease keep-alive --once ID
     zwatch lock jobs/nightly -- make nightly            zwatch elect svc/leader 10.0.0.7
+    zwatch user add root:secret; zwatch auth enable     zwatch --user alice get /app/ --prefix
+    zwatch role grant-permission reader read /app/ --prefix         zwatch user grant-role alice reader
     zwatch writer | syncer | fanout [--listen tcp://127.0.0.1:2379]   (= python -m zwatch.actors ...)
 
 Errors are one ``Error: CODE: message`` line on stderr and exit code 1; bad usage exits 2.
@@ -28,17 +30,18 @@ import threading
 from .. import settings
 from ..client import Client
 from ..errors import ZwatchError
-from .args import (CommandError, UsageError, add_del, add_elect, add_get, add_globals, add_lease, add_lock, add_put,
-                   add_range_args, get_kwargs, put_lease_arg, range_args)
+from .args import (EXIT_BAD_CONNECTION, CommandError, UsageError, add_del, add_elect, add_get, add_globals, add_lease,
+                   add_lock, add_put, add_range_args, get_kwargs, put_lease_arg, range_args)
 from .format import (error_text, go_quote, humanize_bytes, j_del, j_header, j_put, j_range, j_txn, j_watch,
                      json_line, print_del, print_get, print_put, print_txn, print_watch, write_line)
+from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login
 from .keygen import KeygenError, add_keygen, cmd_keygen
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .txnparse import read_txn
 
 ACTORS = ("writer", "syncer", "fanout")
 VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect",
-                  "keygen")
+                  "keygen", "auth", "user", "role")
 EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
 
 
@@ -73,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_lease(verb("lease", "lease grant|revoke|timetolive|list|keep-alive"), lambda q: add_globals(q, True))
     add_lock(verb("lock", "lock NAME [-- CMD ARGS]: hold a lock (while CMD runs)"))
     add_elect(verb("elect", "elect NAME PROPOSAL | elect -l NAME: campaign, or observe the leaders"))
+    add_auth(verb("auth", "auth enable|disable|status"), lambda q: add_globals(q, True))
+    add_user(verb("user", "user add|delete|get|list|passwd|grant-role|revoke-role"), lambda q: add_globals(q, True))
+    add_role(verb("role", "role add|delete|get|list|grant-permission|revoke-permission"),
+             lambda q: add_globals(q, True))
     add_keygen(verb("keygen", "keygen DIR NAME | keygen --cluster DIR [--client NAME...]: CURVE key files"))
     return parser
 
@@ -219,7 +226,8 @@ def cmd_lease(a, c: Client):
 
 
 COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "compaction": cmd_compaction,
-            "endpoint": cmd_endpoint, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect}
+            "endpoint": cmd_endpoint, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect,
+            "auth": cmd_auth, "user": cmd_user, "role": cmd_role}
 
 
 def run_actor(a) -> int:
@@ -272,7 +280,11 @@ def main(argv=None) -> int:
     client = None
     try:
         if a.verb != "endpoint":
-            client = Client(a.endpoint_names, timeout=a.command_timeout)
+            # etcdctl's --user NAME[:PASSWORD] / --password (or ZWATCH_USER / ZWATCH_PASSWORD), asked for
+            # when missing; anonymous without a user.
+            user, password = login(a.user if a.user is not None else settings.get("ZWATCH_USER"),
+                                   a.password if a.password is not None else settings.get("ZWATCH_PASSWORD"))
+            client = Client(a.endpoint_names, timeout=a.command_timeout, user=user or "", password=password)
         return COMMANDS[a.verb](a, client)
     except UsageError as exc:
         return _usage(a.parser, str(exc))
@@ -283,7 +295,8 @@ def main(argv=None) -> int:
     except ZwatchError as exc:
         _flush_quietly()
         print(f"Error: {error_text(exc)}", file=sys.stderr)
-        return 1
+        # A login the fan-outs refused: etcdctl fails to make its client (ExitBadConnection).
+        return EXIT_BAD_CONNECTION if client is not None and client.login_error is not None else 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -5,9 +5,12 @@
     core.py      Client and Watch, the application's side
     lease.py     Lease and the client's one keep-alive thread
     concurrency.py  Lock and Election on leases (etcd's clientv3/concurrency)
+    auth.py      the login credentials and etcd's Auth API (users, roles, permissions)
+    curve.py     CURVE keys of the connection
     session.py   the I/O thread: connection state machine, heartbeats, acks, failover, resume
     delivery.py  watch responses -> the watches' queues (fragments, shared queues, duplicates)
 """
+from .auth import Credentials
 from .builders import (DEFAULT_ENDPOINT, CreateRevision, Delete, Get, ModRevision, Put, Txn, Value, Version,
                        endpoints_from_env)
 from .concurrency import Election, Lock, NotLeader
@@ -15,11 +18,13 @@ from .core import Client, Watch
 from .lease import Lease
 from .delivery import WatchRouter
 from .session import Phase, Session
-from .types import (CompactResponse, DeleteRangeResponse, Event, Header, KeyValue, PutResponse, RangeResponse,
-                    StatusResponse, TxnResponse, WatchResponse)
+from .types import (AuthStatusResponse, CompactResponse, DeleteRangeResponse, Event, Header, KeyValue, Permission,
+                    PutResponse, RangeResponse, RoleGetResponse, RoleListResponse, StatusResponse, TxnResponse,
+                    UserGetResponse, UserListResponse, WatchResponse)
 
 __all__ = ["Client", "Watch", "Lease", "Lock", "Election", "NotLeader", "WatchRouter", "Session", "Phase",
            "DEFAULT_ENDPOINT", "endpoints_from_env",
            "Value", "Version", "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn",
            "Header", "KeyValue", "RangeResponse", "PutResponse", "DeleteRangeResponse", "TxnResponse",
-           "CompactResponse", "StatusResponse", "Event", "WatchResponse"]
+           "CompactResponse", "StatusResponse", "Event", "WatchResponse", "Credentials", "AuthStatusResponse",
+           "UserGetResponse", "UserListResponse", "Permission", "RoleGetResponse", "RoleListResponse"]

@@ -26,8 +26,10 @@ import zmq
 
 from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
+from .auth import AuthMixin, Credentials
 from .builders import endpoints_from_env, lease_id_of, range_body, to_bytes
 from .concurrency import Election, Lock
+from .curve import resolve as resolve_curve
 from .delivery import WatchRouter
 from .lease import Lease, LeaseKeeper
 from .session import READ_OPS, Session, SessionIO
@@ -60,6 +62,8 @@ class Watch:
         self.duplicates_dropped = 0           # events at or below last_revision the client dropped
         self.canceled = False
         self.cancel_reason = ""
+        self.cancel_code = ""                 # PERMISSION_DENIED / UNAUTHENTICATED: see error
+        self.error: ZwatchError | None = None # what ends the iterator instead of StopIteration
         self.compact_revision = 0
         self._fragments: list = []
         self._resuming = False
@@ -77,13 +81,37 @@ class Watch:
         return resp
 
     def get(self, timeout: float | None = None) -> WatchResponse | None:
-        """The next response; None once the watch is over and drained.  Raises queue.Empty on timeout."""
+        """The next response; None once the watch is over and drained.  Raises queue.Empty on timeout.
+
+        A watch the server canceled because its user may no longer read the range (or is no longer
+        logged in) delivers its canceled response, then raises zwatch.PermissionDenied (or
+        zwatch.Unauthenticated) instead of returning None: it is not resumed."""
         if self.canceled and self.queue.empty():
-            return None
+            return self._over()
         item = self.queue.get(timeout=timeout) if timeout is not None else self.queue.get()
         if item is None:
-            return None
+            return self._over()
         return item
+
+    def _over(self):
+        if self.error is not None:
+            raise self.error
+        return None
+
+    def _end(self, header: Header, reason: str, code: str = "", error: ZwatchError | None = None,
+             compact_revision: int = 0):
+        """The watch is over (canceled by the server, or it could not be resumed): its last
+        response, then the end of its iterator (with `error` when there is one)."""
+        self.canceled = True
+        self.cancel_reason = reason
+        self.cancel_code = code
+        self.error = error
+        self.compact_revision = compact_revision
+        self.queue.put(WatchResponse(self.watch_id, header, canceled=True, cancel_reason=reason,
+                                     compact_revision=compact_revision, cancel_code=code,
+                                     watch_ids=[self.watch_id] if self.shared else None))
+        if not self.shared:
+            self.queue.put(None)
 
     def events(self, timeout: float | None = None):
         """Iterate events only (skips created / progress responses); ends when the watch ends."""
@@ -107,9 +135,20 @@ class Watch:
 
 
 
-class Client(SessionIO):
-    def __init__(self, endpoints=None, timeout: float = 5.0, heartbeat: float = 1.0, name: str | None = None):
+class Client(AuthMixin, SessionIO):
+    """user: `name` or `name:password` (default ZWATCH_USER), password (default ZWATCH_PASSWORD):
+    the session logs in as that user in its hello, again at every failover (auth.py).  A login the
+    fan-outs refuse makes every request raise zwatch.Unauthenticated.  curve_server_key /
+    curve_client_key: CURVE on the connection (curve.py; default ZWATCH_CURVE_SERVER_KEY /
+    ZWATCH_CURVE_CLIENT_KEY)."""
+
+    def __init__(self, endpoints=None, timeout: float = 5.0, heartbeat: float = 1.0, name: str | None = None,
+                 user: str | None = None, password: str | None = None, curve_server_key=None,
+                 curve_client_key=None):
         self.endpoints = endpoints_from_env(endpoints)
+        self.credentials = Credentials.resolve(user, password)
+        self.curve = resolve_curve(curve_server_key, curve_client_key)   # SessionIO applies it
+        self.login_error: ZwatchError | None = None     # set once the credentials were refused for good
         self.timeout = timeout
         self.heartbeat = heartbeat
         self.name = name or f"py-{os.getpid()}"
@@ -305,6 +344,9 @@ class Client(SessionIO):
                 time.sleep(0.1)
 
     def _call_once(self, op: str, body: dict, deadline: float):
+        refused = self.login_error
+        if refused is not None:
+            raise type(refused)(refused.message, refused.code)
         timeout = max(0.0, deadline - time.monotonic())
         req_id = next(self._ids)
         frame = messages.encode_request(op, req_id, body)

@@ -9,6 +9,7 @@ import logging
 import time
 
 from .. import messages
+from ..errors import ZwatchError
 from .types import Event, Header, KeyValue, WatchResponse
 
 log = logging.getLogger("zwatch.client")
@@ -123,14 +124,9 @@ class WatchRouter:
         w = self.watches.get(r.get("watch_id"))
         if w is None or not r.get("canceled"):
             return
-        w.canceled = True
-        w.cancel_reason = r.get("cancel_reason", "")
-        w.compact_revision = r.get("compact_revision", 0)
-        w.queue.put(WatchResponse(w.watch_id, Header(r.get("header", {}).get("revision", 0)),
-                                  canceled=True, cancel_reason=w.cancel_reason,
-                                  compact_revision=w.compact_revision,
-                                  watch_ids=[w.watch_id] if w.shared else None))
-        if not w.shared:
-            w.queue.put(None)
+        code = r.get("cancel_code") or ""
+        w._end(Header(r.get("header", {}).get("revision", 0)), r.get("cancel_reason", ""), code,
+               ZwatchError.from_wire({"code": code, "message": r.get("cancel_reason", "")}) if code else None,
+               r.get("compact_revision", 0))
         with self.lock:
             self.watches.pop(w.watch_id, None)

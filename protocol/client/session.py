@@ -10,6 +10,12 @@ the watches after a failover.
     HELLO   --hello_answered(refused)-------------> CONNECT   (the next endpoint)
     HELLO | READY --went_silent-------------------> CONNECT   (the next endpoint; from READY a failover)
     READY   --no_session--------------------------> CONNECT   (the same endpoint: it restarted)
+    HELLO   --hello_answered(credentials refused)-> CONNECT, or REFUSED once every endpoint in a row
+                                                    refused the credentials (UNAUTHENTICATED: a wrong
+                                                    password does not get right by asking again)
+
+REFUSED is final: no more connections; every request and watch of the client ends with the
+fan-out's Unauthenticated error (``SessionIO.login_error``).
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import zmq
 from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
 from ..limits import PROTOCOL_VERSION
-from .types import Header, WatchResponse
+from .types import Header
 
 if TYPE_CHECKING:
     from .core import Watch
@@ -39,6 +45,7 @@ class Phase(enum.Enum):
     CONNECT = "connect"   # open a socket to the next endpoint
     HELLO = "hello"       # socket open, hello sent (again every heartbeat) until answered
     READY = "ready"       # session open: requests, heartbeats, acks, watch resumes
+    REFUSED = "refused"   # every endpoint refused the credentials: final
 
 
 class Session:
@@ -60,6 +67,7 @@ class Session:
         self.last_resume = 0.0
         self.received = 0       # bytes received on this session (flow control is per session)
         self.acked = 0          # bytes acknowledged to the fan-out
+        self.credentials_refused = 0   # endpoints in a row that refused the credentials
 
     @property
     def ready(self) -> bool:
@@ -82,25 +90,43 @@ class Session:
     def is_hello_reply(self, req_id) -> bool:
         return self.phase is Phase.HELLO and req_id == self.hello_id
 
-    def hello_answered(self, ok: bool):
-        """HELLO -> READY, or CONNECT (the next endpoint) when refused (version, limits)."""
+    def hello_answered(self, ok: bool, credentials_refused: bool = False):
+        """HELLO -> READY, or CONNECT (the next endpoint) when refused (version, limits).  Credentials
+        refused by every endpoint in turn (one round, so that a fan-out that has not yet learned of a
+        new user is not the last word) -> REFUSED."""
         if self.phase is not Phase.HELLO:
             raise RuntimeError(f"hello answered in phase {self.phase.name}")
-        self.phase = Phase.READY if ok else Phase.CONNECT
+        if ok:
+            self.phase = Phase.READY
+            self.credentials_refused = 0
+            return
+        self.phase = Phase.CONNECT
+        if credentials_refused:
+            self.credentials_refused += 1
+            if self.credentials_refused >= len(self.endpoints):
+                self.phase = Phase.REFUSED
+
+    @property
+    def refused(self) -> bool:
+        return self.phase is Phase.REFUSED
 
     def went_silent(self, now: float) -> bool:
         """No message for 3 heartbeats: a dead or silent fan-out."""
-        return self.phase is not Phase.CONNECT and now - self.last_heard > 3 * self.heartbeat
+        return self.phase in (Phase.HELLO, Phase.READY) and now - self.last_heard > 3 * self.heartbeat
 
     def lost(self) -> bool:
         """-> CONNECT (the next endpoint; a single endpoint reconnects to itself).  True when an
         open session was lost: a failover, whose requests and watches must be taken over."""
+        if self.phase is Phase.REFUSED:
+            return False
         was_ready = self.phase is Phase.READY
         self.phase = Phase.CONNECT
         return was_ready
 
     def no_session(self):
         """READY -> CONNECT to the same endpoint: the fan-out restarted under the same address."""
+        if self.phase is Phase.REFUSED:
+            return
         self.phase = Phase.CONNECT
         self._next_endpoint -= 1
 
@@ -158,6 +184,16 @@ class SessionIO:
         hello = None
         while not self._closed:
             now = time.monotonic()
+            if session.refused:
+                # Final: no socket any more; wait for close() (its wake) and fail what comes in.
+                if sock is not None:
+                    poller.unregister(sock)
+                    sock.close(0)
+                    sock = None
+                self._fail_refused()
+                for s, _ in poller.poll(int(session.heartbeat * 1000)):
+                    self._drain_wake()
+                continue
             if session.phase is Phase.CONNECT:
                 if sock is not None:
                     poller.unregister(sock)
@@ -172,7 +208,7 @@ class SessionIO:
                 sock.setsockopt(zmq.IMMEDIATE, 1)
                 sock.connect(self.endpoint)
                 poller.register(sock, zmq.POLLIN)
-                hello = messages.encode_request("hello", hello_id, {"version": PROTOCOL_VERSION, "client": self.name})
+                hello = self._hello_frame(hello_id)
             if session.hello_due(now):
                 try:
                     sock.send(hello, zmq.NOBLOCK)
@@ -210,11 +246,7 @@ class SessionIO:
                     pass
             for s, _ in poller.poll(wait_ms):
                 if s is self._wake_rx:
-                    while True:
-                        try:
-                            self._wake_rx.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
+                    self._drain_wake()
                     continue
                 self._receive(sock, session)
         if sock is not None:
@@ -233,6 +265,21 @@ class SessionIO:
             p.error = Unavailable("client closed")
             p.event.set()
 
+    def _drain_wake(self):
+        while True:
+            try:
+                self._wake_rx.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    def _hello_frame(self, hello_id: int) -> bytes:
+        """The hello, with the credentials when the client has some (sent again at every failover:
+        the next fan-out authenticates the same user).  The frame is never logged."""
+        body = {"version": PROTOCOL_VERSION, "client": self.name}
+        if self.credentials is not None:
+            body.update(self.credentials.hello_fields())
+        return messages.encode_request("hello", hello_id, body)
+
     def _receive(self, sock, session: Session):
         """Up to 1000 frames waiting on the socket; stops early when the session must reconnect."""
         for _ in range(1000):
@@ -248,9 +295,15 @@ class SessionIO:
             if kind == "w":
                 self._on_watch_responses(body)
             elif session.is_hello_reply(req_id):
-                session.hello_answered(kind == "ok")
+                refusal = ZwatchError.from_wire(body) if kind != "ok" else None
+                session.hello_answered(kind == "ok", credentials_refused=refusal is not None
+                                       and refusal.code == errors.UNAUTHENTICATED)
+                if session.refused:
+                    self.login_error = refusal
+                    self._fail_refused()
+                    return
                 if not session.ready:
-                    return  # refused (version, limits): try the next endpoint
+                    return  # refused (version, limits, credentials): try the next endpoint
                 self.session_info = body
                 self._resume_watches(sock)
                 self._connected.set()
@@ -263,6 +316,22 @@ class SessionIO:
                 self._resumed(self._resume_reqs.pop(req_id), kind, body)
             elif kind in ("ok", "err"):
                 self._complete(req_id, kind, body)
+
+    def _fail_refused(self):
+        """The credentials were refused for good: every waiting request and every watch ends with
+        the fan-out's Unauthenticated error (a copy each: the text is the server's, never a password)."""
+        err = self.login_error
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+            self._outq.clear()
+            watches = list(self._watches.values())
+            self._watches.clear()
+        for p in pending:
+            p.error = type(err)(err.message, err.code)
+            p.event.set()
+        for w in watches:
+            w._end(Header(w.last_revision), err.message, err.code, type(err)(err.message, err.code))
 
     def _send_queued(self, sock):
         while self._outq:
@@ -351,12 +420,10 @@ class SessionIO:
             w._resuming = True              # the new fan-out is not ready yet: try again shortly
             self._resume_pending = True
             return
-        w.canceled = True
-        w.cancel_reason = f"resume failed: {err}"
-        w.queue.put(WatchResponse(w.watch_id, Header(w.last_revision), canceled=True,
-                                  cancel_reason=w.cancel_reason, watch_ids=[w.watch_id] if w.shared else None))
-        if not w.shared:
-            w.queue.put(None)
+        # PERMISSION_DENIED (the user lost read on the range meanwhile) or UNAUTHENTICATED end the
+        # watch's iterator with that error; other refusals end it as a canceled watch.
+        auth = err.code in (errors.PERMISSION_DENIED, errors.UNAUTHENTICATED)
+        w._end(Header(w.last_revision), f"resume failed: {err}", err.code if auth else "", err if auth else None)
         with self._lock:
             self._watches.pop(w.watch_id, None)
 

@@ -93,6 +93,10 @@ class WatchResponse:
     # Set on responses delivered to a shared queue (watch(..., queue=q)): every watch of that
     # queue this response is for.  The events are the same for each of them.
     watch_ids: list | None = None
+    # Set on a cancellation the client must not resume from: "PERMISSION_DENIED" (the user may no
+    # longer read the range) or "UNAUTHENTICATED" (its login is gone); the watch's iterator then
+    # ends with that error.
+    cancel_code: str = ""
 
     @property
     def is_progress_notify(self) -> bool:
@@ -143,3 +147,44 @@ def txn_response(b) -> TxnResponse:
         out.append({"response_range": range_response, "response_put": put_response,
                     "response_delete_range": delete_range_response, "response_txn": txn_response}[kind](body))
     return TxnResponse(header_of(b), b.get("succeeded", False), out)
+
+
+# ---------------------------------------------------------------- auth (etcd's Auth API responses)
+@dataclass(slots=True)
+class AuthStatusResponse:
+    header: Header
+    enabled: bool = False
+    auth_revision: int = 0
+
+
+@dataclass(slots=True)
+class UserGetResponse:
+    header: Header
+    roles: list = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class UserListResponse:
+    header: Header
+    users: list = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Permission:
+    """perm_type READ | WRITE | READWRITE on key alone (range_end b""), [key, range_end), or from key
+    on (range_end b"\\x00")."""
+    perm_type: str
+    key: bytes
+    range_end: bytes = b""
+
+
+@dataclass(slots=True)
+class RoleGetResponse:
+    header: Header
+    perms: list = field(default_factory=list)      # [Permission], sorted by key as etcd sorts them
+
+
+@dataclass(slots=True)
+class RoleListResponse:
+    header: Header
+    roles: list = field(default_factory=list)

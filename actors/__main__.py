@@ -28,6 +28,8 @@ def run(actor: str, listen: str | None = None) -> int:
     # process with one line naming it, not a traceback from deep inside a constructor.
     try:
         settings.check(actor)
+        from zwatch.actors import security    # the key files of ZWATCH_CURVE_DIR, same one-line errors
+        security.check(actor)
     except settings.SettingError as exc:
         print(f"zwatch {actor}: {exc}", file=sys.stderr)
         return 2

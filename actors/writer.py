@@ -51,6 +51,7 @@ from .logsetup import configure
 from zwatch import requests
 from zwatch.errors import LeaseNotFound
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_TIMETOLIVE_KEYS, MAX_RESPONSE_BYTES
+from . import security
 from .common import Every, RateLimitedLog, StopFlag, make_socket, percentile
 from .lessor import Lessor
 from .store import Store
@@ -125,8 +126,11 @@ class Writer:
         self.lessor.restore(self.store.leases(), self.lease_now())
         self.compact_rev = self.store.compact_revision()  # cached: only a compact changes it
         ctx = zmq.Context()
+        self.security = security.for_actor("writer", ctx, self.log)   # CURVE + ZAP when ZWATCH_CURVE_DIR
         self.router = make_socket(ctx, zmq.ROUTER, rcvhwm=100_000, sndhwm=100_000)
         self.pub = make_socket(ctx, zmq.PUB, max_msg=None, sndhwm=100_000)
+        self.security.server(self.router, security.INTERNAL, self.endpoint, self.log)
+        self.security.server(self.pub, security.INTERNAL, self.pub_endpoint, self.log)
         self.router.bind(self.endpoint)
         self.pub.bind(self.pub_endpoint)
         self.log.info("writer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
@@ -166,6 +170,7 @@ class Writer:
             self.log.info("writer.stop", revision=self.last_published, signal=self.stop.signal)
             self.router.close()
             self.pub.close()
+            self.security.stop()                   # its ZAP sockets first: term() waits for them
             ctx.term()
             self.store.close()
         return 0

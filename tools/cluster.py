@@ -98,8 +98,18 @@ class Actor:
         raise TimeoutError(f"{self.name}: no {name} x{count} within {timeout}s:\n{''.join(self.raw[-30:])}")
 
 
+def curve_keypair_sockopts(server_public: bytes) -> dict:
+    """raw_session() options of a CURVE client with a fresh keypair trusting server_public (z85)."""
+    public, secret = zmq.curve_keypair()
+    return {"CURVE_SERVERKEY": server_public, "CURVE_PUBLICKEY": public, "CURVE_SECRETKEY": secret}
+
+
 class Cluster:
-    def __init__(self, data_dir: str, fanouts: int = 1, env: dict | None = None):
+    """curve_dir (or ZWATCH_CURVE_DIR in env): every socket with CURVE + ZAP, keys from that
+    directory (written by `zwatch keygen --cluster` first when it holds none, with one client
+    keypair "test"); `client()` then trusts its fanout.key."""
+
+    def __init__(self, data_dir: str, fanouts: int = 1, env: dict | None = None, curve_dir: str | None = None):
         self.data_dir = data_dir
         host = "tcp://127.0.0.1"
         self.writer_ep = f"{host}:{free_port()}"
@@ -111,6 +121,12 @@ class Cluster:
                      "ZWATCH_PUB_ENDPOINT": self.pub_ep, "ZWATCH_SYNCER_ENDPOINT": self.syncer_ep,
                      "ZWATCH_LOG_FORMAT": "json", "ZWATCH_STATS_S": "1", "PYTHONUNBUFFERED": "1"})
         base.update(env or {})
+        if curve_dir:
+            base["ZWATCH_CURVE_DIR"] = curve_dir
+        self.curve_dir = base.get("ZWATCH_CURVE_DIR") or None
+        if self.curve_dir and not os.path.exists(os.path.join(self.curve_dir, "fanout.key_secret")):
+            from zwatch.cli.keygen import keygen_cluster
+            keygen_cluster(self.curve_dir, ["test"])
         self.env = base
         py = sys.executable
         self.actors = {
@@ -148,9 +164,20 @@ class Cluster:
     def client(self, endpoints=None, **kw) -> Client:
         kw.setdefault("timeout", 5.0)
         kw.setdefault("heartbeat", 0.5)
+        if self.curve_dir:
+            kw.setdefault("curve_server_key", self.fanout_public_key_path)
         c = Client(endpoints or self.fanout_eps[:1], **kw)
         self.clients.append(c)
         return c
+
+    @property
+    def fanout_public_key_path(self) -> str:
+        return os.path.join(self.curve_dir, "fanout.key")
+
+    def public_key(self, name: str) -> bytes:
+        """z85 public key of NAME.key in the CURVE directory (writer, syncer, fanout)."""
+        import zmq.auth
+        return zmq.auth.load_certificate(os.path.join(self.curve_dir, f"{name}.key"))[0]
 
     def stop(self):
         for c in self.clients:

@@ -23,6 +23,7 @@ from zwatch.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from zwatch.limits import (MAX_PENDING_REQUESTS_PER_SESSION, MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION,
                           PROTOCOL_VERSION)
 
+from .. import security
 from ..common import Every, RateLimitedLog, StopFlag, drain, make_socket
 from ..logsetup import configure
 from ..memory import TrimPolicy, trim_if_due
@@ -101,6 +102,12 @@ class Fanout:
         for opt, value in ((zmq.TCP_KEEPALIVE, 1), (zmq.TCP_KEEPALIVE_IDLE, 60), (zmq.TCP_KEEPALIVE_INTVL, 10),
                            (zmq.TCP_KEEPALIVE_CNT, 3)):
             self.router.setsockopt(opt, value)
+        # CURVE + ZAP when ZWATCH_CURVE_DIR: clients' ROUTER a server, a client of the writer and syncer
+        self.security = security.for_actor("fanout", ctx, self.log)
+        self.security.server(self.router, security.CLIENTS, self.endpoint, self.log)
+        for sock, peer in ((self.sub, "writer"), (self.writer, "writer"), (self.syncer, "syncer"),
+                           (self.reader, "syncer")):
+            self.security.client(sock, peer)
         self.router.bind(self.endpoint)
         self.sub.connect(self.pub_endpoint)
         self.writer.connect(self.writer_endpoint)
@@ -164,6 +171,7 @@ class Fanout:
             self.departures.close()
             for s in (self.router, self.sub, self.writer, self.syncer, self.reader):
                 s.close()
+            self.security.stop()                   # its ZAP sockets first: term() waits for them
             ctx.term()
         return 0
 

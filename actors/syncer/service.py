@@ -40,6 +40,7 @@ from zwatch import internal, messages
 from zwatch.errors import InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
 
+from .. import security
 from ..common import Every, StopFlag, drain, make_socket
 from ..logsetup import configure
 from ..store import Store
@@ -89,7 +90,9 @@ class Syncer:
         os.makedirs(self.data_dir, exist_ok=True)
         self.store = Store(self.data_dir)
         ctx = zmq.Context()
+        self.security = security.for_actor("syncer", ctx, self.log)   # CURVE + ZAP when ZWATCH_CURVE_DIR
         self.router = make_socket(ctx, zmq.ROUTER, sndhwm=1000, rcvhwm=100_000)
+        self.security.server(self.router, security.INTERNAL, self.endpoint, self.log)
         self.router.bind(self.endpoint)
         self.log.info("syncer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
                       batch_size=self.batch_size, chunk_revisions=self.chunk_revisions,
@@ -128,6 +131,7 @@ class Syncer:
         finally:
             self.log.info("syncer.stop", signal=self.stop.signal, **self.totals)
             self.router.close()
+            self.security.stop()                   # its ZAP sockets first: term() waits for them
             ctx.term()
             self.store.close()
         return 0

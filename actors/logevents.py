@@ -34,6 +34,8 @@ WRITER = (
     LogEvent("writer.leases_expired", "info", "leases past their TTL were revoked (leases, keys_deleted since the previous line); at most one a second"),
     LogEvent("writer.paused", "warning", "the process was paused (SIGSTOP, VM or swap stall): the lease clock skips those seconds"),
     LogEvent("writer.commit_failed", "error", "a group commit failed as a whole (NO_SPACE: disk or map full; INTERNAL: I/O fault); at most one a second"),
+    LogEvent("writer.auth_changed", "info", "an auth op changed users, roles or auth enabled (one line per auth revision; never a password or hash)"),
+    LogEvent("writer.auth_without_curve", "warning", "auth is enabled (at start, or by auth_enable) while the writer runs without CURVE"),
 )
 
 SYNCER = (
@@ -66,6 +68,10 @@ FANOUT = (
     LogEvent("fanout.bad_syncer_message", "error", "undecodable syncer message"),
     LogEvent("fanout.syncer_error", "error", "the syncer sent an unknown op, typically an `err` answer to sync/unsync"),
     LogEvent("fanout.request_failed", "error", "unexpected exception serving a client request (answered INTERNAL)"),
+    LogEvent("fanout.auth_loaded", "info", "the auth state was fetched from the syncer (at start, or after a missed auth change)"),
+    LogEvent("fanout.auth_behind", "warning", "an auth change was missed (publish gap): synced watchers go through the syncer until the state is fetched again"),
+    LogEvent("fanout.syncer_frames_dropped", "warning", "syncer frames held for a newer auth state passed their bound: dropped, catching-up watchers registered again"),
+    LogEvent("auth.login_failed", "warning", "a login was refused (wrong password or unknown user); at most one line a second per user"),
 )
 
 # actor -> its events; the key is also the actor's source file (actors/<actor>.py) and names

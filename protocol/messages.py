@@ -137,10 +137,15 @@ def error_req_id(err: ZwatchError):
 
 
 def control_response(watch_id: int, revision: int, *, created=False, canceled=False,
-                     cancel_reason: str = "", compact_revision: int = 0) -> dict:
-    return {"watch_id": watch_id, "created": created, "canceled": canceled,
-            "cancel_reason": cancel_reason, "compact_revision": compact_revision,
-            "header": {"revision": revision}}
+                     cancel_reason: str = "", compact_revision: int = 0, cancel_code: str = "") -> dict:
+    """cancel_code: the error code of a cancellation the client must not resume from (e.g.
+    PERMISSION_DENIED); absent from the map when empty, so other responses keep their bytes."""
+    d = {"watch_id": watch_id, "created": created, "canceled": canceled,
+         "cancel_reason": cancel_reason, "compact_revision": compact_revision,
+         "header": {"revision": revision}}
+    if cancel_code:
+        d["cancel_code"] = cancel_code
+    return d
 
 
 def pack_watch_responses(ids: list, header_rev: int, events: list, fragment: bool,

@@ -24,9 +24,11 @@ import heapq
 from collections import deque
 
 from zwatch import internal, messages, requests
+from zwatch.actors.auth.state import AuthState
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
 from ..index import KeyIndex
+from .authz import ALL, CREDENTIALS_REVOKED_REASON, PERMISSION_DENIED_REASON, AuthView
 from .ring import Ring
 from .model import (CATCHING_UP, FUTURE, SYNCED, UNSYNCED, VICTIM, ControlOut, Group, Owner, ProgressOut,
                     ReplyOut, Session, Slot, WatchOut, Watcher)
@@ -34,6 +36,9 @@ from .model import (CATCHING_UP, FUTURE, SYNCED, UNSYNCED, VICTIM, ControlOut, G
 COMPACTED_REASON = "mvcc: required revision has been compacted"
 EMPTY_RANGE_REASON = "etcdserver: key >= range_end: the range is empty"
 MAX_WAITING_CREATES = 100_000
+# Syncer frames held while the fan-out's auth view is behind the snapshot they were made from;
+# beyond this many the fan-out drops them and registers its catching-up watchers again.
+MAX_HELD_SYNCER_FRAMES = 10_000
 
 
 class _NullLog:
@@ -43,7 +48,7 @@ class _NullLog:
 
 class FanoutCore:
     def __init__(self, *, ring_revisions: int = 20_000, ring_bytes: int = 64 << 20, max_watches: int = 100_000,
-                 victim_backoff_s: float = 0.1, log=None):
+                 victim_backoff_s: float = 0.1, log=None, follow_auth: bool = False):
         self.max_watches = max_watches
         self.victim_backoff_s = victim_backoff_s
         self.log = log if log is not None else _NullLog()
@@ -63,8 +68,15 @@ class FanoutCore:
         self.out: dict[bytes, list] = {}
         self.to_sync: list[list] = []
         self.to_unsync: list[list] = []
+        # The auth view (authz.py).  follow_auth False (unit tests of everything else): auth
+        # stays disabled and the view is ready at once.
+        self.auth = AuthView()
+        if not follow_auth:
+            self.auth.loaded(AuthState())
+        self.user_sessions: dict[str, set[Session]] = {}   # authenticated sessions by user
+        self.held_syncer: deque = deque()                  # (op, items, auth_rev), in arrival order
         self.st = dict(publishes=0, revisions=0, events=0, deliveries=0, gaps=0, victims=0,
-                       handoffs=0, ring_catchups=0, synced_from_syncer=0)
+                       handoffs=0, ring_catchups=0, synced_from_syncer=0, auth_denied=0)
 
     # ------------------------------------------------------------------ output
     def take_output(self) -> dict[bytes, list]:
@@ -89,24 +101,43 @@ class FanoutCore:
         return sum(1 for w in self.watchers.values() if w.state == UNSYNCED)
 
     # ------------------------------------------------------------------ the publish stream
-    def on_publish(self, prev: int, last: int, revs: list, compact_rev: int):
-        """A publish of revisions prev+1..last (revs = [[rev, [[type, kv, prev_kv|None], ...]], ...])."""
+    def on_publish(self, prev: int, last: int, revs: list, compact_rev: int, auth_rev: int = 0,
+                   auth_changes=()):
+        """A publish of revisions prev+1..last (revs = [[rev, [[type, kv, prev_kv|None], ...]], ...]),
+        with the auth changes committed among them (auth_changes = [[after_revision, change], ...],
+        the last one at auth revision auth_rev): each applies after its revision's events and
+        before the next revision's, so a watch it forbids gets nothing past that point."""
         self.compact_revision = compact_rev
         if self.last_seen is None:
             self.last_seen = prev
             self.log.info("fanout.joined_stream", revision=prev, waiting_creates=len(self.waiting_creates))
-            waiting, self.waiting_creates = self.waiting_creates, []
-            for session, req_id, body in waiting:
-                try:
-                    self.watch_create(session, req_id, body)
-                except ZwatchError as err:
-                    self.reply(session.ident, messages.encode_error(req_id, err))
-        if last <= self.last_seen:
+            self._run_waiting_creates()
+        if last < self.last_seen or (last == self.last_seen and not auth_changes and revs):
             return
         if prev > self.last_seen:
             self._gap(prev)
-        self.st["publishes"] += 1
+        if revs:
+            self.st["publishes"] += 1
         revs = [r for r in revs if r[0] > self.last_seen]
+        if self.auth.state is not None and auth_rev - len(auth_changes) > self.auth.revision:
+            self._auth_behind()            # changes were missed before this publish's
+        i = 0
+        first_change_rev = auth_rev - len(auth_changes) + 1
+        for n, (after_rev, change) in enumerate(auth_changes):
+            j = i
+            while j < len(revs) and revs[j][0] <= after_rev:
+                j += 1
+            self._advance(revs[i:j], max(after_rev, self.last_seen))
+            i = j
+            self._apply_auth_change(first_change_rev + n, change)
+        self._advance(revs[i:], last)
+        self.auth.missed(auth_rev)
+        if self.auth.need_fetch and self.auth.state is not None:
+            self._auth_behind()
+        self._release_held_syncer()
+
+    def _advance(self, revs: list, upto: int):
+        """Deliver contiguous revisions (the next ones after last_seen), then stand at `upto`."""
         i = 0
         while i < len(revs):
             first = revs[i][0]
@@ -117,13 +148,15 @@ class FanoutCore:
             j = i + 1
             while j < len(revs) and (nxt is None or revs[j][0] < nxt):
                 j += 1
-            self._deliver(revs[i:j], last)
+            self._deliver(revs[i:j], upto)
             i = j
-        self.ring.extend(revs)
-        self.st["events"] += sum(len(r[1]) for r in revs)
-        self.st["revisions"] += len(revs)
-        self.last_seen = last
-        self._activate_futures(last + 1)
+        if revs:
+            self.ring.extend(revs)
+            self.st["events"] += sum(len(r[1]) for r in revs)
+            self.st["revisions"] += len(revs)
+        if upto > self.last_seen:
+            self.last_seen = upto
+        self._activate_futures(self.last_seen + 1)
 
     def _deliver(self, seg: list, header_rev: int):
         """Match a run of revisions against the index; queue one response per matched slot."""
@@ -288,7 +321,10 @@ class FanoutCore:
             next_rev, uid = heapq.heappop(fut)
             w = self.watchers.get(uid)
             if w is not None and w.state == FUTURE and w.next_rev == next_rev:
-                self._index(w)
+                if self.auth.need_fetch:
+                    self._to_syncer(w, next_rev)   # not on a stale auth view: via the syncer
+                else:
+                    self._index(w)
 
     def _to_syncer(self, w: Watcher, next_rev: int):
         self._set_state(w, UNSYNCED)
@@ -303,6 +339,38 @@ class FanoutCore:
         if w is None or w.epoch != epoch or w.state != UNSYNCED:
             return None
         return w
+
+    def on_syncer(self, op: str, items, auth_rev: int = 0):
+        """A frame of the syncer (ev / synced / compacted), made from a snapshot at auth revision
+        auth_rev.  Taken at once unless our auth view is behind that snapshot: then it waits, in
+        order, until the stream (or a fetch) brings us there, so that a watch the snapshot's
+        state forbids is canceled before any of its events past the change is queued."""
+        if self.held_syncer or auth_rev > self.auth.revision or self.auth.need_fetch:
+            if len(self.held_syncer) >= MAX_HELD_SYNCER_FRAMES:
+                # The view is not catching up (no fetch answer): drop them and register every
+                # catching-up watcher again (new epochs) at the next pong.
+                self.log.warning("fanout.syncer_frames_dropped", held=len(self.held_syncer),
+                                 auth_revision=self.auth.revision, frame_auth_revision=auth_rev)
+                self.held_syncer.clear()
+                self.forget_syncer()
+                return
+            self.held_syncer.append((op, items, auth_rev))
+            return
+        self._take_syncer(op, items)
+
+    def _take_syncer(self, op, items):
+        if op == "ev":
+            self.on_sync_events(items)
+        elif op == "synced":
+            self.on_synced(items)
+        elif op == "compacted":
+            self.on_compacted(items)
+
+    def _release_held_syncer(self):
+        held = self.held_syncer
+        while held and not self.auth.need_fetch and held[0][2] <= self.auth.revision:
+            op, items, _ = held.popleft()
+            self._take_syncer(op, items)
 
     def on_sync_events(self, items):
         """items: (members [(uid, epoch)], first_rev, last_rev, encoded response)."""
@@ -409,13 +477,21 @@ class FanoutCore:
         spec = requests.normalize("watch_create", body)
         if len(session.watches) >= self.max_watches:
             raise ResourceExhausted(f"a session holds at most {self.max_watches} watches")
-        if self.last_seen is None:
+        if self.last_seen is None or not self.auth.ready:
             # Just started: the first publish (at most one writer heartbeat away) tells us the
-            # current revision; until then creates wait here instead of failing.
+            # current revision, and the syncer the auth state; until then creates wait here
+            # instead of failing (and while a missed auth change is being fetched again).
             if len(self.waiting_creates) >= MAX_WAITING_CREATES:
                 raise Unavailable("this fan-out has not joined the writer's stream yet; retry")
             self.waiting_creates.append((session, req_id, body))
             return
+        # Checked against the range the watch will actually get (prefix, from-key and "all
+        # keys" normalized: etcd's GHSA-xg4h-6gfc-h4m8 was a from-key watch passing a per-key
+        # check); prev_kv reads the same keys, so it needs nothing more.
+        denied = self.auth.watch_error(session.user, spec.key, spec.end)
+        if denied is not None:
+            self.st["auth_denied"] += 1
+            raise denied
         wid = spec.watch_id
         if wid == 0:
             while session.next_auto_id in session.watches:
@@ -505,7 +581,100 @@ class FanoutCore:
             self._drop(w)
         if self.waiting_creates:
             self.waiting_creates = [c for c in self.waiting_creates if c[0] is not session]
+        self.set_session_user(session, None)
         self.out.pop(ident, None)
+
+    # ------------------------------------------------------------------ auth
+    def on_auth_state(self, state):
+        """The whole auth state, fetched from the syncer (authz.py)."""
+        if self.auth.loaded(state):
+            self.log.info("fanout.auth_loaded", auth_revision=state.revision, enabled=state.enabled,
+                          users=len(state.users), roles=len(state.roles))
+            self._recheck_all()
+        self._run_waiting_creates()
+        self._release_held_syncer()
+
+    def set_session_user(self, session: Session, user: str | None):
+        old = session.user
+        if old is not None:
+            members = self.user_sessions.get(old)
+            if members is not None:
+                members.discard(session)
+                if not members:
+                    del self.user_sessions[old]
+        session.user = user
+        if user is not None:
+            self.user_sessions.setdefault(user, set()).add(session)
+
+    def _run_waiting_creates(self):
+        if self.last_seen is None or not self.auth.ready or not self.waiting_creates:
+            return
+        waiting, self.waiting_creates = self.waiting_creates, []
+        for session, req_id, body in waiting:
+            try:
+                self.watch_create(session, req_id, body)
+            except ZwatchError as err:
+                self.reply(session.ident, messages.encode_error(req_id, err))
+
+    def _apply_auth_change(self, change_rev: int, change: list):
+        touched = self.auth.apply(change_rev, change)
+        if touched is None:
+            if self.auth.need_fetch:
+                self._auth_behind()
+            return
+        if touched is ALL:
+            self._recheck_all()
+            return
+        users, revoked = touched
+        for user in revoked:
+            # Deleted, or its password changed: like etcd's invalidated tokens, its sessions
+            # are anonymous from here on (their requests UNAUTHENTICATED) until they log in again.
+            for session in list(self.user_sessions.get(user, ())):
+                self.set_session_user(session, None)
+                self._recheck_session(session, CREDENTIALS_REVOKED_REASON)
+        for user in users:
+            for session in list(self.user_sessions.get(user, ())):
+                self._recheck_session(session)
+
+    def _recheck_all(self):
+        if not self.auth.enabled:
+            return
+        sessions = {w.session for w in self.watchers.values()}
+        for session in sessions:
+            self._recheck_session(session)
+
+    def _recheck_session(self, session: Session, unauthenticated_reason: str | None = None):
+        for w in list(session.watches.values()):
+            err = self.auth.watch_error(session.user, w.key, w.end)
+            if err is not None:
+                reason = PERMISSION_DENIED_REASON
+                if err.code != "PERMISSION_DENIED":
+                    reason = unauthenticated_reason or err.message
+                self._deny(w, err.code, reason)
+
+    def _deny(self, w: Watcher, code: str, reason: str):
+        """Cancel a watch its user may no longer read, at its position: every event <= the
+        header revision was queued before this, none after."""
+        self.st["auth_denied"] += 1
+        position = self.last_seen if w.state == SYNCED else max(0, w.next_rev - 1)
+        self._queue(w.session, ControlOut(messages.pack_control(
+            w.watch_id, position, canceled=True, cancel_reason=reason, cancel_code=code)))
+        self._drop(w)
+
+    def _auth_behind(self):
+        """An auth change was missed (a publish gap): until the state is fetched again nothing
+        is delivered on its strength.  The synced watchers go to the syncer (as on a publish
+        gap); its frames wait for the fetched state; creates wait."""
+        self.auth.need_fetch = True
+        moved = 0
+        for g in list(self.index.all_items()):
+            for slot in list(g.slots.values()):
+                for w in list(slot.watchers.values()):
+                    self._unindex(w)
+                    self._to_syncer(w, self.last_seen + 1)
+                    moved += 1
+        if moved:
+            self.log.warning("fanout.auth_behind", auth_revision=self.auth.revision, watchers_moved=moved)
 
     # ------------------------------------------------------------------ progress
     def request_progress(self, session: Session, req_id: int):

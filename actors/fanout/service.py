@@ -19,7 +19,8 @@ import uuid
 import zmq
 
 from zwatch import internal, messages, requests
-from zwatch.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, ZwatchError
+from zwatch.errors import (FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated,
+                           Unavailable, ZwatchError)
 from zwatch.limits import (MAX_PENDING_REQUESTS_PER_SESSION, MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION,
                           PROTOCOL_VERSION)
 
@@ -27,11 +28,18 @@ from .. import security
 from ..common import Every, RateLimitedLog, StopFlag, drain, make_socket
 from ..logsetup import configure
 from ..memory import TrimPolicy, trim_if_due
+from ..auth.state import AuthState
+from .authn import Job, LoginLimiter, PasswordWorker, VerifiedLogins
 from .core import FanoutCore
 from .model import Session
 from .sessions import AGAIN, GONE, SENT, SessionOutput
 
 NO_SESSION = "NO_SESSION"
+AUTH_FAILED = "etcdserver: authentication failed, invalid user ID or password"
+# An unanswered auth_state fetch is sent again after this long (the syncer may be restarting).
+AUTH_FETCH_RETRY_S = 2.0
+# Client ops whose `password` the fan-out hashes before forwarding (the writer takes hashes only).
+PASSWORD_OPS = ("user_add", "user_change_password")
 # A forwarded request unanswered for this long was lost (its writer or syncer died): it stops
 # counting against its session's maximum of requests in flight.
 PENDING_FORGET_S = 10.0
@@ -65,7 +73,17 @@ class Fanout:
         self.log_limited = RateLimitedLog(1.0)
         self.stop = StopFlag()
         self.core = FanoutCore(ring_revisions=ring_revisions, ring_bytes=ring_bytes, max_watches=max_watches,
-                               victim_backoff_s=victim_backoff_s, log=self.log)
+                               victim_backoff_s=victim_backoff_s, log=self.log, follow_auth=True)
+        # Authentication (authn.py): logins and password hashes waiting for the worker thread,
+        # the back-off after failed logins, the logins verified once.
+        self.pending_logins: dict[bytes, tuple] = {}      # ident -> the login being verified
+        self.limiter = LoginLimiter()
+        self.verified = VerifiedLogins()
+        self.auth_fetch_seq = 0
+        # CURVE on the client socket: frames carry the connection's ZAP User-Id (the client's
+        # key, or the user a known key maps to); curve_users are the User-Ids that name users.
+        self.curve_on = False
+        self.curve_users: set[str] = set()
         self.output = SessionOutput(session_window, stall_s)
         self.sessions: dict[bytes, Session] = {}
         self.holding: set[bytes] = set()   # sessions with held frames, retried at every flush
@@ -73,7 +91,8 @@ class Fanout:
         # bursts of departures or when RSS grew well above its floor (actors/memory.py).
         self.trim_policy = TrimPolicy()
         self.ping_seq = 0
-        self.st = dict(frames=0, requests=0, bad_requests=0, pending_refused=0)
+        self.st = dict(frames=0, requests=0, bad_requests=0, pending_refused=0, logins=0, logins_failed=0,
+                       logins_refused=0)
 
     @classmethod
     def from_env(cls, endpoint: str | None = None) -> "Fanout":
@@ -125,6 +144,8 @@ class Fanout:
         # comes back within seconds, not at the growth trigger's backoff (issue #8).
         self.departures = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         poller.register(self.departures, zmq.POLLIN)
+        self.passwords = PasswordWorker(ctx)
+        poller.register(self.passwords.socket, zmq.POLLIN)
         housekeeping = Every(0.1)
         ping = Every(1.0)
         memory = Every(1.0)
@@ -148,7 +169,10 @@ class Fanout:
                     self._drain_clients()
                 if self.departures in ready:
                     self._count_departures()
+                if self.passwords.socket in ready:
+                    self._passwords_done()
                 now = time.monotonic()
+                self._fetch_auth_if_due(now)
                 if housekeeping.due(now):
                     self.core.retry_victims(now)
                     self._expire_sessions(now)
@@ -169,6 +193,7 @@ class Fanout:
                           revision=self.core.last_seen, signal=self.stop.signal)
             self.router.disable_monitor()
             self.departures.close()
+            self.passwords.close()
             for s in (self.router, self.sub, self.writer, self.syncer, self.reader):
                 s.close()
             self.security.stop()                   # its ZAP sockets first: term() waits for them
@@ -183,7 +208,8 @@ class Fanout:
             except ZwatchError as exc:
                 self.log_limited(self.log.error, "fanout.bad_publish", error=str(exc)[:200])
                 continue
-            self.core.on_publish(pub.prev, pub.last, pub.revisions, pub.compact_revision)
+            self.core.on_publish(pub.prev, pub.last, pub.revisions, pub.compact_revision,
+                                 pub.auth_revision, pub.auth_changes)
 
     # ================================================================== syncer
     def _send_syncer(self, frame: bytes, op: str):
@@ -197,24 +223,34 @@ class Fanout:
     def _drain_syncer(self):
         core = self.core
         for frames in drain(self.syncer, 1024):
-            if len(frames) == 2:  # a reply to a forwarded client read: [client_id, reply]
+            if len(frames) >= 2:  # a reply to a forwarded client read: [client_id, user, reply]
                 self._route_reply(frames)
                 continue
             try:
-                op, body = internal.decode_from_syncer(frames[-1])
+                op, body, auth_rev = internal.decode_from_syncer(frames[-1])
             except ZwatchError as exc:
                 self.log_limited(self.log.error, "fanout.bad_syncer_message", error=str(exc)[:200])
                 continue
-            if op == "ev":
-                core.on_sync_events(body)
-            elif op == "synced":
-                core.on_synced(body)
-            elif op == "compacted":
-                core.on_compacted(body)
+            if op in ("ev", "synced", "compacted"):
+                core.on_syncer(op, body, auth_rev)
             elif op == "pong":
                 core.on_syncer_instance(body.instance)
+            elif op == "auth_state":
+                core.on_auth_state(AuthState.from_wire(body))
             else:
                 self.log_limited(self.log.error, "fanout.syncer_error", op=op, body=str(body)[:300])
+
+    def _fetch_auth_if_due(self, now: float):
+        """Ask the syncer for the whole auth state when the view needs it (start, missed change)."""
+        auth = self.core.auth
+        if not auth.need_fetch:
+            return
+        if auth.fetch_sent_at is not None and now - auth.fetch_sent_at < AUTH_FETCH_RETRY_S:
+            return
+        self.auth_fetch_seq += 1
+        auth.fetch_sent_at = now
+        auth.fetches += 1
+        self._send_syncer(internal.AuthStateRequest(self.auth_fetch_seq).encode(), "auth_state")
 
     # ================================================================== output
     def _send(self, ident: bytes, frame: bytes) -> str:
@@ -272,8 +308,29 @@ class Fanout:
         if departed:
             self.trim_policy.note_closed(time.monotonic(), departed)
 
+    def _client_frames(self):
+        """(ident, request, principal, peer address) of the client frames queued now.  With CURVE
+        the frames are read without copy to see their connection's ZAP User-Id (a session is
+        pinned to it) and address (failed logins back off per address)."""
+        if not self.curve_on:
+            for frames in drain(self.router, CLIENT_FRAMES_PER_ROUND):
+                yield frames, None, None
+            return
+        router = self.router
+        for _ in range(CLIENT_FRAMES_PER_ROUND):
+            if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return
+            msg = router.recv_multipart(zmq.NOBLOCK, copy=False)
+            last = msg[-1]
+            try:
+                principal = last.get("User-Id")
+                address = last.get("Peer-Address")
+            except zmq.ZMQError:
+                principal = address = None
+            yield [f.bytes for f in msg], principal, address
+
     def _drain_clients(self):
-        for frames in drain(self.router, CLIENT_FRAMES_PER_ROUND):
+        for frames, principal, address in self._client_frames():
             self.st["requests"] += 1
             ident = frames[0]
             if len(frames) != 2:
@@ -284,7 +341,7 @@ class Fanout:
             req_id = None
             try:
                 op, req_id, body = messages.decode_request(raw)
-                self._dispatch(ident, raw, op, req_id, body)
+                self._dispatch(ident, raw, op, req_id, body, principal, address)
             except ZwatchError as err:
                 self.st["bad_requests"] += 1
                 rid = req_id if req_id is not None else messages.error_req_id(err)
@@ -293,19 +350,25 @@ class Fanout:
                 self.log.exception("fanout.request_failed")
                 self.core.reply(ident, messages.encode_error(req_id, ZwatchError(f"{type(exc).__name__}: {exc}")))
 
-    def _dispatch(self, ident, raw, op, req_id, body):
+    def _dispatch(self, ident, raw, op, req_id, body, principal=None, address=None):
         session = self.sessions.get(ident)
         if op == "hello":
-            self._hello(ident, req_id, body)
+            self._hello(ident, req_id, body, principal, address)
             return
         if session is None:
             raise FailedPrecondition("no session: send hello first", reason=NO_SESSION)
+        if session.principal != principal:
+            # Another connection took this routing id (ZeroMQ lets a peer choose its own): it is
+            # not the one that logged in, whatever it claims.
+            raise Unauthenticated("this session belongs to another connection: send hello", reason=NO_SESSION)
         session.last_heard = time.monotonic()
         if op == "ack":
             self.output.ack(session, requests.normalize("ack", body)["bytes"])
         elif op == "ping":
             self.core.reply(ident, messages.pack(["pong", req_id, {"revision": self.core.last_seen or 0}]))
-        elif op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op == "status":
+        elif op in PASSWORD_OPS and isinstance(body.get("password"), str):
+            self._hash_then_forward(session, req_id, op, body)
+        elif op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op in messages.AUTH_OPS or op == "status":
             self._forward_counted(session, self.writer, raw, "writer", op, body)
         elif op in messages.READ_OPS:
             self._forward_counted(session, self.reader, raw, "syncer", op, body)
@@ -322,24 +385,117 @@ class Fanout:
             except zmq.ZMQError:
                 pass
 
-    def _hello(self, ident, req_id, body):
+    # ================================================================== authentication
+    def _hello(self, ident, req_id, body, principal=None, address=None):
         hello = requests.normalize("hello", body)
         version = hello["version"]
         if version != PROTOCOL_VERSION:
             raise FailedPrecondition(f"protocol version {version} is not supported; this fan-out speaks {PROTOCOL_VERSION}")
+        if ident in self.pending_logins:
+            return      # the client sent its hello again while we verify it: that answer will do
+        if ident not in self.sessions and len(self.sessions) >= self.max_sessions:
+            raise ResourceExhausted(f"this fan-out holds its maximum of {self.max_sessions} sessions")
+        user, password = hello.get("user"), hello.get("password")
+        if user is None:
+            # No credentials: anonymous, or the user a known CURVE client key maps to.
+            self._open_session(ident, req_id, hello, principal if principal in self.curve_users else None, principal)
+            return
+        auth = self.core.auth
+        if auth.state is None:
+            raise Unavailable("this fan-out has not loaded the auth state yet; retry")
+        now = time.monotonic()
+        keys = [("session", ident)] + ([("address", address)] if address else [])
+        wait = self.limiter.blocked_for(keys, now)
+        if wait > 0:
+            self.limiter.refused += 1
+            self.st["logins_refused"] += 1
+            raise Unauthenticated(f"etcdserver: too many failed authentication attempts; retry in {wait:.1f} s",
+                                  retry_after_s=round(wait, 3))
+        pw = (password or "").encode()
+        exists, stored = auth.password_hash(user)
+        if exists and self.verified.known(user, pw, stored):
+            self.limiter.succeeded(keys)
+            self._open_session(ident, req_id, hello, user, principal)
+            return
+        login = (req_id, hello, user, pw, stored, principal, keys)
+        if not self.passwords.submit(Job("verify", ("login", ident), pw, stored)):
+            raise Unavailable("this fan-out is busy verifying logins; retry")
+        self.pending_logins[ident] = login
+
+    def _passwords_done(self):
+        for done in self.passwords.results():
+            kind = done.token[0]
+            if kind == "login":
+                self._login_done(done.token[1], done.ok)
+            elif kind == "hash":
+                self._hash_done(done.token[1:], done.result)
+
+    def _login_done(self, ident, ok: bool):
+        login = self.pending_logins.pop(ident, None)
+        if login is None:
+            return
+        req_id, hello, user, pw, stored, principal, keys = login
+        auth = self.core.auth
+        # The user may have been deleted or its password changed while we hashed.
+        ok = ok and auth.password_hash(user) == (True, stored)
+        if ok:
+            self.verified.add(user, pw, stored)
+            self.limiter.succeeded(keys)
+            self._open_session(ident, req_id, hello, user, principal)
+            return
+        if not auth.enabled:
+            # etcd ignores credentials while auth is disabled; the session is anonymous.
+            self._open_session(ident, req_id, hello, None, principal)
+            return
+        backoff = self.limiter.failed(keys, time.monotonic())
+        self.st["logins_failed"] += 1
+        self.log_limited(self.log.warning, "auth.login_failed", key=user, user=user[:128],
+                         session=ident.hex(), backoff_s=backoff)
+        self.core.reply(ident, messages.encode_error(req_id, Unauthenticated(AUTH_FAILED)))
+
+    def _open_session(self, ident, req_id, hello, user, principal):
         if ident in self.sessions:
             self._close_session(ident, "rehello")
-        elif len(self.sessions) >= self.max_sessions:
-            raise ResourceExhausted(f"this fan-out holds its maximum of {self.max_sessions} sessions")
         name = hello["client"]
-        self.sessions[ident] = Session(ident, name or ident.hex(), time.monotonic())
+        session = self.sessions[ident] = Session(ident, name or ident.hex(), time.monotonic())
+        session.principal = principal
+        self.core.set_session_user(session, user)
+        if user is not None:
+            self.st["logins"] += 1
         self.core.reply(ident, messages.encode_ok(req_id, {
             "version": PROTOCOL_VERSION, "session": ident.hex(), "fanout": self.instance,
             "heartbeat_s": 1.0, "idle_timeout_s": self.idle_timeout_s,
-            "revision": self.core.last_seen or 0,
+            "revision": self.core.last_seen or 0, "user": user, "auth_enabled": self.core.auth.enabled,
             "limits": {"max_watches": self.max_watches, "max_request_bytes": messages.MAX_REQUEST_BYTES,
                        "max_key_bytes": messages.MAX_KEY_BYTES}}))
-        self.log.info("session.open", session=name or ident.hex(), sessions=len(self.sessions))
+        self.log.info("session.open", session=name or ident.hex(), user=user, sessions=len(self.sessions))
+
+    def _hash_then_forward(self, session, req_id, op, body):
+        """user_add / user_change_password: the writer stores only hashes; the slow hash runs on
+        the worker, then the request goes on with `hashed_password` instead of `password`."""
+        requests.normalize(op, body)      # a malformed request is refused before any hashing
+        auth = self.core.auth
+        if auth.enabled and not auth.state.is_root(session.user):
+            # The writer would refuse it; refusing here keeps non-root sessions from making
+            # this process hash (80 ms of CPU a request).
+            raise PermissionDenied("etcdserver: permission denied")
+        token = ("hash", session.ident, req_id, op, {k: v for k, v in body.items() if k != "password"})
+        if not self.passwords.submit(Job("hash", token, body["password"].encode())):
+            raise Unavailable("this fan-out is busy hashing passwords; retry")
+
+    def _hash_done(self, token, hashed):
+        ident, req_id, op, body = token
+        session = self.sessions.get(ident)
+        if session is None:
+            return
+        if hashed is None:
+            self.core.reply(ident, messages.encode_error(req_id, ZwatchError("password hashing failed")))
+            return
+        body["hashed_password"] = hashed
+        try:
+            self._forward_counted(session, self.writer, messages.encode_request(op, req_id, body), "writer", op, body)
+        except ZwatchError as err:
+            self.core.reply(ident, messages.encode_error(req_id, err))
 
     @staticmethod
     def _cost(op, body) -> int:
@@ -357,13 +513,15 @@ class Fanout:
             self.st["pending_refused"] += 1
             raise ResourceExhausted(f"too many requests in flight on this session ({session.forwarded_cost} "
                                     f"units, the limit is {self.max_pending}): wait for replies")
-        self._forward(sock, session.ident, raw, peer)
+        self._forward(sock, session.ident, session.user, raw, peer)
         q.append((now, cost))
         session.forwarded_cost += cost
 
-    def _forward(self, sock, ident, raw, peer):
+    def _forward(self, sock, ident, user, raw, peer):
+        """[client_id, user, request]: the writer and the syncer check the request as that user
+        (b"": anonymous) and send the reply back with the same two route frames."""
         try:
-            sock.send_multipart((ident, raw), zmq.NOBLOCK)
+            sock.send_multipart((ident, user.encode() if user else b"", raw), zmq.NOBLOCK)
         except zmq.Again:
             raise Unavailable(f"the {peer} is not reachable") from None
 
@@ -371,11 +529,11 @@ class Fanout:
         # Publishes first: the writer announces a compaction before it replies to it.
         self._drain_publishes()
         for frames in drain(sock, 4096):
-            if len(frames) == 2:
+            if len(frames) >= 2:
                 self._route_reply(frames)
 
     def _route_reply(self, frames):
-        ident, reply = frames
+        ident, reply = frames[0], frames[-1]
         session = self.sessions.get(ident)
         if session is not None:
             if session.forwarded:
@@ -387,6 +545,7 @@ class Fanout:
         if session is None:
             return
         self.core.drop_session(session)
+        self.pending_logins.pop(ident, None)
         self.holding.discard(ident)
         self.trim_policy.note_closed(time.monotonic())
         self.log.info("session.close", session=session.name, reason=reason, sessions=len(self.sessions))

@@ -19,7 +19,7 @@ import re
 import msgpack
 import pytest
 
-from zwatch import limits, messages
+from zwatch import errors, limits, messages, requests
 from zwatch.limits import MAX_REQUEST_BYTES, SOCKET_MAX_MSG_BYTES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -155,6 +155,41 @@ def check_limits_table(text: str) -> None:
             assert numbers(value) == [getattr(limits, name)], f"section 10: `{name}` ({value}) but zwatch.limits says {getattr(limits, name)}"
 
 
+def check_error_codes_table(text: str) -> None:
+    """Section 8's table lists every code of zwatch.errors, and no other."""
+    codes = {row[0].strip("`") for row in table_rows(section(text, 8))}
+    assert codes == set(errors.ALL_CODES), \
+        f"section 8 lists {sorted(codes - set(errors.ALL_CODES))} too many, {sorted(set(errors.ALL_CODES) - codes)} missing"
+
+
+def check_auth_ops_table(text: str) -> None:
+    """Section 13.2's table has one row per op of messages.AUTH_OPS, and its body names exactly
+    the fields requests.py accepts (the fan-out's `password` in place of the writer's hashed one)."""
+    rows = table_rows(subsection(section(text, 13), "13.2 Ops"))
+    ops = [row[0].strip("`") for row in rows]
+    assert sorted(ops) == sorted(messages.AUTH_OPS), f"section 13.2 lists {sorted(ops)}, AUTH_OPS is {sorted(messages.AUTH_OPS)}"
+    for op, body in ((row[0].strip("`"), row[1]) for row in rows):
+        written = set(re.findall(r'"(\w+)"', body)) - {"no_password"}
+        accepted = set(requests.normalize(op, _SAMPLE_AUTH_BODIES.get(op, {}))) - {"hashed_password"}
+        accepted |= set(requests.normalize(op, _SAMPLE_AUTH_BODIES.get(op, {})).get("perm") or {})
+        assert written == accepted, f"section 13.2: {op} shows fields {sorted(written)}, requests.py takes {sorted(accepted)}"
+
+
+_SAMPLE_AUTH_BODIES = {
+    "user_add": {"name": "u"}, "user_get": {"name": "u"}, "user_delete": {"name": "u"},
+    "user_change_password": {"name": "u"}, "user_grant_role": {"user": "u", "role": "r"},
+    "user_revoke_role": {"name": "u", "role": "r"}, "role_add": {"name": "r"}, "role_get": {"role": "r"},
+    "role_delete": {"role": "r"}, "role_grant_permission": {"name": "r", "perm": {"permType": "READ"}},
+    "role_revoke_permission": {"role": "r"},
+}
+
+
+def check_hello_fields(text: str) -> None:
+    """Section 3's hello request table names every field requests.normalize("hello") reads."""
+    fields = {row[0].strip("`") for row in table_rows(subsection(section(text, 3), "hello").split("Reply body")[0])}
+    assert fields == set(requests.normalize("hello", {})), f"section 3 hello fields {sorted(fields)}"
+
+
 # ---------------------------------------------------------------- the SPEC file
 def test_worked_examples_are_what_zwatch_messages_encodes():
     check_worked_examples(spec_text())
@@ -166,6 +201,18 @@ def test_frame_size_table_matches_zwatch_limits():
 
 def test_limits_table_matches_zwatch_limits():
     check_limits_table(spec_text())
+
+
+def test_error_codes_table_lists_every_code():
+    check_error_codes_table(spec_text())
+
+
+def test_auth_ops_table_matches_messages_and_requests():
+    check_auth_ops_table(spec_text())
+
+
+def test_hello_table_names_every_field():
+    check_hello_fields(spec_text())
 
 
 # ---------------------------------------------------------------- each check fails on drift
@@ -189,6 +236,12 @@ DRIFTS = [
     (check_limits_table, "`SOCKET_MAX_MSG_BYTES` (6,291,456)", "`SOCKET_MAX_MSG_BYTES` (3,145,728)",
      r"`SOCKET_MAX_MSG_BYTES` \(3,145,728\)"),
     (check_limits_table, "| `MAX_REVISION` | 2^63-1 ", "| `MAX_REVISION` | 2^64-1 ", "MAX_REVISION is"),
+    (check_limits_table, "| `MAX_PASSWORD_BYTES` | 1,024 ", "| `MAX_PASSWORD_BYTES` | 1,023 ", "MAX_PASSWORD_BYTES is"),
+    (check_error_codes_table, "| `ROLE_NOT_GRANTED` |", "| `ROLE_NOT_GIVEN` |", r"\['ROLE_NOT_GIVEN'\] too many"),
+    (check_auth_ops_table, "| `role_list` | `{}` |", "| `roles_list` | `{}` |", "section 13.2 lists"),
+    (check_auth_ops_table, '| `user_revoke_role` | `{"name", "role"}`', '| `user_revoke_role` | `{"user", "role"}`',
+     "user_revoke_role shows fields"),
+    (check_hello_fields, "| `password` | str | absent |", "| `passwd` | str | absent |", "section 3 hello fields"),
 ]
 
 

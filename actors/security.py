@@ -143,9 +143,10 @@ class ActorSecurity:
             auth.configure_curve(CLIENTS, zmq.auth.CURVE_ALLOW_ANY)
         self.authenticator = auth
         if log is not None:
+            peers = ({"clients": self.clients_mode, "client_keys": len(self.clients) if self.maps_users else None}
+                     if self.actor == "fanout" else {"internal_keys": len(self.internal)})
             log.info("security.curve", curve_dir=os.path.abspath(self.curve_dir), public_key=self.public.decode(),
-                     internal_keys=len(self.internal), clients=self.clients_mode,
-                     client_keys=len(self.clients) if self.maps_users else None)
+                     **peers)
         return self
 
     def server(self, sock: zmq.Socket, domain: str, endpoint: str, log=None) -> zmq.Socket:

@@ -10,9 +10,11 @@ right key is answered), so that a test that cannot fail would show.
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 import zmq
@@ -256,3 +258,42 @@ def test_no_secret_key_in_any_log_line(make_cluster, tmp_path):
     logs = "".join(line for a in c.actors.values() for line in a.raw)
     assert "security.curve" in logs
     assert not [s for s in secrets if s in logs]
+
+
+def test_the_secure_deploy_example_runs_from_a_fresh_directory(tmp_path):
+    """deploy/secure/run.sh: keys, .env and client.env written, the three actors up under honcho
+    with CURVE on; a client configured by client.env works, a plain one gets no answer."""
+    pytest.importorskip("honcho")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    work, port = tmp_path / "secure", free_port()
+    env = {**os.environ, "PYTHON": sys.executable, "ZWATCH_WRITER_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+           "ZWATCH_PUB_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+           "ZWATCH_SYNCER_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}
+    proc = subprocess.Popen([os.path.join(root, "deploy", "secure", "run.sh"), str(work), str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        client_env = {}
+        deadline = time.monotonic() + 30
+        while not (work / "client.env").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for line in (work / "client.env").read_text().splitlines():
+            name, value = line.removeprefix("export ").split("=", 1)
+            client_env[name] = value
+        assert client_env["ZWATCH_ENDPOINTS"] == f"127.0.0.1:{port}"
+        c = Client([f"tcp://127.0.0.1:{port}"], timeout=20, curve_server_key=client_env["ZWATCH_CURVE_SERVER_KEY"],
+                   curve_client_key=client_env["ZWATCH_CURVE_CLIENT_KEY"])
+        plain = Client([f"tcp://127.0.0.1:{port}"], timeout=SHORT)
+        try:
+            assert c.put(b"foo", b"bar").header.revision == 2
+            assert c.get(b"foo").kvs[0].value == b"bar"
+            with pytest.raises(ZwatchError):
+                plain.get(b"foo")
+        finally:
+            c.close()
+            plain.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    text = out.decode(errors="replace")
+    assert "security.curve" in text and "security.insecure_bind" not in text
+    assert (work / "curve" / "client-root" / "root.key_secret").exists()

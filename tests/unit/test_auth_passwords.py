@@ -90,7 +90,7 @@ def test_a_malformed_stored_hash_is_false_never_an_exception(stored, monkeypatch
     assert calls == []                                # refused before any hashing
 
 
-def test_bounds_of_a_forged_hash_keep_verification_cheap(stored, monkeypatch):
+def test_bounds_of_a_forged_hash_keep_verification_cheap(stored):
     """Every parameter set parse accepts costs at most 4x the default work and 64 MiB."""
     for n_exp in range(1, 22):
         for r in (1, 8, 32, 33):

@@ -127,6 +127,8 @@ class Fanout:
         for sock, peer in ((self.sub, "writer"), (self.writer, "writer"), (self.syncer, "syncer"),
                            (self.reader, "syncer")):
             self.security.client(sock, peer)
+        self.curve_on = self.security.on
+        self.curve_users = set(self.security.clients.values()) if self.security.maps_users else set()
         self.router.bind(self.endpoint)
         self.sub.connect(self.pub_endpoint)
         self.writer.connect(self.writer_endpoint)

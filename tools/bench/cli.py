@@ -65,6 +65,9 @@ def parse_args(argv=None):
                                         "starting one; server figures need --server-pids")
     ap.add_argument("--server-pids", help="name=pid,... of the running zwatch's processes (with --endpoints)")
     ap.add_argument("--fanouts", type=int, default=1, help="fan-out processes of the started zwatch (default 1)")
+    ap.add_argument("--curve", action="store_true",
+                    help="the started zwatch with CURVE + ZAP on every socket (fresh keys per run; the bench's "
+                         "clients trust its fanout.key), to measure what encryption costs")
     ap.add_argument("--zwatch-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment for the started zwatch actors (repeatable), e.g. ZWATCH_RING_REVISIONS=100")
     ap.add_argument("--profile", metavar="DIR", help="run the started zwatch actors under cProfile; "
@@ -288,7 +291,7 @@ def main(argv=None) -> int:
         pids = dict((kv.split("=", 1)[0], int(kv.split("=", 1)[1])) for kv in a.server_pids.split(",")) \
             if a.server_pids else None
         zs = ZwatchSystem(fanouts=a.fanouts, endpoints=a.endpoints.split(",") if a.endpoints else None,
-                          server_pids=pids, env=env, profile_dir=a.profile)
+                          server_pids=pids, env=env, profile_dir=a.profile, curve=a.curve)
         recs += run_system(zs, names, a, emit)
     if a.against_etcd or a.etcd_only:
         from . import etcd_stubs

@@ -21,8 +21,9 @@ class ZwatchSystem:
     kind = "zwatch"
 
     def __init__(self, *, fanouts: int = 1, endpoints: list[str] | None = None, server_pids: dict | None = None,
-                 env: dict | None = None, profile_dir: str | None = None, keep: bool = False):
+                 env: dict | None = None, profile_dir: str | None = None, keep: bool = False, curve: bool = False):
         self.fanouts = fanouts
+        self.curve = curve
         self.given = endpoints
         self.given_pids = server_pids or {}
         self.env = dict(env or {})
@@ -39,7 +40,12 @@ class ZwatchSystem:
         self.tmp = tempfile.mkdtemp(prefix="zwatch-bench-")
         env = {"ZWATCH_STATS_S": "10"}
         env.update(self.env)
-        c = Cluster(os.path.join(self.tmp, "data"), fanouts=self.fanouts, env=env)
+        curve_dir = os.path.join(self.tmp, "curve") if self.curve else None
+        c = Cluster(os.path.join(self.tmp, "data"), fanouts=self.fanouts, env=env, curve_dir=curve_dir)
+        if curve_dir:
+            # Every client of the bench (worker processes inherit it) trusts this cluster's key.
+            self._saved_server_key = os.environ.get("ZWATCH_CURVE_SERVER_KEY")
+            os.environ["ZWATCH_CURVE_SERVER_KEY"] = c.fanout_public_key_path
         if self.profile_dir:
             os.makedirs(self.profile_dir, exist_ok=True)
             for name, actor in c.actors.items():
@@ -77,6 +83,12 @@ class ZwatchSystem:
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         try:
+            if self.cluster is not None and self.cluster.curve_dir:
+                # The syncer admits only internal/ keys: ask as the fan-outs do.
+                import zmq.auth
+                public, secret = zmq.auth.load_certificate(os.path.join(self.cluster.curve_dir, "fanout.key_secret"))
+                s.curve_serverkey = self.cluster.public_key("syncer")
+                s.curve_publickey, s.curve_secretkey = public, secret
             s.connect(ep)
             s.send(internal.StatsRequest(1).encode())
             if not s.poll(5000):
@@ -91,6 +103,10 @@ class ZwatchSystem:
     def stop(self):
         if self.cluster is not None:
             self.cluster.stop()
+            if self.cluster.curve_dir:
+                os.environ.pop("ZWATCH_CURVE_SERVER_KEY", None)
+                if self._saved_server_key is not None:
+                    os.environ["ZWATCH_CURVE_SERVER_KEY"] = self._saved_server_key
             self.cluster = None
         if self.tmp and not self.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)

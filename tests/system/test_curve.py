@@ -284,7 +284,17 @@ def test_the_secure_deploy_example_runs_from_a_fresh_directory(tmp_path):
                    curve_client_key=client_env["ZWATCH_CURVE_CLIENT_KEY"])
         plain = Client([f"tcp://127.0.0.1:{port}"], timeout=SHORT)
         try:
-            assert c.put(b"foo", b"bar").header.revision == 2
+            # honcho starts the three together: the fan-out may answer before it reaches the writer.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    r = c.put(b"foo", b"bar")
+                    break
+                except ZwatchError as exc:
+                    if exc.code != "UNAVAILABLE" or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            assert r.header.revision == 2
             assert c.get(b"foo").kvs[0].value == b"bar"
             with pytest.raises(ZwatchError):
                 plain.get(b"foo")

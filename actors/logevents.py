@@ -74,10 +74,17 @@ FANOUT = (
     LogEvent("auth.login_failed", "warning", "a login was refused (wrong password or unknown user); at most one line a second per user"),
 )
 
+# Logged by every actor (actors/security.py, from each actor's run()).
+SECURITY = (
+    LogEvent("security.curve", "info", "CURVE + ZAP is on (ZWATCH_CURVE_DIR): the actor's public key and what it admits"),
+    LogEvent("security.insecure_bind", "warning", "an endpoint reachable from other hosts is bound without CURVE"),
+)
+
 # actor -> its events; the key is also the actor's source file (actors/<actor>.py) and names
 # its table in docs/operations.md (DOC_SECTIONS).
-EVENTS = {"writer": WRITER, "syncer": SYNCER, "fanout": FANOUT}
-DOC_SECTIONS = {"writer": "### Writer", "syncer": "### Syncer", "fanout": "### Fan-out"}
+EVENTS = {"writer": WRITER, "syncer": SYNCER, "fanout": FANOUT, "security": SECURITY}
+DOC_SECTIONS = {"writer": "### Writer", "syncer": "### Syncer", "fanout": "### Fan-out",
+                "security": "### Every actor: transport security"}
 BY_NAME = {e.name: e for events in EVENTS.values() for e in events}
 assert len(BY_NAME) == sum(map(len, EVENTS.values())), "an event is declared twice"
 assert all(e.level in LEVELS for e in BY_NAME.values())

@@ -8,6 +8,7 @@ widened by prefix / from-key / NUL tricks.
 from __future__ import annotations
 
 import itertools
+import signal
 import time
 
 import msgpack
@@ -252,8 +253,25 @@ def test_live_watch_is_canceled_exactly_where_its_permission_is_revoked(secured)
     bystander = watching_bystander(cluster, root)
     ok(alice.call("watch_create", {"watch_id": 1, "key": b"k"}))
     before = [put(root, b"k", b"%d" % i) for i in range(3)]
-    ok(root.call("role_revoke_permission", {"role": "reader", "key": b"k", "range_end": b""}))
-    after = [put(root, b"k", b"after%d" % i) for i in range(3)]
+    # The revoke and the puts after it queue up while the writer is stopped, so that it commits
+    # them in one batch: the revoke sits between revisions of one publish, and the fan-out must
+    # cut the publish there.
+    writer = cluster["writer"].proc
+    writer.send_signal(signal.SIGSTOP)
+    try:
+        sent = [root.send("role_revoke_permission", {"role": "reader", "key": b"k", "range_end": b""})]
+        sent += [root.send("put", {"key": b"k", "value": b"after%d" % i}) for i in range(3)]
+        time.sleep(0.3)
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    replies = {}
+    deadline = time.monotonic() + 10
+    while len(replies) < len(sent) and time.monotonic() < deadline:
+        msg = root._recv(deadline)
+        if msg is not None and msg[0] == "ok":
+            replies[msg[1]] = msg[2]
+    after = [replies[r]["header"]["revision"] for r in sent[1:]]
+    assert replies[sent[0]]["header"]["revision"] == before[-1]
     assert alice.pump(lambda: alice.cancel(1) is not None)
     cancel = alice.cancel(1)
     assert cancel["cancel_code"] == "PERMISSION_DENIED"

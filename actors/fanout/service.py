@@ -563,6 +563,7 @@ class Fanout:
                       groups=len(core.index), futures=core.live_futures, victims_pending=len(core.victims),
                       unsynced=core.unsynced_count,
                       revision=core.last_seen, ring=len(core.ring), ring_bytes=core.ring.bytes,
+                      auth_revision=core.auth.revision, held_syncer_frames=len(core.held_syncer),
                       interval_s=self.stats_s, max_inflight_bytes=self.output.max_inflight,
                       session_window=self.session_window, **core.st, **self.st)
         for d in (core.st, self.st):

@@ -31,6 +31,9 @@ MAX_N = 2 ** 20
 MAX_R = 32
 MAX_P = 16
 MAX_WORK = 4 * N * R * P             # N * r * p: scrypt's time is proportional to it
+# ...and at least the default work: a hash anyone can brute-force (N=2) is not a slow hash, and a
+# stored one would only come from a client planting it (audit finding).
+MIN_WORK = N * R * P
 SALT_RANGE = (8, 64)
 KEY_RANGE = (16, 64)
 
@@ -67,7 +70,7 @@ def parse(stored) -> tuple[int, int, int, bytes, bytes] | None:
         return None
     if not (2 <= n <= MAX_N and n & (n - 1) == 0 and 1 <= r <= MAX_R and 1 <= p <= MAX_P):
         return None
-    if n * r * p > MAX_WORK or 128 * n * r * 2 > MAXMEM:
+    if not MIN_WORK <= n * r * p <= MAX_WORK or 128 * n * r * 2 > MAXMEM:
         return None
     if not (SALT_RANGE[0] <= len(salt) <= SALT_RANGE[1] and KEY_RANGE[0] <= len(key) <= KEY_RANGE[1]):
         return None

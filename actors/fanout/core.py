@@ -586,10 +586,20 @@ class FanoutCore:
 
     # ------------------------------------------------------------------ auth
     def on_auth_state(self, state):
-        """The whole auth state, fetched from the syncer (authz.py)."""
+        """The whole auth state, fetched from the syncer (authz.py).  Fetched again after a
+        missed change, it may hide changes the stream would have shown: a logged-in user now
+        deleted or with another password hash is revoked here as the stream would have."""
+        old = self.auth.state
         if self.auth.loaded(state):
             self.log.info("fanout.auth_loaded", auth_revision=state.revision, enabled=state.enabled,
                           users=len(state.users), roles=len(state.roles))
+            if old is not None:
+                for user in list(self.user_sessions):
+                    before, after = old.users.get(user), state.users.get(user)
+                    if after is None or (before is not None and before[0] != after[0]):
+                        for session in list(self.user_sessions.get(user, ())):
+                            self.set_session_user(session, None)
+                            self._recheck_session(session, CREDENTIALS_REVOKED_REASON)
             self._recheck_all()
         self._run_waiting_creates()
         self._release_held_syncer()

@@ -40,6 +40,8 @@ AUTH_FAILED = "etcdserver: authentication failed, invalid user ID or password"
 AUTH_FETCH_RETRY_S = 2.0
 # Client ops whose `password` the fan-out hashes before forwarding (the writer takes hashes only).
 PASSWORD_OPS = ("user_add", "user_change_password")
+# Logins of one peer address being verified at once at most (the rest: UNAVAILABLE, retry).
+MAX_LOGINS_IN_FLIGHT = 2
 # A forwarded request unanswered for this long was lost (its writer or syncer died): it stops
 # counting against its session's maximum of requests in flight.
 PENDING_FORGET_S = 10.0
@@ -77,6 +79,7 @@ class Fanout:
         # Authentication (authn.py): logins and password hashes waiting for the worker thread,
         # the back-off after failed logins, the logins verified once.
         self.pending_logins: dict[bytes, tuple] = {}      # ident -> the login being verified
+        self.logins_in_flight: dict[tuple, int] = {}      # limiter key -> logins being verified
         self.limiter = LoginLimiter()
         self.verified = VerifiedLogins()
         self.auth_fetch_seq = 0
@@ -312,9 +315,10 @@ class Fanout:
 
     def _client_frames(self):
         """(ident, request, principal, peer address) of the client frames queued now.  With CURVE
-        the frames are read without copy to see their connection's ZAP User-Id (a session is
-        pinned to it) and address (failed logins back off per address)."""
-        if not self.curve_on:
+        or auth enabled the frames are read without copy (~3 us more a frame) to see their
+        connection's ZAP User-Id (a session is pinned to it) and peer address (failed logins back
+        off per address, so a new connection per guess does not escape the back-off)."""
+        if not self.curve_on and not self.core.auth.enabled:
             for frames in drain(self.router, CLIENT_FRAMES_PER_ROUND):
                 yield frames, None, None
             return
@@ -324,11 +328,13 @@ class Fanout:
                 return
             msg = router.recv_multipart(zmq.NOBLOCK, copy=False)
             last = msg[-1]
+            principal = address = None
             try:
-                principal = last.get("User-Id")
                 address = last.get("Peer-Address")
-            except zmq.ZMQError:
-                principal = address = None
+                if self.curve_on:
+                    principal = last.get("User-Id")
+            except zmq.ZMQError:           # not over TCP (ipc://), or no ZAP handler
+                pass
             yield [f.bytes for f in msg], principal, address
 
     def _drain_clients(self):
@@ -368,6 +374,10 @@ class Fanout:
             self.output.ack(session, requests.normalize("ack", body)["bytes"])
         elif op == "ping":
             self.core.reply(ident, messages.pack(["pong", req_id, {"revision": self.core.last_seen or 0}]))
+        elif op in PASSWORD_OPS and "hashed_password" in body:
+            # The stored hash is always this fan-out's (scrypt, its salt and work factor): a
+            # client choosing it could plant a weak one (audit finding).
+            raise InvalidArgument("hashed_password is set by the fan-out: send password")
         elif op in PASSWORD_OPS and isinstance(body.get("password"), str):
             self._hash_then_forward(session, req_id, op, body)
         elif op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op in messages.AUTH_OPS or op == "status":
@@ -398,12 +408,16 @@ class Fanout:
         if ident not in self.sessions and len(self.sessions) >= self.max_sessions:
             raise ResourceExhausted(f"this fan-out holds its maximum of {self.max_sessions} sessions")
         user, password = hello.get("user"), hello.get("password")
-        if user is None:
-            # No credentials: anonymous, or the user a known CURVE client key maps to.
-            self._open_session(ident, req_id, hello, principal if principal in self.curve_users else None, principal)
+        key_user = principal if principal in self.curve_users else None
+        if user is None or (user == key_user and password is None):
+            # No password: anonymous, or the user a known CURVE client key maps to (also when
+            # the hello names that same user).
+            self._open_session(ident, req_id, hello, key_user, principal)
             return
         auth = self.core.auth
-        if auth.state is None:
+        if not auth.ready:
+            # Not loaded yet, or being fetched again after a missed change: a login checked
+            # against a stale hash could let an old password in.
             raise Unavailable("this fan-out has not loaded the auth state yet; retry")
         now = time.monotonic()
         keys = [("session", ident)] + ([("address", address)] if address else [])
@@ -413,6 +427,12 @@ class Fanout:
             self.st["logins_refused"] += 1
             raise Unauthenticated(f"etcdserver: too many failed authentication attempts; retry in {wait:.1f} s",
                                   retry_after_s=round(wait, 3))
+        # A burst of logins from one address must not all be hashed before the first failure
+        # backs it off: a couple in flight per address (and one per session), the rest refused.
+        in_flight = self.logins_in_flight
+        if in_flight.get(("session", ident), 0) or in_flight.get(("address", address), 0) >= MAX_LOGINS_IN_FLIGHT:
+            self.st["logins_refused"] += 1
+            raise Unavailable("too many logins in flight from this address; retry", retry_after_s=0.2)
         pw = (password or "").encode()
         exists, stored = auth.password_hash(user)
         if exists and self.verified.known(user, pw, stored):
@@ -423,6 +443,8 @@ class Fanout:
         if not self.passwords.submit(Job("verify", ("login", ident), pw, stored)):
             raise Unavailable("this fan-out is busy verifying logins; retry")
         self.pending_logins[ident] = login
+        for k in keys:
+            in_flight[k] = in_flight.get(k, 0) + 1
 
     def _passwords_done(self):
         for done in self.passwords.results():
@@ -437,6 +459,12 @@ class Fanout:
         if login is None:
             return
         req_id, hello, user, pw, stored, principal, keys = login
+        for k in keys:
+            n = self.logins_in_flight.get(k, 0) - 1
+            if n > 0:
+                self.logins_in_flight[k] = n
+            else:
+                self.logins_in_flight.pop(k, None)
         auth = self.core.auth
         # The user may have been deleted or its password changed while we hashed.
         ok = ok and auth.password_hash(user) == (True, stored)
@@ -547,7 +575,6 @@ class Fanout:
         if session is None:
             return
         self.core.drop_session(session)
-        self.pending_logins.pop(ident, None)
         self.holding.discard(ident)
         self.trim_policy.note_closed(time.monotonic())
         self.log.info("session.close", session=session.name, reason=reason, sessions=len(self.sessions))

@@ -123,9 +123,6 @@ def test_lease_timetolive_keys_leaks_key_names_the_user_may_not_read(secured):
 
 
 # ---------------------------------------------------------------- keeping rights after losing them
-@pytest.mark.xfail(strict=True, reason="a password change the fan-out learns by re-fetching the auth state "
-                                       "(publish missed: writer restart) does not log out the user's sessions: "
-                                       "authz.AuthView.loaded / core.on_auth_state only re-check watches")
 def test_password_changed_while_fanout_missed_the_publish_keeps_old_session_logged_in(secured):
     """alice logs in with her old password.  While the fan-out does not hear the writer (stopped:
     the writer restarts and the change's publish is lost to it), her password is changed.  The
@@ -158,9 +155,6 @@ def test_password_changed_while_fanout_missed_the_publish_keeps_old_session_logg
 
 
 # ---------------------------------------------------------------- brute force
-@pytest.mark.xfail(strict=True, reason="without CURVE, failed logins back off per session only (the peer address "
-                                       "is read from ZAP metadata only when curve_on): one fresh connection per "
-                                       "guess gets a full scrypt verification every time (service._client_frames)")
 def test_brute_force_with_a_fresh_connection_per_guess_is_never_backed_off_without_curve(secured):
     """Eight wrong-password logins for alice from the same address, each on a new connection,
     one after the other: each one is verified (80 ms of scrypt, AUTH_FAILED) instead of being
@@ -193,10 +187,6 @@ def _setup_auth(ep: str, **sockopts):
     admin.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the login back-off applies only once a failure has been verified: a burst of "
-                                       "concurrent hellos from one address is all queued and all hashed (authn."
-                                       "LoginLimiter / service._hello: no cap on logins in flight per address), and "
-                                       "it fills the worker queue shared by every login")
 def test_burst_of_concurrent_wrong_logins_from_one_address_is_all_hashed_even_with_curve(tmp_path):
     """With CURVE on (the per-address back-off active), 40 connections from 127.0.0.1 each send
     one wrong-password hello for alice at the same moment: every one is verified by scrypt (40 x
@@ -225,9 +215,6 @@ def test_burst_of_concurrent_wrong_logins_from_one_address_is_all_hashed_even_wi
         cluster.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="a client's own `hashed_password` in user_add / user_change_password goes "
-                                       "through the fan-out to the writer (service._dispatch forwards the body when "
-                                       "`password` is absent): the stored hash is the client's, e.g. scrypt N=2")
 def test_client_supplied_hashed_password_with_no_work_factor_is_stored(cluster):
     """A client sends user_add with `hashed_password` = an scrypt hash of N=2 (no work factor)
     instead of `password`: it is stored as is, and the user logs in with it.  The design says

@@ -50,9 +50,18 @@ def test_unicode_and_empty_passwords():
 def test_a_hash_with_other_parameters_still_verifies():
     """Parameters come from the stored string: a later change of the defaults keeps old hashes."""
     salt = b"s" * 16
-    key = hashlib.scrypt(b"pw", salt=salt, n=2 ** 10, r=4, p=2, dklen=24)
-    stored = f"scrypt$1024$4$2${passwords._b64(salt)}${passwords._b64(key)}"
+    key = hashlib.scrypt(b"pw", salt=salt, n=2 ** 13, r=8, p=4, dklen=24, maxmem=64 << 20)
+    stored = f"scrypt$8192$8$4${passwords._b64(salt)}${passwords._b64(key)}"
     assert verify_password("pw", stored) and not verify_password("pW", stored)
+
+
+def test_a_hash_below_the_default_work_never_verifies():
+    """Audit finding: a client-planted hash of N=2 is no slow hash; the store refuses it and a
+    login against it fails (the work must be at least the default's)."""
+    salt = b"s" * 16
+    key = hashlib.scrypt(b"weak", salt=salt, n=2, r=1, p=1, dklen=32)
+    stored = f"scrypt$2$1$1${passwords._b64(salt)}${passwords._b64(key)}"
+    assert not passwords.is_valid_hash(stored) and not verify_password("weak", stored)
 
 
 def _with(stored: str, i: int, value: str) -> str:

@@ -202,3 +202,18 @@ def test_delivery_makes_no_permission_check_whatever_the_number_of_permissions(m
     for rev in range(3, 203):
         core.on_publish(rev - 1, rev, [[rev, [put(rev)]]], 0, 2, [])
     assert core.st["deliveries"] == 20_000 and calls == []
+
+
+def test_a_fetched_state_revokes_sessions_whose_password_changed_in_a_missed_change():
+    """Audit finding: a password change learned by a fetch (after a missed publish) must end the
+    user's sessions' login as the stream's change would have."""
+    core = core_with(state())
+    s = session(core)
+    w = watch(core, s)
+    take(core, s)
+    core.on_publish(2, 3, [[3, [put(3)]]], 0, 4, [])          # changes 3..4 missed
+    fetched = state(revision=4)
+    fetched.users["alice"] = ["scrypt$changed", ["r"]]
+    core.on_auth_state(fetched)
+    assert s.user is None and "alice" not in core.user_sessions
+    assert stream_of(take(core, s), w.watch_id)[-1][0::2] == ("cancel", "UNAUTHENTICATED")

@@ -13,15 +13,20 @@ import getpass
 import os
 import sys
 
-from ..client import Client
+from ..client import Client, Header, WatchResponse
 from ..client.auth import perm_range, prefix_end
 from ..errors import FailedPrecondition
 from .args import EXIT_BAD_ARGS, CommandError
-from .format import _b64, j_header, json_line, write_line
+from .format import _b64, j_header, j_watch, json_line, write_line
 
 # etcd's error when the user root lacks the role root: etcdctl then creates the role and grants it.
 ROOT_ROLE_MISSING = "etcdserver: root user does not have root role"
 PERM_TYPE_CODES = {"READ": 0, "WRITE": 1, "READWRITE": 2}     # authpb.Permission_Type in JSON
+EXIT_INTERRUPTED = 5            # etcdctl's exit code when the server cancels a watch
+# gRPC's names of our codes in etcdctl's "rpc error: code = ... desc = ..." (etcd's "user name is
+# empty" is an InvalidArgument there).
+GRPC_CODES = {"PERMISSION_DENIED": "PermissionDenied", "UNAUTHENTICATED": "Unauthenticated"}
+USER_EMPTY = "etcdserver: user name is empty"
 
 
 # ---------------------------------------------------------------- arguments
@@ -378,6 +383,17 @@ def _j_perm(p) -> dict:
     if p.range_end:
         out["range_end"] = _b64(p.range_end)
     return out
+
+
+def watch_refused(a, code: str, message: str, resp: WatchResponse | None = None):
+    """etcdctl's end of a watch the server refused (or canceled) for authorization: the canceled
+    response in JSON, the gRPC error on stderr, then ``Error: watch is canceled by the server``, exit 5."""
+    if a.write_out == "json" and not a.exec:
+        json_line(j_watch(resp or WatchResponse(0, Header(0), canceled=True)))
+        sys.stdout.flush()
+    grpc = "InvalidArgument" if message == USER_EMPTY else GRPC_CODES.get(code, code)
+    print(f"watch was canceled (rpc error: code = {grpc} desc = {message})", file=sys.stderr)
+    raise CommandError("watch is canceled by the server", EXIT_INTERRUPTED)
 
 
 AUTH_COMMANDS = {"enable": auth_enable, "disable": auth_disable, "status": auth_status}

@@ -29,12 +29,12 @@ import threading
 
 from .. import settings
 from ..client import Client
-from ..errors import ZwatchError
+from ..errors import PermissionDenied, Unauthenticated, ZwatchError
 from .args import (EXIT_BAD_CONNECTION, CommandError, UsageError, add_del, add_elect, add_get, add_globals, add_lease,
                    add_lock, add_put, add_range_args, get_kwargs, put_lease_arg, range_args)
 from .format import (error_text, go_quote, humanize_bytes, j_del, j_header, j_put, j_range, j_txn, j_watch,
                      json_line, print_del, print_get, print_put, print_txn, print_watch, write_line)
-from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login
+from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login, watch_refused
 from .keygen import KeygenError, add_keygen, cmd_keygen
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .txnparse import read_txn
@@ -188,7 +188,12 @@ def cmd_watch(a, c: Client):
             signal.signal(sig, lambda *_: stop.set())
         except ValueError:
             pass                                  # not the main thread (in-process tests): no handler
-    w = c.watch(key, **kw, start_revision=a.rev, prev_kv=a.prev_kv, progress_notify=a.progress_notify)
+    try:
+        w = c.watch(key, **kw, start_revision=a.rev, prev_kv=a.prev_kv, progress_notify=a.progress_notify)
+    except (PermissionDenied, Unauthenticated) as exc:
+        if c.login_error is not None:
+            raise                                 # the login itself: etcdctl's exit 2
+        return watch_refused(a, exc.code, exc.message)
     while not stop.is_set():
         try:
             resp = w.get(timeout=0.2)             # short waits so that a signal is seen promptly
@@ -197,6 +202,8 @@ def cmd_watch(a, c: Client):
         if resp is None:
             break
         if resp.canceled:
+            if resp.cancel_code:                  # the user may no longer read the range
+                return watch_refused(a, resp.cancel_code, resp.cancel_reason, resp)
             if a.write_out == "json" and not a.exec:
                 json_line(j_watch(resp))
                 sys.stdout.flush()

@@ -223,7 +223,23 @@ def scenario_args(t: Transcript):
     t.run("role", "grant-permission", "r", "READ", "/k")      # the type in capitals: no such role
 
 
-SCENARIOS = {"manage": scenario_manage, "enabled": scenario_enabled, "args": scenario_args}
+def scenario_watch(t: Transcript):
+    """A watch the user may not read, whole or by a prefix / a range wider than its permission: refused at once."""
+    t.run("user", "add", "root:rootpw")
+    t.run("user", "add", "alice:alicepw")
+    t.run("role", "add", "reader")
+    t.run("role", "grant-permission", "reader", "read", "/a/", "--prefix")
+    t.run("user", "grant-role", "alice", "reader")
+    t.run("auth", "enable")
+    t.run("watch", "/b", "--user", "alice:alicepw")
+    t.run("watch", "/a", "--prefix", "--user", "alice:alicepw")
+    t.run("watch", "/a/", "/c", "--user", "alice:alicepw", "-w", "json")
+    t.run("watch", "/b", "--user", "alice:wrong")
+    t.run("watch", "/b")
+    t.run("auth", "disable", *ROOT)
+
+
+SCENARIOS = {"manage": scenario_manage, "enabled": scenario_enabled, "args": scenario_args, "watch": scenario_watch}
 
 
 # ================================================================ normalization
@@ -248,6 +264,68 @@ def test_auth_commands_print_what_etcdctl_prints(cluster, name):
     t = Transcript([sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0]], _clean_env())
     SCENARIOS[name](t)
     assert transcript_text(t) == _fixture(name)
+
+
+def _zwatch(cluster, *args, stdin="", env=None, **popen):
+    argv = [sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0], *args]
+    return subprocess.run(argv, capture_output=True, text=True, input=stdin, timeout=60, env=_clean_env(**(env or {})))
+
+
+def test_auth_status_prints_what_etcdctl_3_5_prints(cluster):
+    """etcdctl 3.4 has no `auth status`; zwatch's prints 3.5's text and JSON (zero fields omitted)."""
+    r = _zwatch(cluster, "auth", "status")
+    assert (r.stdout, r.stderr, r.returncode) == ("Authentication Status: false\nAuthRevision: 0\n", "", 0)
+    assert _zwatch(cluster, "auth", "status", "-w", "json").stdout == '{"header":{"revision":1}}\n'
+    for args in (("user", "add", "root:rootpw"), ("auth", "enable")):     # + role root and its grant: 4 changes
+        assert _zwatch(cluster, *args).returncode == 0
+    r = _zwatch(cluster, "auth", "status", *ROOT)
+    assert (r.stdout, r.returncode) == ("Authentication Status: true\nAuthRevision: 4\n", 0)
+    assert _zwatch(cluster, "auth", "status", "-w", "json", *ROOT).stdout == \
+        '{"header":{"revision":1},"enabled":true,"authRevision":4}\n'
+    r = _zwatch(cluster, "auth", "status", "x", *ROOT)
+    assert (r.stderr, r.returncode) == ("Error: auth status command does not accept any arguments\n", 128)
+
+
+def test_login_from_the_environment_and_compaction_needs_root(cluster):
+    """ZWATCH_USER / ZWATCH_PASSWORD work as --user / --password; compaction needs root (etcd 3.4
+    let any user compact: issue #11 asks for root, as etcd 3.5 does)."""
+    for args in (("user", "add", "root:rootpw"), ("user", "add", "alice:alicepw"), ("auth", "enable")):
+        assert _zwatch(cluster, *args).returncode == 0
+    assert _zwatch(cluster, "put", "k", "v", env={"ZWATCH_USER": "root:rootpw"}).stdout == "OK\n"
+    r = _zwatch(cluster, "get", "k", env={"ZWATCH_USER": "root", "ZWATCH_PASSWORD": "rootpw"})
+    assert (r.stdout, r.returncode) == ("k\nv\n", 0)
+    r = _zwatch(cluster, "get", "k", stdin="rootpw\n", env={"ZWATCH_USER": "root"})
+    assert (r.stdout, r.returncode) == ("Password: \nk\nv\n", 0)          # asked, not echoed
+    r = _zwatch(cluster, "get", "k", env={"ZWATCH_USER": "root:nope"})
+    assert (r.stderr, r.returncode) == ("Error: etcdserver: authentication failed, invalid user ID or password\n", 2)
+    assert "nope" not in r.stdout + r.stderr
+    r = _zwatch(cluster, "compaction", "2", "--user", "alice:alicepw")
+    assert (r.stderr, r.returncode) == ("Error: etcdserver: permission denied\n", 1)
+    assert _zwatch(cluster, "compaction", "2", *ROOT).stdout == "compacted revision 2\n"
+
+
+def test_a_watch_whose_permission_is_revoked_ends_as_etcdctl_ends_a_canceled_watch(cluster):
+    """zwatch cancels the watch at the revocation (etcd 3.4 would go on delivering): the CLI prints
+    etcdctl's words for a watch the server canceled for permission and exits 5."""
+    for args in (("user", "add", "root:rootpw"), ("user", "add", "alice:alicepw"), ("role", "add", "reader"),
+                 ("role", "grant-permission", "reader", "read", "/a/", "--prefix"),
+                 ("user", "grant-role", "alice", "reader"), ("auth", "enable")):
+        assert _zwatch(cluster, *args).returncode == 0
+    assert _zwatch(cluster, "put", "/a/1", "one", *ROOT).stdout == "OK\n"           # revision 2
+    argv = [sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0], "watch", "/a/", "--prefix",
+            "--rev", "2", "--user", "alice:alicepw"]
+    watch = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_clean_env())
+    try:
+        assert [watch.stdout.readline() for _ in range(3)] == ["PUT\n", "/a/1\n", "one\n"]    # live
+        assert _zwatch(cluster, "role", "revoke-permission", "reader", "/a/", "--prefix", *ROOT).returncode == 0
+        assert _zwatch(cluster, "put", "/a/2", "secret", *ROOT).returncode == 0
+        out, err = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+    assert out == ""                                                  # nothing after the revocation
+    assert err == ("watch was canceled (rpc error: code = PermissionDenied desc = etcdserver: permission denied)\n"
+                   "Error: watch is canceled by the server\n")
+    assert watch.returncode == 5
 
 
 # ================================================================ capturing the fixtures from etcd

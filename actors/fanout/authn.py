@@ -156,12 +156,17 @@ class VerifiedLogins:
 
 
 class LoginLimiter:
-    """Back-off after failed logins, per key (a session's routing id, a peer's address)."""
+    """Back-off after failed logins, per key: a tuple whose first item names its kind.  A key
+    kind may tolerate some failures before its back-off starts (`thresholds`): an address shared
+    by many clients (a NAT) is only backed off after several failures, so that one bad client
+    does not lock out its neighbours, while a session, a user, or a user from one address is
+    backed off at the first failure."""
 
     def __init__(self, first_s: float = FAIL_BACKOFF_FIRST_S, max_s: float = FAIL_BACKOFF_MAX_S,
-                 max_keys: int = MAX_LIMITER_KEYS):
+                 max_keys: int = MAX_LIMITER_KEYS, thresholds: dict | None = None):
         self.first_s, self.max_s, self.max_keys = first_s, max_s, max_keys
-        self._state: dict = {}           # key -> [blocked until, current back-off, last failure]
+        self.thresholds = thresholds or {}
+        self._state: dict = {}           # key -> [blocked until, back-off, last failure, failures]
         self.failures = 0                # total, for the stats line
         self.refused = 0                 # logins refused during a back-off (no hash computed)
 
@@ -185,10 +190,13 @@ class LoginLimiter:
         for k in keys:
             st = self._state.get(k)
             if st is None or now - st[2] > FAIL_FORGET_S:
-                backoff = self.first_s
-            else:
-                backoff = min(st[1] * 2, self.max_s)
-            self._state[k] = [now + backoff, backoff, now]
+                st = [now, 0.0, now, 0]
+            failures = st[3] + 1
+            if failures < self.thresholds.get(k[0], 1):
+                self._state[k] = [now, 0.0, now, failures]      # tolerated: no back-off yet
+                continue
+            backoff = self.first_s if st[1] == 0 else min(st[1] * 2, self.max_s)
+            self._state[k] = [now + backoff, backoff, now, failures]
             longest = max(longest, backoff)
         return longest
 

@@ -42,6 +42,12 @@ AUTH_FETCH_RETRY_S = 2.0
 PASSWORD_OPS = ("user_add", "user_change_password")
 # Logins of one peer address being verified at once at most (the rest: UNAVAILABLE, retry).
 MAX_LOGINS_IN_FLIGHT = 2
+# Failed logins from one address (any user) before the address as a whole backs off.
+ADDRESS_FAILURES_TOLERATED = 10
+# Addresses remembered per user as ones it logged in from (exempt from the per-user back-off), and
+# users remembered.
+LOGIN_ADDRESSES_PER_USER = 16
+MAX_LIMITER_USERS = 100_000
 # A forwarded request unanswered for this long was lost (its writer or syncer died): it stops
 # counting against its session's maximum of requests in flight.
 PENDING_FORGET_S = 10.0
@@ -80,7 +86,10 @@ class Fanout:
         # the back-off after failed logins, the logins verified once.
         self.pending_logins: dict[bytes, tuple] = {}      # ident -> the login being verified
         self.logins_in_flight: dict[tuple, int] = {}      # limiter key -> logins being verified
-        self.limiter = LoginLimiter()
+        self.login_addresses: dict[str, dict] = {}        # user -> addresses it logged in from (recent last)
+        # Failed logins back off per session, per user, and per user from one address at once;
+        # an address as a whole (many clients behind a NAT) only after 10 failures.
+        self.limiter = LoginLimiter(thresholds={"address": ADDRESS_FAILURES_TOLERATED})
         self.verified = VerifiedLogins()
         self.auth_fetch_seq = 0
         # CURVE on the client socket: frames carry the connection's ZAP User-Id (the client's
@@ -314,28 +323,26 @@ class Fanout:
             self.trim_policy.note_closed(time.monotonic(), departed)
 
     def _client_frames(self):
-        """(ident, request, principal, peer address) of the client frames queued now.  With CURVE
-        or auth enabled the frames are read without copy (~3 us more a frame) to see their
-        connection's ZAP User-Id (a session is pinned to it) and peer address (failed logins back
-        off per address, so a new connection per guess does not escape the back-off)."""
-        if not self.curve_on and not self.core.auth.enabled:
-            for frames in drain(self.router, CLIENT_FRAMES_PER_ROUND):
-                yield frames, None, None
-            return
-        router = self.router
+        """(frames, principal, peer address) of the client frames queued now.  Frames are read
+        without copy (~3 us more a frame) to see their metadata: the peer's IP address (failed
+        logins back off per address) and, with CURVE, the ZAP User-Id (the client's key, or the
+        user a known key maps to).  A session is pinned to its principal: the User-Id with CURVE,
+        else the address, so a connection from elsewhere that takes over a departed session's
+        routing id (ZeroMQ lets a peer choose it) is not that session."""
+        router, curve = self.router, self.curve_on
         for _ in range(CLIENT_FRAMES_PER_ROUND):
             if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return
             msg = router.recv_multipart(zmq.NOBLOCK, copy=False)
             last = msg[-1]
-            principal = address = None
+            address = user_id = None
             try:
                 address = last.get("Peer-Address")
-                if self.curve_on:
-                    principal = last.get("User-Id")
+                if curve:
+                    user_id = last.get("User-Id")
             except zmq.ZMQError:           # not over TCP (ipc://), or no ZAP handler
                 pass
-            yield [f.bytes for f in msg], principal, address
+            yield [f.bytes for f in msg], (user_id if curve else address), address
 
     def _drain_clients(self):
         for frames, principal, address in self._client_frames():
@@ -420,8 +427,13 @@ class Fanout:
             # against a stale hash could let an old password in.
             raise Unavailable("this fan-out has not loaded the auth state yet; retry")
         now = time.monotonic()
-        keys = [("session", ident)] + ([("address", address)] if address else [])
-        wait = self.limiter.blocked_for(keys, now)
+        keys = [("session", ident), ("user", user)]
+        if address:
+            keys += [("address", address), ("address_user", address, user)]
+        # The per-user back-off (guesses at one user from many addresses) does not hold back an
+        # address this user logged in from before: an attacker elsewhere cannot lock it out.
+        known_address = address is not None and address in self.login_addresses.get(user, ())
+        wait = self.limiter.blocked_for([k for k in keys if not (known_address and k[0] == "user")], now)
         if wait > 0:
             self.limiter.refused += 1
             self.st["logins_refused"] += 1
@@ -430,16 +442,16 @@ class Fanout:
         # A burst of logins from one address must not all be hashed before the first failure
         # backs it off: a couple in flight per address (and one per session), the rest refused.
         in_flight = self.logins_in_flight
-        if in_flight.get(("session", ident), 0) or in_flight.get(("address", address), 0) >= MAX_LOGINS_IN_FLIGHT:
+        if in_flight.get(("address", address), 0) >= MAX_LOGINS_IN_FLIGHT:
             self.st["logins_refused"] += 1
             raise Unavailable("too many logins in flight from this address; retry", retry_after_s=0.2)
         pw = (password or "").encode()
         exists, stored = auth.password_hash(user)
         if exists and self.verified.known(user, pw, stored):
-            self.limiter.succeeded(keys)
+            self._login_succeeded(user, address, keys)
             self._open_session(ident, req_id, hello, user, principal)
             return
-        login = (req_id, hello, user, pw, stored, principal, keys)
+        login = (req_id, hello, user, pw, stored, principal, keys, address)
         if not self.passwords.submit(Job("verify", ("login", ident), pw, stored)):
             raise Unavailable("this fan-out is busy verifying logins; retry")
         self.pending_logins[ident] = login
@@ -458,7 +470,7 @@ class Fanout:
         login = self.pending_logins.pop(ident, None)
         if login is None:
             return
-        req_id, hello, user, pw, stored, principal, keys = login
+        req_id, hello, user, pw, stored, principal, keys, address = login
         for k in keys:
             n = self.logins_in_flight.get(k, 0) - 1
             if n > 0:
@@ -470,7 +482,7 @@ class Fanout:
         ok = ok and auth.password_hash(user) == (True, stored)
         if ok:
             self.verified.add(user, pw, stored)
-            self.limiter.succeeded(keys)
+            self._login_succeeded(user, address, keys)
             self._open_session(ident, req_id, hello, user, principal)
             return
         if not auth.enabled:
@@ -482,6 +494,19 @@ class Fanout:
         self.log_limited(self.log.warning, "auth.login_failed", key=user, user=user[:128],
                          session=ident.hex(), backoff_s=backoff)
         self.core.reply(ident, messages.encode_error(req_id, Unauthenticated(AUTH_FAILED)))
+
+    def _login_succeeded(self, user, address, keys):
+        # The address as a whole keeps its count: one good login of its own must not let an
+        # address spraying guesses at other users start afresh.
+        self.limiter.succeeded([k for k in keys if k[0] != "address"])
+        if address is not None:
+            seen = self.login_addresses.setdefault(user, {})
+            seen.pop(address, None)
+            seen[address] = None
+            while len(seen) > LOGIN_ADDRESSES_PER_USER:
+                del seen[next(iter(seen))]
+            while len(self.login_addresses) > MAX_LIMITER_USERS:
+                del self.login_addresses[next(iter(self.login_addresses))]
 
     def _open_session(self, ident, req_id, hello, user, principal):
         if ident in self.sessions:

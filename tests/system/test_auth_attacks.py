@@ -310,3 +310,16 @@ def test_permission_revoked_while_the_watch_catches_up_from_history(make_cluster
     assert alice.cancel(1)["cancel_code"] == "PERMISSION_DENIED"
     assert got == [r for r in history if r <= h]      # a gap-free prefix, exactly up to H
     assert h <= revoked_after and not set(got) & set(later)
+
+
+def test_guesses_from_elsewhere_do_not_lock_a_user_out_of_an_address_it_logged_in_from(secured):
+    """Failed logins for alice from 127.0.0.2 back alice off (per user, whatever the address), but
+    not from 127.0.0.1, where she logged in before: an attacker cannot lock her out."""
+    cluster, root = secured
+    ep = cluster.fanout_eps[0]
+    assert ok(Raw(ep, "alice", ALICE_PW).hello)["user"] == "alice"            # from 127.0.0.1
+    elsewhere = ep.replace("tcp://", "tcp://127.0.0.2:0;", 1)
+    assert err_code(Raw(elsewhere, "alice", "guess").hello) == "UNAUTHENTICATED"
+    refused = Raw(elsewhere, "alice", ALICE_PW).hello                          # backed off there
+    assert err_code(refused) == "UNAUTHENTICATED" and "retry_after_s" in refused[1]
+    assert ok(Raw(ep, "alice", ALICE_PW).hello)["user"] == "alice"            # not here

@@ -298,10 +298,6 @@ def test_departed_root_session_is_taken_over_by_a_guessed_routing_id_without_cur
 
 
 # ---------------------------------------------------------------- giant auth states
-@pytest.mark.xfail(strict=True, reason="permissions are cached per user, never per role set: one change of a big "
-                                       "role shared by many users rebuilds the merged intervals once per user "
-                                       "(auth/state.AuthState.perms/apply); measured 10 s of fan-out loop CPU for "
-                                       "1000 watching users x a 10000-permission role, per change, on every fan-out")
 def test_one_change_of_a_shared_role_rebuilds_the_permissions_of_every_user_holding_it(monkeypatch):
     """200 users share the role `tenants` (2000 prefix permissions).  After one grant to it, the
     re-check of their watches (FanoutCore._recheck_session -> AuthState.perms) builds and merges
@@ -330,10 +326,6 @@ def test_one_change_of_a_shared_role_rebuilds_the_permissions_of_every_user_hold
     assert len(builds) <= 1, f"{len(builds)} builds of the same 2001 intervals for one role change"
 
 
-@pytest.mark.xfail(strict=True, reason="without CURVE a session is pinned to its peer's IP address only: a peer on the "
-                                       "same host, or behind the same NAT / proxy / kube-proxy SNAT as the victim, "
-                                       "takes over a departed authenticated session with a guessed routing id "
-                                       "(service._client_frames: principal = Peer-Address without CURVE)")
 def test_departed_root_session_is_taken_over_from_the_same_address_without_curve(secured):
     """As the test above, but the attacker connects from the victim's own address (127.0.0.1:
     the same host, or every client behind one NAT or proxy): pinning the session to the address
@@ -359,3 +351,52 @@ def test_departed_root_session_is_taken_over_from_the_same_address_without_curve
                 taken.append((sid.hex(), body["users"]))
         thief.close(linger=0)
     assert not taken, f"an anonymous peer ran requests as root in a departed session: {taken}"
+
+
+@pytest.mark.xfail(strict=True, reason="each role change of a batch is published with the role's whole permission "
+                                       "list: N grants to a big role in one batch make one publish of N x the role "
+                                       "(up to max_batch 4096 x MAX_AUTH_STATE_BYTES 8 MiB: the writer and every "
+                                       "fan-out run out of memory) (authtx._role_grant_permission / writer._publish)")
+def test_a_batch_of_grants_to_a_big_role_publishes_the_whole_role_once_per_grant(cluster):
+    """A role of 1500 permissions (~0.8 MB); 60 grants to it pipelined (re-granting ranges it
+    has: nothing grows) land in one or a few commits.  The largest publish carries the whole
+    role once per grant (tens of MB) where the changes themselves are 60 small permissions.
+    Auth is disabled here, as by default: anyone can do this."""
+    ep = cluster.fanout_eps[0]
+    admin = Raw(ep)
+    ok(admin.call("role_add", {"name": "big"}))
+    keys = [b"%05d/" % i + b"k" * 500 for i in range(1500)]
+    for i in range(0, len(keys), 200):          # pipelined, within the session's requests in flight
+        chunk = keys[i:i + 200]
+        for k in chunk:
+            admin.sock.send(msgpack.packb(["role_grant_permission", next(_ids), {
+                "name": "big", "perm": {"permType": "READ", "key": k, "range_end": b""}}], use_bin_type=True))
+        for _ in chunk:
+            assert admin.sock.poll(20_000)
+            reply = msgpack.unpackb(admin.sock.recv(), raw=False)
+            assert reply[0] == "ok", reply
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(cluster.pub_ep)
+    time.sleep(1.5)                                  # joined: heartbeats arrive
+    while sub.poll(0):
+        sub.recv()
+    senders = [Raw(ep) for _ in range(4)]
+    for s in senders:
+        for k in keys[:15]:
+            s.sock.send(msgpack.packb(["role_grant_permission", next(_ids), {
+                "name": "big", "perm": {"permType": "READWRITE", "key": k, "range_end": b""}}], use_bin_type=True))
+    for s in senders:
+        for _ in range(15):
+            assert s.sock.poll(20_000)
+            s.sock.recv()
+        s.close()
+    largest = 0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if sub.poll(200):
+            largest = max(largest, len(sub.recv()))
+    sub.close()
+    admin.close()
+    assert largest < 4 << 20, f"one publish of {largest / 2**20:.1f} MiB for 60 small grants to one role"

@@ -13,6 +13,8 @@ the watches after a failover.
     HELLO   --hello_answered(credentials refused)-> CONNECT, or REFUSED once every endpoint in a row
                                                     refused the credentials (UNAUTHENTICATED: a wrong
                                                     password does not get right by asking again)
+    HELLO   --hello_later(t)----------------------> HELLO, sent again at t (a login back-off: the fan-out
+                                                    said "retry after", no verdict on the credentials)
 
 REFUSED is final: no more connections; every request and watch of the client ends with the
 fan-out's Unauthenticated error (``SessionIO.login_error``).
@@ -105,6 +107,15 @@ class Session:
             self.credentials_refused += 1
             if self.credentials_refused >= len(self.endpoints):
                 self.phase = Phase.REFUSED
+
+    def hello_later(self, now: float, wait: float):
+        """The fan-out backs logins off (failed attempts before this one): the same hello again in
+        `wait` seconds, to the same fan-out; not a refusal of the credentials, not silence."""
+        if self.phase is not Phase.HELLO:
+            raise RuntimeError(f"hello_later in phase {self.phase.name}")
+        wait = min(max(wait, 0.0), 60.0)
+        self.hello_sent_at = now + wait - self.heartbeat     # hello_due once `wait` has passed
+        self.last_heard = now + wait
 
     @property
     def refused(self) -> bool:
@@ -296,6 +307,10 @@ class SessionIO:
                 self._on_watch_responses(body)
             elif session.is_hello_reply(req_id):
                 refusal = ZwatchError.from_wire(body) if kind != "ok" else None
+                if refusal is not None and refusal.code == errors.UNAUTHENTICATED and \
+                        isinstance(refusal.details.get("retry_after_s"), (int, float)):
+                    session.hello_later(time.monotonic(), refusal.details["retry_after_s"])
+                    continue
                 session.hello_answered(kind == "ok", credentials_refused=refusal is not None
                                        and refusal.code == errors.UNAUTHENTICATED)
                 if session.refused:

@@ -338,3 +338,23 @@ def test_cli_role_get_prints_what_etcdctl_prints(capsysbinary):
         b'{"header":{"revision":1},"perm":[{"key":"AA==","range_end":"AA=="},{"key":"L2E="},'
         b'{"key":"L3Av","range_end":"L3Aw"},{"permType":1,"key":"L3I=","range_end":"L3M="},'
         b'{"permType":2,"key":"L3o=","range_end":"AA=="}]}\n')
+
+
+def test_a_login_back_off_sends_the_hello_again_later_to_the_same_fan_out():
+    """The fan-out's "too many failed authentication attempts; retry in X s" (retry_after_s) is no
+    verdict on the credentials: the same hello goes again after X, without counting a refusal."""
+    io_ = FakeIO(endpoints=("tcp://a", "tcp://b"), user="alice", password="pw")
+    s = io_._session
+    s.open(0.0, hello_id=1)
+    s.hello_sent(0.0)
+    backoff = messages.encode_error(1, errors.Unauthenticated(
+        "etcdserver: too many failed authentication attempts; retry in 2.5 s", retry_after_s=2.5))
+    import time as time_
+    now = time_.monotonic()
+    io_._receive(FakeSocket([backoff]), s)
+    assert s.phase is Phase.HELLO and s.endpoint == "tcp://a" and s.credentials_refused == 0
+    assert not s.hello_due(now + 2.4) and s.hello_due(now + 2.6)
+    assert not s.went_silent(now + 2.5 + 2.9)                  # silence counts from the retry
+    assert io_.login_error is None
+    io_._receive(FakeSocket([messages.encode_error(1, errors.Unauthenticated("etcdserver: authentication failed"))]), s)
+    assert s.phase is Phase.CONNECT and s.credentials_refused == 1

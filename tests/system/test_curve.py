@@ -307,3 +307,19 @@ def test_the_secure_deploy_example_runs_from_a_fresh_directory(tmp_path):
     text = out.decode(errors="replace")
     assert "security.curve" in text and "security.insecure_bind" not in text
     assert (work / "curve" / "client-root" / "root.key_secret").exists()
+
+
+def test_bench_runs_its_workloads_with_curve():
+    """`python -m zwatch.tools.bench --curve`: the same workloads against a CURVE cluster (its
+    clients, in their own processes, and its syncer stats query all get through)."""
+    import json
+    proc = subprocess.run([sys.executable, "-m", "zwatch.tools.bench", "put_seq", "fanout", "catchup", "--curve",
+                           "--quick", "--no-progress"], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert "--curve" in recs[0]["argv"]
+    runs = {r["workload"]: r for r in recs if r.get("system") == "zwatch" and "workload" in r}
+    assert set(runs) == {"put_seq", "fanout", "catchup"} and all(r["ok"] for r in runs.values())
+    assert runs["fanout"]["figures"]["delivered"] == runs["fanout"]["figures"]["expected"]
+    assert all(r["figures"].get("syncer_records_scanned") is not None for r in recs
+               if r.get("workload") == "catchup" and r.get("system") == "zwatch")

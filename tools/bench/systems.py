@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 import zmq
+import zmq.auth
 
 from zwatch import internal
 from zwatch.errors import InvalidArgument
@@ -85,7 +86,6 @@ class ZwatchSystem:
         try:
             if self.cluster is not None and self.cluster.curve_dir:
                 # The syncer admits only internal/ keys: ask as the fan-outs do.
-                import zmq.auth
                 public, secret = zmq.auth.load_certificate(os.path.join(self.cluster.curve_dir, "fanout.key_secret"))
                 s.curve_serverkey = self.cluster.public_key("syncer")
                 s.curve_publickey, s.curve_secretkey = public, secret

@@ -45,7 +45,7 @@ PERMISSION_DENIED = "etcdserver: permission denied"
 
 
 class AuthState:
-    __slots__ = ("enabled", "revision", "users", "roles", "_perms")
+    __slots__ = ("enabled", "revision", "users", "roles", "_perms", "_by_roles")
 
     def __init__(self, enabled: bool = False, revision: int = 0, users: dict | None = None,
                  roles: dict | None = None):
@@ -54,6 +54,10 @@ class AuthState:
         self.users: dict[str, list] = users if users is not None else {}
         self.roles: dict[str, list] = roles if roles is not None else {}
         self._perms: dict[str, RangePerms] = {}
+        # Merged permissions per distinct set of roles: a change of a role shared by 1,000 users
+        # rebuilds its sets once, not once per user (audit finding: 10 s of CPU for 1,000 users
+        # of a 10,000-permission role).
+        self._by_roles: dict[tuple, RangePerms] = {}
 
     # ------------------------------------------------------------------ reading
     def perms(self, user: str | None) -> RangePerms | None:
@@ -66,11 +70,14 @@ class AuthState:
         rec = self.users.get(user)
         if rec is None:
             return None
-        roles = rec[1]
-        if ROOT in roles:
-            built = ALLOW_ALL
-        else:
-            built = RangePerms.build(perm for role in roles for perm in self.roles.get(role, ()))
+        roles = tuple(sorted(set(rec[1])))
+        built = self._by_roles.get(roles)
+        if built is None:
+            if ROOT in roles:
+                built = ALLOW_ALL
+            else:
+                built = RangePerms.build(perm for role in roles for perm in self.roles.get(role, ()))
+            self._by_roles[roles] = built
         self._perms[user] = built
         return built
 
@@ -144,6 +151,7 @@ class AuthState:
                 self.roles[name] = [list(p) for p in perms]
             for user in affected:
                 self._perms.pop(user, None)
+            self._by_roles = {k: v for k, v in self._by_roles.items() if name not in k}
         else:
             raise ValueError(f"unknown auth change {kind!r}")
         self.revision += 1
@@ -165,6 +173,7 @@ class AuthState:
         """An independent copy (the caches are shared: RangePerms are immutable)."""
         c = AuthState.from_wire(self.to_wire())
         c._perms = dict(self._perms)
+        c._by_roles = dict(self._by_roles)
         return c
 
     def __eq__(self, other):

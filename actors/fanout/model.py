@@ -82,7 +82,7 @@ class Session:
     """A client session: its watches (core.FanoutCore) and its output state (sessions.py)."""
     __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "futures", "next_auto_id",
                  "sent_bytes", "acked_bytes", "backoff", "held", "held_bytes", "held_since",
-                 "forwarded", "forwarded_cost", "user", "principal")
+                 "forwarded", "forwarded_cost", "user", "principal", "fd")
 
     def __init__(self, ident: bytes, name: str, now: float = 0.0):
         self.ident = ident
@@ -112,6 +112,7 @@ class Session:
         # The ZAP User-Id of the connection that said hello (CURVE: the client's key or the user
         # its key maps to): a frame on this routing id from another connection is refused.
         self.principal: str | None = None
+        self.fd: int | None = None     # its connection's file descriptor (ends with it)
 
 
 # ------------------------------------------------------------------ what the core queues for a session

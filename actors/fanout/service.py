@@ -17,6 +17,7 @@ import time
 import uuid
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from zwatch import internal, messages, requests
 from zwatch.errors import (FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated,
@@ -86,6 +87,8 @@ class Fanout:
         # the back-off after failed logins, the logins verified once.
         self.pending_logins: dict[bytes, tuple] = {}      # ident -> the login being verified
         self.logins_in_flight: dict[tuple, int] = {}      # limiter key -> logins being verified
+        self.fd_sessions: dict[int, bytes] = {}           # connection fd -> the session on it
+        self.frame_fd = None                              # fd of the client frame being handled
         self.login_addresses: dict[str, dict] = {}        # user -> addresses it logged in from (recent last)
         # Failed logins back off per session, per user, and per user from one address at once;
         # an address as a whole (many clients behind a NAT) only after 10 failures.
@@ -179,10 +182,13 @@ class Fanout:
                     self._drain_replies(self.writer)
                 if self.reader in ready:
                     self._drain_replies(self.reader)
-                if self.router in ready:
-                    self._drain_clients()
+                # Departures before client frames: a connection's end is queued on the monitor
+                # before its file descriptor can be reused, so a session is always closed before
+                # a later connection could speak on its routing id.
                 if self.departures in ready:
                     self._count_departures()
+                if self.router in ready:
+                    self._drain_clients()
                 if self.passwords.socket in ready:
                     self._passwords_done()
                 now = time.monotonic()
@@ -318,7 +324,20 @@ class Fanout:
 
     # ================================================================== clients
     def _count_departures(self):
-        departed = sum(1 for _ in drain(self.departures, 4096))
+        """Connections that ended: their sessions end with them (a client that reconnects gets a
+        new routing id, so nothing could use them again but someone taking their id over), and
+        the trim policy counts them."""
+        departed = 0                       # peers without a session (_close_session counts the others)
+        for frames in drain(self.departures, 4096):
+            try:
+                fd = parse_monitor_message(frames)["value"]
+            except Exception:              # a malformed event: count it, nothing to close
+                fd = None
+            ident = self.fd_sessions.pop(fd, None)
+            if ident is not None and ident in self.sessions:
+                self._close_session(ident, "disconnected")
+            else:
+                departed += 1
         if departed:
             self.trim_policy.note_closed(time.monotonic(), departed)
 
@@ -336,6 +355,10 @@ class Fanout:
             msg = router.recv_multipart(zmq.NOBLOCK, copy=False)
             last = msg[-1]
             address = user_id = None
+            try:
+                self.frame_fd = last.get(zmq.SRCFD)
+            except zmq.ZMQError:
+                self.frame_fd = None
             try:
                 address = last.get("Peer-Address")
                 if curve:
@@ -419,7 +442,7 @@ class Fanout:
         if user is None or (user == key_user and password is None):
             # No password: anonymous, or the user a known CURVE client key maps to (also when
             # the hello names that same user).
-            self._open_session(ident, req_id, hello, key_user, principal)
+            self._open_session(ident, req_id, hello, key_user, principal, self.frame_fd)
             return
         auth = self.core.auth
         if not auth.ready:
@@ -449,9 +472,9 @@ class Fanout:
         exists, stored = auth.password_hash(user)
         if exists and self.verified.known(user, pw, stored):
             self._login_succeeded(user, address, keys)
-            self._open_session(ident, req_id, hello, user, principal)
+            self._open_session(ident, req_id, hello, user, principal, self.frame_fd)
             return
-        login = (req_id, hello, user, pw, stored, principal, keys, address)
+        login = (req_id, hello, user, pw, stored, principal, keys, address, self.frame_fd)
         if not self.passwords.submit(Job("verify", ("login", ident), pw, stored)):
             raise Unavailable("this fan-out is busy verifying logins; retry")
         self.pending_logins[ident] = login
@@ -470,7 +493,7 @@ class Fanout:
         login = self.pending_logins.pop(ident, None)
         if login is None:
             return
-        req_id, hello, user, pw, stored, principal, keys, address = login
+        req_id, hello, user, pw, stored, principal, keys, address, fd = login
         for k in keys:
             n = self.logins_in_flight.get(k, 0) - 1
             if n > 0:
@@ -483,11 +506,11 @@ class Fanout:
         if ok:
             self.verified.add(user, pw, stored)
             self._login_succeeded(user, address, keys)
-            self._open_session(ident, req_id, hello, user, principal)
+            self._open_session(ident, req_id, hello, user, principal, fd)
             return
         if not auth.enabled:
             # etcd ignores credentials while auth is disabled; the session is anonymous.
-            self._open_session(ident, req_id, hello, None, principal)
+            self._open_session(ident, req_id, hello, None, principal, fd)
             return
         backoff = self.limiter.failed(keys, time.monotonic())
         self.st["logins_failed"] += 1
@@ -508,12 +531,17 @@ class Fanout:
             while len(self.login_addresses) > MAX_LIMITER_USERS:
                 del self.login_addresses[next(iter(self.login_addresses))]
 
-    def _open_session(self, ident, req_id, hello, user, principal):
+    def _open_session(self, ident, req_id, hello, user, principal, fd=None):
         if ident in self.sessions:
             self._close_session(ident, "rehello")
         name = hello["client"]
         session = self.sessions[ident] = Session(ident, name or ident.hex(), time.monotonic())
         session.principal = principal
+        # The connection it lives on: when that connection ends (socket monitor), so does the
+        # session, instead of lingering until its idle timeout for anyone to take over.
+        if fd is not None:
+            session.fd = fd
+            self.fd_sessions[fd] = ident
         self.core.set_session_user(session, user)
         if user is not None:
             self.st["logins"] += 1
@@ -600,6 +628,8 @@ class Fanout:
         if session is None:
             return
         self.core.drop_session(session)
+        if session.fd is not None and self.fd_sessions.get(session.fd) == ident:
+            del self.fd_sessions[session.fd]
         self.holding.discard(ident)
         self.trim_policy.note_closed(time.monotonic())
         self.log.info("session.close", session=session.name, reason=reason, sessions=len(self.sessions))

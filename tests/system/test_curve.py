@@ -323,3 +323,22 @@ def test_bench_runs_its_workloads_with_curve():
     assert runs["fanout"]["figures"]["delivered"] == runs["fanout"]["figures"]["expected"]
     assert all(r["figures"].get("syncer_records_scanned") is not None for r in recs
                if r.get("workload") == "catchup" and r.get("system") == "zwatch")
+
+
+def test_a_known_client_key_is_its_user_once_auth_is_enabled(make_cluster, tmp_path):
+    """ZWATCH_CURVE_CLIENTS=known: the session of clients/root.key is user root without a
+    password (the fan-out reads the ZAP User-Id); a session of another known key is that user."""
+    keys = _keys(tmp_path, "root", "alice")
+    c = make_cluster(env={"ZWATCH_CURVE_DIR": keys, "ZWATCH_CURVE_CLIENTS": "known"})
+    root = c.client(curve_client_key=os.path.join(keys, "client-root", "root.key_secret"))
+    root.user_add("root", "root-password")
+    root.role_add("root")
+    root.user_grant_role("root", "root")
+    root.user_add("alice", no_password=True)
+    root.auth_enable()
+    reconnected = c.client(curve_client_key=os.path.join(keys, "client-root", "root.key_secret"))
+    assert reconnected.put(b"k", b"v").header.revision == 2            # root, by key alone
+    alice = c.client(curve_client_key=os.path.join(keys, "client-alice", "alice.key_secret"))
+    with pytest.raises(ZwatchError) as err:
+        alice.get(b"k")                                                 # alice has no role
+    assert err.value.code == "PERMISSION_DENIED"

@@ -403,10 +403,6 @@ def test_a_batch_of_grants_to_a_big_role_publishes_the_whole_role_once_per_grant
 
 
 # ---------------------------------------------------------------- etcd semantics
-@pytest.mark.xfail(strict=True, reason="an anonymous user_add / user_change_password with auth enabled is refused by "
-                                       "the fan-out PERMISSION_DENIED (service._hash_then_forward: is_root check) where "
-                                       "etcd and every other admin op answer UNAUTHENTICATED 'etcdserver: user name is "
-                                       "empty'")
 def test_anonymous_user_add_is_permission_denied_instead_of_user_name_is_empty(secured):
     """With auth enabled, a session that did not log in sends role_add (-> the writer) and
     user_add (-> hashed at the fan-out first): role_add is UNAUTHENTICATED "etcdserver: user name

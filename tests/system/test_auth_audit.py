@@ -103,11 +103,13 @@ def secured(cluster):
 
 # ---------------------------------------------------------------- reading what you may not read
 @pytest.mark.xfail(strict=True, reason="lease_timetolive(keys=True) returns the names of keys the caller may not "
-                                       "read (etcd CVE-2023-32082 / GHSA-3p4g-rcw5-8298): writer._lease_clock has no READ check")
+                                       "read (etcd CVE-2023-32082, fixed in 3.4.26 by checkLeaseTimeToLive): writer._lease_clock "
+                                       "has no READ check")
 def test_lease_timetolive_keys_leaks_key_names_the_user_may_not_read(secured):
     """Root attaches b"secret/x" to a lease; alice (READWRITE on a/ only) asks lease_timetolive
-    with keys=True and gets the name b"secret/x" back.  etcd fixed this in 3.4.26 / 3.5.9 (the
-    attached keys need READ, else PERMISSION_DENIED); lease_leases + timetolive enumerate every
+    with keys=True and gets the name b"secret/x" back.  etcd fixed this in 3.4.26 / 3.5.9 (with
+    keys=true every attached key needs READ, else PERMISSION_DENIED: etcdserver/v3_server.go
+    checkLeaseTimeToLive); lease_leases + timetolive enumerate every
     leased key name of the cluster."""
     cluster, root = secured
     lease = ok(root.call("lease_grant", {"TTL": 600}))["ID"]

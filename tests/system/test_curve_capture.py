@@ -80,23 +80,39 @@ class TcpdumpCapture:
     def __init__(self, ports: set[int], path: str):
         self.path = path
         self.packets = 0
+        self.dropped = 0
+        self.stderr: list[str] = []
+        self.listening = threading.Event()
         expr = " or ".join(f"tcp port {p}" for p in sorted(ports))
-        self.proc = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-w", path, expr],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # -U: each packet written as it comes; -B: a 16 MiB kernel buffer, so that a loaded
+        # machine does not drop packets (the drop count is checked).
+        self.proc = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-B", "16384", "-w", path, expr],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stderr(self):
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if "listening on" in line:
+                self.listening.set()
 
     def start(self):
-        time.sleep(1.0)                        # tcpdump prints nothing reliable when it is ready
-        if self.proc.poll() is not None:
-            raise OSError(self.proc.stderr.read().decode(errors="replace").strip())
+        if not self.listening.wait(15):
+            self.proc.kill()
+            raise OSError("".join(self.stderr).strip() or "tcpdump never said it was listening")
         return self
 
     def stop(self) -> bytes:
         time.sleep(0.3)
         self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=10)
-        for line in err.decode(errors="replace").splitlines():
+        self.proc.wait(timeout=10)
+        time.sleep(0.1)                        # the last stderr lines reach the reader thread
+        for line in self.stderr:
+            words = line.split()
             if "packets captured" in line:
-                self.packets = int(line.split()[0])
+                self.packets = int(words[0])
+            elif "dropped by kernel" in line:
+                self.dropped = int(words[0])
         with open(self.path, "rb") as f:
             return f.read()
 
@@ -145,6 +161,7 @@ def test_a_put_over_curve_shows_neither_key_nor_value_on_the_wire(make_cluster, 
     finally:
         wire = capture.stop()
     assert capture.packets > 10 and len(wire) > 1000, "the capture saw no traffic of the cluster"
+    assert getattr(capture, "dropped", 0) == 0, "the capture dropped packets: it proves nothing"
     if curve:
         assert key not in wire and value not in wire
     else:

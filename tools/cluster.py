@@ -98,6 +98,12 @@ class Actor:
         raise TimeoutError(f"{self.name}: no {name} x{count} within {timeout}s:\n{''.join(self.raw[-30:])}")
 
 
+def curve_keypair_sockopts(server_public: bytes) -> dict:
+    """raw_session() options of a CURVE client with a fresh keypair trusting server_public (z85)."""
+    public, secret = zmq.curve_keypair()
+    return {"CURVE_SERVERKEY": server_public, "CURVE_PUBLICKEY": public, "CURVE_SECRETKEY": secret}
+
+
 class Cluster:
     """curve_dir (or ZWATCH_CURVE_DIR in env): every socket with CURVE + ZAP, keys from that
     directory (written by `zwatch keygen --cluster` first when it holds none, with one client

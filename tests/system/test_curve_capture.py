@@ -84,9 +84,12 @@ class TcpdumpCapture:
         self.stderr: list[str] = []
         self.listening = threading.Event()
         expr = " or ".join(f"tcp port {p}" for p in sorted(ports))
+        # --immediate-mode: packets reach tcpdump as they come (otherwise libpcap hands them over
+        # in blocks, and those still in the kernel when SIGINT arrives are never written);
         # -U: each packet written as it comes; -B: a 16 MiB kernel buffer, so that a loaded
         # machine does not drop packets (the drop count is checked).
-        self.proc = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-B", "16384", "-w", path, expr],
+        self.proc = subprocess.Popen(["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-n", "-s", "0", "-B", "16384",
+                                      "-w", path, expr],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read_stderr, daemon=True).start()
 
@@ -103,7 +106,7 @@ class TcpdumpCapture:
         return self
 
     def stop(self) -> bytes:
-        time.sleep(0.3)
+        time.sleep(0.5)
         self.proc.send_signal(signal.SIGINT)
         self.proc.wait(timeout=10)
         time.sleep(0.1)                        # the last stderr lines reach the reader thread

@@ -49,6 +49,9 @@ class Job(NamedTuple):
     password: bytes
     stored: str | None = None
 
+    def __repr__(self):                    # never the password (nor the hash) in a repr
+        return f"Job({self.kind!r}, token={self.token!r})"
+
 
 class Done(NamedTuple):
     token: object

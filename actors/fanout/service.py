@@ -88,6 +88,7 @@ class Fanout:
         self.pending_logins: dict[bytes, tuple] = {}      # ident -> the login being verified
         self.logins_in_flight: dict[tuple, int] = {}      # limiter key -> logins being verified
         self.fd_sessions: dict[int, bytes] = {}           # connection fd -> the session on it
+        self.orphaned_logins: set[bytes] = set()          # pending logins whose connection ended
         self.frame_fd = None                              # fd of the client frame being handled
         self.login_addresses: dict[str, dict] = {}        # user -> addresses it logged in from (recent last)
         # Failed logins back off per session, per user, and per user from one address at once;
@@ -159,7 +160,14 @@ class Fanout:
         # Peers that connect and leave without a word never reach our code; the monitor tells
         # the trim policy that they left (one event per departed peer), so that their memory
         # comes back within seconds, not at the growth trigger's backoff (issue #8).
-        self.departures = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        # Our own end of the monitor with a deep queue: a storm of disconnects must not drop the
+        # events that end their sessions (get_monitor_socket's PAIR keeps the default 1,000).
+        monitor_addr = f"inproc://fanout-monitor-{id(self)}"
+        self.router.monitor(monitor_addr, zmq.EVENT_DISCONNECTED)
+        self.departures = ctx.socket(zmq.PAIR)
+        self.departures.setsockopt(zmq.LINGER, 0)
+        self.departures.setsockopt(zmq.RCVHWM, 1_000_000)
+        self.departures.connect(monitor_addr)
         poller.register(self.departures, zmq.POLLIN)
         self.passwords = PasswordWorker(ctx)
         poller.register(self.passwords.socket, zmq.POLLIN)
@@ -338,6 +346,11 @@ class Fanout:
                 self._close_session(ident, "disconnected")
             else:
                 departed += 1
+            # A login still being verified on that connection must not open a session for
+            # whoever speaks on its routing id next.
+            for pending, login in self.pending_logins.items():
+                if login[-1] == fd:
+                    self.orphaned_logins.add(pending)
         if departed:
             self.trim_policy.note_closed(time.monotonic(), departed)
 
@@ -352,6 +365,10 @@ class Fanout:
         for _ in range(CLIENT_FRAMES_PER_ROUND):
             if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return
+            if self.departures.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                # A connection ended since this round began: its session goes before any later
+                # frame is looked at (its fd may already serve another connection).
+                self._count_departures()
             msg = router.recv_multipart(zmq.NOBLOCK, copy=False)
             last = msg[-1]
             address = user_id = None
@@ -395,7 +412,7 @@ class Fanout:
             return
         if session is None:
             raise FailedPrecondition("no session: send hello first", reason=NO_SESSION)
-        if session.principal != principal:
+        if session.principal != principal or (session.fd is not None and self.frame_fd != session.fd):
             # Another connection took this routing id (ZeroMQ lets a peer choose its own): it is
             # not the one that logged in, whatever it claims.
             raise Unauthenticated("this session belongs to another connection: send hello", reason=NO_SESSION)
@@ -408,8 +425,8 @@ class Fanout:
             # The stored hash is always this fan-out's (scrypt, its salt and work factor): a
             # client choosing it could plant a weak one (audit finding).
             raise InvalidArgument("hashed_password is set by the fan-out: send password")
-        elif op in PASSWORD_OPS and isinstance(body.get("password"), str):
-            self._hash_then_forward(session, req_id, op, body)
+        elif op in PASSWORD_OPS and "password" in body:
+            self._hash_then_forward(session, req_id, op, body)     # a non-str password: refused there
         elif op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op in messages.AUTH_OPS or op == "status":
             self._forward_counted(session, self.writer, raw, "writer", op, body)
         elif op in messages.READ_OPS:
@@ -503,6 +520,12 @@ class Fanout:
         auth = self.core.auth
         # The user may have been deleted or its password changed while we hashed.
         ok = ok and auth.password_hash(user) == (True, stored)
+        if ident in self.orphaned_logins:
+            # Its connection ended while we verified: nobody to answer (a guess still counts).
+            self.orphaned_logins.discard(ident)
+            if not ok and auth.enabled:
+                self.limiter.failed(keys, time.monotonic())
+            return
         if ok:
             self.verified.add(user, pw, stored)
             self._login_succeeded(user, address, keys)

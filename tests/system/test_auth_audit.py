@@ -422,11 +422,6 @@ def test_anonymous_user_add_is_permission_denied_instead_of_user_name_is_empty(s
     assert passwd == role_add, passwd
 
 
-@pytest.mark.xfail(strict=True, reason="a login being verified (~80 ms of scrypt) is answered to whatever connection "
-                                       "holds its routing id when the check ends: a peer on the same address that "
-                                       "takes the id over after the client left gets the session, logged in "
-                                       "(service._login_done opens it for the pending login's routing id; the fd the "
-                                       "hello came on is recorded but never compared)")
 def test_login_answered_to_a_connection_that_took_over_the_routing_id_during_verification(secured):
     """The attacker learns the next routing id (its own session id + 1).  An admin's client connects
     (gets that id), sends hello with the right password, and its connection ends while the

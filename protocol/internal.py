@@ -205,6 +205,15 @@ def decode_auth_change(change) -> list:
         _name(change[1], "a role name")
         if change[2] is not None:
             decode_role_perms(change[2], f"role {change[1][:32]!r}")
+    elif kind == "perm_grant" and type(kind) is str:
+        _list(change, "a 'perm_grant' auth change", 3)
+        _name(change[1], "a role name")
+        decode_role_perms([change[2]], f"role {change[1][:32]!r}")
+    elif kind == "perm_revoke" and type(kind) is str:
+        _list(change, "a 'perm_revoke' auth change", 4)
+        _name(change[1], "a role name")
+        _bytes(change[2], "a permission key", MAX_KEY_BYTES)
+        _bytes(change[3], "a permission range_end", MAX_KEY_BYTES + 1)
     else:
         raise InvalidArgument(f"unknown auth change {str(kind)[:32]!r}")
     return change

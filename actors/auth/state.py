@@ -14,6 +14,9 @@ A change (zwatch.internal.decode_auth_change) is one of::
     ["enabled", bool]
     ["user", name, [password_hash | None, [role, ...]] | None]      None: the user is deleted
     ["role", name, [[permType, key, range_end], ...] | None]        None: the role is deleted
+    ["perm_grant", role, [permType, key, range_end]]                 one permission set (replaces
+                                                                     the type of the same range)
+    ["perm_revoke", role, key, range_end]                            one permission taken away
 
 and each change is exactly one auth revision (``apply`` adds 1).
 
@@ -31,6 +34,8 @@ The root role grants everything: a user having it gets ``perms.ALLOW_ALL`` and p
 itself; every user having the role; everyone on "enabled", though permissions do not depend on it).
 """
 from __future__ import annotations
+
+import bisect
 
 from zwatch.errors import PermissionDenied, Unauthenticated
 
@@ -150,6 +155,19 @@ class AuthState:
             else:
                 self.roles[name] = [list(p) for p in perms]
             for user in affected:
+                self._perms.pop(user, None)
+            self._by_roles = {k: v for k, v in self._by_roles.items() if name not in k}
+        elif kind == "perm_grant" or kind == "perm_revoke":
+            # One permission of a role, not the whole role: a batch of grants to a role of
+            # thousands of permissions publishes each grant, not the role each time (audit).
+            name = change[1]
+            perms = self.roles.setdefault(name, [])
+            where = (change[2][1], change[2][2]) if kind == "perm_grant" else (change[2], change[3])
+            kept = [p for p in perms if (p[1], p[2]) != where]
+            if kind == "perm_grant":
+                bisect.insort(kept, list(change[2]), key=lambda p: (p[1], p[2]))
+            self.roles[name] = kept
+            for user in self.users_with_role(name):
                 self._perms.pop(user, None)
             self._by_roles = {k: v for k, v in self._by_roles.items() if name not in k}
         else:

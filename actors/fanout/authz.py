@@ -88,7 +88,7 @@ class AuthView:
             if record is None or (old is not None and old[0] != record[0]):
                 return set(), {name}    # deleted, or its password changed: sessions must log in again
             return {name}, set()
-        if kind == "role":
+        if kind in ("role", "perm_grant", "perm_revoke"):
             name = change[1]
             touched = set(st.users_with_role(name))
             st.apply(change)

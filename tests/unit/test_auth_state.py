@@ -174,3 +174,21 @@ def test_cached_permissions_always_answer_as_a_fresh_state(changes):
         s.apply(c)
         assert answers(s) == answers(AuthState.from_wire(s.to_wire()))
     assert s.revision == len(changes)
+
+
+def test_permission_deltas_give_the_state_the_whole_role_record_gives():
+    """perm_grant / perm_revoke (one permission, audit: a batch of grants to a big role published
+    the whole role per grant) leave the same state and permissions as the role's full record."""
+    from zwatch.actors.auth.state import AuthState
+    from zwatch.internal import decode_auth_change
+    by_delta = AuthState(True, 1, users={"u": [None, ["r"]]}, roles={"r": [["READ", b"a", b""], ["READ", b"m", b"n"]]})
+    by_record = by_delta.copy()
+    assert by_delta.perms("u").can_read(b"a") and not by_delta.perms("u").can_read(b"c")   # cached before
+    for change in (["perm_grant", "r", ["READWRITE", b"c", b""]], ["perm_grant", "r", ["WRITE", b"a", b""]],
+                   ["perm_revoke", "r", b"m", b"n"]):
+        by_delta.apply(decode_auth_change(change))
+    by_record.apply(["role", "r", [["WRITE", b"a", b""], ["READWRITE", b"c", b""]]])
+    by_record.revision += 2
+    assert by_delta == by_record
+    p = by_delta.perms("u")
+    assert p.can_read(b"c") and p.can_write(b"a") and not p.can_read(b"a") and not p.can_read(b"m")

@@ -23,13 +23,26 @@ revision) by the time the client that caused it acts on the reply.
 Sockets
 -------
 ROUTER (ZWATCH_WRITER_ENDPOINT): frames ``[peer, *route, request]``; the reply goes back as
-``[peer, *route, reply]``.  A fan-out forwards a client's request as ``[client_id, request]``
-so the reply finds its way back without being decoded again.  At most two route frames.
+``[peer, *route, reply]``.  A fan-out forwards a client's request as ``[client_id, user,
+request]`` (user: the session's authenticated name, UTF-8, b"" = anonymous) so the reply finds
+its way back without being decoded again.  At most two route frames.
+
+Auth (security.md): the envelope ``[fanout, client_id, user]`` (two route frames) is a client's
+request, checked as that user against the auth state of the moment it is applied in the batch;
+any other shape (``[peer]``, ``[peer, route]``) is an internal peer (tools, tests), unchecked.
+The writer keeps the AuthState in memory (loaded at start), runs the auth ops (messages.AUTH_OPS)
+in the batch like writes, and swaps in the new state only after the commit.  `status` and
+`ping` stay open to anyone.
 
 PUB (ZWATCH_PUB_ENDPOINT): one frame per group commit (or heartbeat), zwatch.internal.Publish::
 
-    ["pub", prev_revision, last_revision, [[revision, [event, ...]], ...], compact_revision]
+    ["pub", prev_revision, last_revision, [[revision, [event, ...]], ...], compact_revision,
+     [auth_revision, [[after_revision, change], ...]]]
     event = [type, kv, prev_kv | nil]    (messages.py: kv = [key, create, mod, version, value, lease])
+
+The auth part (left out while the auth revision is 0) is on every publish, heartbeats included:
+the auth revision after it, and the auth changes of the commit in commit order, each after the
+KV revision that was current when it was applied.
 
 prev_revision is the last revision of the previous publish: a subscriber whose own last
 revision differs has missed a publish (PUB drops at its high-water mark, or it joined late)
@@ -49,12 +62,13 @@ from zwatch.limits import PROTOCOL_VERSION
 from .logsetup import configure
 
 from zwatch import requests
-from zwatch.errors import LeaseNotFound
+from zwatch.errors import InvalidArgument, LeaseNotFound
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_TIMETOLIVE_KEYS, MAX_RESPONSE_BYTES
 from . import security
 from .common import Every, RateLimitedLog, StopFlag, make_socket, percentile
 from .lessor import Lessor
-from .store import Store
+from .auth.perms import READ
+from .store import Store, authtx
 
 # Keep-alives / time-to-live / lease lists taken in one round at most.  They cost no commit, so
 # a round full of them would only hold back the writes queued behind them (from other fan-outs:
@@ -125,6 +139,8 @@ class Writer:
         # Every lease gets its full TTL again: nothing expires early because the writer was down.
         self.lessor.restore(self.store.leases(), self.lease_now())
         self.compact_rev = self.store.compact_revision()  # cached: only a compact changes it
+        self.auth = self.store.auth_state()   # in memory; replaced after each commit that changes it
+        self.auth_changes: list = []          # [(after_revision, change)] not published yet
         ctx = zmq.Context()
         self.security = security.for_actor("writer", ctx, self.log)   # CURVE + ZAP when ZWATCH_CURVE_DIR
         self.router = make_socket(ctx, zmq.ROUTER, rcvhwm=100_000, sndhwm=100_000)
@@ -137,7 +153,10 @@ class Writer:
                       pub_endpoint=self.pub_endpoint, revision=self.last_published,
                       compact_revision=self.store.compact_revision(), max_batch=self.max_batch,
                       heartbeat_s=self.heartbeat_s, leases=len(self.lessor),
-                      lease_min_ttl=self.lease_min_ttl, version=__version__)
+                      lease_min_ttl=self.lease_min_ttl, auth_enabled=self.auth.enabled,
+                      auth_revision=self.auth.revision, version=__version__)
+        if self.auth.enabled:
+            self._warn_if_without_curve()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         heartbeat = Every(self.heartbeat_s)
@@ -177,9 +196,9 @@ class Writer:
 
     def _group_commit(self) -> bool:
         """Drain every queued request into one durable commit.  Returns True if a compaction began."""
-        batch: list[tuple[list[bytes], int, str, dict]] = []
+        batch: list[tuple[list[bytes], int, str, dict, str | None]] = []
         replies: list[list[bytes]] = []
-        clock_ops: list[tuple[list[bytes], int, str, dict]] = []
+        clock_ops: list[tuple[list[bytes], int, str, dict, str | None]] = []
         now = self.lease_now()             # the lease clock's one reading for this batch
         queued_since = self.queue_empty_at  # what is read now arrived after this moment
         clock_ids = 0
@@ -200,16 +219,27 @@ class Writer:
                 self.st_errors += 1
                 replies.append(envelope + [messages.encode_error(messages.error_req_id(err), err)])
                 continue
+            # [fanout, client_id, user]: a client's request, checked as that user (b"": anonymous);
+            # any other envelope is an internal peer (None: unchecked).
+            user = None
+            if len(envelope) == 3:
+                try:
+                    user = envelope[2].decode("utf-8")
+                except UnicodeDecodeError:
+                    self.st_errors += 1
+                    replies.append(envelope + [messages.encode_error(
+                        req_id, InvalidArgument("the user frame is not UTF-8"))])
+                    continue
             if op == "status":
                 replies.append(envelope + [messages.encode_ok(req_id, self._status())])
             elif op == "ping":
                 replies.append(envelope + [internal.Pong(req_id, None, self.last_published).encode()])
-            elif op in messages.WRITE_OPS or op in messages.READ_OPS:
-                batch.append((envelope, req_id, op, body))
+            elif op in messages.WRITE_OPS or op in messages.READ_OPS or op in messages.AUTH_OPS:
+                batch.append((envelope, req_id, op, body, user))
             elif op in messages.LEASE_CLOCK_OPS:
                 try:
                     r = requests.normalize(op, body)
-                    clock_ops.append((envelope, req_id, op, r))
+                    clock_ops.append((envelope, req_id, op, r, user))
                     clock_ids += len(r.get("IDs", ())) or 1
                 except ZwatchError as err:
                     self.st_errors += 1
@@ -222,17 +252,20 @@ class Writer:
         # Keep-alives read now may have waited in the queue through a long commit (or fsync)
         # since before their lease's deadline: they count from then, before anything expires, so
         # a busy writer never expires a lease that was kept alive in time.
-        for _, _, op, r in clock_ops:
+        for _, _, op, r, _ in clock_ops:
             if op == "lease_keepalive":
                 for lease_id in r["IDs"]:
                     self.lessor.keepalive_queued(lease_id, queued_since)
         expired = self.lessor.expired(now, self.lease_revoke_batch)
         if batch or expired:
             t0 = time.perf_counter()
-            work = [("lease_revoke", {"ID": lease_id}) for lease_id in expired]
-            work += [(op, body) for _, _, op, body in batch]
+            work = [("lease_revoke", {"ID": lease_id}, None) for lease_id in expired]
+            work += [(op, body, user) for _, _, op, body, user in batch]
             try:
-                results, published = self.store.apply_batch(work)
+                results, published = self.store.apply_batch(work, self.auth)
+                if self.store.auth_changes:     # committed: the new state is the writer's now
+                    self._auth_changed(work, self.store.auth_after, self.store.auth_changes,
+                                       self.store.auth_change_requests)
             except ZwatchError as err:  # a whole-batch failure (e.g. storage) fails every request
                 results = [err] * len(work)
             except Exception as exc:  # never die on one bad batch; report it with a stable code
@@ -257,7 +290,7 @@ class Writer:
                 log = self.log.info if ms >= 100 else self.log.debug
                 log("writer.commit", batch=len(batch), first_revision=published[0][0],
                     last_revision=published[-1][0], commit_ms=round(ms, 3))
-            for (envelope, req_id, op, body), result in zip(batch, results):
+            for (envelope, req_id, op, body, _), result in zip(batch, results):
                 if isinstance(result, ZwatchError):
                     self.st_errors += 1
                     replies.append(envelope + [messages.encode_error(req_id, result)])
@@ -273,21 +306,47 @@ class Writer:
         # compact revision (or revision) by the time the client that caused it acts on the reply.
         if began_compaction:
             self.compact_rev = self.store.compact_revision()
-        if published or began_compaction:
+        if published or began_compaction or self.auth_changes:
             self._publish(published)
         self._send_replies(replies)
         # After the commit (they see its grants and revokes), and after the writes' replies: a
         # keep-alive flood through one fan-out holds a put of another fan-out back by one round
         # of CLOCK_OPS_PER_ROUND at most (measured in tests/system/test_leases.py).
         replies = []
-        for envelope, req_id, op, body in clock_ops:
+        for envelope, req_id, op, body, user in clock_ops:
             try:
-                replies.append(envelope + [messages.encode_ok(req_id, self._lease_clock(op, body, now))])
+                if user is not None:       # any authenticated user, as of after the commit
+                    authtx.require_user(self.auth, user)
+                replies.append(envelope + [messages.encode_ok(req_id, self._lease_clock(op, body, now, user))])
             except ZwatchError as err:
                 self.st_errors += 1
                 replies.append(envelope + [messages.encode_error(req_id, err)])
         self._send_replies(replies)
         return began_compaction
+
+    def _auth_changed(self, work, state, changes, change_requests):
+        """A commit changed the auth state: adopt it, queue its changes for the publish, log them
+        (op, who, what; never a password or its hash)."""
+        rev = self.auth.revision
+        for (after, change), i in zip(changes, change_requests):
+            rev += 1
+            op, _, user = work[i]
+            self.log.info("writer.auth_changed", op=op, user=user, kind=change[0],
+                          name=change[1] if change[0] != "enabled" else None,
+                          enabled=change[1] if change[0] == "enabled" else None,
+                          deleted=change[0] != "enabled" and change[2] is None,
+                          auth_revision=rev, after_revision=after)
+            if change == ["enabled", True]:
+                self._warn_if_without_curve()
+        self.auth = state
+        self.auth_changes += changes
+
+    def _warn_if_without_curve(self):
+        """Passwords and permissions mean little when anyone on the path can read the frames."""
+        security = getattr(self, "security", None)
+        if not (security is not None and getattr(security, "on", False)):
+            self.log.warning("writer.auth_without_curve", auth_revision=self.auth.revision,
+                             endpoint=self.endpoint, pub_endpoint=self.pub_endpoint)
 
     def _send_replies(self, replies):
         for frames in replies:
@@ -335,9 +394,10 @@ class Writer:
             for k in acc:
                 acc[k] = 0
 
-    def _lease_clock(self, op: str, r: dict, now: float) -> dict:
+    def _lease_clock(self, op: str, r: dict, now: float, user: str | None = None) -> dict:
         """lease_keepalive / lease_timetolive / lease_leases (r normalized), answered from memory
-        (no fsync)."""
+        (no fsync).  user: who asks (None: an internal peer); a time-to-live with keys needs READ
+        on every attached key (etcd 3.4.26's checkLeaseTimeToLive, CVE-2023-32082)."""
         header = {"revision": self.last_published}
         if op == "lease_keepalive":
             self.st_keepalives += len(r["IDs"])
@@ -347,6 +407,9 @@ class Writer:
         lease_id = r["ID"]
         remaining = self.lessor.remaining(lease_id, now)
         with self.store.reader() as view:
+            if r["keys"] and user is not None and self.auth.enabled and not self.auth.is_root(user):
+                for key in view.lease_keys(lease_id):
+                    self.auth.check(user or None, READ, key)
             info = view.lease(lease_id, MAX_TIMETOLIVE_KEYS if r["keys"] else 0, MAX_RESPONSE_BYTES // 2)
         if info is None or remaining < 0:  # etcd: not found is TTL -1, not an error
             return {"header": header, "ID": lease_id, "TTL": -1, "grantedTTL": 0, "keys": []}
@@ -364,11 +427,12 @@ class Writer:
 
     def _publish(self, published):
         last = published[-1][0] if published else self.last_published
+        changes, self.auth_changes = self.auth_changes, []
         try:
-            self.pub.send(internal.Publish(self.last_published, last, published, self.compact_rev).encode(),
-                          zmq.NOBLOCK)
+            self.pub.send(internal.Publish(self.last_published, last, published, self.compact_rev,
+                                           self.auth.revision, changes).encode(), zmq.NOBLOCK)
         except zmq.Again:  # PUB never blocks; subscribers detect the gap by prev_revision
-            self.log.warning("writer.publish_dropped", revision=last)
+            self.log.warning("writer.publish_dropped", revision=last, auth_revision=self.auth.revision)
         self.last_published = last
 
     def _compact_chunk(self) -> bool:

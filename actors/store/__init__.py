@@ -5,6 +5,7 @@ layout.py       the on-disk encoding: dbs, meta keys, history records, keyrev du
                 module here that imports msgpack)
 tx.py           one LMDB txn through etcd's model: reads, writes, txn, compare, duplicate keys
 compaction.py   physical compaction in bounded chunks
+authtx.py       auth in the batch: users/roles ops (etcd 3.4's auth store), permission checks
 store.py        Store (env, group commit, map growth, NO_SPACE), ReadView (a snapshot)
 =============== =================================================================================
 

@@ -17,6 +17,12 @@ Named dbs in one env; only the writer process writes, syncers read from other pr
   not persist them either); the writer's lease clock holds the deadlines in memory.
 * ``leasekeys``: lease ID (8 bytes) -> dups of the user keys attached to it.  A key is attached
   while its current (live) kv names the lease; a put with another lease or a delete detaches it.
+* ``authusers``: user name (UTF-8) -> msgpack ``[password_hash | nil, [role, ...]]`` (roles sorted).
+* ``authroles``: role name (UTF-8) -> msgpack ``[[permType, key, range_end], ...]`` (sorted by
+  (key, range_end)).
+* meta ``auth_enabled`` (8-byte BE 0/1) and ``auth_rev`` (8-byte BE, one per auth change record):
+  absent in a store written before auth, which reads as disabled at auth revision 0 with no user
+  and no role, its exact state, so no migration is needed.
 
 Invariants: history keys only grow (appended in (main, sub) order); every keyrev dup names a
 history record that exists (compaction deletes both together); dups are 17 bytes (dupfixed).
@@ -31,6 +37,8 @@ FORMAT = 1
 PUT, DELETE = 0, 1                     # a history record's type (and a watch event's)
 
 META, HISTORY, KEYREV, LEASE, LEASEKEYS = b"meta", b"history", b"keyrev", b"lease", b"leasekeys"
+AUTHUSERS, AUTHROLES = b"authusers", b"authroles"
+AUTH_ENABLED, AUTH_REV = b"auth_enabled", b"auth_rev"    # meta keys; absent = 0
 CURRENT_REV, COMPACT_REV, COMPACT_DONE, FORMAT_KEY = b"current_rev", b"compact_rev", b"compact_done", b"format"
 # meta's values in an empty store
 INITIAL_META = ((CURRENT_REV, 1), (COMPACT_REV, 0), (COMPACT_DONE, 0), (FORMAT_KEY, FORMAT))
@@ -76,6 +84,40 @@ def pack_lease(ttl: int) -> bytes:
 def unpack_lease(raw: bytes) -> int:
     """-> the granted TTL"""
     return msgpack.unpackb(raw)[0]
+
+
+def meta_int_or_zero(txn, meta_db, name: bytes) -> int:
+    """A meta integer that an older store may not have (auth_enabled, auth_rev): absent = 0."""
+    raw = txn.get(name, db=meta_db)
+    return 0 if raw is None else Q.unpack(raw)[0]
+
+
+def pack_auth_name(name: str) -> bytes:
+    return name.encode("utf-8", "surrogatepass")
+
+
+def unpack_auth_name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogatepass")
+
+
+def pack_user(record: list) -> bytes:
+    """[password_hash | None, [role, ...]]"""
+    return msgpack.packb(record, use_bin_type=True)
+
+
+def pack_role(perms: list) -> bytes:
+    """[[permType, key, range_end], ...] (keys are bytes: msgpack bin)"""
+    return msgpack.packb(perms, use_bin_type=True)
+
+
+def unpack_auth_record(raw: bytes) -> list:
+    """A user or role value: str stays str, bin stays bytes."""
+    return msgpack.unpackb(raw, raw=False)
+
+
+def packed_bytes(obj) -> int:
+    """The msgpack size of obj (the auth state's size bound is on its encoded form)."""
+    return len(msgpack.packb(obj, use_bin_type=True))
 
 
 # One packer for every history record (msgpack.packb builds a Packer per call): records are

@@ -7,7 +7,9 @@ Store owns the LMDB env: group commit (apply_batch), map growth, and telling a f
 Invariants: one writer process, any number of reader processes; nothing is cached in memory
 across transactions, so opening a huge store is instant and every reader sees exactly what the
 writer committed; a batch commits durably once, and a failed request inside it runs in a nested
-txn that is aborted, so it changes nothing.
+txn that is aborted, so it changes nothing.  The one exception is the auth state, which the
+writer keeps in memory: apply_batch takes it and hands back a new object only after a
+successful commit (authtx.AuthBatch copies it on write), so a failed commit leaves it as it was.
 """
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ from functools import wraps
 import lmdb
 
 from zwatch import requests
+from zwatch import requests as requests_mod   # (apply_batch's argument is named requests)
 from zwatch.errors import Compacted, Internal, InvalidArgument, NoSpace, ZwatchError
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_KEY_BYTES, MAX_REVISION
 
-from . import layout
+from . import authtx, layout
 from .compaction import compact_chunk
 from .layout import LIVE, QQ
-from .tx import Tx
+from .tx import AuthStateBroken, Tx
 
 
 def _guard(fn):
@@ -69,7 +72,19 @@ class ReadView:
 
     @_guard
     def range(self, req: dict) -> dict:
+        """Unchecked: a reader serving a user checks READ against auth_state() of this same view."""
         return self._tx.range(requests.normalize("range", req))
+
+    @_guard
+    def auth_revision(self) -> int:
+        """This snapshot's auth revision: one read, so a caller can keep the AuthState of a
+        revision and call auth_state() only when it moved."""
+        return authtx.auth_revision(self._store, self._txn)
+
+    @_guard
+    def auth_state(self):
+        """The AuthState of this snapshot (the same one the view's reads see)."""
+        return authtx.load_state(self._store, self._txn)
 
     @_guard
     def history(self, from_rev: int, to_rev: int, max_records: int = 1000,
@@ -128,6 +143,12 @@ class ReadView:
                     size += len(key)
         return layout.unpack_lease(raw), keys, truncated
 
+    def lease_keys(self, lease_id: int):
+        """Every key attached to the lease, in key order (an iterator over this snapshot)."""
+        cur = self._txn.cursor(db=self._store._leasekeys)
+        if cur.set_key(layout.pack_lease_id(lease_id)):
+            yield from cur.iternext_dup()
+
     @_guard
     def prev_kv(self, key: bytes, main: int, sub: int):
         """key's kv just before (main, sub); None if absent, deleted, or at/below the compaction."""
@@ -180,7 +201,7 @@ class Store:
         self.max_map_size = max(map_size, max_map_size)
         self.records_scanned = 0
         self.commit_failure: dict | None = None    # why the last apply_batch failed as a whole
-        self.env = lmdb.open(path, map_size=map_size, subdir=True, max_dbs=6,
+        self.env = lmdb.open(path, map_size=map_size, subdir=True, max_dbs=10,
                              max_readers=max_readers, sync=True, metasync=True, lock=True)
         self.env.reader_check()            # drop reader slots left by dead processes
         # Always open the named dbs in a write txn: with py-lmdb 3.0 a handle opened inside a
@@ -203,6 +224,9 @@ class Store:
             # lease (a put could not carry one), so empty tables are its exact state.
             self._lease = self.env.open_db(layout.LEASE, txn=txn, create=write)
             self._leasekeys = self.env.open_db(layout.LEASEKEYS, txn=txn, create=write, dupsort=True)
+            # Likewise: a store without them has no user, no role, auth disabled (absent meta).
+            self._authusers = self.env.open_db(layout.AUTHUSERS, txn=txn, create=write)
+            self._authroles = self.env.open_db(layout.AUTHROLES, txn=txn, create=write)
             if write and txn.get(layout.FORMAT_KEY, db=self._meta) is None:
                 for k, v in layout.INITIAL_META:
                     txn.put(k, layout.pack_int(v), db=self._meta)
@@ -243,6 +267,11 @@ class Store:
             cur = v._txn.cursor(db=self._lease)
             return [(layout.unpack_lease_id(k), layout.unpack_lease(raw)) for k, raw in cur.iternext()]
 
+    def auth_state(self):
+        """The AuthState as committed (one snapshot): what the writer loads at start."""
+        with self.reader() as v:
+            return v.auth_state()
+
     def reader(self) -> ReadView:
         return ReadView(self)
 
@@ -250,22 +279,35 @@ class Store:
         with self.reader() as v:
             return v.range(req)
 
-    def apply_batch(self, requests: list) -> tuple[list, list]:
+    def apply_batch(self, requests: list, auth=None) -> tuple[list, list]:
         """Apply every request in one LMDB write txn, committed durably once (group commit).
+
+        A request is (op, body) or (op, body, user): user None = an internal peer (unchecked),
+        "" = an anonymous client, else the name of the client's authenticated user; it is
+        checked against the auth state as of that request (an auth op earlier in the batch
+        applies to it).  auth: the caller's AuthState (the writer's, in memory), never modified;
+        None = read it from LMDB when a request needs it.
 
         Returns (results, published): results[i] is request i's response or its ZwatchError (a failed
         request runs in a nested txn that is aborted, so it changes nothing); published is
         [(main, [(type, kv, prev_kv), ...]), ...] for each revision created, in order.
+        After the call, auth_after is the AuthState after the batch (auth itself when nothing
+        changed or the commit failed), auth_changes its [(after_revision, change), ...] and
+        auth_change_requests the index in requests of the request that made each change.
         When the whole batch failed for the storage, commit_failure says why (else it is None)."""
         n = len(requests)
         self.commit_failure = None
+        self.auth_after, self.auth_changes, self.auth_change_requests = auth, [], []
         while True:
             txn = self._begin(write=True)
             written = 0
             try:
-                results, published = self._apply(txn, requests)
+                results, published, ab = self._apply(txn, requests, auth)
                 written = sum(len(kv[0]) + len(kv[4]) for _, events in published for _, kv, _ in events)
                 self._commit(txn)
+                if ab is not None:
+                    self.auth_after, self.auth_changes, self.auth_change_requests = \
+                        ab.state, ab.changes, ab.change_requests
                 return results, published
             except lmdb.MapFullError:
                 txn.abort()
@@ -292,17 +334,27 @@ class Store:
         self.commit_failure = {"code": err.code, "error": str(e), "free_bytes": free}
         return err
 
-    def _apply(self, txn, requests):
+    def _apply(self, txn, requests, auth):
         head = Tx(self, txn)
         rev, compact = head.rev, head.crev
         results, published = [], []
-        for item in requests:
+        ab = None                          # the batch's authtx.AuthBatch, once a request needs one
+        for i, item in enumerate(requests):
             child = self.env.begin(write=True, parent=txn)
             t = Tx(self, child, rev, compact)
             try:
-                if not isinstance(item, (tuple, list)) or len(item) != 2:
-                    raise InvalidArgument(f"a request must be an (op, body) pair, got {type(item).__name__}")
-                resp = t.run(*item)
+                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                    raise InvalidArgument(f"a request must be an (op, body) pair or an (op, body, user) "
+                                          f"triple, got {type(item).__name__}")
+                op, body, user = item if len(item) == 3 else (*item, None)
+                if user is not None and not isinstance(user, str):
+                    raise InvalidArgument(f"a request's user must be a string, got {type(user).__name__}")
+                if ab is None and (user is not None or op in requests_mod.AUTH_STORE_OPS):
+                    ab = authtx.AuthBatch(self, auth)
+                changes_before = len(ab.changes) if ab is not None else 0
+                resp = t.run(op, body, ab, user)
+                if ab is not None:
+                    ab.change_requests += [i] * (len(ab.changes) - changes_before)
             except ZwatchError as e:
                 child.abort()
                 results.append(e)
@@ -310,6 +362,9 @@ class Store:
             except lmdb.Error:
                 child.abort()
                 raise                      # map full or storage fault: the whole batch
+            except AuthStateBroken:
+                child.abort()
+                raise                      # the batch's auth state is unusable: the whole batch
             except Exception as e:         # a bug: fail this request only, keep serving
                 child.abort()
                 results.append(Internal(f"{type(e).__name__}: {e}"))
@@ -320,7 +375,7 @@ class Store:
                 published.append((rev, t.events))
             compact = t.crev
             results.append(resp)
-        return results, published
+        return results, published, ab
 
     def compact_step(self, max_keys: int = 1000) -> bool:
         """One bounded chunk of pending physical compaction in its own write txn; True if more remains.

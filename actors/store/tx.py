@@ -20,6 +20,11 @@ from . import layout
 from .layout import DELETE, LIVE, PUT, QQ, TOMB, latest_dup
 
 
+class AuthStateBroken(Exception):
+    """An auth change failed half-applied to the batch's in-memory state (a bug): the whole
+    batch must fail, so the writer keeps the state it had (authtx.AuthBatch raises it)."""
+
+
 def kv_dict(kv, keys_only=False) -> dict:
     """A kv list as etcd's KeyValue message."""
     d = {"key": kv[0], "create_revision": kv[1], "mod_revision": kv[2], "version": kv[3],
@@ -284,10 +289,19 @@ class Tx:
         self.lt.delete(id8, db=self.s._lease)
         return {"header": {"revision": self.current()}}
 
-    def run(self, op, body) -> dict:
+    def run(self, op, body, auth=None, user: str | None = None) -> dict:
+        """auth: the batch's authtx.AuthBatch (None: no auth op may run, nothing is checked);
+        user: who sent it (None: an internal peer, unchecked; "": anonymous; else a user name)."""
+        if isinstance(op, str) and op in requests.AUTH_STORE_OPS and auth is not None:
+            return auth.run(self, op, requests.normalize(op, body), user)
         if not isinstance(op, str) or op not in requests.STORE_OPS:
             raise InvalidArgument(f"unknown op {op!r}")
-        resp = getattr(self, op)(requests.normalize(op, body))
+        r = requests.normalize(op, body)
+        if auth is not None and user is not None:
+            if op == "txn":
+                check_duplicates(r)        # etcd checks it at the API, before any permission
+            auth.check(self, op, r, user)
+        resp = getattr(self, op)(r)
         if self.sub:
             self.lt.put(layout.CURRENT_REV, layout.pack_int(self.main), db=self.s._meta)
         return resp

@@ -102,9 +102,6 @@ def secured(cluster):
 
 
 # ---------------------------------------------------------------- reading what you may not read
-@pytest.mark.xfail(strict=True, reason="lease_timetolive(keys=True) returns the names of keys the caller may not "
-                                       "read (etcd CVE-2023-32082, fixed in 3.4.26 by checkLeaseTimeToLive): writer._lease_clock "
-                                       "has no READ check")
 def test_lease_timetolive_keys_leaks_key_names_the_user_may_not_read(secured):
     """Root attaches b"secret/x" to a lease; alice (READWRITE on a/ only) asks lease_timetolive
     with keys=True and gets the name b"secret/x" back.  etcd fixed this in 3.4.26 / 3.5.9 (with
@@ -355,10 +352,6 @@ def test_departed_root_session_is_taken_over_from_the_same_address_without_curve
     assert not taken, f"an anonymous peer ran requests as root in a departed session: {taken}"
 
 
-@pytest.mark.xfail(strict=True, reason="each role change of a batch is published with the role's whole permission "
-                                       "list: N grants to a big role in one batch make one publish of N x the role "
-                                       "(up to max_batch 4096 x MAX_AUTH_STATE_BYTES 8 MiB: the writer and every "
-                                       "fan-out run out of memory) (authtx._role_grant_permission / writer._publish)")
 def test_a_batch_of_grants_to_a_big_role_publishes_the_whole_role_once_per_grant(cluster):
     """A role of 1500 permissions (~0.8 MB); 60 grants to it pipelined (re-granting ranges it
     has: nothing grows) land in one or a few commits.  The largest publish carries the whole

@@ -94,7 +94,8 @@ def test_publishes_carry_the_auth_changes_at_their_kv_revision(cluster):
         pubs = raw.publishes(lambda ps: sum(len(p.auth_changes) for p in ps) >= 7)
         changes = [c for p in pubs for c in p.auth_changes]
         assert [after for after, _ in changes] == [2] * 7
-        assert [c[0] for _, c in changes] == ["user", "user", "role", "role", "user", "user", "enabled"]
+        assert [c[0] for _, c in changes] == ["user", "user", "role", "perm_grant", "user", "user", "enabled"]
+        assert changes[3][1] == ["perm_grant", "r", ["READWRITE", b"a/", b"a0"]]      # one permission, not the role
         assert changes[-1][1] == ["enabled", True]
         assert pubs[-1].auth_revision == 7
         # Heartbeats (no revision) carry the auth revision too.

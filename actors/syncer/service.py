@@ -33,10 +33,12 @@ import os
 import time
 import uuid
 from collections import deque
+from functools import partial
 
 import zmq
 
-from zwatch import internal, messages
+from zwatch import internal, messages, requests
+from zwatch.actors.auth.perms import READ
 from zwatch.errors import InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
 
@@ -46,7 +48,7 @@ from ..logsetup import configure
 from ..store import Store
 from .batch import Batch, PendingQueue, StartPolicy, SyncWatcher
 
-SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status"})
+SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status", "auth_state"})
 _LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
 
@@ -73,7 +75,9 @@ class Syncer:
         self.batch_started = 0.0
         self.outbox: deque[tuple[bytes, bytes]] = deque()
         self.fanout_heard: dict[bytes, float] = {}
-        self.totals = dict(batches=0, records_scanned=0, events_sent=0, handoffs=0, compacted=0, reads=0)
+        self.totals = dict(batches=0, records_scanned=0, events_sent=0, handoffs=0, compacted=0, reads=0,
+                           reads_denied=0)
+        self._auth_cache = None            # (auth revision, AuthState) of the last snapshot that needed it
         self.st = dict(self.totals)
 
     @classmethod
@@ -138,7 +142,7 @@ class Syncer:
 
     def _drain(self):
         for frames in drain(self.router, 1024):
-            if not 2 <= len(frames) <= 3:
+            if not 2 <= len(frames) <= 4:
                 self.log.warning("syncer.bad_envelope", frames=len(frames))
                 continue
             envelope, raw = frames[:-1], frames[-1]
@@ -159,7 +163,14 @@ class Syncer:
     def _handle(self, peer, envelope, op, req_id, body):
         if op == "range":
             self._count("reads")
-            return messages.encode_ok(req_id, self.store.range(body))
+            # A fan-out forwards a client's read as [fanout, client_id, user]: checked as that user
+            # (b"": anonymous); any other envelope is an internal peer (tests, tools).
+            user = envelope[2].decode("utf-8", "replace") if len(envelope) == 3 else None
+            return messages.encode_ok(req_id, self._range(body, user if len(envelope) == 3 else False))
+        if op == "auth_state":
+            with self.store.reader() as view:
+                state = self._auth_at(view)
+            return internal.AuthStateReply(req_id, state.to_wire()).encode()
         if op == "status":
             return messages.encode_ok(req_id, {"header": {"revision": self.store.current_revision()},
                                                "compact_revision": self.store.compact_revision(),
@@ -189,6 +200,29 @@ class Syncer:
                 if w is not None and w.epoch == epoch:
                     self._forget((peer, uid))
         return None
+
+    def _auth_at(self, view):
+        """The auth state of this snapshot (cached per auth revision: it changes rarely)."""
+        rev = view.auth_revision()
+        cached = self._auth_cache
+        if cached is None or cached[0] != rev:
+            cached = self._auth_cache = (rev, view.auth_state())
+        return cached[1]
+
+    def _range(self, body, user):
+        """user False: an internal peer, unchecked; None: anonymous; else the user's name.  The
+        check reads the auth tables of the same snapshot as the data."""
+        with self.store.reader() as view:
+            if user is not False:
+                state = self._auth_at(view)
+                if state.enabled:
+                    r = requests.normalize("range", body)
+                    try:
+                        state.check(user or None, READ, r["key"], r["range_end"])
+                    except ZwatchError:
+                        self._count("reads_denied")
+                        raise
+            return view.range(body)
 
     def _forget(self, k):
         self.pending.discard(k)
@@ -256,21 +290,25 @@ class Syncer:
     def _scan_chunk(self):
         with self.store.reader() as view:
             current = view.current_revision
+            auth_rev = view.auth_revision()
             step = self.batch.step(view)
         # In this order: a compacted watcher is canceled before anything else about it
         # (etcd #17529), and the handoffs come after the last events.
+        # Each frame names the snapshot's auth revision: a fan-out that has not applied the auth
+        # changes up to it yet holds the frame until it has (a watch forbidden meanwhile must
+        # not get these events).
         if step.cancels:
-            self._post_by_fanout(internal.encode_compacted, step.cancels)
+            self._post_by_fanout(partial(internal.encode_compacted, auth_rev=auth_rev), step.cancels)
             self._count("compacted", len(step.cancels))
         self._count("records_scanned", step.records)
         self._count("events_sent", step.events_sent)
-        self._post_by_fanout(internal.encode_events, step.events)
+        self._post_by_fanout(partial(internal.encode_events, auth_rev=auth_rev), step.events)
         if step.handoffs is not None:
-            self._finish_batch(step.handoffs, current)
+            self._finish_batch(step.handoffs, current, auth_rev)
 
-    def _finish_batch(self, handoffs, current: int):
+    def _finish_batch(self, handoffs, current: int, auth_rev: int = 0):
         batch = self.batch
-        self._post_by_fanout(internal.encode_synced, handoffs)
+        self._post_by_fanout(partial(internal.encode_synced, auth_rev=auth_rev), handoffs)
         self._count("handoffs", len(handoffs))
         self.log.info("sync.batch", watchers=batch.joined, handed_off=len(handoffs),
                       min_revision=batch.min_rev, to_revision=current, rewinds=batch.rewinds,

@@ -5,6 +5,7 @@ sys.path because tests/conftest.py lives there).
 """
 from __future__ import annotations
 
+import itertools
 import queue
 import time
 
@@ -82,3 +83,84 @@ def bare_dealer(endpoint: str, **sockopts):
         s.setsockopt(getattr(zmq, name), value)
     s.connect(endpoint)
     return s
+
+
+_raw_ids = itertools.count(1000)
+
+
+class Raw:
+    """A DEALER session speaking the client wire itself (the auth tests forge what a client never
+    sends): request/reply by req_id, watch frames collected and acked on the side."""
+
+    def __init__(self, endpoint: str, user=None, password=None, routing_id: bytes | None = None, **sockopts):
+        opts = dict(sockopts)
+        if routing_id is not None:
+            opts["ROUTING_ID"] = routing_id
+        self.sock = bare_dealer(endpoint, **opts)
+        self.received = 0
+        self.watch = []                 # every watch response, in order
+        self.hello = self.hello_again(user, password)
+
+    def hello_again(self, user=None, password=None, timeout=10.0):
+        body = {"version": 1, "client": "raw"}
+        if user is not None:
+            body["user"] = user
+        if password is not None:
+            body["password"] = password
+        return self.call("hello", body, timeout=timeout)
+
+    def send(self, op, body, req_id=None):
+        req_id = next(_raw_ids) if req_id is None else req_id
+        self.sock.send(msgpack.packb([op, req_id, body], use_bin_type=True))
+        return req_id
+
+    def call(self, op, body, timeout=10.0):
+        """-> ("ok" | "err", body)"""
+        req_id = self.send(op, body)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self._recv(deadline)
+            if msg is not None and msg[0] in ("ok", "err") and msg[1] == req_id:
+                return msg[0], msg[2]
+        raise TimeoutError(f"no reply to {op}")
+
+    def _recv(self, deadline):
+        if not self.sock.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+            return None
+        raw = self.sock.recv()
+        self.received += len(raw)
+        msg = msgpack.unpackb(raw, raw=False)
+        if msg[0] == "w":
+            self.watch.extend(msg[2])
+            self.sock.send(msgpack.packb(["ack", 0, {"bytes": self.received}]), zmq.NOBLOCK)
+        return msg
+
+    def pump(self, until, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while not until() and time.monotonic() < deadline:
+            self._recv(min(deadline, time.monotonic() + 0.1))
+        return until()
+
+    def events(self, wid):
+        return [ev[1][2] for r in self.watch if isinstance(r, list) and wid in r[0] for ev in r[2]]
+
+    def cancel(self, wid):
+        for r in self.watch:
+            if isinstance(r, dict) and r.get("watch_id") == wid and r.get("canceled"):
+                return r
+        return None
+
+    def close(self):
+        self.sock.close(linger=0)
+
+
+def ok(reply):
+    kind, body = reply
+    assert kind == "ok", body
+    return body
+
+
+def err_code(reply):
+    kind, body = reply
+    assert kind == "err", body
+    return body["code"]

@@ -16,7 +16,7 @@ import msgpack
 import pytest
 import zmq
 
-from support import bare_dealer
+from support import Raw, bare_dealer, ok
 
 ROOT_PW = "audit-root-pw"
 ALICE_PW = "alice-old-pw"
@@ -25,48 +25,6 @@ _ids = itertools.count(50_000)
 
 
 # ---------------------------------------------------------------- a raw client session
-class Raw:
-    """A DEALER session speaking the client wire directly (request/reply by req_id)."""
-
-    def __init__(self, endpoint: str, user=None, password=None, **sockopts):
-        self.sock = bare_dealer(endpoint, **sockopts)
-        self.received = 0
-        self.watch = []
-        body = {"version": 1, "client": "audit"}
-        if user is not None:
-            body["user"] = user
-        if password is not None:
-            body["password"] = password
-        self.hello = self.call("hello", body)
-
-    def call(self, op, body, timeout=10.0):
-        req_id = next(_ids)
-        self.sock.send(msgpack.packb([op, req_id, body], use_bin_type=True))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.sock.poll(max(1, int((deadline - time.monotonic()) * 1000))):
-                continue
-            raw = self.sock.recv()
-            self.received += len(raw)
-            msg = msgpack.unpackb(raw, raw=False)
-            if msg[0] == "w":
-                self.watch.extend(msg[2])
-                self.sock.send(msgpack.packb(["ack", 0, {"bytes": self.received}]), zmq.NOBLOCK)
-                continue
-            if msg[0] in ("ok", "err") and msg[1] == req_id:
-                return msg[0], msg[2]
-        raise TimeoutError(f"no reply to {op}")
-
-    def close(self):
-        self.sock.close(linger=0)
-
-
-def ok(reply):
-    kind, body = reply
-    assert kind == "ok", body
-    return body
-
-
 def internal_call(endpoint: str, op: str, body: dict, timeout=10.0):
     """A request of an internal peer (a one-frame envelope, as tools and tests send) straight to
     the writer."""

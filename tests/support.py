@@ -5,8 +5,12 @@ sys.path because tests/conftest.py lives there).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
+import shutil
+import subprocess
+import tempfile
 import time
 
 import msgpack
@@ -164,3 +168,28 @@ def err_code(reply):
     kind, body = reply
     assert kind == "err", body
     return body["code"]
+
+
+@contextlib.contextmanager
+def private_etcd(env: dict):
+    """A real etcd 3.4 on free 127.0.0.1 ports and a temp data dir, for capturing etcdctl's
+    behaviour into fixtures (never needed by the tests themselves): yields etcdctl's argv."""
+    data = tempfile.mkdtemp(prefix="etcd-capture-")
+    client, peer = free_port(), free_port()
+    etcd = subprocess.Popen(["etcd", "--data-dir", data, "--listen-client-urls", f"http://127.0.0.1:{client}",
+                             "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        argv = ["etcdctl", f"--endpoints=127.0.0.1:{client}"]
+        deadline = time.monotonic() + 20
+        while subprocess.run(argv + ["endpoint", "health"], capture_output=True, env=env).returncode != 0:
+            assert time.monotonic() < deadline, "etcd did not start"
+            time.sleep(0.2)
+        yield argv
+    finally:
+        etcd.terminate()
+        etcd.wait(10)
+        shutil.rmtree(data, ignore_errors=True)

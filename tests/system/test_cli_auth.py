@@ -19,11 +19,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 
@@ -329,41 +326,19 @@ def test_a_watch_whose_permission_is_revoked_ends_as_etcdctl_ends_a_canceled_wat
 
 
 # ================================================================ capturing the fixtures from etcd
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def capture(names):
     """Run the scenarios with etcdctl on a fresh etcd each (needs /usr/bin/etcd and etcdctl)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a script
+    from support import private_etcd
     os.makedirs(FIXTURES, exist_ok=True)
     for name in names:
-        data = tempfile.mkdtemp(prefix="etcd-capture-")
-        client, peer = _free_port(), _free_port()
-        etcd = subprocess.Popen(["etcd", "--data-dir", data, "--listen-client-urls", f"http://127.0.0.1:{client}",
-                                 "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                                 "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            argv = ["etcdctl", f"--endpoints=127.0.0.1:{client}"]
-            env = _clean_env(ETCDCTL_API="3")
-            deadline = time.monotonic() + 20
-            while subprocess.run(argv + ["endpoint", "health"], capture_output=True, env=env).returncode != 0:
-                assert time.monotonic() < deadline, "etcd did not start"
-                time.sleep(0.2)
+        env = _clean_env(ETCDCTL_API="3")
+        with private_etcd(env) as argv:
             t = Transcript(argv, env)
             SCENARIOS[name](t)
             with open(os.path.join(FIXTURES, f"{name}.txt"), "w") as f:
                 f.write(transcript_text(t))
             print(f"{name}: {len(t.text)} lines")
-        finally:
-            etcd.terminate()
-            etcd.wait(10)
-            shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

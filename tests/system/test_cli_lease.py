@@ -21,11 +21,9 @@ import os
 import queue
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -455,32 +453,14 @@ def test_lease_ids_print_as_etcdctl_016x_and_parse_as_go_parseint():
 
 
 # ================================================================ capturing the fixtures from etcd
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def capture(names):
     """Run the scenarios with etcdctl on a fresh etcd each (needs /usr/bin/etcd and etcdctl)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a script
+    from support import private_etcd
     os.makedirs(FIXTURES, exist_ok=True)
     for name in names:
-        data = tempfile.mkdtemp(prefix="etcd-capture-")
-        client, peer = _free_port(), _free_port()
-        etcd = subprocess.Popen(["etcd", "--data-dir", data, "--listen-client-urls", f"http://127.0.0.1:{client}",
-                                 "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                                 "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            argv = ["etcdctl", f"--endpoints=127.0.0.1:{client}"]
-            env = _clean_env(ETCDCTL_API="3")
-            deadline = time.monotonic() + 20
-            while subprocess.run(argv + ["endpoint", "health"], capture_output=True, env=env).returncode != 0:
-                assert time.monotonic() < deadline, "etcd did not start"
-                time.sleep(0.2)
+        env = _clean_env(ETCDCTL_API="3")
+        with private_etcd(env) as argv:
             t = Transcript(argv, env)
             try:
                 SCENARIOS[name](t)
@@ -489,10 +469,6 @@ def capture(names):
             with open(os.path.join(FIXTURES, f"{name}.txt"), "w") as f:
                 f.write(transcript_text(t))
             print(f"{name}: {len(t.text)} lines")
-        finally:
-            etcd.terminate()
-            etcd.wait(10)
-            shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

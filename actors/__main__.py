@@ -18,12 +18,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="actor", required=True, metavar="ACTOR")
     sub.add_parser("writer", help="run the writer actor")
     sub.add_parser("syncer", help="run the syncer actor")
-    sub.add_parser("fanout", help="run a fan-out actor").add_argument(
+    fanout = sub.add_parser("fanout", help="run a fan-out actor")
+    fanout.add_argument(
         "--listen", help="client endpoint to bind (default tcp://127.0.0.1:$PORT, else $ZWATCH_FANOUT_ENDPOINT)")
+    add_metrics_port(fanout)
     return parser
 
 
-def run(actor: str, listen: str | None = None) -> int:
+def add_metrics_port(parser: argparse.ArgumentParser):
+    """`--metrics-port N` of `zwatch fanout`: several fan-outs on one host need a port each."""
+    parser.add_argument("--metrics-port", type=int, metavar="N",
+                        help="serve Prometheus /metrics on port N (default $ZWATCH_FANOUT_METRICS_PORT; unset: off)")
+
+
+def run(actor: str, listen: str | None = None, metrics_port: int | None = None) -> int:
     # Every variable the actor reads is parsed before anything starts: a malformed one ends the
     # process with one line naming it, not a traceback from deep inside a constructor.
     try:
@@ -43,7 +51,7 @@ def run(actor: str, listen: str | None = None) -> int:
     from zwatch.actors.fanout import main as actor_main
     port = settings.get("PORT")                  # honcho's; writer and syncer ignore it
     listen = listen or (f"tcp://127.0.0.1:{port}" if port else None)
-    return actor_main(listen) or 0
+    return actor_main(listen, metrics_port) or 0
 
 
 def main(argv=None) -> int:
@@ -51,7 +59,7 @@ def main(argv=None) -> int:
         a = build_parser().parse_args(argv)
     except SystemExit as exc:                    # argparse: --help (0) or bad usage (2)
         return exc.code if isinstance(exc.code, int) else 2
-    return run(a.actor, getattr(a, "listen", None))
+    return run(a.actor, getattr(a, "listen", None), getattr(a, "metrics_port", None))
 
 
 if __name__ == "__main__":

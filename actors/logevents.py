@@ -80,11 +80,17 @@ SECURITY = (
     LogEvent("security.insecure_bind", "warning", "an endpoint reachable from other hosts is bound without CURVE"),
 )
 
+# Logged by every actor with a /metrics port (actors/metrics.py, before the actor's run()).
+METRICS = (
+    LogEvent("metrics.serving", "info", "Prometheus `/metrics` is served (ZWATCH_*_METRICS_PORT or `--metrics-port`)"),
+    LogEvent("metrics.bind_failed", "error", "the metrics port cannot be bound (in use, not allowed): the actor exits (code 1)"),
+)
+
 # actor -> its events; the key is also the actor's source file (actors/<actor>.py) and names
 # its table in docs/operations.md (DOC_SECTIONS).
-EVENTS = {"writer": WRITER, "syncer": SYNCER, "fanout": FANOUT, "security": SECURITY}
+EVENTS = {"writer": WRITER, "syncer": SYNCER, "fanout": FANOUT, "security": SECURITY, "metrics": METRICS}
 DOC_SECTIONS = {"writer": "### Writer", "syncer": "### Syncer", "fanout": "### Fan-out",
-                "security": "### Every actor: transport security"}
+                "security": "### Every actor: transport security", "metrics": "### Every actor: metrics"}
 BY_NAME = {e.name: e for events in EVENTS.values() for e in events}
 assert len(BY_NAME) == sum(map(len, EVENTS.values())), "an event is declared twice"
 assert all(e.level in LEVELS for e in BY_NAME.values())

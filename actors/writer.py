@@ -64,7 +64,7 @@ from .logsetup import configure
 from zwatch import requests
 from zwatch.errors import InvalidArgument, LeaseNotFound
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_TIMETOLIVE_KEYS, MAX_RESPONSE_BYTES
-from . import security
+from . import metrics, security
 from .common import Every, RateLimitedLog, StopFlag, make_socket, percentile
 from .lessor import Lessor
 from .auth.perms import READ
@@ -84,7 +84,8 @@ class Writer:
     def __init__(self, data_dir: str, endpoint: str, pub_endpoint: str, *, max_batch: int = 4096,
                  heartbeat_s: float = 1.0, stats_s: float = 10.0, map_size: int = 1 << 30,
                  max_map_size: int = 1 << 40, lease_min_ttl: int = DEFAULT_MIN_LEASE_TTL,
-                 lease_revoke_batch: int = 100):
+                 lease_revoke_batch: int = 100, metrics_port: int | None = None,
+                 metrics_host: str = "127.0.0.1"):
         self.data_dir = data_dir
         self.endpoint = endpoint
         self.pub_endpoint = pub_endpoint
@@ -95,6 +96,12 @@ class Writer:
         self.max_map_size = max_map_size
         self.lease_min_ttl = lease_min_ttl
         self.lease_revoke_batch = max(1, lease_revoke_batch)
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
+        # Cumulative figures for /metrics (actors/metrics.py reads them when scraped; the
+        # writer.stats ones are per interval): commit durations, requests by op and code.
+        self.commit_seconds = metrics.Buckets(metrics.COMMIT_BUCKETS)
+        self.requests_meter = metrics.RequestMeter()
+        self.publish_dropped = 0
         self.lessor = Lessor()
         # Figures of writer.leases_expired since its last line (at most one line a second; the
         # main loop writes the held-back totals once the second is over, so none is lost when
@@ -198,6 +205,7 @@ class Writer:
         """Drain every queued request into one durable commit.  Returns True if a compaction began."""
         batch: list[tuple[list[bytes], int, str, dict, str | None]] = []
         replies: list[list[bytes]] = []
+        started = time.perf_counter()      # every request of the round was read after this
         clock_ops: list[tuple[list[bytes], int, str, dict, str | None]] = []
         now = self.lease_now()             # the lease clock's one reading for this batch
         queued_since = self.queue_empty_at  # what is read now arrived after this moment
@@ -243,6 +251,7 @@ class Writer:
                     clock_ids += len(r.get("IDs", ())) or 1
                 except ZwatchError as err:
                     self.st_errors += 1
+                    self.requests_meter.count(op, err.code)
                     replies.append(envelope + [messages.encode_error(req_id, err)])
             else:
                 replies.append(envelope + [messages.encode_error(
@@ -277,6 +286,7 @@ class Writer:
             ms = (time.perf_counter() - t0) * 1000
             if self.store.commit_failure:
                 self._commit_failed(self.store.commit_failure, len(batch))
+            self.commit_seconds.observe(ms / 1000)
             self.st_commits += 1
             self.st_requests += len(batch)
             self.st_commit_ms.append(ms)
@@ -291,6 +301,7 @@ class Writer:
                 log("writer.commit", batch=len(batch), first_revision=published[0][0],
                     last_revision=published[-1][0], commit_ms=round(ms, 3))
             for (envelope, req_id, op, body, _), result in zip(batch, results):
+                self.requests_meter.count(op, result.code if isinstance(result, ZwatchError) else "OK")
                 if isinstance(result, ZwatchError):
                     self.st_errors += 1
                     replies.append(envelope + [messages.encode_error(req_id, result)])
@@ -309,6 +320,7 @@ class Writer:
         if published or began_compaction or self.auth_changes:
             self._publish(published)
         self._send_replies(replies)
+        self.requests_meter.settle(time.perf_counter() - started)
         # After the commit (they see its grants and revokes), and after the writes' replies: a
         # keep-alive flood through one fan-out holds a put of another fan-out back by one round
         # of CLOCK_OPS_PER_ROUND at most (measured in tests/system/test_leases.py).
@@ -318,10 +330,13 @@ class Writer:
                 if user is not None:       # any authenticated user, as of after the commit
                     authtx.require_user(self.auth, user)
                 replies.append(envelope + [messages.encode_ok(req_id, self._lease_clock(op, body, now, user))])
+                self.requests_meter.count(op)
             except ZwatchError as err:
                 self.st_errors += 1
+                self.requests_meter.count(op, err.code)
                 replies.append(envelope + [messages.encode_error(req_id, err)])
         self._send_replies(replies)
+        self.requests_meter.settle(time.perf_counter() - started)
         return began_compaction
 
     def _auth_changed(self, work, state, changes, change_requests):
@@ -432,6 +447,7 @@ class Writer:
             self.pub.send(internal.Publish(self.last_published, last, published, self.compact_rev,
                                            self.auth.revision, changes).encode(), zmq.NOBLOCK)
         except zmq.Again:  # PUB never blocks; subscribers detect the gap by prev_revision
+            self.publish_dropped += 1
             self.log.warning("writer.publish_dropped", revision=last, auth_revision=self.auth.revision)
         self.last_published = last
 
@@ -471,7 +487,9 @@ def _db_size(data_dir: str) -> int:
 
 
 def main() -> int:
-    return Writer.from_env().run()
+    writer = Writer.from_env()
+    # /metrics first: a port in use (or prometheus_client missing) ends the process at once.
+    return metrics.serve("writer", writer, writer.metrics_port, writer.metrics_host) or writer.run()
 
 
 if __name__ == "__main__":

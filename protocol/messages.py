@@ -258,3 +258,28 @@ def decode_server_frame(raw: bytes) -> tuple[str, int | None, object]:
     if kind == "w" and not isinstance(body, list):
         raise InvalidArgument("the body of a watch frame must be a list of watch responses")
     return kind, req_id, body
+
+
+def reply_head(raw: bytes) -> tuple[str, int | None] | None:
+    """(kind, req_id) of a reply frame ["ok" | "err" | "pong", req_id, body] from its first bytes
+    only (a range reply may be megabytes): a fan-out's /metrics settles requests by it.  None
+    when the frame is not of that shape."""
+    try:
+        u = msgpack.Unpacker(raw=False)
+        u.feed(raw[:16])               # array header, kind (<= 5 bytes), req_id (<= 9 bytes)
+        if u.read_array_header() != 3:
+            return None
+        kind, req_id = u.unpack(), u.unpack()
+    except Exception:                  # msgpack's zoo (OutOfData, FormatError...): not a reply
+        return None
+    return (kind, req_id) if isinstance(kind, str) else None
+
+
+def reply_error_code(raw: bytes) -> str:
+    """The code of an "err" reply (small frames: decoded whole); INTERNAL if unreadable."""
+    try:
+        body = msgpack.unpackb(raw, raw=False, strict_map_key=False)[2]
+        code = body.get("code")
+    except Exception:
+        return errors.INTERNAL
+    return code if isinstance(code, str) else errors.INTERNAL

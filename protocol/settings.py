@@ -200,6 +200,19 @@ SETTINGS: tuple[Setting, ...] = (
                 "bytes read per chunk (capped at 1.5 MiB); one revision is always read whole", min=1),
     ),
     *_declare(
+        "metrics (Prometheus `/metrics`; needs `pip install 'zwatch[metrics]'`)",
+        Setting("ZWATCH_WRITER_METRICS_PORT", int, None, {"writer": "metrics_port"},
+                "the writer serves Prometheus `/metrics` on this port; empty: off", min=1, max=65535),
+        Setting("ZWATCH_SYNCER_METRICS_PORT", int, None, {"syncer": "metrics_port"},
+                "the syncer serves Prometheus `/metrics` on this port; empty: off", min=1, max=65535),
+        Setting("ZWATCH_FANOUT_METRICS_PORT", int, None, {"fanout": "metrics_port"},
+                "a fan-out serves Prometheus `/metrics` on this port; empty: off.  Each fan-out of a host "
+                "needs its own: `zwatch fanout --metrics-port N` wins over it", min=1, max=65535),
+        Setting("ZWATCH_METRICS_HOST", str, "127.0.0.1",
+                {"writer": "metrics_host", "syncer": "metrics_host", "fanout": "metrics_host"},
+                "address the `/metrics` servers bind (`0.0.0.0`: all interfaces; they have no authentication)"),
+    ),
+    *_declare(
         "clients (zwatch CLI, zwatch.Client)",
         Setting("ZWATCH_ENDPOINTS", list, ["tcp://127.0.0.1:2379"], {"client": None},
                 "fan-outs to try, in order, comma-separated (`host:port` means `tcp://host:port`)"),

@@ -75,6 +75,7 @@ class FanoutCore:
             self.auth.loaded(AuthState())
         self.user_sessions: dict[str, set[Session]] = {}   # authenticated sessions by user
         self.held_syncer: deque = deque()                  # (op, items, auth_rev), in arrival order
+        self.on_reply = None                               # callable(ident, frame): actors/metrics.py
         self.st = dict(publishes=0, revisions=0, events=0, deliveries=0, gaps=0, victims=0,
                        handoffs=0, ring_catchups=0, synced_from_syncer=0, auth_denied=0)
 
@@ -95,6 +96,8 @@ class FanoutCore:
 
     def reply(self, ident: bytes, frame: bytes):
         self.out.setdefault(ident, []).append(ReplyOut(frame))
+        if self.on_reply is not None:      # /metrics: the request it answers is settled
+            self.on_reply(ident, frame)
 
     @property
     def unsynced_count(self) -> int:

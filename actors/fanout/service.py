@@ -25,7 +25,7 @@ from zwatch.errors import (FailedPrecondition, InvalidArgument, ResourceExhauste
 from zwatch.limits import (MAX_PENDING_REQUESTS_PER_SESSION, MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION,
                           PROTOCOL_VERSION)
 
-from .. import security
+from .. import metrics, security
 from ..common import Every, RateLimitedLog, StopFlag, drain, make_socket
 from ..logsetup import configure
 from ..memory import TrimPolicy, trim_if_due
@@ -63,7 +63,8 @@ class Fanout:
                  ring_revisions: int = 20_000, ring_bytes: int = 64 << 20, victim_backoff_s: float = 0.1,
                  max_sessions: int = MAX_SESSIONS_PER_FANOUT, max_watches: int = MAX_WATCHES_PER_SESSION,
                  session_hwm: int = 1000, session_window: int = 8 << 20, stall_s: float = 2.0,
-                 stats_s: float = 10.0, max_pending: int = MAX_PENDING_REQUESTS_PER_SESSION):
+                 stats_s: float = 10.0, max_pending: int = MAX_PENDING_REQUESTS_PER_SESSION,
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1"):
         self.endpoint = endpoint
         self.writer_endpoint = writer_endpoint
         self.pub_endpoint = pub_endpoint
@@ -77,6 +78,11 @@ class Fanout:
         self.max_pending = max(1, max_pending)
         self.session_window = session_window
         self.stats_s = stats_s
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
+        # /metrics (actors/metrics.py): cumulative totals of the per-interval counters, and the
+        # client requests in flight (InFlight, set only while metrics are served).
+        self.totals = metrics.Totals()
+        self.request_clock = None
         self.instance = f"fanout-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.log = configure("fanout").bind(instance=self.instance)
         self.log_limited = RateLimitedLog(1.0)
@@ -396,6 +402,8 @@ class Fanout:
             req_id = None
             try:
                 op, req_id, body = messages.decode_request(raw)
+                if self.request_clock is not None:
+                    self.request_clock.started(ident, req_id, op)
                 self._dispatch(ident, raw, op, req_id, body, principal, address)
             except ZwatchError as err:
                 self.st["bad_requests"] += 1
@@ -654,6 +662,8 @@ class Fanout:
         if session.fd is not None and self.fd_sessions.get(session.fd) == ident:
             del self.fd_sessions[session.fd]
         self.holding.discard(ident)
+        if self.request_clock is not None:
+            self.request_clock.forget(ident)
         self.trim_policy.note_closed(time.monotonic())
         self.log.info("session.close", session=session.name, reason=reason, sessions=len(self.sessions))
 
@@ -671,11 +681,12 @@ class Fanout:
                       auth_revision=core.auth.revision, held_syncer_frames=len(core.held_syncer),
                       interval_s=self.stats_s, max_inflight_bytes=self.output.max_inflight,
                       session_window=self.session_window, **core.st, **self.st)
-        for d in (core.st, self.st):
-            for k in d:
-                d[k] = 0
+        self.totals.fold(core.st, self.st)      # zeroes them, keeping the totals /metrics shows
         self.output.max_inflight = 0
 
 
-def main(endpoint: str | None = None) -> int:
-    return Fanout.from_env(endpoint).run()
+def main(endpoint: str | None = None, metrics_port: int | None = None) -> int:
+    fanout = Fanout.from_env(endpoint)
+    port = metrics_port or fanout.metrics_port           # `zwatch fanout --metrics-port N` wins
+    # /metrics first: a port in use (or prometheus_client missing) ends the process at once.
+    return metrics.serve("fanout", fanout, port, fanout.metrics_host) or fanout.run()

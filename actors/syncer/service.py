@@ -42,7 +42,7 @@ from zwatch.actors.auth.perms import READ
 from zwatch.errors import InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
 
-from .. import security
+from .. import metrics, security
 from ..common import Every, StopFlag, drain, make_socket
 from ..logsetup import configure
 from ..store import Store
@@ -56,7 +56,7 @@ class Syncer:
     def __init__(self, data_dir: str, endpoint: str, *, batch_size: int = 512, chunk_revisions: int = 2000,
                  chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.1, quiet_s: float = 0.01,
                  fanout_timeout_s: float = 10.0,
-                 stats_s: float = 10.0):
+                 stats_s: float = 10.0, metrics_port: int | None = None, metrics_host: str = "127.0.0.1"):
         self.data_dir = data_dir
         self.endpoint = endpoint
         self.batch_size = batch_size
@@ -67,6 +67,7 @@ class Syncer:
         self.quiet_s = quiet_s
         self.start_policy = StartPolicy(batch_size, quiet_s, batch_delay_s)
         self.stats_s = stats_s
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
         self.instance = f"syncer-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.log = configure("syncer").bind(instance=self.instance)
         self.stop = StopFlag()
@@ -318,5 +319,7 @@ class Syncer:
 
 
 def main() -> int:
-    return Syncer.from_env().run()
+    syncer = Syncer.from_env()
+    # /metrics first: a port in use (or prometheus_client missing) ends the process at once.
+    return metrics.serve("syncer", syncer, syncer.metrics_port, syncer.metrics_host) or syncer.run()
 

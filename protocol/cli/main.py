@@ -58,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb("writer", "run the writer actor")
     verb("syncer", "run the syncer actor")
-    verb("fanout", "run a fan-out actor").add_argument(
+    fanout = verb("fanout", "run a fan-out actor")
+    fanout.add_argument(
         "--listen", help="client endpoint to bind (default tcp://127.0.0.1:$PORT, else $ZWATCH_FANOUT_ENDPOINT)")
+    fanout.add_argument("--metrics-port", type=int, metavar="N",   # several fan-outs on one host: one port each
+                        help="serve Prometheus /metrics on port N (default $ZWATCH_FANOUT_METRICS_PORT; unset: off)")
     add_put(verb("put", "put KEY VALUE"))
     add_get(verb("get", "get KEY [RANGE_END]"))
     add_del(verb("del", "delete KEY [RANGE_END]"))
@@ -240,7 +243,7 @@ COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "com
 def run_actor(a) -> int:
     """`zwatch writer|syncer|fanout`: an alias of `python -m zwatch.actors ...`."""
     from zwatch.actors.__main__ import run   # imported here: the client verbs need no lmdb
-    return run(a.verb, getattr(a, "listen", None))
+    return run(a.verb, getattr(a, "listen", None), getattr(a, "metrics_port", None))
 
 
 def split_exec(argv: list[str]) -> tuple[list[str], list[str] | None]:

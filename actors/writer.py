@@ -52,6 +52,7 @@ prev_revision == last_revision.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import zmq
@@ -62,13 +63,15 @@ from zwatch.limits import PROTOCOL_VERSION
 from .logsetup import configure
 
 from zwatch import requests
-from zwatch.errors import InvalidArgument, LeaseNotFound
+from zwatch.errors import Compacted, InvalidArgument, LeaseNotFound
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_TIMETOLIVE_KEYS, MAX_RESPONSE_BYTES
 from . import metrics, security
 from .common import Every, RateLimitedLog, StopFlag, make_socket, percentile
 from .lessor import Lessor
 from .auth.perms import READ
 from .store import Store, authtx
+from .store.quota import DEFAULT_QUOTA_BYTES
+from . import compactor
 
 # Keep-alives / time-to-live / lease lists taken in one round at most.  They cost no commit, so
 # a round full of them would only hold back the writes queued behind them (from other fan-outs:
@@ -78,13 +81,20 @@ CLOCK_OPS_PER_ROUND = 256
 CLOCK_IDS_PER_ROUND = 16_384
 # A poll that returns this much later than its timeout means the process was paused.
 PAUSE_S = 0.5
+# Under a steady write load the loop is never idle: a pending physical compaction still gets one
+# chunk (one durable txn of about 1000 keys and records) this often, so it cannot starve.
+COMPACT_EVERY_S = 0.05
+# writer.compaction_progress: at most one line this often while a physical compaction runs.
+COMPACTION_PROGRESS_S = 1.0
 
 
 class Writer:
     def __init__(self, data_dir: str, endpoint: str, pub_endpoint: str, *, max_batch: int = 4096,
                  heartbeat_s: float = 1.0, stats_s: float = 10.0, map_size: int = 1 << 30,
                  max_map_size: int = 1 << 40, lease_min_ttl: int = DEFAULT_MIN_LEASE_TTL,
-                 lease_revoke_batch: int = 100, metrics_port: int | None = None,
+                 lease_revoke_batch: int = 100, auto_compaction_mode: str = "periodic",
+                 auto_compaction_retention: str = "1h", auto_compaction_interval_s: float = 300.0,
+                 quota_backend_bytes: int = DEFAULT_QUOTA_BYTES, metrics_port: int | None = None,
                  metrics_host: str = "127.0.0.1"):
         self.data_dir = data_dir
         self.endpoint = endpoint
@@ -96,6 +106,18 @@ class Writer:
         self.max_map_size = max_map_size
         self.lease_min_ttl = lease_min_ttl
         self.lease_revoke_batch = max(1, lease_revoke_batch)
+        # Automatic compaction (compactor.py; None: off).  SettingError (one line) if the
+        # retention does not fit the mode: main() prints it and exits.
+        self.compactor = compactor.make_policy(auto_compaction_mode, auto_compaction_retention,
+                                               time.monotonic(), auto_compaction_interval_s)
+        self.auto_compaction = (auto_compaction_mode, auto_compaction_retention)
+        # etcd: 0 = the default quota, negative = none
+        self.quota_bytes = quota_backend_bytes if quota_backend_bytes > 0 else (
+            DEFAULT_QUOTA_BYTES if quota_backend_bytes == 0 else 0)
+        self.alarms: list[str] = []        # active alarm names (the pong's `alarms`), as in LMDB
+        self.compaction: dict | None = None  # the physical compaction running, its figures
+        self.physical_waiters: list = []   # [(revision, reply frames)]: compact {physical: true}
+        self.records_removed_total = 0     # by physical compaction since start (metrics)
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
         # Cumulative figures for /metrics (actors/metrics.py reads them when scraped; the
         # writer.stats ones are per interval): commit durations, requests by op and code.
@@ -136,7 +158,8 @@ class Writer:
     def run(self) -> int:
         os.makedirs(self.data_dir, exist_ok=True)
         self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size,
-                           min_lease_ttl=self.lease_min_ttl)
+                           min_lease_ttl=self.lease_min_ttl, quota_bytes=self.quota_bytes)
+        self.alarms = [name for _, name in self.store.alarms()]
         self.last_published = self.store.current_revision()
         # The lease clock: monotonic time minus the time the process was paused (SIGSTOP, a VM
         # or swap stall while it slept in poll): nobody could reach the clock then, so, as over
@@ -161,14 +184,18 @@ class Writer:
                       compact_revision=self.store.compact_revision(), max_batch=self.max_batch,
                       heartbeat_s=self.heartbeat_s, leases=len(self.lessor),
                       lease_min_ttl=self.lease_min_ttl, auth_enabled=self.auth.enabled,
-                      auth_revision=self.auth.revision, version=__version__)
+                      auth_revision=self.auth.revision, version=__version__,
+                      auto_compaction_mode=self.compactor.mode if self.compactor else None,
+                      auto_compaction_retention=self.auto_compaction[1] if self.compactor else None,
+                      quota_backend_bytes=self.quota_bytes, alarms=self.alarms)
         if self.auth.enabled:
             self._warn_if_without_curve()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         heartbeat = Every(self.heartbeat_s)
         stats = Every(self.stats_s)
-        compaction_pending = True  # a crash may have left a compaction half done
+        compaction_pending = self._resume_compaction()   # a crash may have left one half done
+        last_chunk = 0.0
         try:
             while not self.stop:
                 lease_ms = max(0, int(min(self.lessor.next_deadline() - self.lease_now(), 0.2) * 1000) + 1)
@@ -183,9 +210,15 @@ class Writer:
                     self.queue_empty_at = self.lease_now()
                 if ready or self.lessor.next_deadline() <= self.lease_now():
                     compaction_pending |= self._group_commit()
+                    if compaction_pending and time.monotonic() - last_chunk >= COMPACT_EVERY_S:
+                        compaction_pending = self._compact_chunk()      # busy: it must not starve
+                        last_chunk = time.monotonic()
                 elif compaction_pending:
                     compaction_pending = self._compact_chunk()
+                    last_chunk = time.monotonic()
                 now = time.monotonic()
+                if self.compactor is not None and now >= self.compactor.next_at:
+                    compaction_pending |= self._auto_compact(now)
                 if heartbeat.due(now):
                     self._publish([])
                 self._log_expired(now)             # totals held back by the one-a-second limit
@@ -240,6 +273,8 @@ class Writer:
                     continue
             if op == "status":
                 replies.append(envelope + [messages.encode_ok(req_id, self._status())])
+            elif op in messages.ALARM_OPS:     # rare: answered (and a disarm committed) at once
+                replies.append(envelope + [self._alarm_op(op, req_id, body, user)])
             elif op == "ping":
                 replies.append(envelope + [internal.Pong(req_id, None, self.last_published).encode()])
             elif op in messages.WRITE_OPS or op in messages.READ_OPS or op in messages.AUTH_OPS:
@@ -308,6 +343,11 @@ class Writer:
                 else:
                     if op == "compact":
                         began_compaction = True
+                        self._compaction_began(body["revision"], "request")
+                        if body.get("physical") is True:   # replied once the records are gone
+                            self.physical_waiters.append(
+                                (body["revision"], envelope + [messages.encode_ok(req_id, result)]))
+                            continue
                     elif op == "lease_grant":
                         self.lessor.grant(result["ID"], result["TTL"], now)
                     elif op == "lease_revoke":
@@ -315,6 +355,8 @@ class Writer:
                     replies.append(envelope + [messages.encode_ok(req_id, result)])
         # Both after the durable commit.  The publish goes first so that a fan-out knows a new
         # compact revision (or revision) by the time the client that caused it acts on the reply.
+        if self.store.alarm_raised:
+            self._alarm_raised()
         if began_compaction:
             self.compact_rev = self.store.compact_revision()
         if published or began_compaction or self.auth_changes:
@@ -451,22 +493,131 @@ class Writer:
             self.log.warning("writer.publish_dropped", revision=last, auth_revision=self.auth.revision)
         self.last_published = last
 
+    # ------------------------------------------------------------------ compaction
+    def _resume_compaction(self) -> bool:
+        """At start: an unfinished physical compaction (a crash, a stop) goes on.  True if one is."""
+        done, target = self.store.compaction_state()
+        if done >= target:
+            return False
+        self.compaction = None
+        self._compaction_began(target, "resume", previous=done)
+        return True
+
+    def _compaction_began(self, revision: int, trigger: str, previous: int | None = None):
+        """A compact committed (or found unfinished): log it, start counting its physical work.
+        A compact that comes while another is running takes over its figures (the physical
+        pass restarts from the first key for the new revision)."""
+        if previous is None:
+            previous = self.compaction["compact_revision"] if self.compaction else self.compact_rev
+        self.log.info("writer.compaction_started", compact_revision=revision, previous=previous,
+                      trigger=trigger, revision=self.last_published)
+        now = time.monotonic()
+        c = self.compaction or {"started": now, "keys_scanned": 0, "records_removed": 0, "logged": now}
+        c.update(compact_revision=revision, trigger=trigger)
+        self.compaction = c
+
+    def _auto_compact(self, now: float) -> bool:
+        """The policy's tick; on a decision, compact like a client's `compact` (one commit, then
+        published).  True if a compaction began."""
+        rev = self.compactor.tick(now, self.last_published, self.compact_rev)
+        if rev is None:
+            return False
+        try:
+            results, published = self.store.apply_batch([("compact", {"revision": rev}, None)], self.auth)
+            result = results[0]
+        except Exception as exc:               # never die on it: the policy retries later
+            result = Internal(f"{type(exc).__name__}: {exc}")
+        ok = not isinstance(result, ZwatchError) or isinstance(result, Compacted)
+        self.compactor.done(time.monotonic(), ok)
+        if isinstance(result, ZwatchError):
+            if not ok:
+                self.log.error("writer.compact_failed", error=str(result), compact_revision=rev, trigger="auto")
+            return False
+        self._compaction_began(rev, "auto")
+        self.compact_rev = self.store.compact_revision()
+        self._publish(published)               # fan-outs learn the new compact revision
+        return True
+
     def _compact_chunk(self) -> bool:
-        t0 = time.perf_counter()
         try:
             more = self.store.compact_step()
         except ZwatchError as err:
-            self.log.error("writer.compact_failed", error=str(err))
+            self.log.error("writer.compact_failed", error=str(err),
+                           compact_revision=self.compaction["compact_revision"] if self.compaction else None)
+            self._release_physical(err)
             return False
-        if not more:
-            self.log.info("writer.compacted", compact_revision=self.store.compact_revision(),
-                          chunk_ms=round((time.perf_counter() - t0) * 1000, 3))
-        return more
+        c = self.compaction
+        now = time.monotonic()
+        if c is None:                          # nothing was pending (or not known to be)
+            self._release_physical()
+            return more
+        c["keys_scanned"] += self.store.compact_figures["keys"]
+        c["records_removed"] += self.store.compact_figures["records"]
+        self.records_removed_total += self.store.compact_figures["records"]
+        if more:
+            if now - c["logged"] >= COMPACTION_PROGRESS_S:
+                c["logged"] = now
+                self.log.info("writer.compaction_progress", compact_revision=c["compact_revision"],
+                              keys_scanned=c["keys_scanned"], records_removed=c["records_removed"],
+                              elapsed_s=round(now - c["started"], 3))
+            return True
+        self.compaction = None
+        self.log.info("writer.compacted", compact_revision=c["compact_revision"], trigger=c["trigger"],
+                      duration_s=round(now - c["started"], 3), keys_scanned=c["keys_scanned"],
+                      records_removed=c["records_removed"], db_size=self.store.db_size(),
+                      db_size_in_use=self.store.db_size_in_use())
+        self._release_physical()
+        return False
+
+    def _release_physical(self, err: ZwatchError | None = None):
+        """Reply to the compacts that asked to wait for the physical compaction (`physical`):
+        every one at or below what is now physically done, or all of them with err."""
+        if not self.physical_waiters:
+            return
+        done, _ = self.store.compaction_state()
+        ready = [w for w in self.physical_waiters if err is not None or w[0] <= done]
+        self.physical_waiters = [w for w in self.physical_waiters if w not in ready]
+        frames = [w[1] if err is None else w[1][:-1] + [messages.encode_error(
+            messages.unpack(w[1][-1])[1], err)] for w in ready]
+        self._send_replies(frames)
+
+    # ------------------------------------------------------------------ alarms
+    def _alarm_raised(self):
+        self.alarms = [name for _, name in self.store.alarms()]
+        self.log.warning("writer.alarm_raised", alarm="NOSPACE", db_size=self.store.db_size(),
+                         quota_backend_bytes=self.quota_bytes, revision=self.last_published)
+
+    def _alarm_op(self, op: str, req_id: int, body, user: str | None) -> bytes:
+        """alarm_list / alarm_disarm (etcd 3.4.45's authMaintenanceServer.Alarm: listing needs
+        any authenticated user, disarming needs root)."""
+        try:
+            r = requests.normalize(op, body)
+            if user is not None:
+                if op == "alarm_list":
+                    authtx.require_user(self.auth, user)
+                else:
+                    self.auth.check_admin(user)
+            header = {"revision": self.last_published}
+            if op == "alarm_list":
+                alarms = self.store.alarms()
+            else:
+                alarms = self.store.alarm_disarm(r.get("alarm") or None)
+                self.alarms = [name for _, name in self.store.alarms()]
+                for member, name in alarms:
+                    self.log.warning("writer.alarm_disarmed", alarm=name, member_id=member,
+                                     user=user, db_size=self.store.db_size(),
+                                     quota_backend_bytes=self.quota_bytes)
+            return messages.encode_ok(req_id, {"header": header, "alarms": [
+                {"memberID": member, "alarm": name} for member, name in alarms]})
+        except ZwatchError as err:
+            self.st_errors += 1
+            return messages.encode_error(req_id, err)
 
     def _status(self) -> dict:
         return {"header": {"revision": self.last_published}, "version": __version__,
                 "protocol_version": PROTOCOL_VERSION, "compact_revision": self.store.compact_revision(),
-                "db_size": _db_size(self.data_dir), "actor": "writer", "leases": len(self.lessor)}
+                "db_size": _db_size(self.data_dir), "actor": "writer", "leases": len(self.lessor),
+                "db_size_in_use": self.store.db_size_in_use(), "alarms": list(self.alarms)}
 
     def _log_stats(self):
         ms = sorted(self.st_commit_ms)
@@ -475,7 +626,9 @@ class Writer:
                       commit_ms_p50=round(percentile(ms, 0.5), 3), commit_ms_p99=round(percentile(ms, 0.99), 3),
                       first_revision=self.st_first_revision, last_revision=self.st_last_revision,
                       revision=self.last_published, leases=len(self.lessor), keepalives=self.st_keepalives,
-                      leases_expired=self.st_leases_expired, interval_s=self.stats_s)
+                      leases_expired=self.st_leases_expired, interval_s=self.stats_s,
+                      db_size=self.store.db_size(), db_size_in_use=self.store.db_size_in_use(),
+                      compact_revision=self.compact_rev, alarms=self.alarms)
         self._reset_stats()
 
 
@@ -487,11 +640,14 @@ def _db_size(data_dir: str) -> int:
 
 
 def main() -> int:
-    writer = Writer.from_env()
+    try:
+        writer = Writer.from_env()
+    except settings.SettingError as exc:   # e.g. a retention that does not fit the mode: one line
+        print(f"zwatch writer: {exc}", file=sys.stderr)
+        return 2
     # /metrics first: a port in use (or prometheus_client missing) ends the process at once.
     return metrics.serve("writer", writer, writer.metrics_port, writer.metrics_host) or writer.run()
 
 
 if __name__ == "__main__":
-    import sys
     sys.exit(main())

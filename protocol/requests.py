@@ -480,8 +480,15 @@ def _hello(body, where: str) -> dict:
             "password": _get_str(body, "password", MAX_PASSWORD_BYTES)}
 
 
+# Alarms (etcd's AlarmRequest): a disarm names one alarm type, or "" for every active alarm.
+ALARM_NAMES = ("NOSPACE",)
+ALARM_LIST: dict = {}
+ALARM_DISARM = {"alarm": (("",) + ALARM_NAMES, "")}
+_ALARM_OPS = {"alarm_list": lambda body, where: check_fields(body, ALARM_LIST, where),
+              "alarm_disarm": lambda body, where: check_fields(body, ALARM_DISARM, where)}
+
 _NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, **_AUTH_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
-                "ack": _ack, "hello": _hello}
+                "ack": _ack, "hello": _hello, **_ALARM_OPS}
 
 
 def normalize(op: str, body):

@@ -184,6 +184,19 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_LEASE_REVOKE_BATCH", int, 100, {"writer": "lease_revoke_batch"},
                 "expired leases revoked per group commit at most (each is one revision), so a mass expiry "
                 "is spread over commits instead of holding writes back", min=1),
+        Setting("ZWATCH_AUTO_COMPACTION_MODE", str, "periodic", {"writer": "auto_compaction_mode"},
+                "etcd's `--auto-compaction-mode`: `periodic` keeps a time window of history, `revision` "
+                "the last N revisions", choices=("periodic", "revision")),
+        Setting("ZWATCH_AUTO_COMPACTION_RETENTION", str, "1h", {"writer": "auto_compaction_retention"},
+                "etcd's `--auto-compaction-retention`: periodic: a duration (`1h`, `30m`, `90s`, `1h30m`) or an "
+                "integer number of HOURS; revision: the number of revisions kept; `0`: no automatic compaction"),
+        Setting("ZWATCH_AUTO_COMPACTION_INTERVAL_S", float, 300.0, {"writer": "auto_compaction_interval_s"},
+                "revision mode: seconds between checks (etcd: 5 minutes); periodic mode samples every "
+                "retention/10 (at most 6 minutes)", min=0.001),
+        Setting("ZWATCH_QUOTA_BACKEND_BYTES", int, 2 << 30, {"writer": "quota_backend_bytes"},
+                "etcd's `--quota-backend-bytes`: at this LMDB file size the NOSPACE alarm is raised and writes "
+                "that grow the store fail `NO_SPACE` until `zwatch alarm disarm`; `0`: the default (2 GiB), "
+                "negative: no quota; etcd advises at most 8 GiB"),
     ),
     *_declare(
         "syncer",

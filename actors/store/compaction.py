@@ -15,20 +15,29 @@ from . import layout
 from .layout import Q, TOMB, latest_dup
 
 
-def compact_chunk(store, txn, budget: int):
-    """Returns None if nothing is pending, else whether more remains after this chunk."""
+def pending(txn, meta) -> tuple[int, int]:
+    """(revision physical compaction is done up to, logical compact revision): done < target
+    means a compaction is unfinished (a crash, or still running)."""
+    done, _ = layout.unpack_compact_done(txn.get(layout.COMPACT_DONE, db=meta))
+    return done, layout.meta_int(txn, meta, layout.COMPACT_REV)
+
+
+def compact_chunk(store, txn, budget: int, figures: dict | None = None):
+    """Returns None if nothing is pending, else whether more remains after this chunk.
+    figures: {"keys": n, "records": n} incremented by the keys visited and records removed."""
     meta = store._meta
     target = layout.meta_int(txn, meta, layout.COMPACT_REV)
     done, resume = layout.unpack_compact_done(txn.get(layout.COMPACT_DONE, db=meta))
     if done >= target:
         return None
-    resume = _compact_keys(store, txn, target, resume, budget)
+    figures = figures if figures is not None else {"keys": 0, "records": 0}
+    resume = _compact_keys(store, txn, target, resume, budget, figures)
     state = layout.pack_compact_done(done, resume) if resume else layout.pack_compact_done(target)
     txn.put(layout.COMPACT_DONE, state, db=meta)
     return resume is not None
 
 
-def _compact_keys(store, txn, target: int, resume: bytes, budget: int):
+def _compact_keys(store, txn, target: int, resume: bytes, budget: int, figures: dict):
     """Keep each key's latest record as of target (a tombstone only if exactly at target, etcd
     #18089), drop its older records from keyrev and history.  Returns the key to resume from."""
     cur = txn.cursor(db=store._keyrev)
@@ -38,6 +47,7 @@ def _compact_keys(store, txn, target: int, resume: bytes, budget: int):
         if budget <= 0:
             return k
         budget -= 1
+        figures["keys"] += 1
         last = latest_dup(cur, target)
         if last is not None:
             drop_last = last[16:] == TOMB and Q.unpack_from(last)[0] < target
@@ -47,6 +57,7 @@ def _compact_keys(store, txn, target: int, resume: bytes, budget: int):
                 txn.delete(cur.value()[:16], db=store._history)
                 cur.delete()           # moves to the next dup, or on to the next key
                 budget -= 1
+                figures["records"] += 1
                 if cur.key() != k:
                     break
                 if budget <= 0 and cur.value() < stop:

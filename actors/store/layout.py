@@ -20,6 +20,9 @@ Named dbs in one env; only the writer process writes, syncers read from other pr
 * ``authusers``: user name (UTF-8) -> msgpack ``[password_hash | nil, [role, ...]]`` (roles sorted).
 * ``authroles``: role name (UTF-8) -> msgpack ``[[permType, key, range_end], ...]`` (sorted by
   (key, range_end)).
+* meta ``alarms`` (msgpack ``[[member_id, "NOSPACE"], ...]``, absent = none) and ``member_id`` (8-byte
+  BE, the writer's ID in alarm lists, drawn when the first alarm is raised): the active alarms
+  survive restarts, as etcd's alarm bucket does.
 * meta ``auth_enabled`` (8-byte BE 0/1) and ``auth_rev`` (8-byte BE, one per auth change record):
   absent in a store written before auth, which reads as disabled at auth revision 0 with no user
   and no role, its exact state, so no migration is needed.
@@ -39,6 +42,7 @@ PUT, DELETE = 0, 1                     # a history record's type (and a watch ev
 META, HISTORY, KEYREV, LEASE, LEASEKEYS = b"meta", b"history", b"keyrev", b"lease", b"leasekeys"
 AUTHUSERS, AUTHROLES = b"authusers", b"authroles"
 AUTH_ENABLED, AUTH_REV = b"auth_enabled", b"auth_rev"    # meta keys; absent = 0
+ALARMS, MEMBER_ID = b"alarms", b"member_id"              # meta keys; absent = no alarm / not drawn yet
 CURRENT_REV, COMPACT_REV, COMPACT_DONE, FORMAT_KEY = b"current_rev", b"compact_rev", b"compact_done", b"format"
 # meta's values in an empty store
 INITIAL_META = ((CURRENT_REV, 1), (COMPACT_REV, 0), (COMPACT_DONE, 0), (FORMAT_KEY, FORMAT))
@@ -90,6 +94,15 @@ def meta_int_or_zero(txn, meta_db, name: bytes) -> int:
     """A meta integer that an older store may not have (auth_enabled, auth_rev): absent = 0."""
     raw = txn.get(name, db=meta_db)
     return 0 if raw is None else Q.unpack(raw)[0]
+
+
+def pack_alarms(alarms: list) -> bytes:
+    """[[member_id, alarm name], ...]"""
+    return msgpack.packb([[int(m), str(a)] for m, a in alarms])
+
+
+def unpack_alarms(raw: bytes | None) -> list:
+    return [] if raw is None else [[m, a] for m, a in msgpack.unpackb(raw, raw=False)]
 
 
 def pack_auth_name(name: str) -> bytes:

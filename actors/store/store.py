@@ -24,8 +24,9 @@ from zwatch import requests as requests_mod   # (apply_batch's argument is named
 from zwatch.errors import Compacted, Internal, InvalidArgument, NoSpace, ZwatchError
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_KEY_BYTES, MAX_REVISION
 
-from . import authtx, layout
+from . import authtx, compaction, layout
 from .compaction import compact_chunk
+from .quota import NOSPACE, BatchQuota
 from .layout import LIVE, QQ
 from .tx import AuthStateBroken, Tx
 
@@ -195,8 +196,13 @@ class Store:
     """The MVCC store.  Construct it after fork; one writer process, any number of readers."""
 
     def __init__(self, path: str, *, map_size: int = 1 << 30, max_map_size: int = 1 << 40,
-                 max_readers: int = 512, min_lease_ttl: int = DEFAULT_MIN_LEASE_TTL):
+                 max_readers: int = 512, min_lease_ttl: int = DEFAULT_MIN_LEASE_TTL, quota_bytes: int = 0):
         self.path = path
+        # The DB size quota (quota.py), bytes; <= 0: none.  Only the writer passes one.
+        self.quota_bytes = quota_bytes
+        self.alarm_raised = False          # the last apply_batch raised NOSPACE (committed)
+        self._batch_raised = False
+        self.compact_figures = {"keys": 0, "records": 0}   # of the last compact_step
         self.min_lease_ttl = min_lease_ttl  # a grant's TTL is raised to it (the writer's setting)
         self.max_map_size = max(map_size, max_map_size)
         self.records_scanned = 0
@@ -261,6 +267,83 @@ class Store:
         with self.reader() as v:
             return v.compact_revision
 
+    def compaction_state(self) -> tuple[int, int]:
+        """(physical compaction done up to, compact revision): done < compact revision while one
+        is unfinished."""
+        with self.reader() as v:
+            return compaction.pending(v._txn, self._meta)
+
+    # -- size and alarms ---------------------------------------------------------------------
+
+    def db_size(self) -> int:
+        """Bytes of the LMDB file: every page up to the last one ever used (LMDB writes the file
+        up to its last page, never beyond, and never shrinks it).  No system call."""
+        info = self.env.info()
+        return (info["last_pgno"] + 1) * self.env.stat()["psize"]
+
+    def db_size_in_use(self) -> int:
+        """Bytes of the pages the last commit can reach: the two meta pages plus every table's
+        branch, leaf and overflow pages (the main table holding the named ones included), i.e.
+        about what a compacting copy would keep.  db_size minus this is free pages LMDB reuses
+        before it grows the file (freed by compaction and deletes), plus the free list's own
+        few pages, which py-lmdb cannot read.  One read txn, a stat per table: cheap."""
+        def pages(st):
+            return st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        main = self.env.stat()
+        total = 2 + pages(main)
+        dbs = [v for v in vars(self).values() if type(v).__name__ == "_Database"]
+        with self.reader() as v:
+            for db in dbs:
+                total += pages(v._txn.stat(db))
+        return total * main["psize"]
+
+    def alarms(self) -> list:
+        """The active alarms as [[member_id, name], ...] (persisted in meta)."""
+        with self.reader() as v:
+            return layout.unpack_alarms(v._txn.get(layout.ALARMS, db=self._meta))
+
+    def _member_id(self, txn) -> int:
+        raw = txn.get(layout.MEMBER_ID, db=self._meta)
+        if raw is not None:
+            return layout.Q.unpack(raw)[0]
+        member_id = int.from_bytes(os.urandom(8), "big") & ((1 << 63) - 1) or 1
+        txn.put(layout.MEMBER_ID, layout.pack_int(member_id), db=self._meta)
+        return member_id
+
+    def _raise_alarm(self, txn, name: str):
+        alarms = layout.unpack_alarms(txn.get(layout.ALARMS, db=self._meta))
+        if not any(a == name for _, a in alarms):
+            alarms.append([self._member_id(txn), name])
+            txn.put(layout.ALARMS, layout.pack_alarms(alarms), db=self._meta)
+
+    def alarm_disarm(self, name: str | None = None) -> list:
+        """Deactivate the alarm `name` (None: every one), durably.  Returns the disarmed ones."""
+        while True:
+            txn = self._begin(write=True)
+            try:
+                alarms = layout.unpack_alarms(txn.get(layout.ALARMS, db=self._meta))
+                gone = [a for a in alarms if name is None or a[1] == name]
+                if not gone:
+                    txn.abort()
+                    return []
+                kept = [a for a in alarms if a not in gone]
+                if kept:
+                    txn.put(layout.ALARMS, layout.pack_alarms(kept), db=self._meta)
+                else:
+                    txn.delete(layout.ALARMS, db=self._meta)
+                self._commit(txn)
+                return gone
+            except lmdb.MapFullError:
+                txn.abort()
+                if not self._grow():
+                    raise NoSpace("the store is full (LMDB map at its maximum size)") from None
+            except lmdb.Error as e:
+                txn.abort()
+                raise self._storage_error("alarm disarm failed", e) from e
+            except BaseException:
+                txn.abort()
+                raise
+
     def leases(self) -> list[tuple[int, int]]:
         """Every granted lease as (ID, granted TTL): what the writer's lease clock restores."""
         with self.reader() as v:
@@ -297,6 +380,7 @@ class Store:
         When the whole batch failed for the storage, commit_failure says why (else it is None)."""
         n = len(requests)
         self.commit_failure = None
+        self.alarm_raised = False
         self.auth_after, self.auth_changes, self.auth_change_requests = auth, [], []
         while True:
             txn = self._begin(write=True)
@@ -305,6 +389,7 @@ class Store:
                 results, published, ab = self._apply(txn, requests, auth)
                 written = sum(len(kv[0]) + len(kv[4]) for _, events in published for _, kv, _ in events)
                 self._commit(txn)
+                self.alarm_raised = self._batch_raised
                 if ab is not None:
                     self.auth_after, self.auth_changes, self.auth_change_requests = \
                         ab.state, ab.changes, ab.change_requests
@@ -339,14 +424,19 @@ class Store:
         rev, compact = head.rev, head.crev
         results, published = [], []
         ab = None                          # the batch's authtx.AuthBatch, once a request needs one
+        quota = BatchQuota(self.quota_bytes, self.db_size(),
+                           [a for _, a in layout.unpack_alarms(txn.get(layout.ALARMS, db=self._meta))])
         for i, item in enumerate(requests):
             child = self.env.begin(write=True, parent=txn)
             t = Tx(self, child, rev, compact)
+            charge = 0
             try:
                 if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                     raise InvalidArgument(f"a request must be an (op, body) pair or an (op, body, user) "
                                           f"triple, got {type(item).__name__}")
                 op, body, user = item if len(item) == 3 else (*item, None)
+                # Before anything else, as etcd checks its quota at the API: NO_SPACE
+                charge = quota.check(op, body)
                 if user is not None and not isinstance(user, str):
                     raise InvalidArgument(f"a request's user must be a string, got {type(user).__name__}")
                 if ab is None and (user is not None or op in requests_mod.AUTH_STORE_OPS):
@@ -370,25 +460,33 @@ class Store:
                 results.append(Internal(f"{type(e).__name__}: {e}"))
                 continue
             child.commit()
+            quota.admit(charge)
             if t.sub:
                 rev = t.main
                 published.append((rev, t.events))
             compact = t.crev
             results.append(resp)
+        self._batch_raised = quota.raised
+        if quota.raised:                   # in the batch's own txn: durable with its commit
+            self._raise_alarm(txn, NOSPACE)
         return results, published, ab
 
     def compact_step(self, max_keys: int = 1000) -> bool:
         """One bounded chunk of pending physical compaction in its own write txn; True if more remains.
 
-        max_keys bounds the work: keys visited plus records removed."""
+        max_keys bounds the work: keys visited plus records removed.  Afterwards compact_figures
+        holds the chunk's {"keys": visited, "records": removed} (zeros if it failed)."""
         while True:
             txn = self._begin(write=True)
+            self.compact_figures = {"keys": 0, "records": 0}
             try:
-                more = compact_chunk(self, txn, max(1, max_keys))
+                figures = {"keys": 0, "records": 0}
+                more = compact_chunk(self, txn, max(1, max_keys), figures)
                 if more is None:
                     txn.abort()            # nothing pending: no commit, no fsync
                     return False
                 self._commit(txn)
+                self.compact_figures = figures
                 return more
             except lmdb.MapFullError:      # copy-on-write needs pages even to delete
                 txn.abort()

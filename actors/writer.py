@@ -583,6 +583,7 @@ class Writer:
 
     # ------------------------------------------------------------------ alarms
     def _alarm_raised(self):
+        self.store.alarm_raised = False    # handled (a round without a batch must not log it again)
         self.alarms = [name for _, name in self.store.alarms()]
         self.log.warning("writer.alarm_raised", alarm="NOSPACE", db_size=self.store.db_size(),
                          quota_backend_bytes=self.quota_bytes, revision=self.last_published)
@@ -621,13 +622,15 @@ class Writer:
 
     def _log_stats(self):
         ms = sorted(self.st_commit_ms)
+        # Kept for /metrics, whose thread must not open LMDB transactions of its own.
+        self.db_size, self.db_size_in_use = self.store.db_size(), self.store.db_size_in_use()
         self.log.info("writer.stats", commits=self.st_commits, requests=self.st_requests,
                       revisions=self.st_revisions, errors=self.st_errors, max_batch=self.st_max_batch,
                       commit_ms_p50=round(percentile(ms, 0.5), 3), commit_ms_p99=round(percentile(ms, 0.99), 3),
                       first_revision=self.st_first_revision, last_revision=self.st_last_revision,
                       revision=self.last_published, leases=len(self.lessor), keepalives=self.st_keepalives,
                       leases_expired=self.st_leases_expired, interval_s=self.stats_s,
-                      db_size=self.store.db_size(), db_size_in_use=self.store.db_size_in_use(),
+                      db_size=self.db_size, db_size_in_use=self.db_size_in_use,
                       compact_revision=self.compact_rev, alarms=self.alarms)
         self._reset_stats()
 

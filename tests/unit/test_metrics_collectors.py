@@ -149,8 +149,8 @@ def fake_writer(tmp_path):
     meter.settle(0.004)
     return SimpleNamespace(last_published=42, compact_rev=17, commit_seconds=commits, requests_meter=meter,
                            publish_dropped=2, data_dir=str(tmp_path), lessor={1: None, 2: None},
-                           db_size_in_use=4096, alarms={"NOSPACE"}, compacting=True,
-                           compaction_records_removed=33, log=Log())
+                           db_size_in_use=4096, alarms=["NOSPACE"], compaction={"compact_revision": 17},
+                           records_removed_total=33, log=Log())
 
 
 def test_writer_collector(tmp_path):

@@ -37,11 +37,12 @@ from .format import (error_text, go_quote, humanize_bytes, j_del, j_header, j_pu
 from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login, watch_refused
 from .keygen import KeygenError, add_keygen, cmd_keygen
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
+from .alarmcmd import add_alarm, cmd_alarm
 from .txnparse import read_txn
 
 ACTORS = ("writer", "syncer", "fanout")
 VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect",
-                  "keygen", "auth", "user", "role")
+                  "keygen", "auth", "user", "role", "alarm")
 EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
 
 
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-i", "--interactive", action="store_true", help="prompt for each section")
     p = verb("compaction", "compact the history up to REV")
     p.add_argument("rev", type=int)
-    p.add_argument("--physical", action="store_true", help="wait until the old revisions are removed")
+    p.add_argument("--physical", action="store_true",
+                   help="answer only once the physical compaction finished (the old records are removed)")
     verb("endpoint", "endpoint status").add_argument("action", choices=("status",))
     p = verb("watch", "watch KEY [RANGE_END] [-- CMD ARGS...]")
     add_range_args(p, True)
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_user(verb("user", "user add|delete|get|list|passwd|grant-role|revoke-role"), lambda q: add_globals(q, True))
     add_role(verb("role", "role add|delete|get|list|grant-permission|revoke-permission"),
              lambda q: add_globals(q, True))
+    add_alarm(verb("alarm", "alarm list|disarm: the NOSPACE alarm (DB size quota)"), lambda q: add_globals(q, True))
     add_keygen(verb("keygen", "keygen DIR NAME | keygen --cluster DIR [--client NAME...]: CURVE key files"))
     return parser
 
@@ -237,7 +240,7 @@ def cmd_lease(a, c: Client):
 
 COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "compaction": cmd_compaction,
             "endpoint": cmd_endpoint, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect,
-            "auth": cmd_auth, "user": cmd_user, "role": cmd_role}
+            "auth": cmd_auth, "user": cmd_user, "role": cmd_role, "alarm": cmd_alarm}
 
 
 def run_actor(a) -> int:

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from typing import NamedTuple
 
 import zmq
 
@@ -36,6 +37,20 @@ from .session import READ_OPS, Session, SessionIO
 from .types import (CompactResponse, DeleteRangeResponse, Header, LeaseGrantResponse, LeaseTimeToLiveResponse,
                     PutResponse, RangeResponse, StatusResponse, TxnResponse, WatchResponse, delete_range_response, header_of, put_response, range_response,
                     txn_response)
+
+
+class AlarmMember(NamedTuple):
+    member_id: int        # the writer's ID (persisted with the alarm)
+    alarm: str            # "NOSPACE"
+
+
+class AlarmResponse(NamedTuple):
+    header: Header
+    alarms: list          # [AlarmMember]
+
+
+def _alarm_response(b: dict) -> AlarmResponse:
+    return AlarmResponse(header_of(b), [AlarmMember(a["memberID"], a["alarm"]) for a in b.get("alarms", ())])
 
 
 class _Pending:
@@ -217,6 +232,17 @@ class Client(AuthMixin, SessionIO):
         b = self._call("status", {}, timeout)
         return StatusResponse(header_of(b), b.get("version", ""), b.get("protocol_version", 0),
                               b.get("compact_revision", 0), b.get("db_size", 0), self.endpoint or "")
+
+    # ------------------------------------------------------------ alarms (etcd's Maintenance.Alarm)
+    def alarm_list(self, timeout=None) -> "AlarmResponse":
+        """The active alarms (NOSPACE: the DB reached ZWATCH_QUOTA_BACKEND_BYTES).  With auth
+        enabled: any authenticated user."""
+        return _alarm_response(self._call("alarm_list", {}, timeout))
+
+    def alarm_disarm(self, alarm: str = "", timeout=None) -> "AlarmResponse":
+        """Disarm `alarm` ("": every active one, as `etcdctl alarm disarm`); returns the alarms
+        that were disarmed.  Root only with auth enabled."""
+        return _alarm_response(self._call("alarm_disarm", {"alarm": alarm} if alarm else {}, timeout))
 
     # ------------------------------------------------------------ leases (etcd's Lease API)
     def lease_grant(self, ttl: int, lease_id: int = 0, timeout=None) -> LeaseGrantResponse:

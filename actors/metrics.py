@@ -37,6 +37,9 @@ REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 # Requests of one session tracked at once at most (a client that never reads its replies, or
 # requests lost with a dead writer, must not grow this without bound).
 MAX_TRACKED_PER_SESSION = 1024
+# A request unanswered this long is forgotten (its writer died; a login whose connection ended
+# while it was verified is never answered and has no session whose end would forget it).
+TRACKED_MAX_AGE_S = 60.0
 INSTALL_HINT = "pip install 'zwatch[metrics]'"
 PORT_SETTING = {"writer": "ZWATCH_WRITER_METRICS_PORT", "syncer": "ZWATCH_SYNCER_METRICS_PORT",
                 "fanout": "ZWATCH_FANOUT_METRICS_PORT"}
@@ -123,9 +126,11 @@ class InFlight:
     IMMEDIATE = frozenset({"bye"})
     NO_REPLY = frozenset({"ack"})
 
-    def __init__(self, meter: RequestMeter | None = None):
+    def __init__(self, meter: RequestMeter | None = None, max_age_s: float = TRACKED_MAX_AGE_S):
         self.meter = meter or RequestMeter()
         self.by_session: dict[bytes, dict] = {}
+        self.max_age_s = max_age_s
+        self.swept_at = time.perf_counter()
 
     def started(self, ident: bytes, req_id, op: str):
         if op in self.NO_REPLY:
@@ -133,12 +138,26 @@ class InFlight:
         if op in self.IMMEDIATE:
             self.meter.done(op, "OK", 0.0)
             return
+        now = time.perf_counter()
+        if now - self.swept_at > self.max_age_s:
+            self._sweep(now)
         pending = self.by_session.get(ident)
         if pending is None:
             pending = self.by_session[ident] = {}
         elif len(pending) >= MAX_TRACKED_PER_SESSION:
             pending.clear()            # replies that never came (their writer died): stop waiting
-        pending[req_id] = (op, time.perf_counter())
+        pending[req_id] = (op, now)
+
+    def _sweep(self, now: float):
+        """Forget what waited longer than max_age_s (once per max_age_s, on the actor's thread)."""
+        self.swept_at = now
+        limit = now - self.max_age_s
+        for ident in list(self.by_session):
+            pending = self.by_session[ident]
+            for req_id in [r for r, (_, t0) in pending.items() if t0 < limit]:
+                del pending[req_id]
+            if not pending:
+                del self.by_session[ident]
 
     def replied(self, ident: bytes, frame: bytes):
         pending = self.by_session.get(ident)

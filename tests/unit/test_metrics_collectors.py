@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import urllib.request
 from types import SimpleNamespace
 
@@ -127,6 +128,16 @@ def test_in_flight_settles_by_req_id_with_the_reply_code():
     f.started(a, 5, "put")
     f.forget(a)
     assert f.by_session == {}
+
+
+def test_in_flight_forgets_what_is_never_answered():
+    """A login whose connection ended while it was verified is never answered and has no
+    session whose end would forget it: the sweep does."""
+    f = metrics.InFlight(max_age_s=0.05)
+    f.started(b"orphan", 1, "hello")
+    time.sleep(0.1)
+    f.started(b"live", 1, "put")           # the sweep runs on the actor's thread, here
+    assert list(f.by_session) == [b"live"]
 
 
 def test_in_flight_is_bounded_per_session():

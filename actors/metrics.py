@@ -228,7 +228,7 @@ class _Families:
         self.Counter, self.Gauge, self.Histogram = CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         self.out = []
 
-    def gauge(self, name, doc, value, labels=None):
+    def gauge(self, name, doc, value):
         if value is None:
             return
         self.out.append(self.Gauge(name, doc, value=value))

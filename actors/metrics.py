@@ -298,10 +298,12 @@ class WriterCollector:
         alarms = _attr(w, "alarms", ())
         f.labeled("gauge", "zwatch_alarm", "1 while the alarm is active (NOSPACE)", ["name"],
                   [((name,), 1) for name in sorted(set(alarms))] or [(("NOSPACE",), 0)])
-        f.gauge("zwatch_compaction_in_progress", "1 while a physical compaction runs",
-                1 if _attr(w, "compaction") is not None else 0)
+        compacting = _attr(w, "compacting")
+        if compacting is None:
+            compacting = _attr(w, "compaction") is not None
+        f.gauge("zwatch_compaction_in_progress", "1 while a physical compaction runs", 1 if compacting else 0)
         f.counter("zwatch_compaction_records_removed_total", "history records removed by compactions since start",
-                  _attr(w, "records_removed_total", 0))
+                  _first(w, "compaction_records_removed", "records_removed_total", default=0))
         return f.out
 
 

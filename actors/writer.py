@@ -86,6 +86,8 @@ PAUSE_S = 0.5
 COMPACT_EVERY_S = 0.05
 # writer.compaction_progress: at most one line this often while a physical compaction runs.
 COMPACTION_PROGRESS_S = 1.0
+# db_size / db_size_in_use are refreshed this often (one read txn and a stat per table).
+SIZES_EVERY_S = 0.5
 
 
 class Writer:
@@ -117,7 +119,12 @@ class Writer:
         self.alarms: list[str] = []        # active alarm names (the pong's `alarms`), as in LMDB
         self.compaction: dict | None = None  # the physical compaction running, its figures
         self.physical_waiters: list = []   # [(revision, reply frames)]: compact {physical: true}
-        self.records_removed_total = 0     # by physical compaction since start (metrics)
+        self.compaction_records_removed = 0  # by physical compaction since start (metrics)
+        # Sizes for the pong, stats, metrics (read from other threads: plain ints, refreshed by
+        # the loop at most every SIZES_EVERY_S and after each compaction; no LMDB txn elsewhere).
+        self.db_size = 0
+        self.db_size_in_use = 0
+        self._sizes_at = -1e9
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
         # Cumulative figures for /metrics (actors/metrics.py reads them when scraped; the
         # writer.stats ones are per interval): commit durations, requests by op and code.
@@ -219,6 +226,8 @@ class Writer:
                 now = time.monotonic()
                 if self.compactor is not None and now >= self.compactor.next_at:
                     compaction_pending |= self._auto_compact(now)
+                if now - self._sizes_at >= SIZES_EVERY_S:
+                    self._refresh_sizes(now)
                 if heartbeat.due(now):
                     self._publish([])
                 self._log_expired(now)             # totals held back by the one-a-second limit
@@ -494,6 +503,20 @@ class Writer:
         self.last_published = last
 
     # ------------------------------------------------------------------ compaction
+    @property
+    def compacting(self) -> bool:
+        """A physical compaction is running (metrics)."""
+        return self.compaction is not None
+
+    def _refresh_sizes(self, now: float | None = None):
+        self.db_size = self.store.db_size()
+        self.db_size_in_use = self.store.db_size_in_use()
+        self._sizes_at = time.monotonic() if now is None else now
+
+    def _sized(self) -> "Writer":
+        self._refresh_sizes()
+        return self
+
     def _resume_compaction(self) -> bool:
         """At start: an unfinished physical compaction (a crash, a stop) goes on.  True if one is."""
         done, target = self.store.compaction_state()
@@ -553,7 +576,7 @@ class Writer:
             return more
         c["keys_scanned"] += self.store.compact_figures["keys"]
         c["records_removed"] += self.store.compact_figures["records"]
-        self.records_removed_total += self.store.compact_figures["records"]
+        self.compaction_records_removed += self.store.compact_figures["records"]
         if more:
             if now - c["logged"] >= COMPACTION_PROGRESS_S:
                 c["logged"] = now
@@ -564,8 +587,8 @@ class Writer:
         self.compaction = None
         self.log.info("writer.compacted", compact_revision=c["compact_revision"], trigger=c["trigger"],
                       duration_s=round(now - c["started"], 3), keys_scanned=c["keys_scanned"],
-                      records_removed=c["records_removed"], db_size=self.store.db_size(),
-                      db_size_in_use=self.store.db_size_in_use())
+                      records_removed=c["records_removed"], db_size=self._sized().db_size,
+                      db_size_in_use=self.db_size_in_use)
         self._release_physical()
         return False
 
@@ -618,7 +641,7 @@ class Writer:
         return {"header": {"revision": self.last_published}, "version": __version__,
                 "protocol_version": PROTOCOL_VERSION, "compact_revision": self.store.compact_revision(),
                 "db_size": _db_size(self.data_dir), "actor": "writer", "leases": len(self.lessor),
-                "db_size_in_use": self.store.db_size_in_use(), "alarms": list(self.alarms)}
+                "db_size_in_use": self.db_size_in_use, "alarms": list(self.alarms)}
 
     def _log_stats(self):
         ms = sorted(self.st_commit_ms)

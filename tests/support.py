@@ -171,7 +171,7 @@ def err_code(reply):
 
 
 @contextlib.contextmanager
-def private_etcd(env: dict):
+def private_etcd(env: dict, *extra_args: str):
     """A real etcd 3.4 on free 127.0.0.1 ports and a temp data dir, for capturing etcdctl's
     behaviour into fixtures (never needed by the tests themselves): yields etcdctl's argv."""
     data = tempfile.mkdtemp(prefix="etcd-capture-")
@@ -180,7 +180,7 @@ def private_etcd(env: dict):
                              "--advertise-client-urls", f"http://127.0.0.1:{client}",
                              "--listen-peer-urls", f"http://127.0.0.1:{peer}",
                              "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+                             "--initial-cluster", f"default=http://127.0.0.1:{peer}", *extra_args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         argv = ["etcdctl", f"--endpoints=127.0.0.1:{client}"]

@@ -96,7 +96,7 @@ class Writer:
                  max_map_size: int = 1 << 40, lease_min_ttl: int = DEFAULT_MIN_LEASE_TTL,
                  lease_revoke_batch: int = 100, auto_compaction_mode: str = "periodic",
                  auto_compaction_retention: str = "1h", auto_compaction_interval_s: float = 300.0,
-                 quota_backend_bytes: int = DEFAULT_QUOTA_BYTES, metrics_port: int | None = None,
+                 quota_backend_bytes: int = DEFAULT_QUOTA_BYTES, compaction_batch_limit: int = 1000, metrics_port: int | None = None,
                  metrics_host: str = "127.0.0.1"):
         self.data_dir = data_dir
         self.endpoint = endpoint
@@ -120,6 +120,7 @@ class Writer:
         self.compaction: dict | None = None  # the physical compaction running, its figures
         self.physical_waiters: list = []   # [(revision, reply frames)]: compact {physical: true}
         self.compaction_records_removed = 0  # by physical compaction since start (metrics)
+        self.compaction_batch_limit = max(1, compaction_batch_limit)
         # Sizes for the pong, stats, metrics (read from other threads: plain ints, refreshed by
         # the loop at most every SIZES_EVERY_S and after each compaction; no LMDB txn elsewhere).
         self.db_size = 0
@@ -563,7 +564,7 @@ class Writer:
 
     def _compact_chunk(self) -> bool:
         try:
-            more = self.store.compact_step()
+            more = self.store.compact_step(self.compaction_batch_limit)
         except ZwatchError as err:
             self.log.error("writer.compact_failed", error=str(err),
                            compact_revision=self.compaction["compact_revision"] if self.compaction else None)

@@ -193,6 +193,9 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_AUTO_COMPACTION_INTERVAL_S", float, 300.0, {"writer": "auto_compaction_interval_s"},
                 "revision mode: seconds between checks (etcd: 5 minutes); periodic mode samples every "
                 "retention/10 (at most 6 minutes)", min=0.001),
+        Setting("ZWATCH_COMPACTION_BATCH_LIMIT", int, 1000, {"writer": "compaction_batch_limit"},
+                "etcd's `--experimental-compaction-batch-limit`: keys visited plus records removed per physical "
+                "compaction chunk (one durable txn, between batches of writes)", min=1),
         Setting("ZWATCH_QUOTA_BACKEND_BYTES", int, 2 << 30, {"writer": "quota_backend_bytes"},
                 "etcd's `--quota-backend-bytes`: at this LMDB file size the NOSPACE alarm is raised and writes "
                 "that grow the store fail `NO_SPACE` until `zwatch alarm disarm`; `0`: the default (2 GiB), "

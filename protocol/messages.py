@@ -14,7 +14,8 @@ Client -> fan-out (DEALER -> ROUTER)::
            lease_keepalive, lease_timetolive, lease_leases,
            auth_enable, auth_disable, auth_status, user_add, user_get, user_list, user_delete,
            user_change_password, user_grant_role, user_revoke_role, role_add, role_get,
-           role_list, role_delete, role_grant_permission, role_revoke_permission
+           role_list, role_delete, role_grant_permission, role_revoke_permission,
+           alarm_list, alarm_disarm
 
     ack {"bytes": n}: flow control.  n = total bytes of frames received on this session.  A
     fan-out keeps at most its session window (default 8 MiB) of watch frames unacknowledged;

@@ -285,25 +285,19 @@ class WriterCollector:
                    "requests answered by the writer (from read to reply sent)", _attr(w, "requests_meter"))
         f.counter("zwatch_publish_dropped_total", "publishes the PUB socket refused (fan-outs see a gap)",
                   _attr(w, "publish_dropped", 0))
-        size = _attr(w, "db_size")
-        if size is None:
-            data_dir = _attr(w, "data_dir")
-            size = _file_size(data_dir) if data_dir else None
-        f.gauge("zwatch_db_size_bytes", "size of data.mdb (as of the last writer.stats line)", size)
-        f.gauge("zwatch_db_size_in_use_bytes", "bytes of data.mdb in use, the rest being free pages (as of the "
-                "last writer.stats line)",
+        # Refreshed by the writer's loop (every 0.5 s): this thread opens no LMDB transaction.
+        f.gauge("zwatch_db_size_bytes", "size of data.mdb", _attr(w, "db_size"))
+        f.gauge("zwatch_db_size_in_use_bytes", "bytes of data.mdb in use, the rest being free pages",
                 _attr(w, "db_size_in_use"))
         lessor = _attr(w, "lessor")
         f.gauge("zwatch_leases", "leases granted and not expired", len(lessor) if lessor is not None else None)
         alarms = _attr(w, "alarms", ())
         f.labeled("gauge", "zwatch_alarm", "1 while the alarm is active (NOSPACE)", ["name"],
                   [((name,), 1) for name in sorted(set(alarms))] or [(("NOSPACE",), 0)])
-        compacting = _attr(w, "compacting")
-        if compacting is None:
-            compacting = _attr(w, "compaction") is not None
-        f.gauge("zwatch_compaction_in_progress", "1 while a physical compaction runs", 1 if compacting else 0)
+        f.gauge("zwatch_compaction_in_progress", "1 while a physical compaction runs",
+                1 if _attr(w, "compacting", False) else 0)
         f.counter("zwatch_compaction_records_removed_total", "history records removed by compactions since start",
-                  _first(w, "compaction_records_removed", "records_removed_total", default=0))
+                  _attr(w, "compaction_records_removed", 0))
         return f.out
 
 
@@ -384,14 +378,6 @@ def _first(obj, *names, default=None):
         if value is not None:
             return value
     return default
-
-
-def _file_size(data_dir: str) -> int | None:
-    import os
-    try:
-        return os.path.getsize(os.path.join(data_dir, "data.mdb"))
-    except OSError:
-        return None
 
 
 _STATE = attrgetter("state")

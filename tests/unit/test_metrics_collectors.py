@@ -148,7 +148,6 @@ def test_in_flight_is_bounded_per_session():
 
 # ---------------------------------------------------------------- collectors
 def fake_writer(tmp_path):
-    (tmp_path / "data.mdb").write_bytes(b"\0" * 8192)
     commits = metrics.Buckets(metrics.COMMIT_BUCKETS)
     for ms in (1, 2, 3):
         commits.observe(ms / 1000)
@@ -159,8 +158,8 @@ def fake_writer(tmp_path):
     meter.settle(0.004)
     return SimpleNamespace(last_published=42, compact_rev=17, commit_seconds=commits, requests_meter=meter,
                            publish_dropped=2, data_dir=str(tmp_path), lessor={1: None, 2: None},
-                           db_size_in_use=4096, alarms=["NOSPACE"], compaction={"compact_revision": 17},
-                           records_removed_total=33, log=Log())
+                           db_size=8192, db_size_in_use=4096, alarms=["NOSPACE"], compacting=True,
+                           compaction_records_removed=33, log=Log())
 
 
 def test_writer_collector(tmp_path):

@@ -17,6 +17,9 @@ Revision (``--auto-compaction-mode=revision``, retention a count N): every ``int
 (etcd: 5 minutes, fixed), the target is ``revision - N``, skipped when <= 0 or equal to the last
 successful target.
 
+The writer reports a decision it could not run (a physical compaction still running, a failed
+commit) as done(ok=False): retried at the next tick, as etcd retries a failed Compact.
+
 Both: a target at or below the current compact revision counts as done (etcd treats its
 ErrCompacted as success), so no empty compaction is started or logged.
 """

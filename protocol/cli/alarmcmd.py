@@ -13,6 +13,8 @@ Output, checked against etcdctl 3.4.23 (tests/system/test_alarm.py):
 * ``disarm`` prints the alarms it disarmed, in the same format.
 * An argument: ``Error: alarm list command accepts no arguments``, exit 128; a failed request:
   ``Error: <message>``, exit 1.
+* ``-w table``: ``Error: table not supported as output format``, exit 4 (etcdctl's
+  ExitBadFeature); ``-w fields`` the same here, where etcdctl 3.4.23 crashes on the missing header.
 
 With auth enabled, listing needs any authenticated user and disarming needs root (etcd 3.4.45's
 authMaintenanceServer.Alarm).
@@ -24,6 +26,7 @@ from ..errors import ZwatchError
 from .args import EXIT_BAD_ARGS, CommandError
 from .format import error_text, json_line, write_line
 
+EXIT_BAD_FEATURE = 4                    # etcdctl's ExitBadFeature
 # etcd's AlarmType enum (etcdserverpb.AlarmType): what -w json prints.
 ALARM_NUMBERS = {"NONE": 0, "NOSPACE": 1, "CORRUPT": 2}
 
@@ -49,6 +52,8 @@ def cmd_alarm(a, c: Client):
     action = a.alarm_action
     if a.args:
         raise CommandError(f"alarm {action} command accepts no arguments", EXIT_BAD_ARGS)
+    if a.write_out not in ("simple", "json"):
+        raise CommandError(f"{a.write_out} not supported as output format", EXIT_BAD_FEATURE)
     try:
         r = c.alarm_list() if action == "list" else c.alarm_disarm()
     except ZwatchError as exc:

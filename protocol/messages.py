@@ -263,9 +263,11 @@ def decode_server_frame(raw: bytes) -> tuple[str, int | None, object]:
     return kind, req_id, body
 
 
-# The heads of reply frames as msgpack writes them (fixarray of 3, fixstr kind), and the sizes of
-# msgpack's unsigned int formats (0xcc..0xcf): reply_head reads a req_id without the Unpacker.
-_REPLY_HEADS = ((b"\x93\xa2ok", "ok"), (b"\x93\xa3err", "err"), (b"\x93\xa4pong", "pong"))
+# The heads of reply frames as msgpack writes them (fixarray of 3, fixstr kind), by their first
+# 4 bytes, and the sizes of msgpack's unsigned ints (0xcc..0xcf): reply_head reads a
+# req_id without the Unpacker.
+_REPLY_HEADS = {head[:4]: (head, kind) for head, kind in
+                ((b"\x93\xa2ok", "ok"), (b"\x93\xa3err", "err"), (b"\x93\xa4pong", "pong"))}
 _UINT_SIZES = {0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8}
 
 
@@ -273,18 +275,18 @@ def reply_head(raw: bytes) -> tuple[str, int | None] | None:
     """(kind, req_id) of a reply frame ["ok" | "err" | "pong", req_id, body] from its first bytes
     only (a range reply may be megabytes): a fan-out's /metrics settles requests by it, ~0.3 us
     (msgpack's Unpacker: ~1.3 us, for any other head).  None when not of that shape."""
-    for head, kind in _REPLY_HEADS:
-        if raw.startswith(head):
-            i = len(head)
-            first = raw[i] if len(raw) > i else -1
-            if 0 <= first < 0x80:                      # positive fixint
-                return kind, first
-            if first == 0xc0:                          # nil
-                return kind, None
-            size = _UINT_SIZES.get(first)
-            if size is not None and len(raw) >= i + 1 + size:
-                return kind, int.from_bytes(raw[i + 1:i + 1 + size], "big")
-            break
+    known = _REPLY_HEADS.get(raw[:4])
+    if known is not None and len(raw) > len(known[0]) and raw.startswith(known[0]):
+        head, kind = known
+        i = len(head)
+        first = raw[i]
+        if first < 0x80:                               # positive fixint
+            return kind, first
+        if first == 0xc0:                              # nil
+            return kind, None
+        size = _UINT_SIZES.get(first)
+        if size is not None and len(raw) >= i + 1 + size:
+            return kind, int.from_bytes(raw[i + 1:i + 1 + size], "big")
     try:
         u = msgpack.Unpacker(raw=False)
         u.feed(raw[:16])               # array header, kind (<= 5 bytes), req_id (<= 9 bytes)

@@ -1,7 +1,9 @@
 """``zwatch``: an etcdctl (v3.4) look-alike over the zwatch client (``zwatch = "zwatch.cli:main"``).
 
     args.py      flags shared by the verbs and the request lines of a txn
-    format.py    etcdctl's output: the simple printer and ``-w json``
+    format.py    etcdctl's output: the simple printer (--hex) and ``-w json``
+    printers.py  the -w printer of put/get/del/txn/watch: simple, json, fields, table (refused, exit 4)
+    watchcmd.py  watch [-- CMD], watch -i, progress notifications, etcdctl's exit 5
     txnparse.py  etcdctl's txn input (compares, success and failure requests)
     leasecmd.py  lease grant|revoke|timetolive|list|keep-alive, lock and elect (etcdctl's rules)
     main.py      the verbs, their dispatch and ``main()``; writer|syncer|fanout go to zwatch.actors

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 
 from .. import settings
 
@@ -12,7 +13,22 @@ SORT_TARGETS = {"KEY": "KEY", "VERSION": "VERSION", "CREATE": "CREATE", "MODIFY"
 
 
 class UsageError(Exception):
-    """Bad flags or arguments that argparse cannot see by itself: exit 2 like argparse."""
+    """Bad arguments that argparse cannot see by itself: `Error: <message>`, exit 128 (etcdctl's
+    ExitBadArgs)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with etcdctl's exit codes: a missing or extra argument is ExitBadArgs (128), an
+    unknown flag, a bad flag value or an unknown command is cobra's error (1)."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"Error: {message}", file=sys.stderr)
+        # An extra word is a bad number of arguments (128); an unknown flag (`--bogus`) is cobra's.
+        extra = message.startswith("unrecognized arguments: ") and not message.split(": ", 1)[1].startswith("-")
+        flag_error = not extra and (message.startswith(("unrecognized arguments", "argument ", "invalid choice"))
+                                    or " invalid " in message)
+        raise SystemExit(EXIT_ERROR if flag_error else EXIT_BAD_ARGS)
 
 
 def parse_duration(s: str) -> float:
@@ -32,7 +48,13 @@ def add_globals(p, suppress: bool):
                         f"{','.join(settings.default('ZWATCH_ENDPOINTS'))})")
     p.add_argument("--command-timeout", type=parse_duration, default=d(5.0), metavar="SECONDS",
                    help="timeout of one request (default 5s)")
-    p.add_argument("-w", "--write-out", choices=("simple", "json"), default=d("simple"))
+    p.add_argument("--dial-timeout", type=parse_duration, default=d(2.0), metavar="SECONDS",
+                   help="how long to wait for a fan-out to open the session before the command's own "
+                        "--command-timeout starts (default 2s; seconds or 500ms, 2s, 1m)")
+    p.add_argument("-w", "--write-out", default=d("simple"), metavar="FORMAT",
+                   help="simple, json or fields (table and protobuf: etcdctl's `not supported` error, exit 4)")
+    p.add_argument("--hex", action="store_true", default=d(False),
+                   help="print keys and values as hex (\\x66\\x6f\\x6f) in the simple format")
     p.add_argument("--debug", action="store_true", default=d(False),
                    help="print the client's own log lines (lease expiries, retries) on stderr")
     p.add_argument("--user", default=d(None), metavar="NAME[:PASSWORD]",
@@ -40,8 +62,8 @@ def add_globals(p, suppress: bool):
     p.add_argument("--password", default=d(None), help="the password of --user (default $ZWATCH_PASSWORD)")
 
 
-def add_range_args(p, with_extras: bool):
-    p.add_argument("key")
+def add_range_args(p, with_extras: bool, key_optional: bool = False):
+    p.add_argument("key", nargs="?" if key_optional else None)
     p.add_argument("range_end", nargs="?")
     p.add_argument("--prefix", action="store_true", help="operate on keys with the prefix KEY")
     p.add_argument("--from-key", action="store_true", help="operate on keys >= KEY")
@@ -102,6 +124,10 @@ def get_kwargs(a) -> dict:
 # etcdctl's exit codes (etcdctl/ctlv3/command/error.go) where scripts see them.
 EXIT_ERROR = 1
 EXIT_BAD_CONNECTION = 2     # what etcdctl returns for a failed timetolive / list / keep-alive
+EXIT_INVALID_INPUT = 3      # txn / watch -i input that cannot be read
+EXIT_BAD_FEATURE = 4        # a valid flag with an unsupported value (-w table for get)
+EXIT_INTERRUPTED = 5        # a watch the server canceled (compacted revision)
+EXIT_IO = 6
 EXIT_BAD_ARGS = 128
 
 

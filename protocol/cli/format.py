@@ -24,10 +24,16 @@ def json_line(obj):
     write_line(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
 
 
-def _print_kv(kv, value_only=False):
+def hex_text(b: bytes) -> bytes:
+    """etcdctl's --hex: every byte as \\xNN (its addHexPrefix over hex.EncodeToString)."""
+    return "".join(f"\\x{x:02x}" for x in b).encode()
+
+
+def _print_kv(kv, value_only=False, is_hex=False):
+    k, v = (hex_text(kv.key), hex_text(kv.value)) if is_hex else (kv.key, kv.value)
     if not value_only:
-        write_line(kv.key)
-    write_line(kv.value)
+        write_line(k)
+    write_line(v)
 
 
 def go_quote(b: bytes) -> str:
@@ -117,19 +123,20 @@ def j_txn(r: TxnResponse) -> dict:
     if r.succeeded:
         d["succeeded"] = True
     if r.responses:
-        # The oneof travels as Go's untagged interface field "Response" wrapping the tagged variant.
+        # The oneof travels as Go's untagged interface field "Response" wrapping the variant's
+        # struct, whose one field has no json tag either: Go's names (ResponsePut, ...).
         d["responses"] = [{"Response": _j_op(x)} for x in r.responses]
     return d
 
 
 def _j_op(r) -> dict:
     if isinstance(r, RangeResponse):
-        return {"response_range": j_range(r)}
+        return {"ResponseRange": j_range(r)}
     if isinstance(r, PutResponse):
-        return {"response_put": j_put(r)}
+        return {"ResponsePut": j_put(r)}
     if isinstance(r, DeleteRangeResponse):
-        return {"response_delete_range": j_del(r)}
-    return {"response_txn": j_txn(r)}
+        return {"ResponseDeleteRange": j_del(r)}
+    return {"ResponseTxn": j_txn(r)}
 
 
 def j_watch(resp) -> dict:
@@ -143,45 +150,52 @@ def j_watch(resp) -> dict:
         if ev.prev_kv is not None:
             e["prev_kv"] = j_kv(ev.prev_kv)
         events.append(e)
-    return {"Header": j_header(resp.header), "Events": events or None,
+    # etcd's compacted cancel carries an empty, non-nil event list (printed []); others have nil.
+    return {"Header": j_header(resp.header), "Events": events or ([] if resp.compact_revision else None),
             "CompactRevision": resp.compact_revision, "Canceled": resp.canceled, "Created": resp.created}
 
 
 # ---------------------------------------------------------------- simple printer
-def print_get(r: RangeResponse, value_only=False, count_only=False):
+def print_get(r: RangeResponse, value_only=False, count_only=False, is_hex=False):
     if count_only:
         write_line(str(r.count))                 # etcdctl refuses this in simple mode; a count is more useful
         return
     for kv in r.kvs:
-        _print_kv(kv, value_only)
+        _print_kv(kv, value_only, is_hex)
 
 
-def print_put(r: PutResponse):
+def print_put(r: PutResponse, is_hex=False):
     write_line("OK")
     if r.prev_kv is not None:
-        _print_kv(r.prev_kv)
+        _print_kv(r.prev_kv, False, is_hex)
 
 
-def print_del(r: DeleteRangeResponse):
+def print_del(r: DeleteRangeResponse, is_hex=False):
     write_line(str(r.deleted))
     for kv in r.prev_kvs:
-        _print_kv(kv)
+        _print_kv(kv, False, is_hex)
 
 
-def print_txn(r: TxnResponse):
+def print_txn(r: TxnResponse, is_hex=False):
     write_line("SUCCESS" if r.succeeded else "FAILURE")
     for x in r.responses:
         write_line()
-        {RangeResponse: print_get, PutResponse: print_put, DeleteRangeResponse: print_del}.get(
-            type(x), print_txn)(x)
+        if isinstance(x, RangeResponse):
+            print_get(x, is_hex=is_hex)
+        elif isinstance(x, PutResponse):
+            print_put(x, is_hex)
+        elif isinstance(x, DeleteRangeResponse):
+            print_del(x, is_hex)
+        else:
+            print_txn(x, is_hex)
 
 
-def print_watch(resp):
+def print_watch(resp, is_hex=False):
     for ev in resp.events:
         write_line(ev.type)
         if ev.prev_kv is not None:
-            _print_kv(ev.prev_kv)
-        _print_kv(ev.kv)
+            _print_kv(ev.prev_kv, False, is_hex)
+        _print_kv(ev.kv, False, is_hex)
 
 
 # ---------------------------------------------------------------- leases (etcdctl's printer_simple.go / printJSON)
@@ -242,11 +256,13 @@ def j_leases(header, ids: list[int]) -> dict:
     return {**j_header(header), "leases": [{"id": x} for x in ids]}
 
 
-# etcd's texts of the lease errors (rpctypes), which scripts match on.
+# etcd's texts of the lease and revision errors (rpctypes), which scripts match on.
 ETCD_ERROR_TEXTS = {
     "LEASE_NOT_FOUND": "etcdserver: requested lease not found",
     "LEASE_EXISTS": "etcdserver: lease already exists",
     "LEASE_TTL_TOO_LARGE": "etcdserver: too large lease TTL",
+    "COMPACTED": "etcdserver: mvcc: required revision has been compacted",
+    "FUTURE_REVISION": "etcdserver: mvcc: required revision is a future revision",
 }
 
 

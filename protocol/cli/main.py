@@ -11,30 +11,30 @@
     zwatch role grant-permission reader read /app/ --prefix         zwatch user grant-role alice reader
     zwatch writer | syncer | fanout [--listen tcp://127.0.0.1:2379]   (= python -m zwatch.actors ...)
 
-Errors are one ``Error: CODE: message`` line on stderr and exit code 1; bad usage exits 2.
-The lease, lock and elect verbs check their arguments as etcdctl does (``Error: <its message>``,
-exit code 128), print etcd's texts for the lease errors (``Error: etcdserver: requested lease not
-found``) and exit with etcdctl's codes (2 where etcdctl says ExitBadConnection).
+Errors are one ``Error: ...`` line on stderr (etcd's text where etcd has one, ``CODE: message``
+otherwise) and etcdctl's exit codes (args.py): 1 an error (also an unknown flag or command, as
+cobra), 2 a refused login, 3 unreadable watch -i input, 4 an output format the verb does not
+support (-w table for get), 5 a watch the server canceled, 128 a missing or extra argument.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import queue
-import signal
-import subprocess
 import sys
 import threading
 
 from .. import settings
 from ..client import Client
-from ..errors import PermissionDenied, Unauthenticated, ZwatchError
-from .args import (EXIT_BAD_CONNECTION, CommandError, UsageError, add_del, add_elect, add_get, add_globals, add_lease,
-                   add_lock, add_put, add_range_args, get_kwargs, put_lease_arg, range_args)
-from .format import (error_text, go_quote, humanize_bytes, j_del, j_header, j_put, j_range, j_txn, j_watch,
-                     json_line, print_del, print_get, print_put, print_txn, print_watch, write_line)
-from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login, watch_refused
+from ..errors import ZwatchError
+from .. import __version__
+from .args import (EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_BAD_FEATURE, CommandError, Parser, UsageError, add_del,
+                   add_elect, add_get, add_globals, add_lease, add_lock, add_put, get_kwargs, put_lease_arg,
+                   range_args)
+from .format import error_text, humanize_bytes, j_header, json_line, write_line
+from .printers import FORMATS, printer
+from .watchcmd import add_watch, check_watch_args, cmd_watch
+from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login
 from .keygen import KeygenError, add_keygen, cmd_keygen
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .alarmcmd import add_alarm, cmd_alarm
@@ -42,12 +42,13 @@ from .txnparse import read_txn
 
 ACTORS = ("writer", "syncer", "fanout")
 VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect",
-                  "keygen", "auth", "user", "role", "alarm")
+                  "keygen", "auth", "user", "role", "alarm", "version")
+API_VERSION = "3.4"                 # the etcd API (and etcdctl) whose behaviour zwatch mirrors
 EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zwatch", description="etcdctl-compatible client and actor launcher")
+    parser = Parser(prog="zwatch", description="etcdctl-compatible client and actor launcher")
     add_globals(parser, False)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
@@ -72,12 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("compaction", "compact the history up to REV")
     p.add_argument("rev", type=int)
     p.add_argument("--physical", action="store_true",
-                   help="answer only once the physical compaction finished (the old records are removed)")
+                   help="wait for compaction to physically remove all old revisions (etcdctl's flag: the writer "
+                        "answers once the old records are gone from the store)")
     verb("endpoint", "endpoint status").add_argument("action", choices=("status",))
-    p = verb("watch", "watch KEY [RANGE_END] [-- CMD ARGS...]")
-    add_range_args(p, True)
-    p.add_argument("--prev-kv", action="store_true")
-    p.add_argument("--progress-notify", action="store_true")
+    add_watch(verb("watch", "watch KEY [RANGE_END] [-- CMD ARGS...] | watch -i (watch lines from stdin)"))
+    verb("version", "print zwatch's version and the etcd API version it mirrors")
     add_lease(verb("lease", "lease grant|revoke|timetolive|list|keep-alive"), lambda q: add_globals(q, True))
     add_lock(verb("lock", "lock NAME [-- CMD ARGS]: hold a lock (while CMD runs)"))
     add_elect(verb("elect", "elect NAME PROPOSAL | elect -l NAME: campaign, or observe the leaders"))
@@ -98,7 +98,7 @@ def cmd_put(a, c: Client):
     else:
         value = os.fsencode(value)
     r = c.put(os.fsencode(a.key), value, prev_kv=a.prev_kv, lease=put_lease_arg(a.lease))
-    json_line(j_put(r)) if a.write_out == "json" else print_put(r)
+    printer(a.write_out, a.hex).put(r)
     return 0
 
 
@@ -107,21 +107,21 @@ def cmd_get(a, c: Client):
         raise UsageError("print-value-only is only for `--write-out=simple`")
     key, kw = range_args(a)
     r = c.get(key, **kw, **get_kwargs(a))
-    json_line(j_range(r)) if a.write_out == "json" else print_get(r, a.print_value_only, a.count_only)
+    printer(a.write_out, a.hex, a.print_value_only, a.count_only).get(r)
     return 0
 
 
 def cmd_del(a, c: Client):
     key, kw = range_args(a)
     r = c.delete(key, **kw, prev_kv=a.prev_kv)
-    json_line(j_del(r)) if a.write_out == "json" else print_del(r)
+    printer(a.write_out, a.hex).delete(r)
     return 0
 
 
 def cmd_txn(a, c: Client):
     compares, success, failure = read_txn(sys.stdin, a.interactive)
     r = c.txn(compares, success, failure)
-    json_line(j_txn(r)) if a.write_out == "json" else print_txn(r)
+    printer(a.write_out, a.hex).txn(r)
     return 0
 
 
@@ -174,66 +174,6 @@ def cmd_endpoint(a, _c):
     return 1 if failed else 0
 
 
-def _watch_env(resp, ev) -> dict:
-    env = dict(os.environ)
-    rev = str(resp.header.revision)
-    # etcdctl's names and values (Go %q: quoted); the ZWATCH_ twins carry the raw text.
-    env.update(ETCD_WATCH_REVISION=rev, ETCD_WATCH_EVENT_TYPE=f'"{ev.type}"', ETCD_WATCH_KEY=go_quote(ev.kv.key),
-               ETCD_WATCH_VALUE=go_quote(ev.kv.value), ZWATCH_WATCH_REVISION=rev, ZWATCH_WATCH_EVENT_TYPE=ev.type)
-    for name, b in (("ZWATCH_WATCH_KEY", ev.kv.key), ("ZWATCH_WATCH_VALUE", ev.kv.value)):
-        # The environment cannot hold NUL bytes: such a value is passed quoted instead.
-        env[name] = os.fsdecode(b) if b"\x00" not in b else go_quote(b)
-    return env
-
-
-def cmd_watch(a, c: Client):
-    key, kw = range_args(a)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            signal.signal(sig, lambda *_: stop.set())
-        except ValueError:
-            pass                                  # not the main thread (in-process tests): no handler
-    try:
-        w = c.watch(key, **kw, start_revision=a.rev, prev_kv=a.prev_kv, progress_notify=a.progress_notify)
-    except (PermissionDenied, Unauthenticated) as exc:
-        if c.login_error is not None:
-            raise                                 # the login itself: etcdctl's exit 2
-        return watch_refused(a, exc.code, exc.message)
-    while not stop.is_set():
-        try:
-            resp = w.get(timeout=0.2)             # short waits so that a signal is seen promptly
-        except queue.Empty:
-            continue
-        if resp is None:
-            break
-        if resp.canceled:
-            if resp.cancel_code:                  # the user may no longer read the range
-                return watch_refused(a, resp.cancel_code, resp.cancel_reason, resp)
-            if a.write_out == "json" and not a.exec:
-                json_line(j_watch(resp))
-                sys.stdout.flush()
-            print(f"watch was canceled ({resp.cancel_reason or 'canceled by the server'})", file=sys.stderr)
-            return 1
-        if resp.created or (resp.is_progress_notify and (a.write_out != "json" or a.exec)):
-            continue
-        if a.exec:
-            for ev in resp.events:
-                sys.stdout.flush()
-                try:
-                    rc = subprocess.call(a.exec, env=_watch_env(resp, ev))
-                except OSError as exc:
-                    rc = exc
-                if rc != 0:
-                    print(f"command {a.exec!r} error ({rc if isinstance(rc, OSError) else f'exit status {rc}'})",
-                          file=sys.stderr)
-                    return 1
-            continue
-        json_line(j_watch(resp)) if a.write_out == "json" else print_watch(resp)
-        sys.stdout.flush()
-    return 0
-
-
 def cmd_lease(a, c: Client):
     return LEASE_COMMANDS[a.lease_action](a, c)
 
@@ -241,6 +181,23 @@ def cmd_lease(a, c: Client):
 COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "compaction": cmd_compaction,
             "endpoint": cmd_endpoint, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect,
             "auth": cmd_auth, "user": cmd_user, "role": cmd_role, "alarm": cmd_alarm}
+
+
+def check_args(a):
+    """The argument checks etcdctl makes before it connects (exit 128 without a server)."""
+    if a.verb == "watch":
+        check_watch_args(a)
+    elif a.verb in ("get", "del"):
+        range_args(a)
+    if a.verb == "get" and a.print_value_only and a.write_out != "simple":
+        raise UsageError("print-value-only is only for `--write-out=simple`")
+
+
+def cmd_version(_a) -> int:
+    # etcdctl's two lines, labelled honestly: zwatch's own version, then the etcd API it mirrors.
+    write_line(f"zwatch version: {__version__}")
+    write_line(f"API version: {API_VERSION}")
+    return 0
 
 
 def run_actor(a) -> int:
@@ -267,11 +224,16 @@ def main(argv=None) -> int:
         a = parser.parse_args(argv)
         if exec_args is not None and not exec_args and a.verb == "watch":   # etcdctl's lock just holds
             a.parser.error("bad number of arguments (found separator --, but no commands)")
-    except SystemExit as exc:                    # argparse: --help (0) or bad usage (2)
+    except SystemExit as exc:                    # argparse: --help (0) or bad usage (Parser: 1 or 128)
         return exc.code if isinstance(exc.code, int) else 2
     a.exec = exec_args
     if a.verb in ACTORS:
         return run_actor(a)
+    if a.verb == "version":                      # no endpoint, no client (etcdctl's asks no server either)
+        return cmd_version(a)
+    if a.write_out not in FORMATS:
+        print("Error: unsupported output format", file=sys.stderr)
+        return EXIT_BAD_FEATURE
     if a.verb == "keygen":                       # no endpoint, no client: files only
         try:
             return cmd_keygen(a)
@@ -292,15 +254,22 @@ def main(argv=None) -> int:
         return _usage(a.parser, "no endpoints given")
     client = None
     try:
+        check_args(a)
         if a.verb != "endpoint":
             # etcdctl's --user NAME[:PASSWORD] / --password (or ZWATCH_USER / ZWATCH_PASSWORD), asked for
             # when missing; anonymous without a user.
             user, password = login(a.user if a.user is not None else settings.get("ZWATCH_USER"),
                                    a.password if a.password is not None else settings.get("ZWATCH_PASSWORD"))
             client = Client(a.endpoint_names, timeout=a.command_timeout, user=user or "", password=password)
+            if not client.wait_connected(a.dial_timeout):
+                # --dial-timeout bounds the connect; --command-timeout then bounds the request.
+                raise CommandError(f"UNAVAILABLE: no fan-out answered within the dial timeout ({a.dial_timeout:g}s): "
+                                   f"{','.join(a.endpoint_names)}")
         return COMMANDS[a.verb](a, client)
     except UsageError as exc:
-        return _usage(a.parser, str(exc))
+        _flush_quietly()
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_BAD_ARGS
     except CommandError as exc:
         _flush_quietly()
         print(f"Error: {exc}", file=sys.stderr)

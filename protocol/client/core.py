@@ -317,6 +317,17 @@ class Client(AuthMixin, SessionIO):
             handle.last_revision = created.get("header", {}).get("revision", 0)
         return handle
 
+    def wait_connected(self, timeout: float) -> bool:
+        """True once a fan-out answered the hello (or the login was refused for good: the next
+        request raises why); False if none did within `timeout` seconds (etcdctl's --dial-timeout)."""
+        deadline = time.monotonic() + timeout
+        while not self._connected.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if self.login_error is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return True
+
     def request_progress(self, timeout=None) -> int:
         """Ask for a progress notification on every watch; returns the revision it claims."""
         return header_of(self._call("watch_progress", {}, timeout)).revision

@@ -1,0 +1,235 @@
+"""`zwatch watch`: etcdctl 3.4's watch command (etcdctl/ctlv3/command/watch_command.go).
+
+Each response is handled in etcdctl's order (printWatchCh): a canceled one says so on stderr
+(`watch was canceled (REASON)`), a progress notification prints `progress notify: REV`, then the
+response is printed in the -w format, then `-- CMD ARGS` runs once per event with etcdctl's
+ETCD_WATCH_REVISION / _EVENT_TYPE / _KEY / _VALUE (Go %q-quoted, as etcdctl sets them) plus
+zwatch's unquoted ZWATCH_WATCH_* twins; a command that fails ends the watch with
+`command ["CMD" "ARG"] error (exit status N)` and exit 1.  A watch the server ends (a compacted
+revision) exits 5 with `Error: watch is canceled by the server` (ExitInterrupted).  SIGINT and
+SIGTERM end a watch with exit 0 (etcdctl dies of the signal).
+
+`watch -i` reads `watch [flags] KEY [RANGE_END] [-- CMD ARGS]` and `progress` lines from stdin
+(etcdctl's watchInteractiveFunc): each watch prints as it goes; the end of stdin ends the command
+with etcdctl's `Error: Error reading watch request line: EOF` (exit 3).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+
+from ..client import Client
+from ..errors import PermissionDenied, Unauthenticated, ZwatchError
+from .args import EXIT_BAD_ARGS, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, CommandError, UsageError, add_range_args
+from .args import range_args
+from .authcmd import watch_refused
+from .format import go_quote, write_line
+from .printers import printer
+from .txnparse import _RaisingParser, argify
+
+COMPACTED_TEXT = "etcdserver: mvcc: required revision has been compacted"   # clientv3's ErrCompacted
+
+
+def add_watch(p):
+    add_range_args(p, True, key_optional=True)   # -i reads the keys from stdin
+    p.add_argument("--prev-kv", action="store_true", help="get the previous key-value pair before the event happens")
+    p.add_argument("--progress-notify", action="store_true",
+                   help="ask for periodic progress notifications (printed as `progress notify: REV`)")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="read `watch ...` and `progress` lines from stdin (etcdctl's interactive mode)")
+
+
+def watch_env(resp, ev) -> dict:
+    env = dict(os.environ)
+    rev = str(resp.header.revision)
+    # etcdctl's names and values (Go %q: quoted); the ZWATCH_ twins carry the raw text.
+    env.update(ETCD_WATCH_REVISION=rev, ETCD_WATCH_EVENT_TYPE=f'"{ev.type}"', ETCD_WATCH_KEY=go_quote(ev.kv.key),
+               ETCD_WATCH_VALUE=go_quote(ev.kv.value), ZWATCH_WATCH_REVISION=rev, ZWATCH_WATCH_EVENT_TYPE=ev.type)
+    for name, b in (("ZWATCH_WATCH_KEY", ev.kv.key), ("ZWATCH_WATCH_VALUE", ev.kv.value)):
+        # The environment cannot hold NUL bytes: such a value is passed quoted instead.
+        env[name] = os.fsdecode(b) if b"\x00" not in b else go_quote(b)
+    return env
+
+
+def go_strings(args: list[str]) -> str:
+    """Go's %q of a []string: `["sh" "-c" "exit 3"]`."""
+    return "[" + " ".join(go_quote(os.fsencode(x)) for x in args) + "]"
+
+
+def is_progress_notify(resp) -> bool:
+    # clientv3's WatchResponse.IsProgressNotify.
+    return (not resp.events and not resp.canceled and not resp.created and not resp.compact_revision
+            and resp.header.revision != 0)
+
+
+class ExecFailed(Exception):
+    """The command of `watch -- CMD` failed: etcdctl prints its line (no `Error: `) and exits 1."""
+
+
+class WatchPrinter:
+    """printWatchCh for one watch; several watches (watch -i) share the lock around stdout."""
+
+    def __init__(self, display, exec_args, lock: threading.Lock):
+        self.display, self.exec_args, self.lock = display, exec_args, lock
+
+    def show(self, resp) -> None:
+        """One response; raises ExecFailed when its command failed."""
+        with self.lock:
+            if resp.canceled:
+                reason = COMPACTED_TEXT if resp.compact_revision else resp.cancel_reason
+                sys.stderr.write(f"watch was canceled ({reason})\n")
+                sys.stderr.flush()
+            if is_progress_notify(resp):
+                write_line(f"progress notify: {resp.header.revision}")
+            self.display.watch(resp)
+            sys.stdout.flush()
+            for ev in resp.events if self.exec_args else ():
+                try:
+                    rc = subprocess.call(self.exec_args, env=watch_env(resp, ev))
+                    # Go's exec.ExitError texts.
+                    err = f"exit status {rc}" if rc > 0 else f"signal: {signal.strsignal(-rc).lower()}" if rc else ""
+                except FileNotFoundError:
+                    err = f"exec: {go_quote(os.fsencode(self.exec_args[0]))}: executable file not found in $PATH"
+                except OSError as exc:
+                    err = f"fork/exec {self.exec_args[0]}: {(exc.strerror or str(exc)).lower()}"
+                sys.stdout.flush()
+                if err:
+                    raise ExecFailed(f"command {go_strings(self.exec_args)} error ({err})")
+
+
+def _err(lock, message: str):
+    with lock:                                   # one write: watches of watch -i print from threads
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+
+
+def _watch_range(w_args):
+    if w_args.prefix and w_args.range_end is not None:     # etcdctl's getWatchChan
+        raise UsageError("`range_end` and `--prefix` are mutually exclusive")
+    return range_args(w_args)
+
+
+def _open(c: Client, w_args):
+    key, kw = _watch_range(w_args)
+    return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
+                   progress_notify=w_args.progress_notify)
+
+
+def _display(a):
+    return printer(a.write_out, a.hex)
+
+
+def check_watch_args(a):
+    """etcdctl checks the arguments before it connects (exit 128)."""
+    if a.interactive:
+        return
+    if a.key is None:
+        raise CommandError("bad number of arguments", EXIT_BAD_ARGS)
+    try:
+        _watch_range(a)
+    except UsageError as exc:
+        raise CommandError(str(exc), EXIT_BAD_ARGS) from None
+
+
+def cmd_watch(a, c: Client):
+    if a.interactive:
+        return cmd_watch_interactive(a, c)
+    check_watch_args(a)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, lambda *_: stop.set())
+        except ValueError:
+            pass                                  # not the main thread (in-process tests): no handler
+    try:
+        w = _open(c, a)
+    except (PermissionDenied, Unauthenticated) as exc:
+        if c.login_error is not None:
+            raise                                 # the login itself: etcdctl's exit 2
+        return watch_refused(a, exc.code, exc.message)
+    out = WatchPrinter(_display(a), a.exec, threading.Lock())
+    while not stop.is_set():
+        try:
+            resp = w.get(timeout=0.2)             # short waits so that a signal is seen promptly
+        except queue.Empty:
+            continue
+        if resp is None:
+            break
+        if resp.canceled and resp.cancel_code:    # the user may no longer read the range
+            return watch_refused(a, resp.cancel_code, resp.cancel_reason, resp)
+        if resp.created:
+            continue                              # clientv3 does not hand the created response over
+        try:
+            out.show(resp)
+        except ExecFailed as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        if resp.canceled:
+            break
+    if stop.is_set():
+        return 0
+    raise CommandError("watch is canceled by the server", EXIT_INTERRUPTED)
+
+
+def _line_parser():
+    p = _RaisingParser(prog="watch", add_help=False)
+    add_watch(p)
+    return p
+
+
+def cmd_watch_interactive(a, c: Client):
+    lock = threading.Lock()
+    display = _display(a)
+
+    def pump(w, out: WatchPrinter):
+        try:
+            for resp in w:
+                if not resp.created:
+                    out.show(resp)
+        except ExecFailed as exc:            # its command failed: etcdctl's os.Exit(1) from the goroutine
+            _err(lock, str(exc))
+            sys.stdout.flush()
+            os._exit(1)
+        except ZwatchError as exc:
+            _err(lock, f"watch was canceled ({exc.message})")
+
+    while True:
+        raw = sys.stdin.readline()
+        if not raw:
+            raise CommandError("Error reading watch request line: EOF", EXIT_INVALID_INPUT)
+        line = raw[:-1] if raw.endswith("\n") else raw
+        args = argify(line)
+        if not args:
+            _err(lock, f"Invalid command: {line} (watch and progress supported)")
+            continue
+        if args[0] == "progress":
+            c.request_progress()
+            continue
+        if args[0] != "watch":
+            _err(lock, f"Invalid command {line} (only support watch)")
+            continue
+        if len(args) < 2:
+            _err(lock, f"Invalid command {line} (command type or key is not provided)")
+            continue
+        words, exec_args = args[1:], None
+        if "--" in words:
+            i = words.index("--")
+            words, exec_args = words[:i], words[i + 1:]
+            if not exec_args:
+                raise CommandError("bad number of arguments (found separator --, but no commands)", EXIT_BAD_ARGS)
+        try:
+            w_args = _line_parser().parse_intermixed_args(words)   # flags between KEY and RANGE_END
+        except UsageError as exc:
+            raise CommandError(str(exc), EXIT_BAD_ARGS) from None
+        if w_args.key is None:
+            raise CommandError("bad number of arguments", EXIT_BAD_ARGS)
+        try:
+            w = _open(c, w_args)
+        except (UsageError, ZwatchError) as exc:
+            _err(lock, f"Invalid command {line} ({exc})")
+            continue
+        threading.Thread(target=pump, args=(w, WatchPrinter(display, exec_args, lock)), daemon=True).start()

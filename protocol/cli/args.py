@@ -17,17 +17,28 @@ class UsageError(Exception):
     ExitBadArgs)."""
 
 
+def cobra_text(message: str) -> str:
+    """argparse's `unrecognized arguments: --bogus` in cobra's words (`unknown flag: --bogus`)."""
+    words = message.split(": ", 1)[1].split() if message.startswith("unrecognized arguments: ") else []
+    if words and words[0].startswith("--"):
+        return f"unknown flag: {words[0]}"
+    if words and words[0].startswith("-") and len(words[0]) > 1:
+        return f"unknown shorthand flag: {words[0][1]!r} in {words[0]}"
+    return message
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with etcdctl's exit codes: a missing or extra argument is ExitBadArgs (128), an
     unknown flag, a bad flag value or an unknown command is cobra's error (1)."""
 
     def error(self, message):
-        self.print_usage(sys.stderr)
-        print(f"Error: {message}", file=sys.stderr)
         # An extra word is a bad number of arguments (128); an unknown flag (`--bogus`) is cobra's.
         extra = message.startswith("unrecognized arguments: ") and not message.split(": ", 1)[1].startswith("-")
         flag_error = not extra and (message.startswith(("unrecognized arguments", "argument ", "invalid choice"))
                                     or " invalid " in message)
+        if flag_error:
+            self.print_usage(sys.stderr)         # cobra prints the command's help with its error
+        print(f"Error: {cobra_text(message)}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR if flag_error else EXIT_BAD_ARGS)
 
 

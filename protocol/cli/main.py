@@ -26,11 +26,11 @@ import threading
 
 from .. import settings
 from ..client import Client
-from ..errors import ZwatchError
+from ..errors import InvalidArgument, ZwatchError
 from .. import __version__
-from .args import (EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_BAD_FEATURE, CommandError, Parser, UsageError, add_del,
-                   add_elect, add_get, add_globals, add_lease, add_lock, add_put, get_kwargs, put_lease_arg,
-                   range_args)
+from .args import (EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_BAD_FEATURE, EXIT_INVALID_INPUT, CommandError, Parser,
+                   UsageError, add_del, add_elect, add_get, add_globals, add_lease, add_lock, add_put, get_kwargs,
+                   put_lease_arg, range_args)
 from .format import error_text, humanize_bytes, j_header, json_line, write_line
 from .printers import FORMATS, printer
 from .watchcmd import add_watch, check_watch_args, cmd_watch
@@ -119,7 +119,10 @@ def cmd_del(a, c: Client):
 
 
 def cmd_txn(a, c: Client):
-    compares, success, failure = read_txn(sys.stdin, a.interactive)
+    try:
+        compares, success, failure = read_txn(sys.stdin, a.interactive)
+    except InvalidArgument as exc:               # etcdctl: unreadable txn input is ExitInvalidInput
+        raise CommandError(exc.message, EXIT_INVALID_INPUT) from None
     r = c.txn(compares, success, failure)
     printer(a.write_out, a.hex).txn(r)
     return 0

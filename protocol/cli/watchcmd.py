@@ -25,7 +25,7 @@ import threading
 from ..client import Client
 from ..errors import PermissionDenied, Unauthenticated, ZwatchError
 from .args import EXIT_BAD_ARGS, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, CommandError, UsageError, add_range_args
-from .args import range_args
+from .args import cobra_text, range_args
 from .authcmd import watch_refused
 from .format import go_quote, write_line
 from .printers import printer
@@ -224,7 +224,7 @@ def cmd_watch_interactive(a, c: Client):
         try:
             w_args = _line_parser().parse_intermixed_args(words)   # flags between KEY and RANGE_END
         except UsageError as exc:
-            raise CommandError(str(exc), EXIT_BAD_ARGS) from None
+            raise CommandError(cobra_text(str(exc)), EXIT_BAD_ARGS) from None
         if w_args.key is None:
             raise CommandError("bad number of arguments", EXIT_BAD_ARGS)
         try:

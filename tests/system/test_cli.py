@@ -268,7 +268,7 @@ def test_txn_from_stdin(cluster):
     assert out == ("compares:\nsuccess requests (get, put, del):\nfailure requests (get, put, del):\n"
                    "SUCCESS\n\nOK\n")
     r = zw(ep, "txn", stdin='bogus("k") = "1"\n\n\n')
-    assert r.returncode == 1 and r.stderr.startswith("Error: INVALID_ARGUMENT: malformed comparison")
+    assert r.returncode == 3 and r.stderr.startswith("Error: malformed comparison")      # ExitInvalidInput
 
 
 def test_compaction_status_and_errors(cluster):

@@ -412,6 +412,9 @@ def serve(actor_name: str, actor, port: int | None, host: str = "127.0.0.1") -> 
     if not port:
         return 0
     setting = PORT_SETTING[actor_name]
+    if not 1 <= port <= 65535:     # the variable is checked by zwatch.settings; --metrics-port is not
+        print(f"zwatch {actor_name}: metrics port {port} is not in 1..65535", file=sys.stderr)
+        return 2
     try:
         from prometheus_client import start_http_server
     except ImportError:
@@ -423,8 +426,9 @@ def serve(actor_name: str, actor, port: int | None, host: str = "127.0.0.1") -> 
     registry = registry_for(actor_name, actor)
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
-    except OSError as exc:
-        print(f"zwatch {actor_name}: cannot serve metrics on {host}:{port} ({setting}): {exc.strerror or exc}",
+    except (OSError, ValueError) as exc:      # in use, not allowed, a host that does not resolve
+        print(f"zwatch {actor_name}: cannot serve metrics on {host}:{port} ({setting}): "
+              f"{getattr(exc, 'strerror', None) or exc}",
               file=sys.stderr)
         actor.log.error("metrics.bind_failed", host=host, port=port, setting=setting, error=str(exc))
         return 1

@@ -265,6 +265,20 @@ def test_serve_port_in_use_is_one_line_and_an_event(tmp_path, capsys):
     assert w.log.lines[-1][:2] == ("error", "metrics.bind_failed")
 
 
+@pytest.mark.parametrize("port", [70_000, -1])
+def test_serve_refuses_a_port_out_of_range(port, capsys):
+    """`--metrics-port` is not checked by zwatch.settings: one line, exit code 2, no traceback."""
+    assert metrics.serve("fanout", SimpleNamespace(log=Log()), port) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_serve_with_a_host_that_does_not_resolve_is_one_line(tmp_path, capsys):
+    w = fake_writer(tmp_path)
+    assert metrics.serve("writer", w, 9, host="no-such-host.invalid") == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    assert w.log.lines[-1][:2] == ("error", "metrics.bind_failed")
+
+
 def test_serve_without_prometheus_client_names_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)     # import -> ImportError
     assert metrics.serve("fanout", SimpleNamespace(log=Log()), 9100) == 2

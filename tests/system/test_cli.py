@@ -346,6 +346,32 @@ def test_watch_prints_each_event_then_runs_the_command(cluster, tmp_path):
                                                   'command ["sh" "-c" "exit 3"] error (exit status 3)\n')
 
 
+def test_watch_progress_notify_prints_etcdctls_line(make_cluster):
+    # etcdctl 3.5's --progress-notify (3.4 prints the same line for a requested progress, see
+    # test_cli_formats.py's watch -i): `progress notify: REV`, then the response in the -w format.
+    ep = make_cluster(env={"ZWATCH_PROGRESS_INTERVAL_S": "0.2"}).fanout_eps[0]
+    ok(ep, "put", "other", "x")                                              # revision 2
+    simple = Lines(watch_cmd(ep, "p", "--progress-notify"))
+    js = Lines(watch_cmd(ep, "p", "--progress-notify", "-w", "json"))
+    try:
+        assert simple.take(2) == ["progress notify: 2"] * 2
+        first, second = js.take(2)
+        assert first == "progress notify: 2"
+        assert json.loads(second) == {"Header": {"revision": 2}, "Events": None, "CompactRevision": 0,
+                                      "Canceled": False, "Created": False}
+    finally:
+        assert simple.stop() == 0 and js.stop() == 0
+    ok(ep, "put", "p", "v")                                                  # revision 3
+    plain = Lines(watch_cmd(ep, "p", "--rev", "3"))                          # not asked for: none
+    try:
+        assert plain.take(3) == ["PUT", "p", "v"]
+        time.sleep(1)                                                        # 5 intervals of 0.2 s
+        ok(ep, "put", "p", "w")
+        assert plain.take(3) == ["PUT", "p", "w"]
+    finally:
+        assert plain.stop() == 0
+
+
 def test_watch_canceled_by_compaction_exits_5(cluster):
     ep = cluster.fanout_eps[0]
     for i in range(3):

@@ -283,8 +283,12 @@ class Writer:
                     continue
             if op == "status":
                 replies.append(envelope + [messages.encode_ok(req_id, self._status())])
+                self.requests_meter.count(op)
             elif op in messages.ALARM_OPS:     # rare: answered (and a disarm committed) at once
-                replies.append(envelope + [self._alarm_op(op, req_id, body, user)])
+                reply = self._alarm_op(op, req_id, body, user)
+                replies.append(envelope + [reply])
+                self.requests_meter.count(op, messages.reply_error_code(reply)
+                                          if messages.reply_head(reply)[0] == "err" else "OK")
             elif op == "ping":
                 replies.append(envelope + [internal.Pong(req_id, None, self.last_published).encode()])
             elif op in messages.WRITE_OPS or op in messages.READ_OPS or op in messages.AUTH_OPS:

@@ -67,6 +67,7 @@ def test_every_actor_serves_metrics_that_move_with_the_traffic(make_cluster):
     # Errors: a put of an empty key (the writer refuses it) and a watch_cancel before hello
     # (refused by the fan-out itself).
     assert err_code(raw.call("put", {"key": b"", "value": b"x"})) == "INVALID_ARGUMENT"
+    ok(raw.call("alarm_list", {}))        # answered by the writer outside the group commit
     anonymous = bare_dealer(cl.fanout_eps[0])
     anonymous.send(messages.encode_request("watch_cancel", 1, {"watch_id": 1}))
     assert anonymous.poll(10_000)
@@ -103,6 +104,7 @@ def test_every_actor_serves_metrics_that_move_with_the_traffic(make_cluster):
     assert grew("writer", "zwatch_requests_total", op="put", code="OK") == n
     assert grew("writer", "zwatch_requests_total", op="put", code="INVALID_ARGUMENT") == 1
     assert grew("writer", "zwatch_request_duration_seconds_count", op="put") == n + 1
+    assert grew("writer", "zwatch_requests_total", op="alarm_list", code="OK") == 1
     assert value(w, "zwatch_commit_duration_seconds_count") == value(w, "zwatch_commits_total")
     assert value(w, "zwatch_commit_duration_seconds_bucket", le="+Inf") == value(w, "zwatch_commits_total")
     assert value(w, "zwatch_revision") == n + 1

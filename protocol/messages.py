@@ -77,7 +77,12 @@ AUTH_OPS = frozenset({"auth_enable", "auth_disable", "auth_status",
                       "role_grant_permission", "role_revoke_permission"})
 # Alarms (SPEC.md "Alarms"): answered by the writer at once, a disarm committed on its own.
 ALARM_OPS = frozenset({"alarm_list", "alarm_disarm"})
-CLIENT_OPS = WRITE_OPS | READ_OPS | LEASE_CLOCK_OPS | WATCH_OPS | SESSION_OPS | AUTH_OPS | ALARM_OPS
+# Defrag (writer: holds writes while it swaps a compacting copy in) and snapshots (syncer: a
+# consistent copy pulled in chunks, one reply per request).  SPEC.md "Defrag, snapshots".
+DEFRAG_OPS = frozenset({"defrag"})
+SNAPSHOT_OPS = frozenset({"snapshot_begin", "snapshot_read"})
+CLIENT_OPS = (WRITE_OPS | READ_OPS | LEASE_CLOCK_OPS | WATCH_OPS | SESSION_OPS | AUTH_OPS | ALARM_OPS
+              | DEFRAG_OPS | SNAPSHOT_OPS)
 
 def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)

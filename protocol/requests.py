@@ -487,8 +487,30 @@ ALARM_DISARM = {"alarm": (("",) + ALARM_NAMES, "")}
 _ALARM_OPS = {"alarm_list": lambda body, where: check_fields(body, ALARM_LIST, where),
               "alarm_disarm": lambda body, where: check_fields(body, ALARM_DISARM, where)}
 
+# Defrag and snapshots (SPEC.md "Defrag, snapshots"): a snapshot token is the 32 lowercase hex
+# characters snapshot_begin returned; offset a byte offset into the snapshot.
+SNAPSHOT_TOKEN_CHARS = 32
+
+
+def _snapshot_read(body, where: str) -> dict:
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"{where} must be a map, got {type(body).__name__}")
+    r = check_fields({k: v for k, v in body.items() if k != "token"}, {"offset": ("uint", REQUIRED)}, where)
+    if "token" not in body:
+        raise InvalidArgument(f"{where}.token is required")
+    t = r["token"] = body["token"]
+    if not isinstance(t, str) or len(t) != SNAPSHOT_TOKEN_CHARS or t.strip("0123456789abcdef"):
+        raise InvalidArgument(f"{where}.token must be the {SNAPSHOT_TOKEN_CHARS} hex characters "
+                              f"snapshot_begin returned, got {t!r:.40}")
+    return r
+
+
+_MAINTENANCE_OPS = {"defrag": lambda body, where: check_fields(body, {}, where),
+                    "snapshot_begin": lambda body, where: check_fields(body, {}, where),
+                    "snapshot_read": _snapshot_read}
+
 _NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, **_AUTH_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
-                "ack": _ack, "hello": _hello, **_ALARM_OPS}
+                "ack": _ack, "hello": _hello, **_ALARM_OPS, **_MAINTENANCE_OPS}
 
 
 def normalize(op: str, body):

@@ -207,8 +207,18 @@ class Store:
         self.max_map_size = max(map_size, max_map_size)
         self.records_scanned = 0
         self.commit_failure: dict | None = None    # why the last apply_batch failed as a whole
-        self.env = lmdb.open(path, map_size=map_size, subdir=True, max_dbs=10,
-                             max_readers=max_readers, sync=True, metasync=True, lock=True)
+        self._open_args = dict(map_size=map_size, max_readers=max_readers)
+        self._open_env()
+
+    def reopen(self):
+        """Open the data dir's files again (the env is closed): after a defrag swapped in a
+        compacting copy (defrag.py).  The map keeps the size it had grown to."""
+        self._open_env()
+
+    def _open_env(self):
+        path = self.path
+        self.env = lmdb.open(path, map_size=self._open_args["map_size"], subdir=True, max_dbs=10,
+                             max_readers=self._open_args["max_readers"], sync=True, metasync=True, lock=True)
         self.env.reader_check()            # drop reader slots left by dead processes
         # Always open the named dbs in a write txn: with py-lmdb 3.0 a handle opened inside a
         # read-only txn is invalid once that txn ends (mdb_get: Invalid argument).  It takes the

@@ -1,0 +1,171 @@
+"""Snapshots: a consistent compacting copy of the store, pulled in chunks by `zwatch snapshot
+save` through a fan-out (SPEC.md "Defrag, snapshots"), and what `snapshot status` reports.
+
+A snapshot is the LMDB file py-lmdb's ``Environment.copyfd(fd, compact=True, txn=txn)`` writes
+from one read txn: the revision read in that same txn is the snapshot's revision, exactly.  The
+file is a valid data.mdb: restoring is copying it into an empty data dir (protocol/cli/snapshotcmd.py).
+
+Snapshots (the syncer's registry) keeps each copy in a temp file named by its token until it has
+been read to the end or has been idle for ``idle_s`` (60 s); a reader pulls ``read(token,
+offset)`` chunks of at most CHUNK_BYTES, one reply per request, so the fan-out's one-reply routing
+and flow control apply unchanged.
+
+``status(path)``: {hash, revision, total_keys, total_size}, like etcdctl's snapshot status:
+* hash: CRC-32 (IEEE, zlib.crc32) over, for each table in name order, its name then each of its
+  (key, value) entries in LMDB order (key, then value): the logical content, independent of the
+  page layout, so a store and its compacting copy hash the same.  (etcd hashes bucket names,
+  keys and values the same way with CRC-32 Castagnoli; the figures are not comparable.)
+* total_keys: entries in every table (etcd also counts every bucket's keys, not only user keys).
+* total_size: the file's bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tempfile
+import time
+import zlib
+
+import lmdb
+
+from zwatch.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+
+from . import layout
+from .tx import Tx
+
+CHUNK_BYTES = 1 << 20                  # one snapshot_read reply's data, at most (fits MAX_RESPONSE_BYTES)
+IDLE_S = 60.0                          # a snapshot nobody reads for this long is removed
+MAX_SNAPSHOTS = 4                      # at once (each is a full copy on disk)
+TOKEN_BYTES = 16                       # hex: 32 characters
+PREFIX = "snapshot-"
+
+
+class Snapshot:
+    __slots__ = ("token", "path", "size", "revision", "sha256", "used")
+
+    def __init__(self, token, path, size, revision, sha256, used):
+        self.token, self.path, self.size, self.revision, self.sha256, self.used = \
+            token, path, size, revision, sha256, used
+
+
+def copy_store(store, directory: str) -> tuple[str, int, int, str]:
+    """A compacting copy of store (a Store) in a temp file of directory, from one read txn.
+    Returns (path, size, revision, sha256 hex)."""
+    os.makedirs(directory, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix=PREFIX, suffix=".mdb", dir=directory)
+    try:
+        try:
+            with store.env.begin() as txn:
+                revision = Tx(store, txn).rev
+                store.env.copyfd(fd, compact=True, txn=txn)
+            os.lseek(fd, 0, os.SEEK_SET)
+            h = hashlib.sha256()
+            while chunk := os.read(fd, 1 << 20):
+                h.update(chunk)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    except BaseException:
+        _remove(path)
+        raise
+    return path, size, revision, h.hexdigest()
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Snapshots:
+    """The syncer's snapshots in progress, by token."""
+
+    def __init__(self, directory: str, idle_s: float = IDLE_S, clock=time.monotonic):
+        self.directory, self.idle_s, self.clock = directory, idle_s, clock
+        self.by_token: dict[str, Snapshot] = {}
+
+    def begin(self, store) -> Snapshot:
+        self.expire()
+        if len(self.by_token) >= MAX_SNAPSHOTS:
+            raise ResourceExhausted(f"{MAX_SNAPSHOTS} snapshots are being read already; retry later")
+        path, size, revision, sha = copy_store(store, self.directory)
+        snap = Snapshot(secrets.token_hex(TOKEN_BYTES), path, size, revision, sha, self.clock())
+        self.by_token[snap.token] = snap
+        return snap
+
+    def read(self, token: str, offset: int) -> bytes:
+        """Up to CHUNK_BYTES from offset; the last chunk ends the snapshot (its file removed)."""
+        snap = self.by_token.get(token)
+        if snap is None:
+            raise FailedPrecondition("no such snapshot (unknown token, read to its end, or idle for more "
+                                     f"than {int(self.idle_s)} s and removed): begin a new one",
+                                     reason="SNAPSHOT_NOT_FOUND")
+        if offset > snap.size:
+            raise InvalidArgument(f"offset {offset} is beyond the snapshot's {snap.size} bytes")
+        snap.used = self.clock()
+        with open(snap.path, "rb") as f:
+            f.seek(offset)
+            data = f.read(CHUNK_BYTES)
+        if offset + len(data) >= snap.size:
+            self.end(token)
+        return data
+
+    def end(self, token: str):
+        snap = self.by_token.pop(token, None)
+        if snap is not None:
+            _remove(snap.path)
+
+    def expire(self) -> int:
+        now = self.clock()
+        idle = [t for t, s in self.by_token.items() if now - s.used > self.idle_s]
+        for t in idle:
+            self.end(t)
+        return len(idle)
+
+    def close(self):
+        for t in list(self.by_token):
+            self.end(t)
+
+
+def remove_leftovers(directory: str):
+    """Temp files of snapshots a killed syncer left behind."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(PREFIX) and name.endswith(".mdb"):
+            _remove(os.path.join(directory, name))
+
+
+def status(path: str) -> dict:
+    """{hash, revision, total_keys, total_size} of a snapshot file (or any data.mdb); opened
+    read-only without a lock file.  InvalidArgument if it is not a zwatch store."""
+    try:
+        env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=16)
+    except lmdb.Error as e:
+        raise InvalidArgument(f"{path}: not an LMDB file ({e})") from None
+    try:
+        crc, total = 0, 0
+        with env.begin() as txn:
+            names = sorted(k for k, _ in txn.cursor())
+            meta = None
+            for name in names:
+                try:
+                    db = env.open_db(name, txn=txn, create=False)
+                except lmdb.Error:             # a key of the main table that is not a table
+                    continue
+                if name == layout.META:
+                    meta = db
+                crc = zlib.crc32(name, crc)
+                for k, v in txn.cursor(db=db):
+                    crc = zlib.crc32(v, zlib.crc32(k, crc))
+                    total += 1
+            if meta is None or txn.get(layout.FORMAT_KEY, db=meta) != layout.pack_int(layout.FORMAT):
+                raise InvalidArgument(f"{path}: not a zwatch store (format {layout.FORMAT})")
+            revision = layout.meta_int(txn, meta, layout.CURRENT_REV)
+        return {"hash": crc, "revision": revision, "total_keys": total, "total_size": os.path.getsize(path)}
+    finally:
+        env.close()

@@ -30,6 +30,9 @@ WRITER = (
     LogEvent("writer.compacted", "info", "a physical compaction finished: the old records are gone"),
     LogEvent("writer.alarm_raised", "warning", "the LMDB file reached ZWATCH_QUOTA_BACKEND_BYTES: NOSPACE alarm, writes that grow the store fail NO_SPACE"),
     LogEvent("writer.alarm_disarmed", "warning", "an operator disarmed an alarm (`zwatch alarm disarm`)"),
+    LogEvent("writer.defrag_started", "info", "a defrag began: writes are held until writer.defragged"),
+    LogEvent("writer.defragged", "info", "a defrag swapped a compacting copy in: sizes before/after, how long writes were held"),
+    LogEvent("writer.defrag_failed", "error", "a defrag failed (disk full, I/O fault): the store is open on its old file, or the new one if the rename was done"),
     LogEvent("writer.publish_dropped", "warning", "the PUB socket refused a publish: fan-outs will see a gap"),
     LogEvent("writer.reply_dropped", "warning", "a reply could not be routed back (fan-out gone or its pipe full)"),
     LogEvent("writer.bad_envelope", "warning", "a frame set with the wrong number of routing frames"),
@@ -48,6 +51,8 @@ SYNCER = (
     LogEvent("syncer.stats", "info", "every ZWATCH_STATS_S: pending watchers, batch, outbox and counters of the interval"),
     LogEvent("sync.batch", "info", "a batch of catching-up watchers was handed back to the fan-outs"),
     LogEvent("syncer.fanout_dropped", "info", "a fan-out was forgotten with its watchers (silent or unreachable)"),
+    LogEvent("syncer.store_reopened", "info", "a defrag swapped the LMDB file: the syncer reads the new one from now on"),
+    LogEvent("syncer.snapshot_begun", "info", "a consistent snapshot copy was made for `zwatch snapshot save`"),
     LogEvent("syncer.bad_envelope", "warning", "a frame set with the wrong number of routing frames"),
     LogEvent("syncer.request_failed", "error", "unexpected exception serving a message (answered INTERNAL)"),
 )

@@ -70,6 +70,7 @@ from .common import Every, RateLimitedLog, StopFlag, make_socket, percentile
 from .lessor import Lessor
 from .auth.perms import READ
 from .store import Store, authtx
+from .store import defrag as store_defrag
 from .store.quota import DEFAULT_QUOTA_BYTES
 from . import compactor
 
@@ -165,6 +166,7 @@ class Writer:
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
         os.makedirs(self.data_dir, exist_ok=True)
+        store_defrag.remove_leftovers(self.data_dir)   # a defrag killed before its swap
         self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size,
                            min_lease_ttl=self.lease_min_ttl, quota_bytes=self.quota_bytes)
         self.alarms = [name for _, name in self.store.alarms()]
@@ -253,6 +255,7 @@ class Writer:
         now = self.lease_now()             # the lease clock's one reading for this batch
         queued_since = self.queue_empty_at  # what is read now arrived after this moment
         clock_ids = 0
+        defrags: list = []                 # after this round's commit and replies (store_defrag)
         while (len(batch) + len(clock_ops) < self.max_batch and len(clock_ops) < CLOCK_OPS_PER_ROUND
                and clock_ids < CLOCK_IDS_PER_ROUND):
             if not self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -289,6 +292,8 @@ class Writer:
                 replies.append(envelope + [reply])
                 self.requests_meter.count(op, messages.reply_error_code(reply)
                                           if messages.reply_head(reply)[0] == "err" else "OK")
+            elif op in messages.DEFRAG_OPS:
+                defrags.append((envelope, req_id, body, user))
             elif op == "ping":
                 replies.append(envelope + [internal.Pong(req_id, None, self.last_published).encode()])
             elif op in messages.WRITE_OPS or op in messages.READ_OPS or op in messages.AUTH_OPS:
@@ -393,7 +398,49 @@ class Writer:
                 replies.append(envelope + [messages.encode_error(req_id, err)])
         self._send_replies(replies)
         self.requests_meter.settle(time.perf_counter() - started)
+        if defrags:
+            self._defrag(defrags)
         return began_compaction
+
+    def _defrag(self, reqs):
+        """The defrag requests of one round, answered by one defrag (store/defrag.py).  Writes
+        are held meanwhile: this loop is single-threaded, requests queue in the ROUTER.  Root
+        only with auth enabled (etcd 3.4's authMaintenanceServer.Defragment)."""
+        allowed, replies = [], []
+        for envelope, req_id, body, user in reqs:
+            try:
+                requests.normalize("defrag", body)
+                if user is not None:
+                    self.auth.check_admin(user)
+                allowed.append((envelope, req_id))
+            except ZwatchError as err:
+                self.st_errors += 1
+                self.requests_meter.count("defrag", err.code)
+                replies.append(envelope + [messages.encode_error(req_id, err)])
+        if allowed:
+            t0 = time.perf_counter()
+            self.log.info("writer.defrag_started", db_size=self.store.db_size(), revision=self.last_published,
+                          db_size_in_use=self.db_size_in_use, requests=len(allowed))
+            try:
+                fig = store_defrag.defrag(self.store)
+                took = time.perf_counter() - t0
+                self.log.info("writer.defragged", db_size_before=fig["db_size_before"],
+                              db_size_after=fig["db_size_after"], duration_s=round(took, 3),
+                              writes_held_ms=round(took * 1000, 3), copy_ms=round(fig["copy_s"] * 1000, 3),
+                              swap_ms=round(fig["swap_s"] * 1000, 3), revision=self.last_published)
+                body = {"header": {"revision": self.last_published}, "db_size_before": fig["db_size_before"],
+                        "db_size_after": fig["db_size_after"], "took_ms": round(took * 1000, 3)}
+                replies += [env + [messages.encode_ok(req_id, body)] for env, req_id in allowed]
+                code = "OK"
+                self._refresh_sizes()
+            except Exception as exc:           # the store is open again (old or new file): keep serving
+                err = exc if isinstance(exc, ZwatchError) else Internal(f"defrag failed: {type(exc).__name__}: {exc}")
+                self.log.error("writer.defrag_failed", error=str(err), revision=self.last_published)
+                replies += [env + [messages.encode_error(req_id, err)] for env, req_id in allowed]
+                code = err.code
+            for _ in allowed:
+                self.requests_meter.count("defrag", code)
+        self._send_replies(replies)
 
     def _auth_changed(self, work, state, changes, change_requests):
         """A commit changed the auth state: adopt it, queue its changes for the publish, log them

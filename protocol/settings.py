@@ -214,6 +214,9 @@ SETTINGS: tuple[Setting, ...] = (
                 "revisions read per chunk (and at most 4x this many records)", min=1),
         Setting("ZWATCH_SYNC_CHUNK_BYTES", int, 1 << 20, {"syncer": "chunk_bytes"},
                 "bytes read per chunk (capped at 1.5 MiB); one revision is always read whole", min=1),
+        Setting("ZWATCH_SNAPSHOT_DIR", str, None, {"syncer": "snapshot_dir"},
+                "where the syncer writes the snapshot copies `zwatch snapshot save` pulls (one full compacted "
+                "copy each, removed once read or after 60 s idle); empty: `DATA_DIR/snapshots`"),
     ),
     *_declare(
         "metrics (Prometheus `/metrics`; needs `pip install 'zwatch[metrics]'`)",

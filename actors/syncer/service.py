@@ -46,9 +46,11 @@ from .. import metrics, security
 from ..common import Every, StopFlag, drain, make_socket
 from ..logsetup import configure
 from ..store import Store
+from ..store import snapshot as store_snapshot
+from ..store.defrag import Follower, swap_lock
 from .batch import Batch, PendingQueue, StartPolicy, SyncWatcher
 
-SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status", "auth_state"})
+SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status", "auth_state"}) | messages.SNAPSHOT_OPS
 _LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
 
@@ -56,8 +58,10 @@ class Syncer:
     def __init__(self, data_dir: str, endpoint: str, *, batch_size: int = 512, chunk_revisions: int = 2000,
                  chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.1, quiet_s: float = 0.01,
                  fanout_timeout_s: float = 10.0,
-                 stats_s: float = 10.0, metrics_port: int | None = None, metrics_host: str = "127.0.0.1"):
+                 stats_s: float = 10.0, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                 snapshot_dir: str | None = None):
         self.data_dir = data_dir
+        self.snapshot_dir = snapshot_dir or os.path.join(data_dir, "snapshots")
         self.endpoint = endpoint
         self.batch_size = batch_size
         self.chunk_revisions = chunk_revisions
@@ -93,7 +97,11 @@ class Syncer:
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
         os.makedirs(self.data_dir, exist_ok=True)
-        self.store = Store(self.data_dir)
+        with swap_lock(self.data_dir, exclusive=False):    # never in the middle of a defrag's swap
+            self.store = Store(self.data_dir)
+        self.follower = Follower(self.store)
+        store_snapshot.remove_leftovers(self.snapshot_dir)
+        self.snapshots = store_snapshot.Snapshots(self.snapshot_dir)
         ctx = zmq.Context()
         self.security = security.for_actor("syncer", ctx, self.log)   # CURVE + ZAP when ZWATCH_CURVE_DIR
         self.router = make_socket(ctx, zmq.ROUTER, sndhwm=1000, rcvhwm=100_000)
@@ -128,6 +136,8 @@ class Syncer:
                 now = time.monotonic()
                 if reap.due(now):
                     self._reap_fanouts(now)
+                    self._follow()             # an idle syncer lets an old file go too
+                    self.snapshots.expire()
                 if stats.due(now):
                     self.log.info("syncer.stats", pending=len(self.pending),
                                   batch=len(self.batch) if self.batch is not None else 0, outbox=len(self.outbox),
@@ -138,6 +148,7 @@ class Syncer:
             self.router.close()
             self.security.stop()                   # its ZAP sockets first: term() waits for them
             ctx.term()
+            self.snapshots.close()
             self.store.close()
         return 0
 
@@ -161,7 +172,34 @@ class Syncer:
             if reply is not None:
                 self._send(envelope, reply)
 
+    def _follow(self):
+        """Before a read txn: a defrag swapped a new file in?  Then read that one (store/defrag.py).
+        Checked after the request arrived, so a read sees every write acknowledged before it."""
+        if self.follower.check():
+            self.log.info("syncer.store_reopened", revision=self.store.current_revision(),
+                          db_size=self.store.db_size())
+
+    def _snapshot(self, envelope, op, req_id, body):
+        """snapshot_begin / snapshot_read (store/snapshot.py).  Root only with auth enabled (etcd
+        3.4's authMaintenanceServer.Snapshot); an internal peer is unchecked."""
+        r = requests.normalize(op, body)
+        if len(envelope) == 3:
+            with self.store.reader() as view:
+                self._auth_at(view).check_admin(envelope[2].decode("utf-8", "replace"))
+        header = {"revision": self.store.current_revision()}
+        if op == "snapshot_begin":
+            s = self.snapshots.begin(self.store)
+            self.log.info("syncer.snapshot_begun", token=s.token[:8], size=s.size, revision=s.revision)
+            return messages.encode_ok(req_id, {"header": header, "token": s.token, "size": s.size,
+                                               "revision": s.revision, "sha256": s.sha256})
+        return messages.encode_ok(req_id, {"header": header,
+                                           "data": self.snapshots.read(r["token"], r["offset"])})
+
     def _handle(self, peer, envelope, op, req_id, body):
+        if op not in _LIST_BODY_OPS:
+            self._follow()
+        if op in messages.SNAPSHOT_OPS:
+            return self._snapshot(envelope, op, req_id, body)
         if op == "range":
             self._count("reads")
             # A fan-out forwards a client's read as [fanout, client_id, user]: checked as that user
@@ -289,6 +327,7 @@ class Syncer:
         self._count("batches")
 
     def _scan_chunk(self):
+        self._follow()
         with self.store.reader() as view:
             current = view.current_revision
             auth_rev = view.auth_revision()

@@ -14,6 +14,7 @@ gets UNAVAILABLE and decides (e.g. a txn comparing mod_revision makes a retry sa
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import queue
@@ -47,6 +48,25 @@ class AlarmMember(NamedTuple):
 class AlarmResponse(NamedTuple):
     header: Header
     alarms: list          # [AlarmMember]
+
+
+class DefragResponse(NamedTuple):
+    header: Header
+    db_size_before: int   # bytes of the LMDB file before and after
+    db_size_after: int
+    took_ms: float        # how long writes were held
+
+
+class SnapshotInfo(NamedTuple):
+    header: Header
+    revision: int         # the snapshot's revision, exact (the copy and the revision share one read txn)
+    size: int             # bytes
+    sha256: str           # hex, of the whole file
+
+
+# A defrag or a snapshot copy takes ~seconds per GB: their default timeout (the client's own
+# is sized for ordinary requests).
+MAINTENANCE_TIMEOUT_S = 300.0
 
 
 def _alarm_response(b: dict) -> AlarmResponse:
@@ -243,6 +263,44 @@ class Client(AuthMixin, SessionIO):
         """Disarm `alarm` ("": every active one, as `etcdctl alarm disarm`); returns the alarms
         that were disarmed.  Root only with auth enabled."""
         return _alarm_response(self._call("alarm_disarm", {"alarm": alarm} if alarm else {}, timeout))
+
+    # ------------------------------------------------------------ defrag, snapshots (etcd's Maintenance)
+    def defrag(self, timeout=None) -> DefragResponse:
+        """Give the LMDB file's free pages back to the disk: the writer swaps a compacting copy
+        in, holding writes meanwhile (SPEC.md "Defrag, snapshots").  Root only with auth enabled."""
+        b = self._call("defrag", {}, MAINTENANCE_TIMEOUT_S if timeout is None else timeout)
+        return DefragResponse(header_of(b), b["db_size_before"], b["db_size_after"], b["took_ms"])
+
+    def snapshot_save(self, path: str, timeout=None) -> SnapshotInfo:
+        """Write a consistent snapshot of the store to path (written as path + ".part", its
+        sha256 checked, then renamed).  Root only with auth enabled."""
+        t = MAINTENANCE_TIMEOUT_S if timeout is None else timeout
+        b = self._call("snapshot_begin", {}, t)
+        info = SnapshotInfo(header_of(b), b["revision"], b["size"], b["sha256"])
+        part = path + ".part"
+        h = hashlib.sha256()
+        try:
+            with open(part, "wb") as f:
+                offset = 0
+                while offset < info.size:
+                    data = self._call("snapshot_read", {"token": b["token"], "offset": offset}, t)["data"]
+                    if not data:
+                        raise errors.Internal(f"snapshot ended at {offset} of {info.size} bytes")
+                    f.write(data)
+                    h.update(data)
+                    offset += len(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if h.hexdigest() != info.sha256:
+                raise errors.Internal(f"snapshot sha256 mismatch: got {h.hexdigest()}, expected {info.sha256}")
+            os.rename(part, path)
+        except BaseException:
+            try:
+                os.unlink(part)
+            except FileNotFoundError:
+                pass
+            raise
+        return info
 
     # ------------------------------------------------------------ leases (etcd's Lease API)
     def lease_grant(self, ttl: int, lease_id: int = 0, timeout=None) -> LeaseGrantResponse:

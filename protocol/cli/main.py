@@ -36,13 +36,16 @@ from .printers import FORMATS, printer
 from .watchcmd import add_watch, check_watch_args, cmd_watch
 from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login
 from .keygen import KeygenError, add_keygen, cmd_keygen
+from .logscmd import add_logs, cmd_logs
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .alarmcmd import add_alarm, cmd_alarm
+from .snapshotcmd import add_defrag, add_snapshot, cmd_defrag, cmd_snapshot, snapshot_offline
 from .txnparse import read_txn
 
 ACTORS = ("writer", "syncer", "fanout")
 VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect",
-                  "keygen", "auth", "user", "role", "alarm", "version")
+                  "keygen", "auth", "user", "role", "alarm", "version", "logs",
+                  "defrag", "snapshot")
 API_VERSION = "3.4"                 # the etcd API (and etcdctl) whose behaviour zwatch mirrors
 EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
 
@@ -86,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_role(verb("role", "role add|delete|get|list|grant-permission|revoke-permission"),
              lambda q: add_globals(q, True))
     add_alarm(verb("alarm", "alarm list|disarm: the NOSPACE alarm (DB size quota)"), lambda q: add_globals(q, True))
+    add_defrag(verb("defrag", "defragment the store: give the LMDB file's free pages back to the disk"))
+    add_snapshot(verb("snapshot", "snapshot save|status|restore FILE"), lambda q: add_globals(q, True))
+    add_logs(verb("logs", "logs [FILE...]: summarize the actors' log lines (health, rates, lag, compaction)"))
     add_keygen(verb("keygen", "keygen DIR NAME | keygen --cluster DIR [--client NAME...]: CURVE key files"))
     return parser
 
@@ -183,7 +189,8 @@ def cmd_lease(a, c: Client):
 
 COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "compaction": cmd_compaction,
             "endpoint": cmd_endpoint, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect,
-            "auth": cmd_auth, "user": cmd_user, "role": cmd_role, "alarm": cmd_alarm}
+            "auth": cmd_auth, "user": cmd_user, "role": cmd_role, "alarm": cmd_alarm,
+            "defrag": cmd_defrag, "snapshot": cmd_snapshot}
 
 
 def check_args(a):
@@ -237,6 +244,14 @@ def main(argv=None) -> int:
     if a.write_out not in FORMATS:
         print("Error: unsupported output format", file=sys.stderr)
         return EXIT_BAD_FEATURE
+    if a.verb == "logs":                         # no endpoint, no client: log lines only
+        return cmd_logs(a)
+    if a.verb == "snapshot" and a.snapshot_action != "save":   # files only
+        try:
+            return snapshot_offline(a)
+        except CommandError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return exc.exit_code
     if a.verb == "keygen":                       # no endpoint, no client: files only
         try:
             return cmd_keygen(a)

@@ -23,7 +23,7 @@ Why the swap is sound (LMDB's docs and mdb.c):
   writer's loop is single-threaded: no commit happens between the copy and the swap).  A
   leftover ``defrag-*.tmp`` (killed before the rename) is removed at the next start.
 
-Test hook: ZWATCH_TEST_DEFRAG_KILL_AT=<step> SIGKILLs the process at that step (crash tests):
+Test hook (not a setting: tests only): ZW_TEST_DEFRAG_KILL_AT=<step> SIGKILLs the process at that step (crash tests):
 ``copied`` (copy fsynced, nothing swapped), ``unlinked`` (env closed, lock.mdb gone),
 ``renamed`` (the copy is data.mdb, the env not reopened).
 """
@@ -41,7 +41,7 @@ LOCK_FILE = "lock.mdb"
 SWAP_LOCK = "swap.lock"
 TMP_PREFIX = "defrag-"
 TMP_SUFFIX = ".tmp"
-KILL_AT_ENV = "ZWATCH_TEST_DEFRAG_KILL_AT"
+KILL_AT_ENV = "ZW_TEST_DEFRAG_KILL_AT"
 
 
 def _kill_point(step: str):
@@ -72,7 +72,9 @@ def swap_lock(data_dir: str, exclusive: bool):
 
 def identity(data_dir: str):
     """(data.mdb's (dev, inode), lock.mdb's (dev, inode) or None): what a reader opened.  Two
-    os.stat calls, no LMDB call: cheap enough before every read txn."""
+    os.stat calls, no LMDB call: cheap enough before every read txn.  An inode number can be
+    reused only once no process holds the file: the reader comparing holds the ones it opened,
+    so a new file never shows the old numbers to it."""
     def ident(name):
         try:
             st = os.stat(os.path.join(data_dir, name))

@@ -55,12 +55,12 @@ def scenario_kv(t: Transcript):
     t.run("put", "k1", "v2", "--prev-kv", "--hex")
     t.run("get", "k1", "--hex", "--print-value-only")
     t.run("put", "k9", "nine")
-    t.run("txn", "-w", "json", stdin=TXN)
+    t.run("txn", "-w", "json", stdin=TXN)                   # k1 is v2: the failure branch
     t.run("put", "k9", "nine")
     t.run("put", "k1", "v1")
     t.run("txn", "-w", "fields", stdin=TXN)
     t.run("txn", "--hex", stdin=TXN)
-    t.run("txn", "-w", "json", stdin=TXN)                   # k1 is v1 no more: the failure branch
+    t.run("txn", "-w", "json", stdin=TXN)                   # success: nested headers, k9 already gone
     t.run("txn", "-w", "table", stdin=TXN)
     t.run("del", "k", "--prefix", "--prev-kv", "-w", "fields")
     t.run("del", "nothing", "-w", "fields")

@@ -37,8 +37,10 @@ in the batch like writes, and swaps in the new state only after the commit.  `st
 PUB (ZWATCH_PUB_ENDPOINT): one frame per group commit (or heartbeat), zwatch.internal.Publish::
 
     ["pub", prev_revision, last_revision, [[revision, [event, ...]], ...], compact_revision,
-     [auth_revision, [[after_revision, change], ...]]]
+     [auth_revision, [[after_revision, change], ...]], commit_time]
     event = [type, kv, prev_kv | nil]    (messages.py: kv = [key, create, mod, version, value, lease])
+
+commit_time: µs since the epoch, taken after the commit is durable (a heartbeat: its send time).
 
 The auth part (left out while the auth revision is 0) is on every publish, heartbeats included:
 the auth revision after it, and the auth changes of the commit in commit order, each after the
@@ -133,6 +135,7 @@ class Writer:
         self.commit_seconds = metrics.Buckets(metrics.COMMIT_BUCKETS)
         self.requests_meter = metrics.RequestMeter()
         self.publish_dropped = 0
+        self.last_commit_time = 0          # µs since the epoch of the last durable commit published
         self.lessor = Lessor()
         # Figures of writer.leases_expired since its last line (at most one line a second; the
         # main loop writes the held-back totals once the second is over, so none is lost when
@@ -546,9 +549,14 @@ class Writer:
     def _publish(self, published):
         last = published[-1][0] if published else self.last_published
         changes, self.auth_changes = self.auth_changes, []
+        # Called after the commit is durable: its time (µs since the epoch) rides on the publish
+        # so that fan-outs measure their time lag; a heartbeat carries its send time.
+        sent_us = time.time_ns() // 1000
+        if published:
+            self.last_commit_time = sent_us
         try:
             self.pub.send(internal.Publish(self.last_published, last, published, self.compact_rev,
-                                           self.auth.revision, changes).encode(), zmq.NOBLOCK)
+                                           self.auth.revision, changes, sent_us).encode(), zmq.NOBLOCK)
         except zmq.Again:  # PUB never blocks; subscribers detect the gap by prev_revision
             self.publish_dropped += 1
             self.log.warning("writer.publish_dropped", revision=last, auth_revision=self.auth.revision)
@@ -711,7 +719,8 @@ class Writer:
                       revision=self.last_published, leases=len(self.lessor), keepalives=self.st_keepalives,
                       leases_expired=self.st_leases_expired, interval_s=self.stats_s,
                       db_size=self.db_size, db_size_in_use=self.db_size_in_use,
-                      compact_revision=self.compact_rev, alarms=self.alarms)
+                      compact_revision=self.compact_rev, alarms=self.alarms,
+                      commit_time=self.last_commit_time)
         self._reset_stats()
 
 

@@ -259,6 +259,12 @@ class Publish(NamedTuple):
     auth_revision.  It is left out while the auth revision is 0 (no auth change ever), so those
     frames keep the bytes of writers that predate auth; decode takes 5 elements as auth
     revision 0, no changes.
+
+    The 7th element (issue #12) is the writer's commit time: int microseconds since the Unix
+    epoch (writer wall clock), taken after the commit is durable; for a heartbeat, when it is
+    sent.  Fan-outs measure their time lag with it.  When it is present the 6th is too
+    ([0, []] while the auth revision is 0); decode takes 5 or 6 elements as commit time 0
+    (unknown: a writer that predates it).
     """
     prev: int
     last: int
@@ -266,8 +272,12 @@ class Publish(NamedTuple):
     compact_revision: int
     auth_revision: int = 0
     auth_changes: list | tuple = ()
+    commit_time: int = 0
 
     def encode(self) -> bytes:
+        if self.commit_time:
+            return _pack(["pub", self.prev, self.last, self.revisions, self.compact_revision,
+                          [self.auth_revision, self.auth_changes], self.commit_time])
         if self.auth_revision == 0 and not self.auth_changes:
             return _pack(["pub", self.prev, self.last, self.revisions, self.compact_revision])
         return _pack(["pub", self.prev, self.last, self.revisions, self.compact_revision,
@@ -276,13 +286,14 @@ class Publish(NamedTuple):
     @classmethod
     def decode(cls, raw: bytes) -> "Publish":
         msg = _list(_unpack(raw), "a publish")
-        if len(msg) not in (5, 6):
-            raise InvalidArgument(f"a publish has {len(msg)} fields, expected 5 or 6")
+        if len(msg) not in (5, 6, 7):
+            raise InvalidArgument(f"a publish has {len(msg)} fields, expected 5, 6 or 7")
         if msg[0] != "pub" or type(msg[0]) is not str:
             raise InvalidArgument(f"expected a 'pub' message, got {str(msg[0])[:32]!r}")
         prev, last = _int(msg[1], "prev_revision"), _int(msg[2], "last_revision")
         compact = _int(msg[4], "compact_revision")
         auth_rev, changes = (0, ()) if len(msg) == 5 else _publish_auth(msg[5], prev, last)
+        commit_time = _int(msg[6], "commit_time", 0, (1 << 63) - 1) if len(msg) == 7 else 0
         for rev_events in _list(msg[3], "the revisions of a publish"):
             _list(rev_events, "a published revision", 2)
             _int(rev_events[0], "a published revision number")
@@ -299,7 +310,7 @@ class Publish(NamedTuple):
                 decode_kv(ev[1])
                 if ev[2] is not None:
                     decode_kv(ev[2], "prev_kv")
-        return cls(prev, last, msg[3], compact, auth_rev, changes)
+        return cls(prev, last, msg[3], compact, auth_rev, changes, commit_time)
 
 
 def _publish_auth(auth, prev: int, last: int) -> tuple[int, list]:

@@ -44,6 +44,9 @@ PINNED = [
     ("compacted (auth)", i.encode_compacted([i.CompactedCancel(7, 1, 5)], auth_rev=3)[0],
      "93 a9 63 6f 6d 70 61 63 74 65 64 03 91 93 07 01 05"),
     ("auth_state", i.AuthStateRequest(4).encode(), "93 aa 61 75 74 68 5f 73 74 61 74 65 04 80"),
+    # Lag (issue #12): the writer's commit time (µs since the epoch) as a 7th element.
+    ("pub (commit time)", i.Publish(1, 2, [], 0, 0, [], 1_700_000_000_000_000).encode(),
+     "97 a3 70 75 62 01 02 90 00 92 00 90 cf 00 06 0a 24 18 1e 40 00"),
 ]
 
 
@@ -70,6 +73,7 @@ def test_the_pinned_bytes_are_the_hand_written_lists_of_spec_section_12():
         "synced (auth)": ["synced", 3, [[7, 1, 2]]],
         "compacted (auth)": ["compacted", 3, [[7, 1, 5]]],
         "auth_state": ["auth_state", 4, {}],
+        "pub (commit time)": ["pub", 1, 2, [], 0, [0, []], 1_700_000_000_000_000],
     }
     for what, encoded, _ in PINNED:
         assert messages.pack(old[what]) == encoded, what
@@ -91,6 +95,14 @@ def test_publish_with_auth_changes_round_trip():
     assert i.Publish.decode(p.encode()) == p
     heartbeat = i.Publish(6, 6, [], 1, 9, [])          # carries the auth revision, no change
     assert i.Publish.decode(heartbeat.encode()) == heartbeat
+
+
+def test_a_publish_carries_the_commit_time_and_an_old_one_reads_as_0():
+    p = i.Publish(4, 6, [[5, [[0, KV, None]]]], 1, 0, [], 1_700_000_000_123_456)
+    assert i.Publish.decode(p.encode()) == p
+    assert i.Publish.decode(i.Publish(6, 6, [], 1, 9, [], 5).encode()).commit_time == 5
+    assert i.Publish.decode(messages.pack(["pub", 1, 2, [], 0])).commit_time == 0
+    assert i.Publish.decode(messages.pack(["pub", 1, 2, [], 0, [3, []]])).commit_time == 0
 
 
 def test_a_publish_of_an_old_writer_has_auth_revision_0_and_no_changes():
@@ -199,7 +211,9 @@ HOSTILE_PUBLISHES = [
 
 _CHANGE = [2, ["enabled", True]]
 HOSTILE_PUBLISHES += [
-    _pub(1, 2, [], 0, [1, [_CHANGE]], 0), _pub(1, 2, [], 0, [1]), _pub(1, 2, [], 0, {}),
+    _pub(1, 2, [], 0, [1, [_CHANGE]], 0, 0), _pub(1, 2, [], 0, [1]),
+    _pub(1, 2, [], 0, [0, []], -1), _pub(1, 2, [], 0, [0, []], 1.5), _pub(1, 2, [], 0, [0, []], True),
+    _pub(1, 2, [], 0, [0, []], None), _pub(1, 2, [], 0, [0, []], 1 << 63),     # bad commit times _pub(1, 2, [], 0, {}),
     _pub(1, 2, [], 0, [-1, []]), _pub(1, 2, [], 0, [True, []]), _pub(1, 2, [], 0, [1, {}]),
     _pub(1, 2, [], 0, [0, [_CHANGE]]),                                     # more changes than revisions
     _pub(1, 2, [], 0, [2, [[0, ["enabled", True]]]]),                      # after_revision below prev

@@ -20,6 +20,7 @@ it only when a port is set, so an actor without the extra runs as before.
 """
 from __future__ import annotations
 
+import errno
 import sys
 import threading
 import time
@@ -359,35 +360,23 @@ class FanoutCollector:
                   totals.get("gaps", 0))
         f.counter("zwatch_fanout_bad_requests_total", "client frames refused before or while dispatching",
                   totals.get("bad_requests", 0))
-        lag = _attr(fo, "lag")
-        f.gauge("zwatch_fanout_revision_lag", "revisions the writer committed that this fan-out has not seen",
-                _first(lag, "revision_lag", default=0))
-        time_lag = _first(lag, "time_lag_s")
-        if time_lag is None:
-            ms = _first(lag, "time_lag_ms")
-            time_lag = ms / 1000 if ms is not None else 0
-        f.gauge("zwatch_fanout_time_lag_seconds", "age of the newest writer commit this fan-out has not seen "
-                "(0 when caught up)", time_lag)
-        f.gauge("zwatch_fanout_session_backlog_max_seconds", "age of the oldest undelivered revision of any session",
-                _first(lag, "backlog_max_s", "oldest_age_s", default=0))
-        f.gauge("zwatch_fanout_slow_sessions", "sessions with a backlog (unacknowledged output)",
-                _first(lag, "slow_sessions", "backlog_sessions", default=0))
+        lag = _attr(fo, "lag")            # lag.Lag: the figures of fanout.stats / fanout.backlog
+        f.gauge("zwatch_fanout_revision_lag", "revisions the writer committed that this fan-out has not applied",
+                _attr(lag, "revision_lag", 0))
+        f.gauge("zwatch_fanout_time_lag_seconds", "now minus the writer's commit time of the last publish, "
+                "measured when it was applied", _attr(lag, "time_lag_s", 0))
+        # The time lag is measured when a publish is applied: with no publish at all (writer
+        # unreachable) it stays as it was; time() minus this shows how long nothing came.
+        f.gauge("zwatch_fanout_last_commit_timestamp_seconds", "writer's commit time (Unix seconds) of the last "
+                "publish applied, heartbeats included (0: none yet)", _attr(lag, "commit_time", 0) / 1e6)
+        f.gauge("zwatch_fanout_session_backlog_max_seconds", "age of the oldest undelivered revision of any session "
+                "(as of the last fanout.stats line)", _attr(lag, "backlog_max_s", 0))
+        f.gauge("zwatch_fanout_slow_sessions", "sessions with a backlog: unacknowledged output, held frames or "
+                "watchers behind (as of the last fanout.stats line)", _attr(lag, "backlog_sessions", 0))
         f.requests("zwatch_fanout_client_requests_total", "zwatch_fanout_request_duration_seconds",
                    "client requests (from the frame read to the reply queued for the client)",
                    _attr(fo, "request_clock.meter"))
         return f.out
-
-
-def _first(obj, *names, default=None):
-    if obj is None:
-        return default
-    for name in names:
-        value = getattr(obj, name, None)
-        if callable(value):
-            value = value()
-        if value is not None:
-            return value
-    return default
 
 
 _STATE = attrgetter("state")
@@ -406,9 +395,10 @@ def registry_for(actor_name: str, actor):
 
 
 def serve(actor_name: str, actor, port: int | None, host: str = "127.0.0.1") -> int:
-    """Start the actor's /metrics when `port` is set.  0: serving (or off); else the exit code
-    after one line on stderr (2: prometheus_client missing; 1: the port cannot be bound) and,
-    for the port, a metrics.bind_failed log event."""
+    """Start the actor's /metrics when `port` is set.  0: serving (or off); else 2, the exit
+    code of a start-up error (as a port in use or a bad data dir elsewhere), after one line on
+    stderr: prometheus_client missing, or the port cannot be bound (and a metrics.bind_failed
+    log event)."""
     if not port:
         return 0
     setting = PORT_SETTING[actor_name]
@@ -427,11 +417,13 @@ def serve(actor_name: str, actor, port: int | None, host: str = "127.0.0.1") -> 
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except (OSError, ValueError) as exc:      # in use, not allowed, a host that does not resolve
-        print(f"zwatch {actor_name}: cannot serve metrics on {host}:{port} ({setting}): "
-              f"{getattr(exc, 'strerror', None) or exc}",
+        in_use = getattr(exc, "errno", None) == errno.EADDRINUSE
+        reason = (getattr(exc, "strerror", None) or str(exc)).lower()
+        print(f"zwatch {actor_name}: cannot serve metrics on {host}:{port} ({setting}): {reason}"
+              + (" (is another actor using it? each fan-out needs its own --metrics-port)" if in_use else ""),
               file=sys.stderr)
         actor.log.error("metrics.bind_failed", host=host, port=port, setting=setting, error=str(exc))
-        return 1
+        return 2
     actor.metrics_server = server
     actor.log.info("metrics.serving", host=host, port=port, url=f"http://{_url_host(host)}:{port}/metrics")
     return 0

@@ -127,6 +127,8 @@ def test_every_actor_serves_metrics_that_move_with_the_traffic(make_cluster):
     assert grew("fanout", "zwatch_fanout_client_requests_total", op="hello", code="OK") == 3
     assert grew("fanout", "zwatch_fanout_request_duration_seconds_count", op="put") == n + 1
     assert value(f, "zwatch_fanout_revision_lag") == 0
+    # Publishes carry the writer's commit time (heartbeats too): the fan-out has seen some.
+    assert value(f, "zwatch_fanout_last_commit_timestamp_seconds") > 0
     print("fan-out put: mean ms", 1000 * value(f, "zwatch_fanout_request_duration_seconds_sum", op="put")
           / value(f, "zwatch_fanout_request_duration_seconds_count", op="put"))
 
@@ -141,11 +143,11 @@ def test_port_in_use_is_one_line_and_the_cli_flag_gives_each_fanout_its_own(make
     ports, env = metrics_env()
     cl = make_cluster(env={**env, "ZWATCH_IDLE_TIMEOUT_S": "60"})
     cl["fanout0"].wait_event("metrics.serving")
-    # A second fan-out of the same environment: the port is taken -> one line, exit code 1.
+    # A second fan-out of the same environment: the port is taken -> one line, exit code 2.
     second_ep = f"tcp://127.0.0.1:{free_port()}"
     argv = [sys.executable, "-m", "zwatch.actors", "fanout", "--listen", second_ep]
     r = subprocess.run(argv, env=cl.env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.strip().count("\n") == 0 and "ZWATCH_FANOUT_METRICS_PORT" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert '"metrics.bind_failed"' in r.stdout

@@ -210,7 +210,8 @@ def test_fanout_collector():
                 enumerate(["synced"] * 3 + ["unsynced"] * 2 + ["victim"] + ["future"])}
     core = SimpleNamespace(watchers=watchers, st={"victims": 1, "gaps": 0})
     fo = SimpleNamespace(sessions={b"a": 1, b"b": 2}, core=core, st={"bad_requests": 1}, totals=metrics.Totals(),
-                         lag=SimpleNamespace(revision_lag=12, time_lag_ms=1500, backlog_max_s=3.5, slow_sessions=2),
+                         lag=SimpleNamespace(revision_lag=12, time_lag_s=1.5, backlog_max_s=3.5, backlog_sessions=2,
+                                             commit_time=1_700_000_000_250_000),
                          request_clock=metrics.InFlight())
     fo.totals.fold(core.st, fo.st)
     core.st["victims"] = 2                 # the interval since the last stats line
@@ -228,6 +229,7 @@ def test_fanout_collector():
     assert one(s, "zwatch_fanout_time_lag_seconds") == 1.5
     assert one(s, "zwatch_fanout_session_backlog_max_seconds") == 3.5
     assert one(s, "zwatch_fanout_slow_sessions") == 2
+    assert one(s, "zwatch_fanout_last_commit_timestamp_seconds") == 1_700_000_000.25
     assert one(s, "zwatch_fanout_client_requests_total", op="put", code="INVALID_ARGUMENT") == 1
     assert one(s, "zwatch_fanout_request_duration_seconds_count", op="put") == 1
 
@@ -259,9 +261,10 @@ def test_serve_port_in_use_is_one_line_and_an_event(tmp_path, capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert metrics.serve("writer", w, port) == 1
+        assert metrics.serve("writer", w, port) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ZWATCH_WRITER_METRICS_PORT" in err and str(port) in err
+    assert "address already in use" in err
     assert w.log.lines[-1][:2] == ("error", "metrics.bind_failed")
 
 
@@ -274,7 +277,7 @@ def test_serve_refuses_a_port_out_of_range(port, capsys):
 
 def test_serve_with_a_host_that_does_not_resolve_is_one_line(tmp_path, capsys):
     w = fake_writer(tmp_path)
-    assert metrics.serve("writer", w, 9, host="no-such-host.invalid") == 1
+    assert metrics.serve("writer", w, 9, host="no-such-host.invalid") == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert w.log.lines[-1][:2] == ("error", "metrics.bind_failed")
 

@@ -63,7 +63,10 @@ FANOUT = (
     LogEvent("fanout.stop", "info", "leaving (`signal` null = crash)"),
     LogEvent("fanout.stats", "info", "every ZWATCH_STATS_S: sessions, watchers, ring and counters of the interval"),
     LogEvent("session.open", "info", "a `hello` opened a session"),
-    LogEvent("session.close", "info", "a session ended (bye, rehello, idle_timeout, unreachable, not_reading)"),
+    LogEvent("session.close", "info", "a session ended (bye, rehello, idle_timeout, unreachable, not_reading, stuck)"),
+    LogEvent("fanout.backlog", "info", "each stats interval while any session has a backlog: the 5 oldest backlogs"),
+    LogEvent("fanout.session_stuck", "warning", "a session with unacknowledged watch output made no ack progress for "
+                                                "ZWATCH_STUCK_SESSION_S: it is closed (reason stuck)"),
     LogEvent("watch.victim", "info", "a session stayed without credit or with a full pipe past ZWATCH_STALL_S: "
                                      "its watches replay later from history (at most one line a second per session)"),
     LogEvent("fanout.session_not_reading", "warning", "a session sends requests but reads nothing: its held replies "

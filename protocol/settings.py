@@ -161,6 +161,9 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_STALL_S", float, 2.0, {"fanout": "stall_s"},
                 "how long a session's frames may wait for credit before its watches become victims "
                 "(they catch up later)", min=0),
+        Setting("ZWATCH_STUCK_SESSION_S", float, 60.0, {"fanout": "stuck_session_s"},
+                "a session with unacknowledged watch output and no ack progress for this long is closed "
+                "(session.close reason `stuck`)", min=0.001),
         Setting("ZWATCH_CURVE_CLIENTS", str, "any", {"fanout": None},
                 "with ZWATCH_CURVE_DIR: `any` admits every client key (users log in with a password), "
                 "`known` only the keys in `clients/` (a key `clients/NAME.key` is user NAME)",

@@ -57,6 +57,7 @@ class FanoutCore:
         self.futures: list[tuple[int, int]] = []          # heap of (next_rev, uid), lazily pruned
         self.live_futures = 0                              # watchers in state FUTURE
         self.victims: deque[tuple[float, Watcher]] = deque()
+        self.stalled: dict[Session, int] = {}              # session -> its acked bytes when its watchers became victims
         self.progress_watchers: set[Watcher] = set()
         self.ring = Ring(ring_revisions, ring_bytes)        # contiguous recent revisions, ending at last_seen
         self.last_seen: int | None = None                  # last revision processed, contiguously
@@ -460,19 +461,34 @@ class FanoutCore:
             w.next_rev = resume
             self.victims.append((now + session.backoff, w))
             self.st["victims"] += 1
+        if session is not None and session.sent_bytes > session.acked_bytes:
+            # No credit (what it was sent is not acknowledged): its victims wait for an ack
+            # before the syncer replays history for them again (issue #12.6).
+            self.stalled[session] = session.acked_bytes
 
     def retry_victims(self, now: float):
         if not self.victims:
             return
         keep = deque()
+        stalled = self.stalled
         for due, w in self.victims:
             if w.state != VICTIM or self.watchers.get(w.uid) is not w:
                 continue
+            if due <= now and stalled:
+                s = w.session
+                mark = stalled.get(s)
+                if mark is not None:
+                    if s.acked_bytes == mark and s.sent_bytes > s.acked_bytes:
+                        keep.append((due, w))      # still no ack: replaying now would stall again
+                        continue
+                    del stalled[s]
             if due <= now:
                 self._to_syncer(w, w.next_rev)
             else:
                 keep.append((due, w))
         self.victims = keep
+        if stalled and not keep:
+            stalled.clear()
 
     # ------------------------------------------------------------------ watch requests
     def watch_create(self, session: Session, req_id: int, body: dict):
@@ -586,6 +602,7 @@ class FanoutCore:
             self.waiting_creates = [c for c in self.waiting_creates if c[0] is not session]
         self.set_session_user(session, None)
         self.out.pop(ident, None)
+        self.stalled.pop(session, None)
 
     # ------------------------------------------------------------------ auth
     def on_auth_state(self, state):

@@ -116,10 +116,10 @@ class Lag:
         return round(self.time_lag_s * 1000, 3)
 
     def interval(self) -> dict:
-        """fanout.stats' lag fields; starts the next interval (its max from the current lag)."""
+        """fanout.stats' lag fields; starts the next interval (its max from the current lag).
+        (The interval's victims are the core's `victims` count, already on the line.)"""
         figures = dict(writer_revision=self.writer_revision, revision_lag=self.revision_lag,
-                       time_lag_ms=self.time_lag_ms, time_lag_ms_max=round(self.time_lag_max_s * 1000, 3),
-                       victims=sum(self.victims.values()))
+                       time_lag_ms=self.time_lag_ms, time_lag_ms_max=round(self.time_lag_max_s * 1000, 3))
         self.time_lag_max_s = self.time_lag_s
         return figures
 
@@ -170,6 +170,7 @@ class StuckSessions:
     def __init__(self, stuck_s: float):
         self.stuck_s = stuck_s
         self.marks: dict[bytes, tuple[int, float]] = {}   # ident -> (acked_bytes, since)
+        self.checked_at = -1e9                            # the service checks once a second
 
     def check(self, sessions: dict, now: float) -> list[tuple[bytes, int, float]]:
         """[(ident, unacked_bytes, stuck_s)] of the sessions to close now."""

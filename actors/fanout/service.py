@@ -32,6 +32,7 @@ from ..memory import TrimPolicy, trim_if_due
 from ..auth.state import AuthState
 from .authn import Job, LoginLimiter, PasswordWorker, VerifiedLogins
 from .core import FanoutCore
+from .lag import Lag, StuckSessions
 from .model import Session
 from .sessions import AGAIN, GONE, SENT, SessionOutput
 
@@ -63,6 +64,7 @@ class Fanout:
                  ring_revisions: int = 20_000, ring_bytes: int = 64 << 20, victim_backoff_s: float = 0.1,
                  max_sessions: int = MAX_SESSIONS_PER_FANOUT, max_watches: int = MAX_WATCHES_PER_SESSION,
                  session_hwm: int = 1000, session_window: int = 8 << 20, stall_s: float = 2.0,
+                 stuck_session_s: float = 60.0,
                  stats_s: float = 10.0, max_pending: int = MAX_PENDING_REQUESTS_PER_SESSION,
                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1"):
         self.endpoint = endpoint
@@ -78,6 +80,9 @@ class Fanout:
         self.max_pending = max(1, max_pending)
         self.session_window = session_window
         self.stats_s = stats_s
+        # Lag behind the writer, sessions' backlogs, stuck sessions (lag.py, issue #12).
+        self.lag = Lag()
+        self.stuck = StuckSessions(stuck_session_s)
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
         # /metrics (actors/metrics.py): cumulative totals of the per-interval counters, and the
         # client requests in flight (InFlight, set only while metrics are served).
@@ -210,6 +215,7 @@ class Fanout:
                 if housekeeping.due(now):
                     self.core.retry_victims(now)
                     self._expire_sessions(now)
+                    self._close_stuck(now)
                 if memory.due(now):
                     trimmed = trim_if_due(self.trim_policy, now)
                     if trimmed is not None:
@@ -244,6 +250,7 @@ class Fanout:
                 continue
             self.core.on_publish(pub.prev, pub.last, pub.revisions, pub.compact_revision,
                                  pub.auth_revision, pub.auth_changes)
+            self.lag.on_publish(pub.last, pub.commit_time, self.core.last_seen, time.time_ns() // 1000)
 
     # ================================================================== syncer
     def _send_syncer(self, frame: bytes, op: str):
@@ -322,6 +329,7 @@ class Fanout:
             if result.lost_owners:
                 for owner in result.lost_owners:
                     core.victimize(owner, now)
+                self.lag.victimized(session.name, sum(len(o.watchers) for o in result.lost_owners))
                 self.log_limited(self.log.info, "watch.victim", key=ident, session=session.name,
                                  frames_lost=result.lost_frames,
                                  inflight_bytes=session.sent_bytes - session.acked_bytes)
@@ -668,6 +676,20 @@ class Fanout:
         self.trim_policy.note_closed(time.monotonic())
         self.log.info("session.close", session=session.name, reason=reason, sessions=len(self.sessions))
 
+    def _close_stuck(self, now):
+        """Sessions with unacknowledged watch output and no ack progress for stuck_session_s:
+        left open, their watchers would cycle victim -> catch-up -> victim, each round a rescan
+        of history by the syncer, for ever (issue #12.6)."""
+        if now - self.stuck.checked_at < 1.0:
+            return
+        self.stuck.checked_at = now
+        for ident, unacked, stuck_s in self.stuck.check(self.sessions, now):
+            session = self.sessions[ident]
+            self.log.warning("fanout.session_stuck", session=session.name, user=session.user,
+                             unacked_bytes=unacked, stuck_s=stuck_s, held_frames=len(session.held),
+                             watches=len(session.watches))
+            self._close_session(ident, "stuck")
+
     def _expire_sessions(self, now):
         limit = now - self.idle_timeout_s
         for ident in [i for i, s in self.sessions.items() if s.last_heard < limit]:
@@ -681,9 +703,22 @@ class Fanout:
                       revision=core.last_seen, ring=len(core.ring), ring_bytes=core.ring.bytes,
                       auth_revision=core.auth.revision, held_syncer_frames=len(core.held_syncer),
                       interval_s=self.stats_s, max_inflight_bytes=self.output.max_inflight,
-                      session_window=self.session_window, **core.st, **self.st)
+                      session_window=self.session_window, **self._lag_figures(), **core.st, **self.st)
         self.totals.fold(core.st, self.st)      # zeroes them, keeping the totals /metrics shows
         self.output.max_inflight = 0
+
+    def _lag_figures(self) -> dict:
+        """fanout.stats' lag fields, and a fanout.backlog line while any session has a backlog."""
+        upstream = getattr(self, "upstream", None)          # the writer's pongs (health.py)
+        if upstream is not None:
+            self.lag.on_writer_revision(upstream.writer.revision)
+        backlogs = self.lag.backlogs(self.sessions.values(), time.time_ns() // 1000)
+        if backlogs:
+            self.log.info("fanout.backlog", sessions=backlogs, slow_sessions=self.lag.backlog_sessions)
+        slowest = backlogs[0] if backlogs else None
+        return dict(self.lag.interval(), slowest_session=slowest and slowest["session"],
+                    slowest_age_s=slowest["oldest_age_s"] if slowest else 0.0,
+                    slow_sessions=self.lag.backlog_sessions)
 
 
 def main(endpoint: str | None = None, metrics_port: int | None = None) -> int:

@@ -226,6 +226,36 @@ def test_lost_owed_progress_is_owed_again_and_sent_once_synced():
     assert progress_of(take(core, s), 1) == [10]
 
 
+def test_victims_of_a_session_without_credit_wait_for_its_ack_before_the_syncer_replays():
+    """Issue #12.6: a session that never acks made its victims re-register with the syncer every
+    back-off, each a rescan of history that stalled again on no credit."""
+    core = joined(at=1)
+    s = session()
+    w = watch(core, s)
+    publish(core, 2, 5)
+    s.sent_bytes, s.acked_bytes = 1000, 0         # its earlier frames are not acknowledged
+    assert _victim_resume(core, s, w) == 2
+    core.take_syncer_work()
+    core.retry_victims(now=100.0)
+    assert core.take_syncer_work() == ([], []) and w.state == VICTIM     # no ack: no replay
+    s.acked_bytes = 400                            # it acked: its victims replay
+    core.retry_victims(now=100.1)
+    _, sync = core.take_syncer_work()
+    assert [r.uid for r in sync] == [w.uid] and w.state == UNSYNCED
+    assert not core.stalled
+
+
+def test_victims_of_a_session_with_everything_acknowledged_replay_after_the_back_off():
+    """A full pipe (not credit) made the victims: nothing to wait for but the back-off."""
+    core = joined(at=1)
+    s = session()
+    w = watch(core, s)
+    publish(core, 2, 5)
+    _victim_resume(core, s, w)
+    core.retry_victims(now=100.0)
+    assert [r.uid for r in core.take_syncer_work()[1]] == [w.uid]
+
+
 # ---------------------------------------------------------------- progress (etcd #20242)
 def test_progress_request_is_answered_at_once_for_live_watches_and_owed_to_the_others():
     core = joined(at=5, ring_revisions=2)

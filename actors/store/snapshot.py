@@ -169,3 +169,30 @@ def status(path: str) -> dict:
         return {"hash": crc, "revision": revision, "total_keys": total, "total_size": os.path.getsize(path)}
     finally:
         env.close()
+
+
+def bump_revision(data_dir: str, bump: int) -> tuple[int, int]:
+    """After a restore (etcd 3.5's `etcdutl snapshot restore --bump-revision N --mark-compacted`):
+    the current revision jumps by `bump` and becomes the compact revision, so revisions never go
+    backwards for a client that saw writes after the snapshot (if bump exceeds them), and every
+    watch resumed from an old revision is canceled COMPACTED: its client re-lists instead of
+    silently missing the writes the restore dropped.  The writer removes the old records at its
+    next start (an unfinished physical compaction resumes).  Returns (old, new) revision."""
+    from .store import Store                   # here: the CLI's status/restore need only lmdb
+    store = Store(data_dir)
+    try:
+        txn = store.env.begin(write=True)
+        try:
+            old = layout.meta_int(txn, store._meta, layout.CURRENT_REV)
+            new = old + bump
+            done, _ = layout.unpack_compact_done(txn.get(layout.COMPACT_DONE, db=store._meta))
+            txn.put(layout.CURRENT_REV, layout.pack_int(new), db=store._meta)
+            txn.put(layout.COMPACT_REV, layout.pack_int(new), db=store._meta)
+            txn.put(layout.COMPACT_DONE, layout.pack_compact_done(done), db=store._meta)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        return old, new
+    finally:
+        store.close()

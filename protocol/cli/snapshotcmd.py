@@ -9,8 +9,9 @@
 * ``snapshot status FILE``: ``HASH, REVISION, TOTAL KEYS, TOTAL SIZE`` (hash in hex, size as
   go-humanize), ``-w table`` etcdctl's table, ``-w json`` {"hash","revision","totalKey","totalSize"}.
   The hash is zwatch's (actors/store/snapshot.py: CRC-32 of the tables' names, keys and values).
-* ``snapshot restore FILE --data-dir DIR``: offline; refuses a non-empty DIR; DIR/data.mdb is a
-  copy of FILE, checked to open as a zwatch store; prints what to do next (docs/operations.md).
+* ``snapshot restore FILE --data-dir DIR [--bump-revision N --mark-compacted]``: offline; refuses
+  a non-empty DIR; DIR/data.mdb is a copy of FILE, checked to open as a zwatch store (and hash
+  the same); the bump is etcdutl 3.5's (snapshot.bump_revision); prints what to do next.
 Argument count errors: etcdctl's text, exit 128.
 """
 from __future__ import annotations
@@ -39,6 +40,11 @@ def add_snapshot(p, add_globals_to):
         q.add_argument("args", nargs="*")
         if name == "restore":
             q.add_argument("--data-dir", default="", help="path to the data directory (empty, or absent)")
+            q.add_argument("--bump-revision", type=int, default=0, metavar="N",
+                           help="how much to increase the latest revision after restore (etcdutl 3.5's flag)")
+            q.add_argument("--mark-compacted", action="store_true",
+                           help="mark the latest revision after restore as compacted (required with "
+                                "--bump-revision > 0): resumed watches are canceled and re-list")
 
 
 def cmd_defrag(a, c: Client):
@@ -76,9 +82,10 @@ def cmd_snapshot(a, c: Client):
     return 0
 
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table(header: list[str], rows: list[list[str]], right: bool = False) -> list[str]:
     """olekukonko/tablewriter as etcdctl 3.4 sets it up: headers upper-cased and centered, cells
-    left-aligned (numbers right-aligned), one space of padding."""
+    left-aligned (numbers right-aligned), one space of padding; right=True: every cell
+    right-aligned (etcdctl's SetAlignment(ALIGN_RIGHT) of the endpoint and member tables)."""
     cols = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     sep = "+" + "+".join("-" * (w + 2) for w in cols) + "+"
 
@@ -90,7 +97,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
         return " " * (pad // 2) + s + " " * (pad - pad // 2)
     out = [sep, "| " + " | ".join(center(h.upper(), w) for h, w in zip(header, cols)) + " |", sep]
     for r in rows:
-        out.append("| " + " | ".join(cell(s, w, s.isdigit()) for s, w in zip(r, cols)) + " |")
+        out.append("| " + " | ".join(cell(s, w, right or s.isdigit()) for s, w in zip(r, cols)) + " |")
     out.append(sep)
     return out
 
@@ -122,6 +129,11 @@ def snapshot_offline(a) -> int:
     data_dir = a.data_dir
     if not data_dir:
         raise CommandError("snapshot restore needs --data-dir DIR (an empty or absent directory)", EXIT_BAD_ARGS)
+    if a.bump_revision < 0:
+        raise CommandError("--bump-revision must not be negative", EXIT_BAD_ARGS)
+    if (a.bump_revision > 0) != a.mark_compacted:      # etcdutl's rule
+        raise CommandError("--mark-compacted is required if --bump-revision > 0, and allowed only then",
+                           EXIT_BAD_ARGS)
     if os.path.exists(data_dir) and (not os.path.isdir(data_dir) or os.listdir(data_dir)):
         raise CommandError(f"data-dir {data_dir!r} exists and is not empty: restore into an empty directory")
     try:
@@ -139,7 +151,20 @@ def snapshot_offline(a) -> int:
         raise CommandError(f"restored {target} does not match {path} (hash {check['hash']:x} != {st['hash']:x})")
     write_line(f"Restored snapshot {path} (revision {st['revision']}, {st['total_keys']} keys, "
                f"{humanize_bytes(st['total_size'])}) into {target}")
-    write_line(f"Next: start the writer and the syncer with ZWATCH_DATA_DIR={data_dir} (stop the old ones first); "
-               "fan-outs and clients reconnect by themselves. Revisions restart at "
-               f"{st['revision']}: watchers must re-list (docs/operations.md, 'Defrag, snapshots, restore').")
+    if a.bump_revision:
+        old, new = snapshot.bump_revision(data_dir, a.bump_revision)
+        for name in ("lock.mdb",):              # made by the bump's open: recreated at need
+            try:
+                os.unlink(os.path.join(data_dir, name))
+            except FileNotFoundError:
+                pass
+        write_line(f"Revision bumped from {old} to {new} and marked compacted: watches resumed from an "
+                   "older revision are canceled (compacted) and re-list.")
+        after = f"continue from {new}"
+    else:
+        after = (f"go back to {st['revision']}: watchers must re-list (or restore with --bump-revision N "
+                 "--mark-compacted)")
+    write_line(f"Next: stop every actor (writer, syncer, every fan-out), point ZWATCH_DATA_DIR at {data_dir}, "
+               f"start them all; clients reconnect by themselves. Revisions {after}. "
+               "See docs/operations.md, 'Defrag, snapshots, restore'.")
     return 0

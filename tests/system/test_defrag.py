@@ -146,10 +146,13 @@ def test_defrag_under_live_load_keeps_every_guarantee_and_gives_space_back(make_
     assert res.ok, res.summary()
 
 
-def test_snapshot_save_status_restore_round_trip(make_cluster, tmp_path):
+@pytest.mark.parametrize("bump", [0, 1000])
+def test_snapshot_save_status_restore_round_trip(make_cluster, tmp_path, bump):
     """snapshot save through a fan-out while writes go on: the file's revision is exact (every key
     written up to it is in, none after), its sha256 checked; restored into a new data dir, a new
-    cluster serves exactly that content and goes on from that revision."""
+    cluster serves exactly that content and goes on from that revision (bump 0), or from that
+    revision + bump with every older revision compacted (--bump-revision --mark-compacted: a
+    watch resumed from before is canceled COMPACTED, so its client re-lists)."""
     cl = make_cluster()
     c = cl.client(timeout=30)
     for i in range(300):
@@ -166,7 +169,9 @@ def test_snapshot_save_status_restore_round_trip(make_cluster, tmp_path):
 
     restored = tmp_path / "restored"
     from zwatch.cli.main import main as cli_main
-    assert cli_main(["snapshot", "restore", path, "--data-dir", str(restored)]) == 0
+    flags = ["--bump-revision", str(bump), "--mark-compacted"] if bump else []
+    assert cli_main(["snapshot", "restore", path, "--data-dir", str(restored), "--bump-revision", "5"]) == 128
+    assert cli_main(["snapshot", "restore", path, "--data-dir", str(restored), *flags]) == 0
     assert cli_main(["snapshot", "restore", path, "--data-dir", str(restored)]) == 1      # not empty
     cl2 = make_cluster(start=False)
     cl2.data_dir = str(restored)
@@ -175,7 +180,14 @@ def test_snapshot_save_status_restore_round_trip(make_cluster, tmp_path):
     cl2.start()
     c2 = cl2.client(timeout=30)
     assert {kv.key: kv.value for kv in c2.get("s/", prefix=True).kvs} == expected
-    assert c2.put("s/new", "1").header.revision == info.revision + 1
+    assert c2.put("s/new", "1").header.revision == info.revision + bump + 1
+    w = c2.watch("s/", prefix=True, start_revision=info.revision + 1)    # a watch resumed after a restore
+    if bump:
+        r = w.get(timeout=10)
+        assert (r.canceled, r.compact_revision) == (True, info.revision + bump), r
+    else:                                        # revisions went back: it sees the new writes only
+        r = w.get(timeout=10)
+        assert [e.kv.key for e in r.events] == [b"s/new"]
 
 
 def test_maintenance_needs_root_with_auth(make_cluster, tmp_path):

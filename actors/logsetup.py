@@ -1,4 +1,5 @@
-"""structlog set-up shared by every actor: JSON lines on stdout (console renderer on a TTY).
+"""structlog set-up shared by every actor: JSON lines on stdout (console renderer on a TTY, or always
+with ZWATCH_LOG_FORMAT=console).
 
 Event names are stable (docs/operations.md lists them); figures go in fields, never in the
 message text, so that operators can graph them.
@@ -16,9 +17,12 @@ from zwatch import settings
 
 def configure(actor: str, level: str | None = None, json: bool | None = None) -> structlog.BoundLogger:
     level_name = (level or settings.get("ZWATCH_LOG_LEVEL")).upper()
+    tty = sys.stdout.isatty()
     if json is None:
-        json = settings.get("ZWATCH_LOG_FORMAT") == "json" or not sys.stdout.isatty()
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        # `console`: readable lines even through a pipe (honcho, `zwatch up`), colors only on a TTY.
+        fmt = settings.get("ZWATCH_LOG_FORMAT")
+        json = fmt == "json" or (fmt == "auto" and not tty)
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=tty)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

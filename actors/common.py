@@ -34,17 +34,25 @@ def make_socket(ctx: zmq.Context, kind: int, *, linger_ms: int = 0, max_msg: int
 
 
 class StopFlag:
-    """SIGTERM / SIGINT set the flag; actor loops poll with short timeouts and check it."""
+    """SIGTERM / SIGINT set the flag; actor loops poll with short timeouts and check it.
 
-    def __init__(self):
+    drain=True (the fan-out): the first SIGTERM only sets ``draining`` (the actor tells its
+    clients to move and stops once they left); a second SIGTERM, or a SIGINT, stops at once."""
+
+    def __init__(self, drain: bool = False):
         self.stopping = False
+        self.draining = False
+        self.drain = drain
         self.signal = None
         signal.signal(signal.SIGTERM, self._set)
         signal.signal(signal.SIGINT, self._set)
 
     def _set(self, signum, frame):
-        self.stopping = True
         self.signal = signal.Signals(signum).name
+        if self.drain and signum == signal.SIGTERM and not self.draining:
+            self.draining = True
+            return
+        self.stopping = True
 
     def __bool__(self):
         return self.stopping
@@ -67,6 +75,37 @@ class Every:
     def remaining_ms(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
         return max(0, int((self.next - now) * 1000))
+
+
+class AlignedEvery:
+    """A periodic deadline at wall-clock multiples of the interval (10 s: :00, :10, :20...), so
+    that the `*.stats` lines of different actors cover the same intervals and join on `at`.
+
+    ``at`` is the boundary that fired last (epoch seconds, an int for whole-second intervals).
+    Boundaries missed (a paused process) are skipped, not fired one after another."""
+
+    def __init__(self, interval: float, clock=time.time):
+        self.interval = interval
+        self.clock = clock
+        self.next = self._after(clock())
+        self.at = self._stamp(self.next - interval)
+
+    def _after(self, t: float) -> float:
+        return (int(t // self.interval) + 1) * self.interval
+
+    def _stamp(self, boundary: float):
+        return int(round(boundary)) if float(self.interval).is_integer() else round(boundary, 6)
+
+    def due(self) -> bool:
+        now = self.clock()
+        if now >= self.next:
+            self.at = self._stamp(self._after(now) - self.interval)
+            self.next = self._after(now)
+            return True
+        return False
+
+    def remaining_ms(self) -> int:
+        return max(0, int((self.next - self.clock()) * 1000))
 
 
 def drain(sock: zmq.Socket, limit: int, multipart: bool = True):
@@ -116,3 +155,31 @@ class RateLimitedLog:
         self._last[k] = [now, 0]
         method(event, repeated=repeated, **fields)
         return True
+
+
+class StartupError(Exception):
+    """A start-up failure the operator fixes (a port in use, an unusable data dir): the actor's
+    main() prints its one line on stderr and exits with code 2, no traceback."""
+
+
+def bind_error_line(actor: str, endpoint: str, exc: zmq.ZMQError, what: str) -> str:
+    """'zwatch fanout: cannot bind tcp://127.0.0.1:2379: address already in use (is another fan-out running?)'"""
+    in_use = exc.errno == zmq.EADDRINUSE
+    reason = (exc.strerror or str(exc)).lower() if in_use else str(exc)
+    return f"zwatch {actor}: cannot bind {endpoint}: {reason}" + (f" (is another {what} running?)" if in_use else "")
+
+
+def data_dir_problem(path: str) -> str | None:
+    """Why the LMDB directory cannot be used (None: it can): created if missing, then a file is
+    written in it (LMDB needs to write data.mdb and lock.mdb, readers included)."""
+    import os
+    import tempfile
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.path.isdir(path):
+            return "not a directory"
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    return None

@@ -23,6 +23,8 @@ class LogEvent:
 WRITER = (
     LogEvent("writer.start", "info", "started, store open"),
     LogEvent("writer.stop", "info", "leaving (signal, or a crash: `signal` null)"),
+    LogEvent("writer.bind_failed", "error", "an endpoint cannot be bound (port in use): one line on stderr, exit code 2"),
+    LogEvent("writer.data_dir_unwritable", "error", "the data dir cannot be created, written or opened: one line on stderr, exit code 2"),
     LogEvent("writer.stats", "info", "every ZWATCH_STATS_S: commits, requests, revisions and commit latency of the interval"),
     LogEvent("writer.commit", "debug", "each group commit that created revisions (at info when it took >= 100 ms)"),
     LogEvent("writer.compaction_started", "info", "a compaction began: a client's compact (trigger request), the automatic policy (auto), or an unfinished one found at start (resume)"),
@@ -48,6 +50,8 @@ WRITER = (
 SYNCER = (
     LogEvent("syncer.start", "info", "started"),
     LogEvent("syncer.stop", "info", "leaving, with totals since start"),
+    LogEvent("syncer.bind_failed", "error", "the endpoint cannot be bound (port in use): one line on stderr, exit code 2"),
+    LogEvent("syncer.data_dir_unwritable", "error", "the data dir cannot be created, written or opened: one line on stderr, exit code 2"),
     LogEvent("syncer.stats", "info", "every ZWATCH_STATS_S: pending watchers, batch, outbox and counters of the interval"),
     LogEvent("sync.batch", "info", "a batch of catching-up watchers was handed back to the fan-outs"),
     LogEvent("syncer.fanout_dropped", "info", "a fan-out was forgotten with its watchers (silent or unreachable)"),
@@ -61,6 +65,9 @@ FANOUT = (
     LogEvent("fanout.start", "info", "started"),
     LogEvent("fanout.joined_stream", "info", "first publish received: watches can be created from now on"),
     LogEvent("fanout.stop", "info", "leaving (`signal` null = crash)"),
+    LogEvent("fanout.bind_failed", "error", "the client endpoint cannot be bound (port in use): one line on stderr, exit code 2"),
+    LogEvent("fanout.draining", "info", "SIGTERM: new sessions refused, every session got a goaway; serving until they left"),
+    LogEvent("fanout.drained", "info", "the drain ended (every session left, or ZWATCH_DRAIN_S passed): the fan-out exits"),
     LogEvent("fanout.stats", "info", "every ZWATCH_STATS_S: sessions, watchers, ring and counters of the interval"),
     LogEvent("session.open", "info", "a `hello` opened a session"),
     LogEvent("session.close", "info", "a session ended (bye, rehello, idle_timeout, unreachable, not_reading, stuck)"),
@@ -78,6 +85,7 @@ FANOUT = (
     LogEvent("fanout.syncer_send_failed", "warning", "the queue to the syncer is full; everything is registered again at the next pong"),
     LogEvent("fanout.bad_publish", "error", "undecodable publish"),
     LogEvent("fanout.bad_syncer_message", "error", "undecodable syncer message"),
+    LogEvent("fanout.bad_writer_message", "error", "undecodable answer to the fan-out's own ping of the writer"),
     LogEvent("fanout.syncer_error", "error", "the syncer sent an unknown op, typically an `err` answer to sync/unsync"),
     LogEvent("fanout.request_failed", "error", "unexpected exception serving a client request (answered INTERNAL)"),
     LogEvent("fanout.auth_loaded", "info", "the auth state was fetched from the syncer (at start, or after a missed auth change)"),
@@ -95,7 +103,7 @@ SECURITY = (
 # Logged by every actor with a /metrics port (actors/metrics.py, before the actor's run()).
 METRICS = (
     LogEvent("metrics.serving", "info", "Prometheus `/metrics` is served (ZWATCH_*_METRICS_PORT or `--metrics-port`)"),
-    LogEvent("metrics.bind_failed", "error", "the metrics port cannot be bound (in use, not allowed): the actor exits (code 1)"),
+    LogEvent("metrics.bind_failed", "error", "the metrics port cannot be bound (in use, not allowed): the actor exits (code 2)"),
 )
 
 # actor -> its events; the key is also the actor's source file (actors/<actor>.py) and names

@@ -57,18 +57,21 @@ import os
 import sys
 import time
 
+import lmdb
 import zmq
 
 from zwatch import __version__, internal, messages, settings
 from zwatch.errors import Internal, ZwatchError
 from zwatch.limits import PROTOCOL_VERSION
+from .common import AlignedEvery
 from .logsetup import configure
 
 from zwatch import requests
 from zwatch.errors import Compacted, InvalidArgument, LeaseNotFound
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_TIMETOLIVE_KEYS, MAX_RESPONSE_BYTES
 from . import metrics, security
-from .common import Every, RateLimitedLog, StopFlag, make_socket, percentile
+from .common import (Every, RateLimitedLog, StartupError, StopFlag, bind_error_line, data_dir_problem, make_socket,
+                     percentile)
 from .lessor import Lessor
 from .auth.perms import READ
 from .store import Store, authtx
@@ -168,10 +171,18 @@ class Writer:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
-        os.makedirs(self.data_dir, exist_ok=True)
-        store_defrag.remove_leftovers(self.data_dir)   # a defrag killed before its swap
-        self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size,
-                           min_lease_ttl=self.lease_min_ttl, quota_bytes=self.quota_bytes)
+        # An unusable data dir or a port in use: one line and exit code 2 (main), no traceback.
+        problem = data_dir_problem(self.data_dir)
+        if problem is None:
+            try:
+                store_defrag.remove_leftovers(self.data_dir)   # a defrag killed before its swap
+                self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size,
+                                   min_lease_ttl=self.lease_min_ttl, quota_bytes=self.quota_bytes)
+            except (OSError, lmdb.Error) as exc:
+                problem = str(exc)
+        if problem is not None:
+            self.log.error("writer.data_dir_unwritable", data_dir=os.path.abspath(self.data_dir), error=problem)
+            raise StartupError(f"zwatch writer: cannot use data dir {os.path.abspath(self.data_dir)}: {problem}")
         self.alarms = [name for _, name in self.store.alarms()]
         self.last_published = self.store.current_revision()
         # The lease clock: monotonic time minus the time the process was paused (SIGSTOP, a VM
@@ -190,8 +201,15 @@ class Writer:
         self.pub = make_socket(ctx, zmq.PUB, max_msg=None, sndhwm=100_000)
         self.security.server(self.router, security.INTERNAL, self.endpoint, self.log)
         self.security.server(self.pub, security.INTERNAL, self.pub_endpoint, self.log)
-        self.router.bind(self.endpoint)
-        self.pub.bind(self.pub_endpoint)
+        for sock, endpoint in ((self.router, self.endpoint), (self.pub, self.pub_endpoint)):
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                self.log.error("writer.bind_failed", endpoint=endpoint, error=str(exc))
+                self.store.close()
+                self.security.stop()
+                ctx.destroy(linger=0)
+                raise StartupError(bind_error_line("writer", endpoint, exc, "writer")) from None
         self.log.info("writer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
                       pub_endpoint=self.pub_endpoint, revision=self.last_published,
                       compact_revision=self.store.compact_revision(), max_batch=self.max_batch,
@@ -206,7 +224,7 @@ class Writer:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         heartbeat = Every(self.heartbeat_s)
-        stats = Every(self.stats_s)
+        stats = self.stats_clock = AlignedEvery(self.stats_s)   # wall-clock boundaries: lines join on `at`
         compaction_pending = self._resume_compaction()   # a crash may have left one half done
         last_chunk = 0.0
         try:
@@ -237,7 +255,7 @@ class Writer:
                 if heartbeat.due(now):
                     self._publish([])
                 self._log_expired(now)             # totals held back by the one-a-second limit
-                if stats.due(now):
+                if stats.due():
                     self._log_stats()
         finally:
             self._log_expired(float("inf"))
@@ -298,7 +316,11 @@ class Writer:
             elif op in messages.DEFRAG_OPS:
                 defrags.append((envelope, req_id, body, user))
             elif op == "ping":
-                replies.append(envelope + [internal.Pong(req_id, None, self.last_published).encode()])
+                # A fan-out's ping every 0.5 s: what its `status` and `health` answer from.
+                replies.append(envelope + [internal.Pong(req_id, None, self.last_published, {
+                    "compact_revision": self.compact_rev, "db_size": self.db_size,
+                    "db_size_in_use": self.db_size_in_use, "alarms": list(self.alarms),
+                    "leases": len(self.lessor)}).encode()])
             elif op in messages.WRITE_OPS or op in messages.READ_OPS or op in messages.AUTH_OPS:
                 batch.append((envelope, req_id, op, body, user))
             elif op in messages.LEASE_CLOCK_OPS:
@@ -712,7 +734,7 @@ class Writer:
         ms = sorted(self.st_commit_ms)
         # Kept for /metrics, whose thread must not open LMDB transactions of its own.
         self.db_size, self.db_size_in_use = self.store.db_size(), self.store.db_size_in_use()
-        self.log.info("writer.stats", commits=self.st_commits, requests=self.st_requests,
+        self.log.info("writer.stats", at=self.stats_clock.at, commits=self.st_commits, requests=self.st_requests,
                       revisions=self.st_revisions, errors=self.st_errors, max_batch=self.st_max_batch,
                       commit_ms_p50=round(percentile(ms, 0.5), 3), commit_ms_p99=round(percentile(ms, 0.99), 3),
                       first_revision=self.st_first_revision, last_revision=self.st_last_revision,
@@ -738,7 +760,11 @@ def main() -> int:
         print(f"zwatch writer: {exc}", file=sys.stderr)
         return 2
     # /metrics first: a port in use (or prometheus_client missing) ends the process at once.
-    return metrics.serve("writer", writer, writer.metrics_port, writer.metrics_host) or writer.run()
+    try:
+        return metrics.serve("writer", writer, writer.metrics_port, writer.metrics_host) or writer.run()
+    except StartupError as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -120,8 +120,9 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_LOG_LEVEL", str, "info", _LOGGING, "`debug`, `info`, `warning` or `error`",
                 choices=("debug", "info", "warning", "error")),
         Setting("ZWATCH_LOG_FORMAT", str, "auto", _LOGGING,
-                "`json` forces JSON lines; `auto`: console rendering on a TTY, JSON when not a TTY",
-                choices=("auto", "json")),
+                "`json` forces JSON lines; `console`: readable lines (structlog's console renderer, colors only "
+                "on a TTY; for honcho); `auto`: console rendering on a TTY, JSON when not a TTY",
+                choices=("auto", "json", "console")),
         Setting("ZWATCH_CURVE_DIR", str, None, {"writer": None, "syncer": None, "fanout": None},
                 "CURVE + ZAP on every socket: the key directory written by `zwatch keygen --cluster DIR` "
                 "(each actor reads its own `NAME.key_secret`, the peers' public keys, `internal/`, `clients/`); "
@@ -131,11 +132,20 @@ SETTINGS: tuple[Setting, ...] = (
         "fan-out",
         Setting("ZWATCH_FANOUT_ENDPOINT", str, "tcp://127.0.0.1:2379", {"fanout": "endpoint"},
                 "client endpoint, when neither `zwatch fanout --listen` nor `PORT` is given"),
+        Setting("ZWATCH_FANOUT_ADVERTISE", str, None, {"fanout": "advertise"},
+                "the client endpoint this fan-out names in `member list` and `endpoint status` (what clients on "
+                "other hosts should dial); unset: the listen endpoint, with 0.0.0.0 or * replaced by the host name"),
         Setting("PORT", int, None, {"fanout": None},
                 "not a zwatch variable: set by honcho; a fan-out without `--listen` binds `tcp://127.0.0.1:$PORT` "
                 "(never put it in `.env`: it overrides `honcho -p`)", min=1, max=65535, env_example=False),
         Setting("ZWATCH_FANOUT_HOST", str, "127.0.0.1", {"deploy": None},
                 "host part of the fan-out's `--listen` in the systemd and supervisord units (`0.0.0.0`: all interfaces)"),
+        Setting("ZWATCH_DRAIN_S", float, 10.0, {"fanout": "drain_s"},
+                "on SIGTERM a fan-out drains: refuses new sessions, tells its clients to move (goaway) and "
+                "exits once they left or after this many seconds (a second SIGTERM, or SIGINT: at once)", min=0),
+        Setting("ZWATCH_DRAIN_CREATES_PER_100MS", int, 250, {"fanout": "drain_creates_per_100ms"},
+                "draining: watch creates per 100 ms the moving clients may bring to the other fan-outs; sets the "
+                "goaway's delay_ms (watches x 100 / this, at most ZWATCH_DRAIN_S / 2); 0: no spreading", min=0),
         Setting("ZWATCH_IDLE_TIMEOUT_S", float, 10.0, {"fanout": "idle_timeout_s"},
                 "a client session silent this long (seconds) is closed", min=0),
         Setting("ZWATCH_PROGRESS_INTERVAL_S", float, 600.0, {"fanout": "progress_interval_s"},

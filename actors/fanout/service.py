@@ -24,15 +24,19 @@ from zwatch.errors import (FailedPrecondition, InvalidArgument, ResourceExhauste
                            ZwatchError)
 from zwatch.limits import (MAX_PENDING_REQUESTS_PER_SESSION, MAX_SESSIONS_PER_FANOUT, MAX_WATCHES_PER_SESSION,
                           PROTOCOL_VERSION)
+from zwatch import __version__
 
 from .. import metrics, security
-from ..common import Every, RateLimitedLog, StopFlag, drain, make_socket
+from ..common import Every, RateLimitedLog, StopFlag, bind_error_line, drain, make_socket
+from ..common import AlignedEvery
 from ..logsetup import configure
 from ..memory import TrimPolicy, trim_if_due
 from ..auth.state import AuthState
 from .authn import Job, LoginLimiter, PasswordWorker, VerifiedLogins
 from .core import FanoutCore
 from .lag import Lag, StuckSessions
+from .drain import DRAINING, CreateRate, Drain, goaway_frame
+from .health import WRITER_PING_S, WRITER_STALE_S, Upstream, advertised, member_id
 from .model import Session
 from .sessions import AGAIN, GONE, SENT, SessionOutput
 
@@ -66,7 +70,9 @@ class Fanout:
                  session_hwm: int = 1000, session_window: int = 8 << 20, stall_s: float = 2.0,
                  stuck_session_s: float = 60.0,
                  stats_s: float = 10.0, max_pending: int = MAX_PENDING_REQUESTS_PER_SESSION,
-                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1"):
+                 advertise: str | None = None,
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                 drain_s: float = 10.0, drain_creates_per_100ms: int = 250):
         self.endpoint = endpoint
         self.writer_endpoint = writer_endpoint
         self.pub_endpoint = pub_endpoint
@@ -89,9 +95,18 @@ class Fanout:
         self.totals = metrics.Totals()
         self.request_clock = None
         self.instance = f"fanout-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.advertise = advertise or advertised(endpoint)
+        self.member_id = member_id(self.advertise)
+        self.started = time.time()
+        # The writer and the syncer as their pongs show them: `status`, `health`, `member_list`.
+        self.upstream = Upstream()
+        self.writer_ping_seq = 0
         self.log = configure("fanout").bind(instance=self.instance)
         self.log_limited = RateLimitedLog(1.0)
-        self.stop = StopFlag()
+        self.stop = StopFlag(drain=True)     # SIGTERM drains (drain.py), a second one stops
+        self.drain = Drain(drain_s)
+        self.drain_creates_per_100ms = drain_creates_per_100ms
+        self.create_rate = CreateRate()      # fanout.stats creates_max_100ms (a drain elsewhere)
         self.core = FanoutCore(ring_revisions=ring_revisions, ring_bytes=ring_bytes, max_watches=max_watches,
                                victim_backoff_s=victim_backoff_s, log=self.log, follow_auth=True)
         # Authentication (authn.py): logins and password hashes waiting for the worker thread,
@@ -156,7 +171,10 @@ class Fanout:
             self.security.client(sock, peer)
         self.curve_on = self.security.on
         self.curve_users = set(self.security.clients.values()) if self.security.maps_users else set()
-        self.router.bind(self.endpoint)
+        try:
+            self.router.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            return self._bind_failed(ctx, self.endpoint, exc)
         self.sub.connect(self.pub_endpoint)
         self.writer.connect(self.writer_endpoint)
         self.syncer.connect(self.syncer_endpoint)
@@ -184,9 +202,10 @@ class Fanout:
         poller.register(self.passwords.socket, zmq.POLLIN)
         housekeeping = Every(0.1)
         ping = Every(1.0)
+        writer_ping = Every(WRITER_PING_S)
         memory = Every(1.0)
         progress = Every(self.progress_interval_s)
-        stats = Every(self.stats_s)
+        stats = self.stats_clock = AlignedEvery(self.stats_s)   # wall-clock boundaries: lines join on `at`
         try:
             while not self.stop:
                 ready = dict(poller.poll(100))
@@ -221,13 +240,25 @@ class Fanout:
                     if trimmed is not None:
                         self.log.info("fanout.heap_trimmed", **trimmed)
                 if ping.due(now):
-                    self.ping_seq += 1
-                    self._send_syncer(internal.Ping(self.ping_seq).encode(), "ping")
+                    self._ping_syncer()
+                if writer_ping.due(now):
+                    self._ping_writer()
+                if self.upstream.checks:
+                    for ident, req_id, body in self.upstream.due(now, self.core.last_seen is not None):
+                        body["revision"] = self.core.last_seen or 0
+                        self.core.reply(ident, messages.encode_ok(req_id, body))
                 if progress.due(now):
                     self.core.progress_tick()
                 self._flush(now)
-                if stats.due(now):
+                if stats.due():
                     self._log_stats()
+                if self.stop.draining and not self.drain.active:
+                    self._start_drain(now)
+                if self.drain.done(now, len(self.sessions)):
+                    self._flush(now)
+                    self.log.info("fanout.drained", sessions_left=len(self.sessions), took_s=self.drain.took_s(now),
+                                  sessions_at_start=self.drain.sessions_at_start, delay_ms=self.drain.delay_ms)
+                    break
         finally:
             self.log.info("fanout.stop", sessions=len(self.sessions), watchers=len(self.core.watchers),
                           revision=self.core.last_seen, signal=self.stop.signal)
@@ -239,6 +270,28 @@ class Fanout:
             self.security.stop()                   # its ZAP sockets first: term() waits for them
             ctx.term()
         return 0
+
+    def _bind_failed(self, ctx, endpoint, exc) -> int:
+        """A port in use (or an unusable address): one line on stderr, a log event, exit code 2."""
+        import sys
+        self.log.error("fanout.bind_failed", endpoint=endpoint, error=str(exc))
+        print(bind_error_line("fanout", endpoint, exc, "fan-out"), file=sys.stderr)
+        for s in (self.router, self.sub, self.writer, self.syncer, self.reader):
+            s.close()
+        self.security.stop()
+        ctx.term()
+        return 2
+
+    # ================================================================== drain
+    def _start_drain(self, now: float):
+        """The first SIGTERM: new hellos are refused from now on, every session gets a goaway
+        whose delay_ms spreads the moves (drain.py); serving goes on until they left."""
+        delay_ms = self.drain.start(now, len(self.sessions), len(self.core.watchers), self.drain_creates_per_100ms)
+        frame = goaway_frame(delay_ms)
+        for ident in self.sessions:
+            self.core.reply(ident, frame)
+        self.log.info("fanout.draining", sessions=len(self.sessions), watchers=len(self.core.watchers),
+                      drain_s=self.drain.drain_s, delay_ms=delay_ms)
 
     # ================================================================== publishes
     def _drain_publishes(self):
@@ -253,13 +306,76 @@ class Fanout:
             self.lag.on_publish(pub.last, pub.commit_time, self.core.last_seen, time.time_ns() // 1000)
 
     # ================================================================== syncer
-    def _send_syncer(self, frame: bytes, op: str):
+    def _send_syncer(self, frame: bytes, op: str) -> bool:
         try:
             self.syncer.send(frame, zmq.NOBLOCK)
+            return True
         except zmq.Again:
             # The syncer is gone or swamped; the instance check re-registers everything.
             self.log_limited(self.log.warning, "fanout.syncer_send_failed", op=op)
             self.core.forget_syncer()
+            return False
+
+    # ================================================================== upstream: status, health, members
+    def _ping_syncer(self) -> int | None:
+        """Every second (and for a health check): liveness, and who this fan-out is for the
+        syncer's member list.  Returns the ping's seq, None when it could not be sent."""
+        self.ping_seq += 1
+        member = {"name": self.instance, "endpoint": self.advertise, "started": round(self.started, 3),
+                  "sessions": len(self.sessions), "watchers": len(self.core.watchers)}
+        return self.ping_seq if self._send_syncer(internal.Ping(self.ping_seq, member).encode(), "ping") else None
+
+    def _ping_writer(self) -> int | None:
+        """Every WRITER_PING_S (and for a health check) on the writer connection: its pong carries
+        what `status` answers.  The connection is IMMEDIATE: with no writer connected the send
+        fails at once (None), which a health check reports as unreachable without waiting."""
+        self.writer_ping_seq += 1
+        try:
+            self.writer.send(internal.Ping(self.writer_ping_seq).encode(), zmq.NOBLOCK)
+            return self.writer_ping_seq
+        except zmq.Again:
+            return None
+
+    def _writer_frame(self, raw: bytes):
+        try:
+            pong = internal.Pong.decode(raw)
+        except ZwatchError as exc:
+            self.log_limited(self.log.error, "fanout.bad_writer_message", error=str(exc)[:200])
+            return
+        self.upstream.writer_pong(pong.seq, pong.revision, pong.info, time.monotonic())
+
+    def _health(self, ident: bytes, req_id: int):
+        """Ping both actors now; Upstream.due answers when both ponged, or after ~1 s."""
+        self.upstream.start_check(ident, req_id, time.monotonic(), self._ping_writer(), self._ping_syncer())
+
+    def _status(self) -> dict:
+        """etcd's Status, answered from the last writer pong (never a wait on the writer)."""
+        now = time.monotonic()
+        w, core = self.upstream.writer, self.core
+        age = w.age(now)
+        errors = ["writer unreachable: " + ("never answered" if age is None else f"no answer for {age:.1f} s")] \
+            if age is None or age > WRITER_STALE_S else []
+        errors += [f"alarm:{a}" for a in self.upstream.alarms]
+        info = w.info
+        return {"header": {"revision": max(w.revision, core.last_seen or 0), "member_id": self.member_id},
+                "version": __version__, "protocol_version": PROTOCOL_VERSION,
+                "compact_revision": info.get("compact_revision", core.compact_revision),
+                "db_size": info.get("db_size", 0), "db_size_in_use": info.get("db_size_in_use", 0),
+                "leader": member_id(self.writer_endpoint), "raft_index": w.revision,
+                "raft_applied_index": core.last_seen or 0, "errors": errors, "actor": "fanout",
+                "instance": self.instance, "endpoint": self.advertise, "leases": info.get("leases", 0),
+                "sessions": len(self.sessions), "watchers": len(core.watchers),
+                "writer_seen_ms": None if age is None else round(age * 1000, 1)}
+
+    def _member_list(self) -> dict:
+        members = [{"ID": member_id(endpoint), "name": name, "peerURLs": [], "clientURLs": [endpoint],
+                    "started": started, "sessions": sessions, "watchers": watchers}
+                   for name, endpoint, started, sessions, watchers in self.upstream.members]
+        if not any(m["name"] == self.instance for m in members):     # before the syncer's first pong
+            members.append({"ID": self.member_id, "name": self.instance, "peerURLs": [],
+                            "clientURLs": [self.advertise], "started": round(self.started, 3),
+                            "sessions": len(self.sessions), "watchers": len(self.core.watchers)})
+        return {"header": {"revision": self.core.last_seen or 0, "member_id": self.member_id}, "members": members}
 
     def _drain_syncer(self):
         core = self.core
@@ -276,6 +392,7 @@ class Fanout:
                 core.on_syncer(op, body, auth_rev)
             elif op == "pong":
                 core.on_syncer_instance(body.instance)
+                self.upstream.syncer_pong(body.seq, body.revision, body.info, time.monotonic())
             elif op == "auth_state":
                 core.on_auth_state(AuthState.from_wire(body))
             else:
@@ -443,12 +560,21 @@ class Fanout:
             raise InvalidArgument("hashed_password is set by the fan-out: send password")
         elif op in PASSWORD_OPS and "password" in body:
             self._hash_then_forward(session, req_id, op, body)     # a non-str password: refused there
-        elif (op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op in messages.AUTH_OPS or op == "status"
+        elif (op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op in messages.AUTH_OPS
               or op in messages.ALARM_OPS or op in messages.DEFRAG_OPS):
             self._forward_counted(session, self.writer, raw, "writer", op, body)
-        elif op in messages.READ_OPS or op in messages.SNAPSHOT_OPS:
+        elif op in messages.READ_OPS or op in messages.SNAPSHOT_OPS or op in messages.HASH_OPS:
             self._forward_counted(session, self.reader, raw, "syncer", op, body)
+        elif op == "status":            # from the last writer pong: never waits on the writer
+            self.core.reply(ident, messages.encode_ok(req_id, self._status()))
+        elif op == "health":
+            requests.normalize(op, body)
+            self._health(ident, req_id)
+        elif op == "member_list":
+            requests.normalize(op, body)
+            self.core.reply(ident, messages.encode_ok(req_id, self._member_list()))
         elif op == "watch_create":
+            self.create_rate.note(session.last_heard)
             self.core.watch_create(session, req_id, body)
         elif op == "watch_cancel":
             self.core.watch_cancel(session, req_id, requests.normalize("watch_cancel", body)["watch_id"])
@@ -463,6 +589,8 @@ class Fanout:
 
     # ================================================================== authentication
     def _hello(self, ident, req_id, body, principal=None, address=None):
+        if self.drain.active:
+            raise Unavailable("this fan-out is draining: connect to another", reason=DRAINING)
         hello = requests.normalize("hello", body)
         version = hello["version"]
         if version != PROTOCOL_VERSION:
@@ -654,6 +782,8 @@ class Fanout:
         for frames in drain(sock, 4096):
             if len(frames) >= 2:
                 self._route_reply(frames)
+            elif sock is self.writer:          # our own ping's pong: [pong]
+                self._writer_frame(frames[0])
 
     def _route_reply(self, frames):
         ident, reply = frames[0], frames[-1]
@@ -668,6 +798,7 @@ class Fanout:
         if session is None:
             return
         self.core.drop_session(session)
+        self.upstream.forget(ident)
         if session.fd is not None and self.fd_sessions.get(session.fd) == ident:
             del self.fd_sessions[session.fd]
         self.holding.discard(ident)
@@ -697,13 +828,14 @@ class Fanout:
 
     def _log_stats(self):
         core = self.core
-        self.log.info("fanout.stats", sessions=len(self.sessions), watchers=len(core.watchers),
+        self.log.info("fanout.stats", at=self.stats_clock.at, sessions=len(self.sessions), watchers=len(core.watchers),
                       groups=len(core.index), futures=core.live_futures, victims_pending=len(core.victims),
                       unsynced=core.unsynced_count,
                       revision=core.last_seen, ring=len(core.ring), ring_bytes=core.ring.bytes,
                       auth_revision=core.auth.revision, held_syncer_frames=len(core.held_syncer),
                       interval_s=self.stats_s, max_inflight_bytes=self.output.max_inflight,
-                      session_window=self.session_window, **self._lag_figures(), **core.st, **self.st)
+                      session_window=self.session_window, creates_max_100ms=self.create_rate.take_max(),
+                      **self._lag_figures(), **core.st, **self.st)
         self.totals.fold(core.st, self.st)      # zeroes them, keeping the totals /metrics shows
         self.output.max_inflight = 0
 
@@ -714,7 +846,8 @@ class Fanout:
             self.lag.on_writer_revision(upstream.writer.revision)
         backlogs = self.lag.backlogs(self.sessions.values(), time.time_ns() // 1000)
         if backlogs:
-            self.log.info("fanout.backlog", sessions=backlogs, slow_sessions=self.lag.backlog_sessions)
+            self.log.info("fanout.backlog", at=self.stats_clock.at, sessions=backlogs,
+                          slow_sessions=self.lag.backlog_sessions)
         slowest = backlogs[0] if backlogs else None
         return dict(self.lag.interval(), slowest_session=slowest and slowest["session"],
                     slowest_age_s=slowest["oldest_age_s"] if slowest else 0.0,

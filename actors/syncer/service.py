@@ -35,6 +35,7 @@ import uuid
 from collections import deque
 from functools import partial
 
+import lmdb
 import zmq
 
 from zwatch import internal, messages, requests
@@ -43,14 +44,16 @@ from zwatch.errors import InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
 
 from .. import metrics, security
-from ..common import Every, StopFlag, drain, make_socket
+from ..common import Every, StartupError, StopFlag, bind_error_line, data_dir_problem, drain, make_socket
+from ..common import AlignedEvery
 from ..logsetup import configure
 from ..store import Store
 from ..store import snapshot as store_snapshot
 from ..store.defrag import Follower, swap_lock
 from .batch import Batch, PendingQueue, StartPolicy, SyncWatcher
 
-SYNCER_OPS = frozenset({"sync", "unsync", "ping", "stats", "range", "status", "auth_state"}) | messages.SNAPSHOT_OPS
+SYNCER_OPS = (frozenset({"sync", "unsync", "ping", "stats", "range", "status", "auth_state"}) | messages.SNAPSHOT_OPS
+              | messages.HASH_OPS)
 _LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
 
@@ -80,6 +83,8 @@ class Syncer:
         self.batch_started = 0.0
         self.outbox: deque[tuple[bytes, bytes]] = deque()
         self.fanout_heard: dict[bytes, float] = {}
+        # What each fan-out said of itself in its last ping: the member list every pong carries.
+        self.members: dict[bytes, list] = {}
         self.totals = dict(batches=0, records_scanned=0, events_sent=0, handoffs=0, compacted=0, reads=0,
                            reads_denied=0)
         self._auth_cache = None            # (auth revision, AuthState) of the last snapshot that needed it
@@ -96,9 +101,17 @@ class Syncer:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
-        os.makedirs(self.data_dir, exist_ok=True)
-        with swap_lock(self.data_dir, exclusive=False):    # never in the middle of a defrag's swap
-            self.store = Store(self.data_dir)
+        # An unusable data dir or a port in use: one line and exit code 2 (main), no traceback.
+        problem = data_dir_problem(self.data_dir)
+        if problem is None:
+            try:
+                with swap_lock(self.data_dir, exclusive=False):    # never in the middle of a defrag's swap
+                    self.store = Store(self.data_dir)
+            except (OSError, lmdb.Error) as exc:
+                problem = str(exc)
+        if problem is not None:
+            self.log.error("syncer.data_dir_unwritable", data_dir=os.path.abspath(self.data_dir), error=problem)
+            raise StartupError(f"zwatch syncer: cannot use data dir {os.path.abspath(self.data_dir)}: {problem}")
         self.follower = Follower(self.store)
         store_snapshot.remove_leftovers(self.snapshot_dir)
         self.snapshots = store_snapshot.Snapshots(self.snapshot_dir)
@@ -106,14 +119,20 @@ class Syncer:
         self.security = security.for_actor("syncer", ctx, self.log)   # CURVE + ZAP when ZWATCH_CURVE_DIR
         self.router = make_socket(ctx, zmq.ROUTER, sndhwm=1000, rcvhwm=100_000)
         self.security.server(self.router, security.INTERNAL, self.endpoint, self.log)
-        self.router.bind(self.endpoint)
+        try:
+            self.router.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            self.log.error("syncer.bind_failed", endpoint=self.endpoint, error=str(exc))
+            self.security.stop()
+            ctx.destroy(linger=0)
+            raise StartupError(bind_error_line("syncer", self.endpoint, exc, "syncer")) from None
         self.log.info("syncer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
                       batch_size=self.batch_size, chunk_revisions=self.chunk_revisions,
                       chunk_bytes=self.chunk_bytes, quiet_s=self.quiet_s, batch_delay_s=self.batch_delay_s,
                       revision=self.store.current_revision())
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        stats = Every(self.stats_s)
+        stats = AlignedEvery(self.stats_s)   # wall-clock boundaries: lines of all actors join on `at`
         reap = Every(1.0)
         try:
             while not self.stop:
@@ -138,8 +157,8 @@ class Syncer:
                     self._reap_fanouts(now)
                     self._follow()             # an idle syncer lets an old file go too
                     self.snapshots.expire()
-                if stats.due(now):
-                    self.log.info("syncer.stats", pending=len(self.pending),
+                if stats.due():
+                    self.log.info("syncer.stats", at=stats.at, pending=len(self.pending),
                                   batch=len(self.batch) if self.batch is not None else 0, outbox=len(self.outbox),
                                   interval_s=self.stats_s, **self.st)
                     self.st = dict.fromkeys(self.st, 0)
@@ -195,11 +214,25 @@ class Syncer:
         return messages.encode_ok(req_id, {"header": header,
                                            "data": self.snapshots.read(r["token"], r["offset"])})
 
+    def _hash_kv(self, envelope, req_id, body):
+        """hash_kv (store/hashkv.py) of one snapshot; root only with auth enabled (etcd 3.4's
+        authMaintenanceServer.HashKV); an internal peer is unchecked."""
+        r = requests.normalize("hash_kv", body)
+        with self.store.reader() as view:
+            if len(envelope) == 3:
+                self._auth_at(view).check_admin(envelope[2].decode("utf-8", "replace"))
+            h, compact, rev = view.hash_kv(r["revision"])
+            current = view.current_revision
+        return messages.encode_ok(req_id, {"header": {"revision": current}, "hash": h,
+                                           "compact_revision": compact, "hash_revision": rev})
+
     def _handle(self, peer, envelope, op, req_id, body):
         if op not in _LIST_BODY_OPS:
             self._follow()
         if op in messages.SNAPSHOT_OPS:
             return self._snapshot(envelope, op, req_id, body)
+        if op == "hash_kv":
+            return self._hash_kv(envelope, req_id, body)
         if op == "range":
             self._count("reads")
             # A fan-out forwards a client's read as [fanout, client_id, user]: checked as that user
@@ -222,7 +255,12 @@ class Syncer:
             raise InvalidArgument(f"{op} is a fan-out message")
         self.fanout_heard[peer] = time.monotonic()
         if op == "ping":
-            return internal.Pong(req_id, self.instance, self.store.current_revision()).encode()
+            member = internal.decode_member(body)
+            if member is not None:
+                self.members[peer] = list(member.values())
+            members = sorted(self.members.values())[:internal.MAX_MEMBERS]
+            return internal.Pong(req_id, self.instance, self.store.current_revision(),
+                                 {"members": members}).encode()
         if op == "sync":
             for reg in internal.decode_sync(body):     # all checked before any is taken
                 k = (peer, reg.uid)
@@ -275,6 +313,7 @@ class Syncer:
 
     def _drop_fanout(self, fanout: bytes, reason: str):
         self.fanout_heard.pop(fanout, None)
+        self.members.pop(fanout, None)
         gone = [k for k in list(self.pending.keys()) + list(self.batch.keys() if self.batch is not None else ())
                 if k[0] == fanout]
         for k in gone:
@@ -360,5 +399,10 @@ class Syncer:
 def main() -> int:
     syncer = Syncer.from_env()
     # /metrics first: a port in use (or prometheus_client missing) ends the process at once.
-    return metrics.serve("syncer", syncer, syncer.metrics_port, syncer.metrics_host) or syncer.run()
+    try:
+        return metrics.serve("syncer", syncer, syncer.metrics_port, syncer.metrics_host) or syncer.run()
+    except StartupError as exc:
+        import sys
+        print(exc, file=sys.stderr)
+        return 2
 

@@ -35,7 +35,7 @@ from .curve import resolve as resolve_curve
 from .delivery import WatchRouter
 from .lease import Lease, LeaseKeeper
 from .session import READ_OPS, Session, SessionIO
-from .types import (CompactResponse, DeleteRangeResponse, Header, LeaseGrantResponse, LeaseTimeToLiveResponse,
+from .types import (CompactResponse, DeleteRangeResponse, HashKVResponse, Header, HealthResponse, Member, MemberListResponse, LeaseGrantResponse, LeaseTimeToLiveResponse,
                     PutResponse, RangeResponse, StatusResponse, TxnResponse, WatchResponse, delete_range_response, header_of, put_response, range_response,
                     txn_response)
 
@@ -179,7 +179,7 @@ class Client(AuthMixin, SessionIO):
 
     def __init__(self, endpoints=None, timeout: float = 5.0, heartbeat: float = 1.0, name: str | None = None,
                  user: str | None = None, password: str | None = None, curve_server_key=None,
-                 curve_client_key=None):
+                 curve_client_key=None, shuffle: bool = True):
         self.endpoints = endpoints_from_env(endpoints)
         self.credentials = Credentials.resolve(user, password)
         self.curve = resolve_curve(curve_server_key, curve_client_key)   # SessionIO applies it
@@ -195,7 +195,10 @@ class Client(AuthMixin, SessionIO):
         self._outq: deque = deque()
         self._watches: dict[int, Watch] = {}
         self._router = WatchRouter(self._watches, self._lock, self.name)
-        self._session = Session(self.endpoints, heartbeat)
+        # shuffle: each client tries the endpoints in its own random order (os.urandom seed), so the
+        # clients of a fan-out that dies or drains spread over the others (session.py).
+        self._session = Session(self.endpoints, heartbeat, shuffle=shuffle)
+        self.moves = 0                              # goaways followed (the fan-out drained)
         self._resume_reqs: dict[int, Watch] = {}   # req_id of a resume create -> its watch
         self._resume_pending = False                # some watch waits to be re-created
         self._closed = False
@@ -249,9 +252,33 @@ class Client(AuthMixin, SessionIO):
         return CompactResponse(header_of(self._call("compact", {"revision": revision, "physical": physical}, timeout)))
 
     def status(self, timeout=None) -> StatusResponse:
+        """The fan-out's status, answered at once from what it knows of the writer (SPEC.md "status")."""
         b = self._call("status", {}, timeout)
         return StatusResponse(header_of(b), b.get("version", ""), b.get("protocol_version", 0),
-                              b.get("compact_revision", 0), b.get("db_size", 0), self.endpoint or "")
+                              b.get("compact_revision", 0), b.get("db_size", 0), self.endpoint or "",
+                              b.get("db_size_in_use", 0), b.get("header", {}).get("member_id", 0), b.get("leader", 0),
+                              b.get("raft_index", 0), b.get("raft_applied_index", 0), list(b.get("errors", ())),
+                              b.get("actor", ""), b.get("instance", ""), b.get("sessions", 0), b.get("watchers", 0))
+
+    def health(self, timeout=None) -> HealthResponse:
+        """The fan-out pings the writer and the syncer behind it and says whether both answered
+        (within about a second), SPEC.md "health"."""
+        b = self._call("health", {}, timeout)
+        return HealthResponse(bool(b.get("health")), b.get("reason", ""), b.get("took_ms", 0.0), b.get("revision", 0),
+                              list(b.get("alarms", ())))
+
+    def member_list(self, timeout=None) -> MemberListResponse:
+        """The fan-outs serving this cluster (those that ping its syncer)."""
+        b = self._call("member_list", {}, timeout)
+        members = [Member(m["ID"], m.get("name", ""), list(m.get("clientURLs", ())), list(m.get("peerURLs", ())),
+                          m.get("started", 0.0), m.get("sessions", 0), m.get("watchers", 0)) for m in b.get("members", ())]
+        return MemberListResponse(header_of(b), b.get("header", {}).get("member_id", 0), members)
+
+    def hash_kv(self, revision: int = 0, timeout=None) -> HashKVResponse:
+        """A hash of the store's history in (compact revision, revision] (0: the current one);
+        root only with auth enabled.  SPEC.md "hash_kv"."""
+        b = self._call("hash_kv", {"revision": revision}, timeout)
+        return HashKVResponse(header_of(b), b["hash"], b.get("compact_revision", 0), b.get("hash_revision", 0))
 
     # ------------------------------------------------------------ alarms (etcd's Maintenance.Alarm)
     def alarm_list(self, timeout=None) -> "AlarmResponse":

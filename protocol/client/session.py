@@ -15,6 +15,14 @@ the watches after a failover.
                                                     password does not get right by asking again)
     HELLO   --hello_later(t)----------------------> HELLO, sent again at t (a login back-off: the fan-out
                                                     said "retry after", no verdict on the credentials)
+    READY   --goaway(delay), then move_due--------> CONNECT   (another endpoint: the fan-out drains; SPEC.md §3)
+
+Spreading clients over fan-outs: each Session shuffles its endpoint list once (``shuffle=True``,
+seeded from os.urandom), so the clients of a fan-out that died or drains go on to different next
+ones; a connection attempt that failed (refused, or silent) waits a full-jitter exponential
+back-off (uniform in [0, min(BACKOFF_MAX_S, BACKOFF_BASE_S x 2^(n-1))]) before the next one, so
+they do not retry in lockstep either.  The first attempt after losing a working session goes at
+once: a failover must stay fast.
 
 REFUSED is final: no more connections; every request and watch of the client ends with the
 fan-out's Unauthenticated error (``SessionIO.login_error``).
@@ -22,6 +30,8 @@ fan-out's Unauthenticated error (``SessionIO.login_error``).
 from __future__ import annotations
 
 import enum
+import os
+import random
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -41,6 +51,10 @@ if TYPE_CHECKING:
 READ_OPS = frozenset({"range", "status", "watch_progress", "lease_keepalive", "lease_timetolive", "lease_leases"})
 ACK_EVERY = 256 * 1024  # well inside the fan-out's session window (8 MiB by default)
 RESUME_EVERY = 0.1      # seconds between attempts to re-create watches a fan-out refused for now
+BACKOFF_BASE_S = 0.05   # full-jitter reconnect back-off after the n-th failed attempt in a row:
+BACKOFF_MAX_S = 2.0     # uniform in [0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (n - 1))]
+AVOID_S = 30.0          # a draining fan-out is not tried again for this long (unless it is the only one)
+MOVE_WAIT_WRITES_S = 2.0  # after a goaway's delay, writes in flight get this long to be answered first
 
 
 class Phase(enum.Enum):
@@ -53,10 +67,19 @@ class Phase(enum.Enum):
 class Session:
     """Connection state of the I/O thread (see the module docstring for the transitions)."""
 
-    def __init__(self, endpoints: list[str], heartbeat: float, ack_every: int = ACK_EVERY):
+    def __init__(self, endpoints: list[str], heartbeat: float, ack_every: int = ACK_EVERY, shuffle: bool = False,
+                 rng: random.Random | None = None):
         if not endpoints:
             raise ValueError("no endpoints given")
+        self.rng = rng or random.Random(os.urandom(16))
         self.endpoints = list(endpoints)
+        if shuffle:
+            self.rng.shuffle(self.endpoints)
+        self.attempts = 0           # failed connection attempts in a row (the back-off's n)
+        self.not_before = 0.0       # no connection attempt before this (monotonic)
+        self.avoid: dict[str, float] = {}   # endpoint -> until (a draining fan-out)
+        self.move_at: float | None = None   # a goaway's chosen moment to move
+        self.goaways = 0
         self.heartbeat = heartbeat
         self.ack_every = ack_every
         self.phase = Phase.CONNECT
@@ -80,8 +103,15 @@ class Session:
         """CONNECT -> HELLO: the endpoint to connect to, the next one in turn."""
         if self.phase is not Phase.CONNECT:
             raise RuntimeError(f"open() in phase {self.phase.name}")
-        self.endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
+        n = len(self.endpoints)
+        for _ in range(n):          # the next one in turn that is not draining (any, if all are)
+            candidate = self.endpoints[self._next_endpoint % n]
+            if self.avoid.get(candidate, 0.0) <= now:
+                break
+            self._next_endpoint += 1
+        self.endpoint = self.endpoints[self._next_endpoint % n]
         self._next_endpoint += 1
+        self.move_at = None
         self.phase = Phase.HELLO
         self.hello_id = hello_id
         self.hello_sent_at = 0.0
@@ -101,8 +131,10 @@ class Session:
         if ok:
             self.phase = Phase.READY
             self.credentials_refused = 0
+            self.attempts = 0
             return
         self.phase = Phase.CONNECT
+        self._backoff(time.monotonic())
         if credentials_refused:
             self.credentials_refused += 1
             if self.credentials_refused >= len(self.endpoints):
@@ -125,14 +157,50 @@ class Session:
         """No message for 3 heartbeats: a dead or silent fan-out."""
         return self.phase in (Phase.HELLO, Phase.READY) and now - self.last_heard > 3 * self.heartbeat
 
-    def lost(self) -> bool:
+    def lost(self, now: float | None = None) -> bool:
         """-> CONNECT (the next endpoint; a single endpoint reconnects to itself).  True when an
         open session was lost: a failover, whose requests and watches must be taken over."""
         if self.phase is Phase.REFUSED:
             return False
         was_ready = self.phase is Phase.READY
         self.phase = Phase.CONNECT
+        if not was_ready:
+            self._backoff(time.monotonic() if now is None else now)
         return was_ready
+
+    def _backoff(self, now: float):
+        """A failed attempt: the next one waits a full-jitter exponential back-off."""
+        self.attempts += 1
+        cap = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (self.attempts - 1))
+        self.not_before = now + self.rng.uniform(0.0, cap)
+
+    def connect_due(self, now: float) -> bool:
+        return self.phase is Phase.CONNECT and now >= self.not_before
+
+    def avoid_endpoint(self, endpoint: str | None, now: float):
+        """A draining fan-out (goaway, or a hello refused with DRAINING): skipped by open() for a while."""
+        if endpoint is not None and len(self.endpoints) > 1:
+            self.avoid[endpoint] = now + AVOID_S
+
+    def goaway(self, now: float, delay_s: float, endpoint: str | None = None):
+        """The fan-out drains: move at a uniform random moment in [0, delay_s] (spreading the
+        moves of its clients), to `endpoint` if it is one of ours, else the next one in turn."""
+        self.goaways += 1
+        self.avoid_endpoint(self.endpoint, now)
+        if endpoint in self.endpoints and endpoint != self.endpoint:
+            self._next_endpoint = self.endpoints.index(endpoint)
+        if self.move_at is None and self.phase is Phase.READY:
+            self.move_at = now + self.rng.uniform(0.0, max(0.0, delay_s))
+
+    def move_due(self, now: float) -> bool:
+        return self.phase is Phase.READY and self.move_at is not None and now >= self.move_at
+
+    def moved(self):
+        """READY -> CONNECT after a goaway: like a failover, at once (the old session still served)."""
+        self.phase = Phase.CONNECT
+        self.move_at = None
+        self.attempts = 0
+        self.not_before = 0.0
 
     def no_session(self):
         """READY -> CONNECT to the same endpoint: the fan-out restarted under the same address."""
@@ -173,11 +241,17 @@ class Session:
     def acknowledged(self):
         self.acked = self.received
 
-    def poll_timeout_ms(self) -> int:
+    def poll_timeout_ms(self, now: float | None = None) -> int:
         # Right after connecting the hello could not go yet (IMMEDIATE): poll briefly and retry.
         if self.phase is Phase.HELLO and self.hello_sent_at == 0.0:
             return 5
-        return int(self.heartbeat * 250)
+        wait = int(self.heartbeat * 250)
+        now = time.monotonic() if now is None else now
+        if self.phase is Phase.CONNECT:
+            wait = min(wait, max(1, int((self.not_before - now) * 1000) + 1))
+        if self.move_at is not None:
+            wait = min(wait, max(1, int((self.move_at - now) * 1000) + 1))
+        return wait
 
 
 class SessionIO:
@@ -204,6 +278,23 @@ class SessionIO:
                 self._fail_refused()
                 for s, _ in poller.poll(int(session.heartbeat * 1000)):
                     self._drain_wake()
+                continue
+            if session.move_due(now) and (not self._writes_in_flight() or now > session.move_at + MOVE_WAIT_WRITES_S):
+                # A goaway's moment came (and the writes in flight were answered, or had their
+                # time): free the old session at once and go on as after a failover.
+                try:
+                    sock.send(messages.encode_request("bye", next(self._ids), {}), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+                session.moved()
+                self._connected.clear()
+                self._lost_connection()
+                self.moves += 1
+            if session.phase is Phase.CONNECT and not session.connect_due(now):
+                self._expire_pending(now, False)      # a back-off: requests still time out
+                for s, _ in poller.poll(session.poll_timeout_ms(now)):
+                    if s is self._wake_rx:
+                        self._drain_wake()
                 continue
             if session.phase is Phase.CONNECT:
                 if sock is not None:
@@ -243,12 +334,12 @@ class SessionIO:
             self._expire_pending(now, session.ready)
             self._router.flush_log(now)
             if session.went_silent(now):
-                if session.lost():
+                if session.lost(now):
                     self._connected.clear()
                     self._lost_connection()
                     self.failovers += 1
                 continue
-            wait_ms = session.poll_timeout_ms()
+            wait_ms = session.poll_timeout_ms(now)
             if session.ack_due():
                 try:
                     sock.send(messages.encode_request("ack", 0, {"bytes": session.received}), zmq.NOBLOCK)
@@ -305,8 +396,17 @@ class SessionIO:
                 continue  # not a frame of the protocol: nothing to answer it with
             if kind == "w":
                 self._on_watch_responses(body)
+            elif kind == "goaway":
+                # The fan-out drains: move within delay_ms (a random moment: spread the moves).
+                body = body if isinstance(body, dict) else {}
+                delay_ms = body.get("delay_ms")
+                delay_ms = delay_ms if isinstance(delay_ms, (int, float)) and not isinstance(delay_ms, bool) else 0
+                endpoint = body.get("endpoint") if isinstance(body.get("endpoint"), str) else None
+                session.goaway(time.monotonic(), min(max(delay_ms, 0), 600_000) / 1000, endpoint)
             elif session.is_hello_reply(req_id):
                 refusal = ZwatchError.from_wire(body) if kind != "ok" else None
+                if refusal is not None and refusal.details.get("reason") == "DRAINING":
+                    session.avoid_endpoint(session.endpoint, time.monotonic())
                 if refusal is not None and refusal.code == errors.UNAUTHENTICATED and \
                         isinstance(refusal.details.get("retry_after_s"), (int, float)):
                     session.hello_later(time.monotonic(), refusal.details["retry_after_s"])
@@ -347,6 +447,13 @@ class SessionIO:
             p.event.set()
         for w in watches:
             w._end(Header(w.last_revision), err.message, err.code, type(err)(err.message, err.code))
+
+    def _writes_in_flight(self) -> bool:
+        """Requests sent and not answered whose loss would fail them (writes): a move waits for them."""
+        with self._lock:
+            queued = set(id(p) for p in self._outq)
+            return any(p.op not in READ_OPS and p.op not in ("watch_create", "watch_cancel") and id(p) not in queued
+                       for p in self._pending.values())
 
     def _send_queued(self, sock):
         while self._outq:

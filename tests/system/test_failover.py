@@ -52,7 +52,7 @@ def check_stream(events, start, final_rev, client, prefix=b"f/"):
 def test_client_survives_its_fanout_sigkill(make_cluster):
     cl = make_cluster(fanouts=2)
     eps = cl.fanout_eps
-    watcher_client = cl.client(eps, heartbeat=0.3)           # starts on eps[0]
+    watcher_client = cl.client(eps, heartbeat=0.3, shuffle=False)   # starts on eps[0]
     writer_client = cl.client([eps[1]])
     w = watcher_client.watch("f/", prefix=True)
     start = writer_client.get("x").header.revision + 1

@@ -144,3 +144,15 @@ def test_maintenance_ops_take_empty_bodies():
     with pytest.raises(InvalidArgument):
         requests.normalize("defrag", {"x": 1})
     assert requests.normalize("snapshot_read", {"token": "0f" * 16, "offset": 7}) == {"token": "0f" * 16, "offset": 7}
+
+
+def test_snapshot_status_table_is_etcdctls():
+    """etcdctl 3.4.23 `snapshot status -w table` of a 1-key store, verbatim."""
+    from zwatch.cli.snapshotcmd import table
+    assert table(["hash", "revision", "total keys", "total size"], [["3a416a63", "2", "5", "20 kB"]]) == [
+        "+----------+----------+------------+------------+",
+        "|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |",
+        "+----------+----------+------------+------------+",
+        "| 3a416a63 |        2 |          5 |      20 kB |",
+        "+----------+----------+------------+------------+",
+    ]

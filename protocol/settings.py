@@ -116,7 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_SYNCER_ENDPOINT", str, "tcp://127.0.0.1:2482",
                 {"syncer": "endpoint", "fanout": "syncer_endpoint"},
                 "syncer ROUTER (the syncer binds, fan-outs connect): reads and catching-up watchers"),
-        Setting("ZWATCH_STATS_S", float, 10.0, _STATS_KWARGS, "seconds between `*.stats` log lines", min=0.001),
+        Setting("ZWATCH_STATS_S", float, 10.0, _STATS_KWARGS, "seconds between `*.stats` log lines, at wall-clock multiples of it (lines of every actor "
+                "join on their `at`)", min=0.001),
         Setting("ZWATCH_LOG_LEVEL", str, "info", _LOGGING, "`debug`, `info`, `warning` or `error`",
                 choices=("debug", "info", "warning", "error")),
         Setting("ZWATCH_LOG_FORMAT", str, "auto", _LOGGING,

@@ -37,3 +37,7 @@ def test_a_paused_fanout_shows_its_time_lag_in_fanout_stats(make_cluster):
     assert after[-1]["writer_revision"] >= revision and after[-1]["revision_lag"] == 0
     writer = cl["writer"].events("writer.stats")[-1]
     assert writer["commit_time"] > 0
+    # Stats lines share a clock (AlignedEvery): each actor's lines carry the same `at` seconds.
+    ats = {name: {s["at"] for s in cl[name].events(f"{name.rstrip('01')}.stats")}
+           for name in ("writer", "syncer", "fanout0", "fanout1")}
+    assert len(set.intersection(*ats.values())) >= 3, ats

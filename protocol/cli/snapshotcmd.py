@@ -120,7 +120,7 @@ def snapshot_offline(a) -> int:
             json_line({"hash": st["hash"], "revision": st["revision"], "totalKey": st["total_keys"],
                        "totalSize": st["total_size"]})
         elif a.write_out == "table":
-            for line in table(["hash", "revision", "total keys", "total size"], [row]):
+            for line in table(["hash", "revision", "total keys", "total size"], [row], right=True):
                 write_line(line)
         else:
             write_line(", ".join(row))

@@ -149,7 +149,7 @@ def test_maintenance_ops_take_empty_bodies():
 def test_snapshot_status_table_is_etcdctls():
     """etcdctl 3.4.23 `snapshot status -w table` of a 1-key store, verbatim."""
     from zwatch.cli.snapshotcmd import table
-    assert table(["hash", "revision", "total keys", "total size"], [["3a416a63", "2", "5", "20 kB"]]) == [
+    assert table(["hash", "revision", "total keys", "total size"], [["3a416a63", "2", "5", "20 kB"]], right=True) == [
         "+----------+----------+------------+------------+",
         "|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |",
         "+----------+----------+------------+------------+",

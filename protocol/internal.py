@@ -405,39 +405,71 @@ def decode_unsync(body) -> list[tuple[int, int]]:
 
 
 class Ping(NamedTuple):
-    """A liveness probe, every second from a fan-out to the syncer (also answered by the writer)::
+    """A liveness probe, every second from a fan-out to the syncer, every 0.5 s to the writer::
 
         ["ping", seq, {}]
+        ["ping", seq, {"name": str, "endpoint": str, "started": float, "sessions": int, "watchers": int}]
+
+    The second form is a fan-out's ping to the syncer: it says who the fan-out is (its instance
+    name, the client endpoint it advertises, its start time in Unix seconds, its load), which
+    the syncer hands back to every fan-out as the member list (Pong.info["members"]).
     """
     seq: int
+    member: dict | None = None
 
     def encode(self) -> bytes:
-        return _pack(["ping", self.seq, {}])
+        return _pack(["ping", self.seq, self.member or {}])
 
     @classmethod
     def decode(cls, raw: bytes) -> "Ping":
         seq, body = _envelope(raw, "ping")
-        if body != {} or type(body) is not dict:
-            raise InvalidArgument("the body of a ping is an empty map")
-        return cls(seq)
+        return cls(seq, decode_member(body))
+
+
+MEMBER_FIELDS = (("name", str), ("endpoint", str), ("started", (int, float)), ("sessions", int), ("watchers", int))
+MAX_MEMBERS = 1000          # fan-outs listed in a pong at most (a pong stays small)
+
+
+def decode_member(body) -> dict | None:
+    """A fan-out's self-description in its ping body ({} = none)."""
+    if type(body) is not dict:
+        raise InvalidArgument("the body of a ping is a map")
+    if not body:
+        return None
+    member = {}
+    for name, kind in MEMBER_FIELDS:
+        v = body.get(name)
+        if not isinstance(v, kind) or isinstance(v, bool):
+            raise InvalidArgument(f"a ping's {name} must be {getattr(kind, '__name__', 'a number')}")
+        if isinstance(v, str) and len(v) > 512:
+            raise InvalidArgument(f"a ping's {name} is longer than 512 characters")
+        member[name] = v
+    return member
 
 
 class Pong(NamedTuple):
     """The answer to a ping::
 
-        ["pong", seq, {"instance": str, "revision": R}]     the syncer's
-        ["pong", seq, {"revision": R}]                       the writer's (instance None)
+        ["pong", seq, {"instance": str, "revision": R, "members": [member, ...]}]      the syncer's
+        ["pong", seq, {"revision": R, "compact_revision": int, "db_size": int,
+                       "db_size_in_use": int, "alarms": [str], "leases": int}]       the writer's
+        member = [name, endpoint, started, sessions, watchers]    (the fan-outs that ping the syncer)
 
-    A fan-out that sees a new syncer instance registers its catching-up watchers again.
+    A fan-out that sees a new syncer instance registers its catching-up watchers again.  The
+    fields beyond instance and revision are `info` (absent in pongs of older peers: info None);
+    a fan-out serves `status`, `health` and `member_list` from them without asking again.
     """
     seq: int
     instance: str | None
     revision: int
+    info: dict | None = None
 
     def encode(self) -> bytes:
-        if self.instance is None:
-            return _pack(["pong", self.seq, {"revision": self.revision}])
-        return _pack(["pong", self.seq, {"instance": self.instance, "revision": self.revision}])
+        body = {"revision": self.revision} if self.instance is None else \
+            {"instance": self.instance, "revision": self.revision}
+        if self.info:
+            body.update(self.info)
+        return _pack(["pong", self.seq, body])
 
     @classmethod
     def decode(cls, raw: bytes) -> "Pong":
@@ -451,7 +483,19 @@ class Pong(NamedTuple):
         instance = body.get("instance")
         if instance is not None and type(instance) is not str:
             raise InvalidArgument("pong instance must be a string")
-        return cls(seq, instance, _int(body.get("revision"), "pong revision"))
+        info = {}
+        for name in ("compact_revision", "db_size", "db_size_in_use", "leases"):
+            if name in body:
+                info[name] = _int(body[name], f"pong {name}", hi=2**63 - 1)
+        if "alarms" in body:
+            info["alarms"] = [a for a in _list(body["alarms"], "pong alarms") if type(a) is str][:16]
+        if "members" in body:
+            members = []
+            for m in _list(body["members"], "pong members")[:MAX_MEMBERS]:
+                _list(m, "a pong member", 5)
+                members.append(list(decode_member(dict(zip((f for f, _ in MEMBER_FIELDS), m))).values()))
+            info["members"] = members
+        return cls(seq, instance, _int(body.get("revision"), "pong revision"), info or None)
 
 
 class StatsRequest(NamedTuple):

@@ -81,8 +81,12 @@ ALARM_OPS = frozenset({"alarm_list", "alarm_disarm"})
 # consistent copy pulled in chunks, one reply per request).  SPEC.md "Defrag, snapshots".
 DEFRAG_OPS = frozenset({"defrag"})
 SNAPSHOT_OPS = frozenset({"snapshot_begin", "snapshot_read"})
+# Answered by the fan-out itself from what its pings learnt (SPEC.md "health", "member_list").
+FANOUT_INFO_OPS = frozenset({"health", "member_list"})
+# A hash of the store up to a revision (syncer), to compare stores or a store over time.
+HASH_OPS = frozenset({"hash_kv"})
 CLIENT_OPS = (WRITE_OPS | READ_OPS | LEASE_CLOCK_OPS | WATCH_OPS | SESSION_OPS | AUTH_OPS | ALARM_OPS
-              | DEFRAG_OPS | SNAPSHOT_OPS)
+              | DEFRAG_OPS | SNAPSHOT_OPS | FANOUT_INFO_OPS | HASH_OPS)
 
 def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)

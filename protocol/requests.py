@@ -509,8 +509,14 @@ _MAINTENANCE_OPS = {"defrag": lambda body, where: check_fields(body, {}, where),
                     "snapshot_begin": lambda body, where: check_fields(body, {}, where),
                     "snapshot_read": _snapshot_read}
 
+_INFO_OPS = {"status": lambda body, where: check_fields(body, {}, where),
+             "health": lambda body, where: check_fields(body, {}, where),
+             "member_list": lambda body, where: check_fields(body, {}, where),
+             # revision 0: the current one (etcd's HashKV)
+             "hash_kv": lambda body, where: check_fields(body, {"revision": ("uint", 0)}, where)}
+
 _NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, **_AUTH_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
-                "ack": _ack, "hello": _hello, **_ALARM_OPS, **_MAINTENANCE_OPS}
+                "ack": _ack, "hello": _hello, **_ALARM_OPS, **_MAINTENANCE_OPS, **_INFO_OPS}
 
 
 def normalize(op: str, body):

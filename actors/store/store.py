@@ -21,10 +21,10 @@ import lmdb
 
 from zwatch import requests
 from zwatch import requests as requests_mod   # (apply_batch's argument is named requests)
-from zwatch.errors import Compacted, Internal, InvalidArgument, NoSpace, ZwatchError
+from zwatch.errors import Compacted, FutureRevision, Internal, InvalidArgument, NoSpace, ZwatchError
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_KEY_BYTES, MAX_REVISION
 
-from . import authtx, compaction, layout
+from . import authtx, compaction, hashkv, layout
 from .compaction import compact_chunk
 from .quota import NOSPACE, BatchQuota
 from .layout import LIVE, QQ
@@ -86,6 +86,18 @@ class ReadView:
     def auth_state(self):
         """The AuthState of this snapshot (the same one the view's reads see)."""
         return authtx.load_state(self._store, self._txn)
+
+    @_guard
+    def hash_kv(self, revision: int = 0) -> tuple[int, int, int]:
+        """(hash, compact_revision, hash_revision) of this snapshot up to `revision` (0: the
+        current one): hashkv.py defines it.  COMPACTED / FUTURE_REVISION like a read at it."""
+        _check_int(revision, "revision")
+        rev = revision or self.current_revision
+        if rev > self.current_revision:
+            raise FutureRevision("required revision is a future revision")
+        if rev < self.compact_revision:
+            raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
+        return hashkv.hash_kv(self._txn, self._store._history, self.compact_revision, rev), self.compact_revision, rev
 
     @_guard
     def history(self, from_rev: int, to_rev: int, max_records: int = 1000,

@@ -22,7 +22,6 @@ import argparse
 import logging
 import os
 import sys
-import threading
 
 from .. import settings
 from ..client import Client
@@ -31,12 +30,13 @@ from .. import __version__
 from .args import (EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_BAD_FEATURE, EXIT_INVALID_INPUT, CommandError, Parser,
                    UsageError, add_del, add_elect, add_get, add_globals, add_lease, add_lock, add_put, get_kwargs,
                    put_lease_arg, range_args)
-from .format import error_text, humanize_bytes, j_header, json_line, write_line
+from .format import error_text, json_line, write_line
 from .printers import FORMATS, printer
 from .watchcmd import add_watch, check_watch_args, cmd_watch
 from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login
 from .keygen import KeygenError, add_keygen, cmd_keygen
 from .logscmd import add_logs, cmd_logs
+from .endpointcmd import add_endpoint, add_member, cmd_endpoint, cmd_member
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .alarmcmd import add_alarm, cmd_alarm
 from .snapshotcmd import add_defrag, add_snapshot, cmd_defrag, cmd_snapshot, snapshot_offline
@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--physical", action="store_true",
                    help="wait for compaction to physically remove all old revisions (etcdctl's flag: the writer "
                         "answers once the old records are gone from the store)")
-    verb("endpoint", "endpoint status").add_argument("action", choices=("status",))
+    add_endpoint(verb("endpoint", "endpoint health|status|hashkv: each endpoint on its own"))
+    add_member(verb("member", "member list: the fan-outs serving this cluster"))
     add_watch(verb("watch", "watch KEY [RANGE_END] [-- CMD ARGS...] | watch -i (watch lines from stdin)"))
     verb("version", "print zwatch's version and the etcd API version it mirrors")
     add_lease(verb("lease", "lease grant|revoke|timetolive|list|keep-alive"), lambda q: add_globals(q, True))
@@ -140,55 +141,12 @@ def cmd_compaction(a, c: Client):
     return 0
 
 
-def cmd_endpoint(a, _c):
-    # etcdctl asks every endpoint in --endpoints on its own, prints those that answered, then fails.
-    # Asked in parallel so that dead endpoints cost one timeout, not one each.
-    results = {}
-
-    def ask(ep):
-        c = Client([ep], timeout=a.command_timeout)
-        try:
-            results[ep] = c.status()
-        except ZwatchError as exc:
-            results[ep] = exc
-        finally:
-            c.close()
-
-    threads = [threading.Thread(target=ask, args=(ep,), daemon=True) for ep in a.endpoint_names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    rows, failed = [], False
-    for ep in a.endpoint_names:
-        r = results.get(ep) or ZwatchError("no answer", "UNAVAILABLE")
-        if isinstance(r, ZwatchError):
-            print(f"Error: {r.code}: failed to get the status of endpoint {ep} ({r.message})", file=sys.stderr)
-            failed = True
-        else:
-            rows.append((ep, r))
-    if a.write_out == "json":
-        out = []
-        for ep, s in rows:
-            st = {"header": j_header(s.header)}
-            for name, v in (("version", s.version), ("dbSize", s.db_size), ("compactRevision", s.compact_revision)):
-                if v:
-                    st[name] = v
-            out.append({"Endpoint": ep, "Status": st})
-        json_line(out)
-    else:
-        for ep, s in rows:
-            write_line(", ".join((ep, s.version, humanize_bytes(s.db_size), str(s.header.revision),
-                            str(s.compact_revision))))
-    return 1 if failed else 0
-
-
 def cmd_lease(a, c: Client):
     return LEASE_COMMANDS[a.lease_action](a, c)
 
 
 COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "compaction": cmd_compaction,
-            "endpoint": cmd_endpoint, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect,
+            "endpoint": cmd_endpoint, "member": cmd_member, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect,
             "auth": cmd_auth, "user": cmd_user, "role": cmd_role, "alarm": cmd_alarm,
             "defrag": cmd_defrag, "snapshot": cmd_snapshot}
 

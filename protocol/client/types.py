@@ -65,12 +65,62 @@ class CompactResponse:
 
 @dataclass(slots=True)
 class StatusResponse:
+    """A fan-out's `status` (SPEC.md "status"): etcd's Status fields where they have a meaning.
+    raft_index is the writer's revision, raft_applied_index the fan-out's (how far it has applied
+    the publish stream); leader is the writer's ID; errors name an unreachable writer and alarms."""
     header: Header
     version: str = ""
     protocol_version: int = 0
     compact_revision: int = 0
     db_size: int = 0
     endpoint: str = ""
+    db_size_in_use: int = 0
+    member_id: int = 0
+    leader: int = 0
+    raft_index: int = 0
+    raft_applied_index: int = 0
+    errors: list = field(default_factory=list)
+    actor: str = ""
+    instance: str = ""
+    sessions: int = 0
+    watchers: int = 0
+
+
+@dataclass(slots=True)
+class HealthResponse:
+    """A fan-out's `health`: it pinged the writer and the syncer behind it (SPEC.md "health")."""
+    health: bool
+    reason: str = ""
+    took_ms: float = 0.0
+    revision: int = 0
+    alarms: list = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Member:
+    """One fan-out of `member_list` (the fan-outs that ping the syncer)."""
+    ID: int
+    name: str
+    client_urls: list
+    peer_urls: list = field(default_factory=list)
+    started: float = 0.0
+    sessions: int = 0
+    watchers: int = 0
+
+
+@dataclass(slots=True)
+class MemberListResponse:
+    header: Header
+    member_id: int
+    members: list
+
+
+@dataclass(slots=True)
+class HashKVResponse:
+    header: Header
+    hash: int
+    compact_revision: int
+    hash_revision: int
 
 
 @dataclass(slots=True)

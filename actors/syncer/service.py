@@ -74,6 +74,7 @@ class Syncer:
         self.quiet_s = quiet_s
         self.start_policy = StartPolicy(batch_size, quiet_s, batch_delay_s)
         self.stats_s = stats_s
+        self.last_batch_lag_revisions = 0   # the last sync.batch's lag (metrics)
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
         self.instance = f"syncer-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.log = configure("syncer").bind(instance=self.instance)
@@ -389,11 +390,41 @@ class Syncer:
         batch = self.batch
         self._post_by_fanout(partial(internal.encode_synced, auth_rev=auth_rev), handoffs)
         self._count("handoffs", len(handoffs))
+        # Who the batch was for and how far behind it started (issue #12): a session that makes
+        # the syncer rescan history again and again shows up here by name.
+        fanouts = sorted({g[0] for g in batch.groups})
+        sessions = sorted({(g[0], g[1]) for g in batch.groups})
+        self.last_batch_lag_revisions = max(0, current - batch.min_rev)
         self.log.info("sync.batch", watchers=batch.joined, handed_off=len(handoffs),
                       min_revision=batch.min_rev, to_revision=current, rewinds=batch.rewinds,
                       records_scanned=batch.scanned,
-                      ms=round((time.perf_counter() - self.batch_started) * 1000, 3))
+                      ms=round((time.perf_counter() - self.batch_started) * 1000, 3),
+                      fanouts=[f.decode("utf-8", "replace") for f in fanouts[:MAX_NAMED]],
+                      sessions=len(sessions),
+                      session_names=[_printable(s) for _, s in sessions[:MAX_NAMED]],
+                      lag_revisions=self.last_batch_lag_revisions, **self._batch_lag_s(batch.min_rev))
         self.batch = None
+
+    def _batch_lag_s(self, revision: int) -> dict:
+        """lag_s: the age of the batch's oldest start revision (its commit time from the time
+        index, times.py); left out when the index does not know it (an older store)."""
+        commit_us = self.store.commit_time_of(revision) if hasattr(self.store, "commit_time_of") else None
+        if not commit_us:
+            return {}
+        return {"lag_s": round(max(0.0, time.time() - commit_us / 1e6), 3)}
+
+
+MAX_NAMED = 5           # fan-outs and sessions named by a sync.batch line at most
+
+
+def _printable(ident: bytes) -> str:
+    """A session's routing id as the fan-out knows it: text if it is, else hex (ZeroMQ's own
+    ids are 5 binary bytes)."""
+    try:
+        text = ident.decode("utf-8")
+    except UnicodeDecodeError:
+        return ident.hex()
+    return text if text.isprintable() else ident.hex()
 
 
 def main() -> int:

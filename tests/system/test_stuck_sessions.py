@@ -91,6 +91,11 @@ def test_a_session_that_never_acks_does_not_make_the_syncer_rescan_history_forev
     after = sum(s["records_scanned"] for s in stats if _t(s) > _t(victims[0]) + 2.0)
     assert after <= history, f"the syncer rescanned {after} records for a session that never acks: {scanned}"
     assert pings, "the stuck session did not ping: it would have been closed as idle"
+    # The syncer's batch for it names its fan-out and session, and how far behind it started.
+    batch = syncer.events("sync.batch")[0]
+    assert batch["fanouts"] == [fanout.events("fanout.start")[0]["instance"]]
+    assert batch["sessions"] == 1 and len(batch["session_names"]) == 1
+    assert batch["lag_revisions"] >= history - 10
 
 
 def _t(line: dict) -> float:

@@ -6,11 +6,13 @@ py-lmdb's ``Environment.copyfd(fd, compact=True)`` (mdb_env_copyfd2 with MDB_CP_
 only the pages the last commit reaches, renumbered, from one read txn: a consistent image.
 
 Why the swap is sound (LMDB's docs and mdb.c):
-* lock.mdb holds the reader table and the last txn id of ONE data file.  A lock file shared by
-  two data files would let the writer reuse pages a reader of the other file still reads (it
-  would not see that reader), so the old lock.mdb is unlinked before the new data.mdb takes the
-  name; the writer's new env creates a fresh lock.mdb (mdb_env_setup_locks: O_CREAT, and the
-  first opener, holding the exclusive fcntl lock, initialises it).
+* lock.mdb holds the reader table and the last txn id of ONE data file: the first opener
+  (mdb_env_setup_locks: open O_CREAT, exclusive fcntl lock won = nobody uses it) copies the data
+  file's meta txnid into it (mdb_env_share_locks: mti_txnid = me_meta->mm_txnid), and a read
+  txn takes its snapshot's txnid there and picks the meta page by it (mdb_txn_renew0).  A lock
+  file shared by two data files would make readers of one pick the other's meta, and let the
+  writer reuse pages it cannot see are read.  So the old lock.mdb is unlinked before the new
+  data.mdb takes the name, and the writer's new env creates (and initialises) a fresh one.
 * A reader (the syncer) that still has the old env open keeps the old inodes (unlinked, still
   mapped) and its old lock file until it closes them: its snapshots are the old file, whole.
 * swap.lock (flock) orders the swap against a reader's (re)open: the writer holds it exclusive

@@ -106,11 +106,19 @@ METRICS = (
     LogEvent("metrics.bind_failed", "error", "the metrics port cannot be bound (in use, not allowed): the actor exits (code 2)"),
 )
 
+# Logged by `zwatch up` (actors/supervise.py), the supervisor of a single-host run.
+SUPERVISE = (
+    LogEvent("supervisor.restarted", "warning", "a child (writer, syncer, fan-out) exited: it is started again after its back-off"),
+    LogEvent("supervisor.stopped", "info", "after SIGTERM/SIGINT every child stopped: the supervisor exits"),
+)
+
 # actor -> its events; the key is also the actor's source file (actors/<actor>.py) and names
 # its table in docs/operations.md (DOC_SECTIONS).
-EVENTS = {"writer": WRITER, "syncer": SYNCER, "fanout": FANOUT, "security": SECURITY, "metrics": METRICS}
+EVENTS = {"writer": WRITER, "syncer": SYNCER, "fanout": FANOUT, "security": SECURITY, "metrics": METRICS,
+          "supervise": SUPERVISE}
 DOC_SECTIONS = {"writer": "### Writer", "syncer": "### Syncer", "fanout": "### Fan-out",
-                "security": "### Every actor: transport security", "metrics": "### Every actor: metrics"}
+                "security": "### Every actor: transport security", "metrics": "### Every actor: metrics",
+                "supervise": "### Supervisor (`zwatch up`)"}
 BY_NAME = {e.name: e for events in EVENTS.values() for e in events}
 assert len(BY_NAME) == sum(map(len, EVENTS.values())), "an event is declared twice"
 assert all(e.level in LEVELS for e in BY_NAME.values())

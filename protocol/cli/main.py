@@ -36,6 +36,7 @@ from .watchcmd import add_watch, check_watch_args, cmd_watch
 from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login
 from .keygen import KeygenError, add_keygen, cmd_keygen
 from .logscmd import add_logs, cmd_logs
+from .upcmd import add_up, cmd_up
 from .endpointcmd import add_endpoint, add_member, cmd_endpoint, cmd_member
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .alarmcmd import add_alarm, cmd_alarm
@@ -45,7 +46,7 @@ from .txnparse import read_txn
 ACTORS = ("writer", "syncer", "fanout")
 VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect",
                   "keygen", "auth", "user", "role", "alarm", "version", "logs",
-                  "defrag", "snapshot")
+                  "defrag", "snapshot", "up")
 API_VERSION = "3.4"                 # the etcd API (and etcdctl) whose behaviour zwatch mirrors
 EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_alarm(verb("alarm", "alarm list|disarm: the NOSPACE alarm (DB size quota)"), lambda q: add_globals(q, True))
     add_defrag(verb("defrag", "defragment the store: give the LMDB file's free pages back to the disk"))
     add_snapshot(verb("snapshot", "snapshot save|status|restore FILE"), lambda q: add_globals(q, True))
+    add_up(verb("up", "up [-c fanout=N] [-p BASEPORT]: writer, syncer and N fan-outs, restarted when they die"))
     add_logs(verb("logs", "logs [FILE...]: summarize the actors' log lines (health, rates, lag, compaction)"))
     add_keygen(verb("keygen", "keygen DIR NAME | keygen --cluster DIR [--client NAME...]: CURVE key files"))
     return parser
@@ -204,6 +206,8 @@ def main(argv=None) -> int:
         return EXIT_BAD_FEATURE
     if a.verb == "logs":                         # no endpoint, no client: log lines only
         return cmd_logs(a)
+    if a.verb == "up":                           # a supervisor of actor processes, no client
+        return cmd_up(a)
     if a.verb == "snapshot" and a.snapshot_action != "save":   # files only
         try:
             return snapshot_offline(a)

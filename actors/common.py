@@ -5,6 +5,7 @@ fork) and sets LINGER so that exit never hangs on unsent messages.
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -165,7 +166,8 @@ class StartupError(Exception):
 def bind_error_line(actor: str, endpoint: str, exc: zmq.ZMQError, what: str) -> str:
     """'zwatch fanout: cannot bind tcp://127.0.0.1:2379: address already in use (is another fan-out running?)'"""
     in_use = exc.errno == zmq.EADDRINUSE
-    reason = (exc.strerror or str(exc)).lower() if in_use else str(exc)
+    # pyzmq's strerror appends "(addr='...')": the line names the endpoint once, so take the C text.
+    reason = os.strerror(exc.errno).lower() if in_use else str(exc)
     return f"zwatch {actor}: cannot bind {endpoint}: {reason}" + (f" (is another {what} running?)" if in_use else "")
 
 

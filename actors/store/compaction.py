@@ -11,7 +11,7 @@ keeps its latest record as of the target, except a tombstone older than the targ
 """
 from __future__ import annotations
 
-from . import layout
+from . import layout, times
 from .layout import Q, TOMB, latest_dup
 
 
@@ -32,6 +32,7 @@ def compact_chunk(store, txn, budget: int, figures: dict | None = None):
         return None
     figures = figures if figures is not None else {"keys": 0, "records": 0}
     resume = _compact_keys(store, txn, target, resume, budget, figures)
+    times.prune(txn, getattr(store, "_times", None), target, max(1, budget))   # the time index follows the history
     state = layout.pack_compact_done(done, resume) if resume else layout.pack_compact_done(target)
     txn.put(layout.COMPACT_DONE, state, db=meta)
     return resume is not None

@@ -23,6 +23,9 @@ Named dbs in one env; only the writer process writes, syncers read from other pr
 * meta ``alarms`` (msgpack ``[[member_id, "NOSPACE"], ...]``, absent = none) and ``member_id`` (8-byte
   BE, the writer's ID in alarm lists, drawn when the first alarm is raised): the active alarms
   survive restarts, as etcd's alarm bucket does.
+* ``times``: a group commit's last revision (8-byte BE) -> its commit time (8-byte BE, µs since the
+  epoch, the writer's clock), written in the commit's txn, pruned below the compact revision by
+  compaction (times.py).  Created empty on open: a store written before it dates nothing.
 * meta ``auth_enabled`` (8-byte BE 0/1) and ``auth_rev`` (8-byte BE, one per auth change record):
   absent in a store written before auth, which reads as disabled at auth revision 0 with no user
   and no role, its exact state, so no migration is needed.
@@ -41,6 +44,7 @@ PUT, DELETE = 0, 1                     # a history record's type (and a watch ev
 
 META, HISTORY, KEYREV, LEASE, LEASEKEYS = b"meta", b"history", b"keyrev", b"lease", b"leasekeys"
 AUTHUSERS, AUTHROLES = b"authusers", b"authroles"
+TIMES = b"times"                                         # the time index (times.py)
 AUTH_ENABLED, AUTH_REV = b"auth_enabled", b"auth_rev"    # meta keys; absent = 0
 ALARMS, MEMBER_ID = b"alarms", b"member_id"              # meta keys; absent = no alarm / not drawn yet
 CURRENT_REV, COMPACT_REV, COMPACT_DONE, FORMAT_KEY = b"current_rev", b"compact_rev", b"compact_done", b"format"

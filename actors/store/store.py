@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from functools import wraps
 
 import lmdb
@@ -24,7 +25,7 @@ from zwatch import requests as requests_mod   # (apply_batch's argument is named
 from zwatch.errors import Compacted, FutureRevision, Internal, InvalidArgument, NoSpace, ZwatchError
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_KEY_BYTES, MAX_REVISION
 
-from . import authtx, compaction, hashkv, layout
+from . import authtx, compaction, hashkv, layout, times
 from .compaction import compact_chunk
 from .quota import NOSPACE, BatchQuota
 from .layout import LIVE, QQ
@@ -255,6 +256,8 @@ class Store:
             # Likewise: a store without them has no user, no role, auth disabled (absent meta).
             self._authusers = self.env.open_db(layout.AUTHUSERS, txn=txn, create=write)
             self._authroles = self.env.open_db(layout.AUTHROLES, txn=txn, create=write)
+            # The time index (times.py): empty in a store written before it, which dates nothing.
+            self._times = self.env.open_db(layout.TIMES, txn=txn, create=write)
             if write and txn.get(layout.FORMAT_KEY, db=self._meta) is None:
                 for k, v in layout.INITIAL_META:
                     txn.put(k, layout.pack_int(v), db=self._meta)
@@ -377,6 +380,16 @@ class Store:
         with self.reader() as v:
             return v.auth_state()
 
+    def commit_time_of(self, revision: int) -> int | None:
+        """When `revision` was committed (µs since the epoch), from the time index; None if unknown."""
+        with self._begin() as txn:
+            return times.commit_time_of(txn, self._times, revision)
+
+    def first_revision_at_or_after(self, t_us: int) -> int | None:
+        """The first revision committed at or after t_us (µs since the epoch), from the time index."""
+        with self._begin() as txn:
+            return times.first_revision_at_or_after(txn, self._times, t_us)
+
     def reader(self) -> ReadView:
         return ReadView(self)
 
@@ -410,6 +423,8 @@ class Store:
             try:
                 results, published, ab = self._apply(txn, requests, auth)
                 written = sum(len(kv[0]) + len(kv[4]) for _, events in published for _, kv, _ in events)
+                if published:                  # the time index, in the same txn (times.py)
+                    times.record(txn, self._times, published[-1][0], time.time_ns() // 1000)
                 self._commit(txn)
                 self.alarm_raised = self._batch_raised
                 if ab is not None:

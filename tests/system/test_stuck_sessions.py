@@ -96,6 +96,7 @@ def test_a_session_that_never_acks_does_not_make_the_syncer_rescan_history_forev
     assert batch["fanouts"] == [fanout.events("fanout.start")[0]["instance"]]
     assert batch["sessions"] == 1 and len(batch["session_names"]) == 1
     assert batch["lag_revisions"] >= history - 10
+    assert batch["lag_s"] > 0                      # its start revision's age, from the time index
 
 
 def _t(line: dict) -> float:

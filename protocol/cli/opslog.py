@@ -179,7 +179,15 @@ class Summary:
         if kind == "fanout":
             instance = r.get("instance") or f"pid-{r.get('pid')}"
             if r.get("event") == "fanout.start" and r.get("endpoint"):
-                self.instance_names[instance] = str(r["endpoint"])
+                name = self.instance_names[instance] = str(r["endpoint"])
+                early = self.actors.pop((kind, instance), None)   # its lines before the start line
+                if early is not None:
+                    a = self.actors.setdefault((kind, name), ActorState(kind, name))
+                    a.warnings.update(early.warnings)
+                    a.errors.update(early.errors)
+                    a.seen(early.first_t)
+                    a.seen(early.last_t)
+                    return a
             name = self.instance_names.get(instance, instance)
         else:
             name = kind
@@ -265,7 +273,10 @@ class Summary:
 
     def _on_fanout_backlog(self, a, r, t):
         sessions = r.get("sessions") if isinstance(r.get("sessions"), list) else []
-        a.extra["backlog"] = {"at": t, "sessions": [s for s in sessions if isinstance(s, dict)][:5]}
+        # Only sessions with something undelivered: bytes merely in flight are no backlog.
+        behind = [s for s in sessions if isinstance(s, dict) and (_num(s.get("oldest_age_s")) > 0
+                  or _num(s.get("held_frames")) > 0 or _num(s.get("victims")) > 0)]
+        a.extra["backlog"] = {"at": t, "sessions": behind[:5]}
 
     def _on_watch_victim(self, a, r, t):
         a.extra["victim_lines"] = a.extra.get("victim_lines", 0) + 1 + int(_num(r.get("repeated")))

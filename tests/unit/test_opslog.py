@@ -129,3 +129,13 @@ def test_since_takes_ages_and_iso_times():
     assert parse_when("2027-01-15T08:00:00Z", T0) == 1800000000.0
     with pytest.raises(ValueError):
         parse_when("yesterday-ish", T0)
+
+
+def test_lines_a_fanout_logs_before_its_start_line_join_it():
+    lines = healthy_lines()
+    early = line("metrics.serving", T0 - 1, actor="fanout", pid=30, instance="fanout-30", port=9000)
+    later = [line("fanout.start", T0, pid=30, instance="fanout-30", endpoint="tcp://127.0.0.1:2380"),
+             line("fanout.stats", T0 + 30, pid=30, instance="fanout-30", sessions=0, interval_s=10)]
+    rep = summarize([early] + lines + later)
+    names = [a["name"] for a in rep["actors"] if a["kind"] == "fanout"]
+    assert names == ["tcp://127.0.0.1:2379", "tcp://127.0.0.1:2380"] and rep["verdict"] == "HEALTHY"

@@ -320,7 +320,7 @@ class Writer:
                 replies.append(envelope + [internal.Pong(req_id, None, self.last_published, {
                     "compact_revision": self.compact_rev, "db_size": self.db_size,
                     "db_size_in_use": self.db_size_in_use, "alarms": list(self.alarms),
-                    "leases": len(self.lessor)}).encode()])
+                    "leases": len(self.lessor), "commit_time": self.last_commit_time}).encode()])
             elif op in messages.WRITE_OPS or op in messages.READ_OPS or op in messages.AUTH_OPS:
                 batch.append((envelope, req_id, op, body, user))
             elif op in messages.LEASE_CLOCK_OPS:

@@ -484,7 +484,7 @@ class Pong(NamedTuple):
         if instance is not None and type(instance) is not str:
             raise InvalidArgument("pong instance must be a string")
         info = {}
-        for name in ("compact_revision", "db_size", "db_size_in_use", "leases"):
+        for name in ("compact_revision", "db_size", "db_size_in_use", "leases", "commit_time"):
             if name in body:
                 info[name] = _int(body[name], f"pong {name}", hi=2**63 - 1)
         if "alarms" in body:

@@ -125,6 +125,8 @@ def test_ping_pong_round_trip():
     assert i.Ping.decode(i.Ping(9).encode()) == i.Ping(9)
     for pong in (i.Pong(9, "syncer-x", 12), i.Pong(9, None, 12)):
         assert i.Pong.decode(pong.encode()) == pong
+    writer = i.Pong(9, None, 12, {"compact_revision": 3, "commit_time": 1_700_000_000_000_000})
+    assert i.Pong.decode(writer.encode()).info["commit_time"] == 1_700_000_000_000_000   # the writer's (issue #12)
 
 
 def test_from_syncer_round_trip():

@@ -176,8 +176,9 @@ class Writer:
         if problem is None:
             try:
                 store_defrag.remove_leftovers(self.data_dir)   # a defrag killed before its swap
-                self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size,
-                                   min_lease_ttl=self.lease_min_ttl, quota_bytes=self.quota_bytes)
+                with store_defrag.open_exclusive(self.data_dir):   # no syncer read on an old lock.mdb
+                    self.store = Store(self.data_dir, map_size=self.map_size, max_map_size=self.max_map_size,
+                                       min_lease_ttl=self.lease_min_ttl, quota_bytes=self.quota_bytes)
             except (OSError, lmdb.Error) as exc:
                 problem = str(exc)
         if problem is not None:

@@ -33,6 +33,7 @@ import os
 import time
 import uuid
 from collections import deque
+from contextlib import contextmanager
 from functools import partial
 
 import lmdb
@@ -182,7 +183,11 @@ class Syncer:
             req_id = None
             try:
                 op, req_id, body = messages.decode_request(raw, SYNCER_OPS, _LIST_BODY_OPS)
-                reply = self._handle(peer, envelope, op, req_id, body)
+                if op in _LIST_BODY_OPS:           # registrations: no read txn
+                    reply = self._handle(peer, envelope, op, req_id, body)
+                else:
+                    with self._reading():
+                        reply = self._handle(peer, envelope, op, req_id, body)
             except ZwatchError as err:
                 rid = req_id if req_id is not None else messages.error_req_id(err)
                 reply = messages.encode_error(rid, err)
@@ -192,12 +197,21 @@ class Syncer:
             if reply is not None:
                 self._send(envelope, reply)
 
+    @contextmanager
+    def _reading(self):
+        """Around every read txn: a defrag swapped a new file in?  Then read that one, and hold
+        the shared swap lock meanwhile (store/defrag.py, Follower).  Checked after the request
+        arrived, so a read sees every write acknowledged before it."""
+        before = self.follower.reopens
+        with self.follower.reading():
+            if self.follower.reopens != before:
+                self.log.info("syncer.store_reopened", revision=self.store.current_revision(),
+                              db_size=self.store.db_size())
+            yield
+
     def _follow(self):
-        """Before a read txn: a defrag swapped a new file in?  Then read that one (store/defrag.py).
-        Checked after the request arrived, so a read sees every write acknowledged before it."""
-        if self.follower.check():
-            self.log.info("syncer.store_reopened", revision=self.store.current_revision(),
-                          db_size=self.store.db_size())
+        with self._reading():
+            pass
 
     def _snapshot(self, envelope, op, req_id, body):
         """snapshot_begin / snapshot_read (store/snapshot.py).  Root only with auth enabled (etcd
@@ -228,8 +242,6 @@ class Syncer:
                                            "compact_revision": compact, "hash_revision": rev})
 
     def _handle(self, peer, envelope, op, req_id, body):
-        if op not in _LIST_BODY_OPS:
-            self._follow()
         if op in messages.SNAPSHOT_OPS:
             return self._snapshot(envelope, op, req_id, body)
         if op == "hash_kv":
@@ -367,8 +379,7 @@ class Syncer:
         self._count("batches")
 
     def _scan_chunk(self):
-        self._follow()
-        with self.store.reader() as view:
+        with self._reading(), self.store.reader() as view:
             current = view.current_revision
             auth_rev = view.auth_revision()
             step = self.batch.step(view)

@@ -283,3 +283,28 @@ def test_writer_killed_mid_defrag_recovers_every_acknowledged_write(make_cluster
     # And a defrag now works (the store after the crash is a sound one).
     assert c.defrag().db_size_after > 0
     assert c.get("k/after").kvs[0].value == b"1"
+
+
+def test_cli_defrag_and_snapshot_print_etcdctls_lines(make_cluster, tmp_path):
+    """etcdctl 3.4.23's texts: `Finished defragmenting etcd member[EP]`, `Snapshot saved at FILE`,
+    `HASH, REV, KEYS, SIZE`, and its exit codes for a wrong argument count (128)."""
+    import subprocess
+    import sys
+    from zwatch.cli.format import humanize_bytes
+    cl = make_cluster()
+    ep = cl.fanout_eps[0]
+    cl.client().put("a", "b")
+
+    def z(*args):
+        p = subprocess.run([sys.executable, "-m", "zwatch.cli", "--endpoints", ep, *args],
+                           capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stdout, p.stderr
+    assert z("defrag") == (0, f"Finished defragmenting etcd member[{ep}]\n", "")
+    path = str(tmp_path / "s.db")
+    assert z("snapshot", "save", path) == (0, f"Snapshot saved at {path}\n", "")
+    rc, out, _ = z("snapshot", "status", path)
+    st = store_snapshot.status(path)
+    assert (rc, out) == (0, f"{st['hash']:x}, {st['revision']}, {st['total_keys']}, "
+                            f"{humanize_bytes(st['total_size'])}\n"), out
+    assert z("snapshot", "save")[::2] == (128, "Error: snapshot save expects one argument\n")
+    assert z("snapshot", "status")[::2] == (128, "Error: snapshot status requires exactly one argument\n")

@@ -136,7 +136,9 @@ class Lag:
             if w.state in CATCHING_UP and (oldest is None or w.next_rev < oldest):
                 oldest = w.next_rev
         victims = self.victims.get(session.name, 0)
-        if unacked <= 0 and not session.held and oldest is None and not victims:
+        # Bytes merely in flight are no backlog (every busy session has some): held frames,
+        # watchers catching up or waiting as victims are.
+        if not session.held and oldest is None and not victims:
             return None
         age = 0.0
         if oldest is not None:

@@ -71,9 +71,11 @@ def test_a_session_backlog_names_its_oldest_undelivered_revision_and_its_age():
     b = lag.session_backlog(slow, T0 + 20 * S)
     assert b == dict(session="slow", client=None, user="alice", unacked_bytes=4000, held_frames=3,
                      oldest_revision=6, oldest_age_s=14.0, victims=3)
+    in_flight = Session(b"f", "in_flight")
+    in_flight.sent_bytes = 10                      # bytes merely in flight: no backlog
     other = Session(b"o", "other")
-    other.sent_bytes = 10
-    top = lag.backlogs([quiet, other, slow], T0 + 20 * S)
+    other.held = [(b"reply", None)]
+    top = lag.backlogs([quiet, in_flight, other, slow], T0 + 20 * S)
     assert [b["session"] for b in top] == ["slow", "other"]
     assert lag.backlog_max_s == 14.0 and lag.backlog_sessions == 2
     assert lag.victims == {} and lag.victims_total == 3     # backlogs() started the next interval's counts

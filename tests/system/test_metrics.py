@@ -112,6 +112,7 @@ def test_every_actor_serves_metrics_that_move_with_the_traffic(make_cluster):
     # Syncer: the two gets, the catch-up of the watch from revision 1.
     assert grew("syncer", "zwatch_syncer_reads_total") == 2
     assert grew("syncer", "zwatch_sync_records_scanned_total") >= n
+    assert value(s, "zwatch_sync_batch_lag_revisions") >= n - 1   # the batch started at revision 1
     # Fan-out: three sessions open (c1, c2, raw; the anonymous one never said hello), watchers
     # by state, requests by op and code, including the errors.
     assert value(f, "zwatch_fanout_sessions") == 3

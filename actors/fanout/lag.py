@@ -28,6 +28,15 @@ COMMIT_TIMES = 20_000
 BACKLOG_TOP = 5                 # sessions listed by fanout.backlog
 
 
+def routing_label(ident: bytes) -> str:
+    """A session's routing id as text if it is, else hex: as sync.batch's session_names show it."""
+    try:
+        text = ident.decode("utf-8")
+    except UnicodeDecodeError:
+        return ident.hex()
+    return text if text.isprintable() else ident.hex()
+
+
 class CommitTimes:
     """Bounded map revision -> commit time (µs): one (last_revision, commit_time) per publish."""
     __slots__ = ("limit", "revs", "times")
@@ -145,7 +154,7 @@ class Lag:
             t = self.commit_times.at(oldest)
             if t is not None:
                 age = round(max(0.0, (now_us - t) / 1e6), 3)
-        return dict(session=session.name, client=None, user=session.user, unacked_bytes=unacked,
+        return dict(session=session.name, client=routing_label(session.ident), user=session.user, unacked_bytes=unacked,
                     held_frames=len(session.held), oldest_revision=oldest, oldest_age_s=age, victims=victims)
 
     def backlogs(self, sessions, now_us: int, top: int = BACKLOG_TOP) -> list[dict]:

@@ -1,7 +1,7 @@
 """A fan-out's lag figures and stuck sessions (actors/fanout/lag.py), without sockets."""
 from __future__ import annotations
 
-from zwatch.actors.fanout.lag import CommitTimes, Lag, StuckSessions
+from zwatch.actors.fanout.lag import CommitTimes, Lag, StuckSessions, routing_label
 from zwatch.actors.fanout.model import SYNCED, VICTIM, Owner, Session
 
 S = 1_000_000          # one second in µs
@@ -69,7 +69,7 @@ def test_a_session_backlog_names_its_oldest_undelivered_revision_and_its_age():
     slow.watches = {1: W(SYNCED, 0), 2: W(VICTIM, 6)}
     lag.victimized("slow", 3)
     b = lag.session_backlog(slow, T0 + 20 * S)
-    assert b == dict(session="slow", client=None, user="alice", unacked_bytes=4000, held_frames=3,
+    assert b == dict(session="slow", client="s", user="alice", unacked_bytes=4000, held_frames=3,
                      oldest_revision=6, oldest_age_s=14.0, victims=3)
     in_flight = Session(b"f", "in_flight")
     in_flight.sent_bytes = 10                      # bytes merely in flight: no backlog
@@ -79,6 +79,8 @@ def test_a_session_backlog_names_its_oldest_undelivered_revision_and_its_age():
     assert [b["session"] for b in top] == ["slow", "other"]
     assert lag.backlog_max_s == 14.0 and lag.backlog_sessions == 2
     assert lag.victims == {} and lag.victims_total == 3     # backlogs() started the next interval's counts
+    assert lag.session_backlog(Session(b"\x00\x8b", "x"), 0) is None
+    assert routing_label(b"\x00\x8b") == "008b" and routing_label(b"abc") == "abc"
     assert len(lag.backlogs([Session(bytes([i]), f"s{i}") for i in range(9)] + [other] * 9, T0)) == 5
 
 

@@ -11,7 +11,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from zwatch import messages
-from zwatch.tools.cluster import Actor, free_port
+from zwatch.tools.cluster import Actor, free_port, raw_session
 
 from support import Raw, bare_dealer, collect, err_code, ok
 
@@ -180,3 +180,25 @@ def test_without_prometheus_client_the_actor_names_the_extra(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.strip().count("\n") == 0 and "pip install 'zwatch[metrics]'" in r.stderr, r.stderr
     assert not (tmp_path / "data").exists(), "the writer started before refusing"
+
+
+def test_a_stalled_session_shows_in_the_fanout_metrics(make_cluster):
+    """A session that never reads: victims, a session with a backlog and its age, as a scrape
+    sees them (the lag figures of fanout.stats / fanout.backlog)."""
+    ports, env = metrics_env()
+    cl = make_cluster(env={**env, "ZWATCH_SESSION_WINDOW_BYTES": str(64 << 10), "ZWATCH_STALL_S": "0.2",
+                           "ZWATCH_IDLE_TIMEOUT_S": "60", "ZWATCH_STUCK_SESSION_S": "600"})
+    stalled = raw_session(cl.fanout_eps[0], RCVHWM=1, RCVBUF=4096)
+    stalled.send(messages.encode_request("watch_create", 2, {"key": b"hot", "watch_id": 1}))
+    c = cl.client()
+    for _ in range(100):
+        c.put("hot", "x" * 4096)
+    seen = {}
+
+    def backlog_shows():
+        seen.update(scrape(ports["fanout"]))
+        return (value(seen, "zwatch_fanout_victims_total") >= 1 and value(seen, "zwatch_fanout_slow_sessions") >= 1
+                and value(seen, "zwatch_fanout_session_backlog_max_seconds") > 0)
+
+    assert wait_for(backlog_shows, timeout=20), {k: v for k, v in seen.items() if k.startswith("zwatch_fanout")}
+    stalled.close()

@@ -7,7 +7,7 @@ What runs, for --seconds:
 * a writer, a syncer and three fan-outs (random loopback ports, LMDB in DIR/data) with
   auto-compaction on (revision mode, --retention revisions kept), a short stuck-session bound
   (--stuck-s), stats lines every --stats-s and Prometheus metrics on random ports;
-* a writer client putting --value-bytes values at --rate puts/s over a key space of --keys keys;
+* --putters clients putting --value-bytes values at --rate puts/s in all over --keys keys;
 * healthy watchers: --watchers prefix watches spread over the three fan-outs (one client each);
 * a stuck client: a raw session that watches everything from revision 1 and never acks;
 * a slow client: a watcher whose application takes --slow-s per response.
@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=180)
     ap.add_argument("--out", required=True, help="directory for logs, metrics, summary and PNG (created)")
-    ap.add_argument("--rate", type=float, default=400, help="puts per second")
+    ap.add_argument("--rate", type=float, default=400, help="puts per second (in all)")
+    ap.add_argument("--putters", type=int, default=4, help="client threads sharing --rate (one put in flight each)")
     ap.add_argument("--value-bytes", type=int, default=4096)
     ap.add_argument("--keys", type=int, default=2000)
     ap.add_argument("--watchers", type=int, default=30)
@@ -117,8 +118,10 @@ def main(argv=None) -> int:
         stuck = raw_session(cluster.fanout_eps[2])     # never acks, never reads
         stuck.send(messages.encode_request("watch_create", 2, {"key": b"\x00", "range_end": b"\x00",
                                                                 "start_revision": 1}))
-        threads.append(threading.Thread(target=_putter, args=(writer_client, stop, a.rate, a.keys, a.value_bytes,
-                                                              counts), daemon=True))
+        for i in range(a.putters):
+            putter = writer_client if i == 0 else cluster.client(cluster.fanout_eps)
+            threads.append(threading.Thread(target=_putter, args=(putter, stop, a.rate / a.putters, a.keys,
+                                                                  a.value_bytes, counts), daemon=True))
         for t in threads:
             t.start()
         while time.monotonic() - t0 < a.seconds:

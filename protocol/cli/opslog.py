@@ -268,6 +268,8 @@ class Summary:
                 self._point(f"fanout.{fld}|{name}", t, _num(r.get(fld)))
         if r.get("time_lag_ms_max") is not None:
             self._point(f"fanout.time_lag_ms_max|{name}", t, _num(r.get("time_lag_ms_max")))
+        if r.get("slow_sessions") == 0 or ("slow_sessions" not in r and r.get("slowest_session", 1) is None):
+            a.extra.pop("backlog", None)      # nobody behind any more (a stuck session was closed)
         a.extra["victims_total"] = a.extra.get("victims_total", 0) + int(_num(r.get("victims")))
         a.extra["gaps_total"] = a.extra.get("gaps_total", 0) + int(_num(r.get("gaps")))
 

@@ -48,7 +48,7 @@ def render_png(timeline: dict, path: str, title: str = "zwatch") -> int:
             ys = [v / 1e6 if unit == "MB" else v for _, v in points]
             ax.plot(xs, ys, label=key.split("|", 1)[-1].replace("writer.", "").replace("_per_s", "/s"), lw=1.2)
         for m in marks:
-            ax.axvline(m, color="grey", lw=0.6, ls=":")
+            ax.axvline(m, color="tab:red", lw=0.7, ls=":", alpha=0.7)
         ax.set_title(name, fontsize=9, loc="left")
         ax.set_ylabel(unit, fontsize=8)
         ax.tick_params(labelsize=7)
@@ -57,7 +57,7 @@ def render_png(timeline: dict, path: str, title: str = "zwatch") -> int:
             ax.legend(fontsize=7, loc="upper right")
     import matplotlib.dates as mdates
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-    axes[-1, 0].set_xlabel("time (UTC); dotted lines: compactions finished", fontsize=8)
+    axes[-1, 0].set_xlabel("time (UTC); red dotted lines: compactions finished", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

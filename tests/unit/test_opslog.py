@@ -139,3 +139,12 @@ def test_lines_a_fanout_logs_before_its_start_line_join_it():
     rep = summarize([early] + lines + later)
     names = [a["name"] for a in rep["actors"] if a["kind"] == "fanout"]
     assert names == ["tcp://127.0.0.1:2379", "tcp://127.0.0.1:2380"] and rep["verdict"] == "HEALTHY"
+
+
+def test_a_backlog_is_forgotten_once_the_stats_say_nobody_is_behind():
+    lines = healthy_lines()
+    lines.append(line("fanout.backlog", T0 + 31, pid=20, instance="fanout-20",
+                      sessions=[{"session": "ab12", "held_frames": 2, "oldest_age_s": 12.0}]))
+    assert len(next(a for a in summarize(lines)["actors"] if a["kind"] == "fanout")["slowest_sessions"]) == 1
+    lines.append(line("fanout.stats", T0 + 40, pid=20, instance="fanout-20", slow_sessions=0, interval_s=10))
+    assert next(a for a in summarize(lines)["actors"] if a["kind"] == "fanout")["slowest_sessions"] == []

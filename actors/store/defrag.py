@@ -171,11 +171,15 @@ class Follower:
         self.store = store
         self.reopens = 0
         self._fd = os.open(os.path.join(store.path, SWAP_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_SH)
-        try:
-            self.opened = identity(store.path)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        # The files the store opened (recorded at its open), not those in the dir now: a swap
+        # between the store's open and this constructor must still be followed (audit finding).
+        self.opened = getattr(store, "opened_files", None)
+        if self.opened is None:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            try:
+                self.opened = identity(store.path)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     @contextmanager
     def reading(self):
@@ -186,7 +190,7 @@ class Follower:
                 # lock.mdb, left by a writer killed mid-swap, is created by our open).
                 self.store.env.close()
                 self.store.reopen()
-                self.opened = identity(self.store.path)
+                self.opened = getattr(self.store, "opened_files", None) or identity(self.store.path)
                 self.reopens += 1
             yield
         finally:

@@ -29,6 +29,7 @@ from . import authtx, compaction, hashkv, layout, times
 from .compaction import compact_chunk
 from .quota import NOSPACE, BatchQuota
 from .layout import LIVE, QQ
+from .defrag import identity as defrag_identity
 from .tx import AuthStateBroken, Tx
 
 
@@ -230,8 +231,14 @@ class Store:
 
     def _open_env(self):
         path = self.path
+        # The files this env opens, as a defrag Follower compares them (defrag.identity), taken
+        # BEFORE the open: a swap landing during the open then shows as a change and the reader
+        # reopens (never the reverse: recording files it did not open).  A lock.mdb the open
+        # creates is taken after it.
+        before = defrag_identity(path)
         self.env = lmdb.open(path, map_size=self._open_args["map_size"], subdir=True, max_dbs=10,
                              max_readers=self._open_args["max_readers"], sync=True, metasync=True, lock=True)
+        self.opened_files = before if before[1] is not None else (before[0], defrag_identity(path)[1])
         self.env.reader_check()            # drop reader slots left by dead processes
         # Always open the named dbs in a write txn: with py-lmdb 3.0 a handle opened inside a
         # read-only txn is invalid once that txn ends (mdb_get: Invalid argument).  It takes the

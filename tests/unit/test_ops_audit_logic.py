@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import multiprocessing
 
-import pytest
-
 from zwatch.actors.store import Store, defrag
 
 
@@ -23,10 +21,6 @@ def _syncer_like_reader(path, q_in, q_out):
     store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="Follower records the files in the data dir when it is built, not the "
-                   "ones the store opened: a defrag swap between the syncer's Store() (under the shared swap lock) "
-                   "and Follower() (after it) leaves the syncer on the old file until the next defrag (stale reads, "
-                   "catch-ups miss every later write); owner H6: build the Follower inside the same swap_lock block")
 def test_syncer_started_during_a_defrag_swap_follows_the_new_file(tmp_path):
     path = str(tmp_path)
     writer = Store(path)

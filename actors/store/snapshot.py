@@ -148,6 +148,13 @@ def status(path: str) -> dict:
     except lmdb.Error as e:
         raise InvalidArgument(f"{path}: not an LMDB file ({e})") from None
     try:
+        # A file cut short (an interrupted copy, a partial transfer) still opens: its meta pages
+        # are at the start.  Reading a page past its end would kill the process with SIGBUS, so
+        # the pages the last commit uses must all be in the file (audit finding).
+        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        size = os.path.getsize(path)
+        if needed > size:
+            raise InvalidArgument(f"{path}: truncated ({size} of {needed} bytes): not a whole snapshot")
         crc, total = 0, 0
         with env.begin() as txn:
             names = sorted(k for k, _ in txn.cursor())

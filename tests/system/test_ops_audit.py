@@ -32,9 +32,6 @@ def _zwatch(*args, cwd=None):
                           timeout=60, cwd=cwd)
 
 
-@pytest.mark.xfail(strict=True, reason="snapshot.status() maps a truncated file and reads past its end: "
-                   "SIGBUS (exit 135, no message) instead of a clear error; owner H6 (actors/store/snapshot.py): "
-                   "compare (env.info()['last_pgno'] + 1) * env.stat()['psize'] with the file size first")
 @pytest.mark.parametrize("cmd", ["status", "restore"])
 def test_truncated_snapshot_is_refused_with_a_clear_error_not_a_sigbus(tmp_path, cmd):
     """A snapshot cut short (a copy interrupted by a full disk, a partial scp, a `.part` file

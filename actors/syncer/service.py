@@ -134,6 +134,14 @@ class Syncer:
                       revision=self.store.current_revision())
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        # The snapshot copy thread wakes the loop through an inproc PAIR (its end used by that
+        # thread only): the loop, never the thread, replies on the ROUTER.
+        wake_ep = f"inproc://snapshot-done-{uuid.uuid4().hex}"
+        self._snap_wake = [ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)]
+        self._snap_wake[0].bind(wake_ep)
+        self._snap_wake[1].connect(wake_ep)
+        self.snapshots.notify = partial(self._snap_wake[1].send, b"", zmq.NOBLOCK)
+        poller.register(self._snap_wake[0], zmq.POLLIN)
         stats = AlignedEvery(self.stats_s)   # wall-clock boundaries: lines of all actors join on `at`
         reap = Every(1.0)
         try:
@@ -148,6 +156,8 @@ class Syncer:
                 timeout = 0 if busy else (2 if self.outbox else (5 if self.pending else 50))
                 if poller.poll(timeout):
                     self._drain()
+                if self.snapshots.copying:
+                    self._snapshots_copied()
                 self._flush_outbox()
                 if not self.outbox:
                     if self.batch is None and due:
@@ -168,6 +178,9 @@ class Syncer:
             self.log.info("syncer.stop", signal=self.stop.signal, **self.totals)
             self.router.close()
             self.security.stop()                   # its ZAP sockets first: term() waits for them
+            self.snapshots.close()                 # waits for a copy in progress (reads the store)
+            for sock in getattr(self, "_snap_wake", ()):
+                sock.close(linger=0)
             ctx.term()
             self.snapshots.close()
             self.store.close()
@@ -220,14 +233,35 @@ class Syncer:
         if len(envelope) == 3:
             with self.store.reader() as view:
                 self._auth_at(view).check_admin(envelope[2].decode("utf-8", "replace"))
-        header = {"revision": self.store.current_revision()}
         if op == "snapshot_begin":
-            s = self.snapshots.begin(self.store)
-            self.log.info("syncer.snapshot_begun", token=s.token[:8], size=s.size, revision=s.revision)
-            return messages.encode_ok(req_id, {"header": header, "token": s.token, "size": s.size,
-                                               "revision": s.revision, "sha256": s.sha256})
+            # Copied on the snapshot thread (store/snapshot.py); answered by _snapshots_copied.
+            self.snapshots.start(self.store, (envelope, req_id, time.monotonic()))
+            return None
+        header = {"revision": self.store.current_revision()}
         return messages.encode_ok(req_id, {"header": header,
                                            "data": self.snapshots.read(r["token"], r["offset"])})
+
+    def _snapshots_copied(self):
+        """Answer each snapshot_begin whose copy is done (polled every loop round)."""
+        try:
+            while True:
+                self._snap_wake[0].recv(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        for (envelope, req_id, t0), s in self.snapshots.finished():
+            if isinstance(s, ZwatchError):
+                reply = messages.encode_error(req_id, s)
+            elif isinstance(s, Exception):
+                self.log.error("syncer.request_failed", exc_info=s)
+                reply = messages.encode_error(req_id, ZwatchError(f"{type(s).__name__}: {s}"))
+            else:
+                self.log.info("syncer.snapshot_begun", token=s.token[:8], size=s.size, revision=s.revision,
+                              copy_s=round(time.monotonic() - t0, 3))
+                with self._reading():
+                    header = {"revision": self.store.current_revision()}
+                reply = messages.encode_ok(req_id, {"header": header, "token": s.token, "size": s.size,
+                                                    "revision": s.revision, "sha256": s.sha256})
+            self._send(envelope, reply)
 
     def _hash_kv(self, envelope, req_id, body):
         """hash_kv (store/hashkv.py) of one snapshot; root only with auth enabled (etcd 3.4's

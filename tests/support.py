@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import queue
+import re
+import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 
 import msgpack
@@ -193,3 +199,167 @@ def private_etcd(env: dict, *extra_args: str):
         etcd.terminate()
         etcd.wait(10)
         shutil.rmtree(data, ignore_errors=True)
+
+
+# ================================================================ CLI transcripts (etcdctl vs zwatch)
+def clean_env(**extra) -> dict:
+    """The environment for a CLI under test: no ZWATCH_/ETCD settings leak in from the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZWATCH_", "ETCD"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Background:
+    """A long-running command; its stdout lines are read as they come."""
+
+    def __init__(self, args, proc):
+        self.args, self.proc = args, proc
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[str]:
+        """Wait until `count` lines were printed in all; returns them."""
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count:
+            try:
+                self.seen.append(self.lines.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"{self.args}: {len(self.seen)} of {count} lines: {self.seen}") from None
+        return self.seen[:count]
+
+    def wait_until(self, text: str, timeout: float = 20.0):
+        while not any(text in x for x in self.seen):
+            self.wait_for(len(self.seen) + 1, timeout)
+
+    def quiet(self, seconds: float) -> bool:
+        """True if nothing more was printed for `seconds`."""
+        try:
+            self.seen.append(self.lines.get(timeout=seconds))
+            return False
+        except queue.Empty:
+            return True
+
+
+class Transcript:
+    """Runs commands through one CLI (etcdctl or zwatch) and writes down what they did: the same
+    scenario run with both gives two texts the transcript tests compare byte for byte."""
+
+    def __init__(self, argv: list[str], env: dict):
+        self.argv, self.env = argv, env
+        self.text: list[str] = []
+        self.spawned: list[Background] = []
+
+    def _record(self, title, out, err, rc, dedup=False):
+        self.text.append(f"$ {title}")
+        lines = out.splitlines()
+        if dedup:
+            lines = [x for i, x in enumerate(lines) if i == 0 or x != lines[i - 1]]
+        self.text.extend(lines)
+        for line in err.splitlines():
+            if not line.startswith(('{"level":', "stty: ")):
+                # clientv3's logger (retries), the password prompt's stty on a pipe: not etcdctl's output
+                self.text.append(f"stderr: {line}")
+        self.text.append(f"exit {rc}" if rc >= 0 else f"exit signal {signal.Signals(-rc).name}")
+
+    def run(self, *args, stdin: str | None = None, env: dict | None = None, timeout=30) -> subprocess.CompletedProcess:
+        """Run one command to its end (`env`: extra variables for it alone, written in the title)."""
+        r = subprocess.run(self.argv + list(args), capture_output=True, text=True, input=stdin or "",
+                           timeout=timeout, env={**self.env, **(env or {})})
+        title = shlex.join(args) + (f" <<< {stdin!r}" if stdin else "")
+        if env:
+            title = " ".join(f"{k}={v}" for k, v in env.items()) + " " + title
+        self._record(title, r.stdout, r.stderr, r.returncode)
+        return r
+
+    def spawn(self, *args) -> Background:
+        self.text.append(f"$ {shlex.join(args)} &")
+        proc = subprocess.Popen(self.argv + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, env=self.env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.spawned.append(Background(args, proc))
+        return self.spawned[-1]
+
+    def close(self):
+        """Kill what a failed scenario left running."""
+        for bg in self.spawned:
+            if bg.proc.poll() is None:
+                bg.proc.kill()
+                bg.proc.wait(5)
+
+    def finish(self, bg: Background, sig=signal.SIGINT, timeout=20.0, dedup=False):
+        """Stop a background command (sig None: wait for it to end) and write down what it printed.
+        A watch's exit status is not compared: etcdctl dies of the signal, zwatch's watch exits 0
+        on it (tests/system/test_cli.py holds it to that)."""
+        if sig is not None and bg.proc.poll() is None:
+            bg.proc.send_signal(sig)
+        try:
+            bg.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            bg.proc.kill()
+            bg.proc.wait(5)
+            self.text.append(f"(still running {timeout}s after {sig}: killed)")
+        rest = []
+        while True:
+            try:
+                rest.append(bg.lines.get(timeout=0.5))
+            except queue.Empty:
+                break
+        rc = bg.proc.returncode
+        if bg.args[0] == "watch" and sig is not None and rc in (0, -sig):
+            rc = -sig
+        self._record(f"[{shlex.join(bg.args)}] stopped by {sig.name if sig else 'itself'}",
+                     "".join(bg.seen + rest), bg.proc.stderr.read(), rc, dedup)
+
+    def note(self, text: str):
+        self.text.append(f"# {text}")
+
+    def wait_keys(self, prefix: str, count: int, timeout: float = 20.0):
+        """Wait (unrecorded) until `count` keys exist under prefix: a background contender's key
+        is in place before the next one starts, so both servers see the same order of revisions."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = subprocess.run(self.argv + ["get", prefix, "--prefix", "--keys-only", "-w", "json"],
+                               capture_output=True, text=True, env=self.env, timeout=timeout)
+            m = re.search(r'"count":(\d+)', r.stdout)
+            if (int(m.group(1)) if m else 0) == count:
+                return
+            assert time.monotonic() < deadline, (prefix, count, r.stdout, r.stderr)
+            time.sleep(0.1)
+
+
+def zwatch_transcript(cluster) -> Transcript:
+    """A transcript of zwatch's CLI against a test cluster's first fan-out."""
+    return Transcript([sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0]], clean_env())
+
+
+def run_scenario(t: Transcript, scenario) -> Transcript:
+    """Run a scenario on a transcript, killing whatever it left running even when it fails."""
+    try:
+        scenario(t)
+    finally:
+        t.close()
+    return t
+
+
+def read_fixture(fixtures: str, name: str) -> str:
+    with open(os.path.join(fixtures, f"{name}.txt")) as f:
+        return f.read()
+
+
+def capture_fixtures(fixtures: str, scenarios: dict, names, transcript_text):
+    """Run the scenarios with etcdctl on a fresh etcd each (needs /usr/bin/etcd and etcdctl) and
+    write each transcript_text() to fixtures/<name>.txt, what the transcript tests compare with."""
+    os.makedirs(fixtures, exist_ok=True)
+    for name in names:
+        env = clean_env(ETCDCTL_API="3")
+        with private_etcd(env) as argv:
+            t = run_scenario(Transcript(argv, env), scenarios[name])
+            with open(os.path.join(fixtures, f"{name}.txt"), "w") as f:
+                f.write(transcript_text(t))
+            print(f"{name}: {len(t.text)} lines")

@@ -18,46 +18,16 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 import sys
 
 import pytest
 
+if __name__ == "__main__":      # run as a script (capture): support.py is in tests/
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support import Transcript, capture_fixtures, clean_env, read_fixture, zwatch_transcript
+
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "etcdctl_auth")
-
-
-def _clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZWATCH_", "ETCD"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-class Transcript:
-    """Runs commands through one CLI (etcdctl or zwatch) and writes down what they did."""
-
-    def __init__(self, argv: list[str], env: dict):
-        self.argv, self.env = argv, env
-        self.text: list[str] = []
-
-    def run(self, *args, stdin: str | None = None, env: dict | None = None, timeout=30):
-        r = subprocess.run(self.argv + list(args), capture_output=True, text=True, input=stdin or "",
-                           timeout=timeout, env={**self.env, **(env or {})})
-        title = shlex.join(args) + (f" <<< {stdin!r}" if stdin else "")
-        if env:
-            title = " ".join(f"{k}={v}" for k, v in env.items()) + " " + title
-        self.text.append(f"$ {title}")
-        self.text.extend(r.stdout.splitlines())
-        for line in r.stderr.splitlines():
-            if line.startswith('{"level":') or line.startswith("stty: "):
-                continue    # clientv3's logger, the prompt's stty on a pipe: not etcdctl's output
-            self.text.append(f"stderr: {line}")
-        self.text.append(f"exit {r.returncode}")
-        return r
-
-    def note(self, text: str):
-        self.text.append(f"# {text}")
 
 
 ROOT = ("--user", "root:rootpw")
@@ -251,21 +221,16 @@ def transcript_text(t: Transcript) -> str:
 
 
 # ================================================================ the tests
-def _fixture(name: str) -> str:
-    with open(os.path.join(FIXTURES, f"{name}.txt")) as f:
-        return f.read()
-
-
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_auth_commands_print_what_etcdctl_prints(cluster, name):
-    t = Transcript([sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0]], _clean_env())
+    t = zwatch_transcript(cluster)
     SCENARIOS[name](t)
-    assert transcript_text(t) == _fixture(name)
+    assert transcript_text(t) == read_fixture(FIXTURES, name)
 
 
 def _zwatch(cluster, *args, stdin="", env=None, **popen):
     argv = [sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0], *args]
-    return subprocess.run(argv, capture_output=True, text=True, input=stdin, timeout=60, env=_clean_env(**(env or {})))
+    return subprocess.run(argv, capture_output=True, text=True, input=stdin, timeout=60, env=clean_env(**(env or {})))
 
 
 def test_auth_status_prints_what_etcdctl_3_5_prints(cluster):
@@ -311,7 +276,7 @@ def test_a_watch_whose_permission_is_revoked_ends_as_etcdctl_ends_a_canceled_wat
     assert _zwatch(cluster, "put", "/a/1", "one", *ROOT).stdout == "OK\n"           # revision 2
     argv = [sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0], "watch", "/a/", "--prefix",
             "--rev", "2", "--user", "alice:alicepw"]
-    watch = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_clean_env())
+    watch = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
     try:
         assert [watch.stdout.readline() for _ in range(3)] == ["PUT\n", "/a/1\n", "one\n"]    # live
         assert _zwatch(cluster, "role", "revoke-permission", "reader", "/a/", "--prefix", *ROOT).returncode == 0
@@ -326,22 +291,7 @@ def test_a_watch_whose_permission_is_revoked_ends_as_etcdctl_ends_a_canceled_wat
 
 
 # ================================================================ capturing the fixtures from etcd
-def capture(names):
-    """Run the scenarios with etcdctl on a fresh etcd each (needs /usr/bin/etcd and etcdctl)."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a script
-    from support import private_etcd
-    os.makedirs(FIXTURES, exist_ok=True)
-    for name in names:
-        env = _clean_env(ETCDCTL_API="3")
-        with private_etcd(env) as argv:
-            t = Transcript(argv, env)
-            SCENARIOS[name](t)
-            with open(os.path.join(FIXTURES, f"{name}.txt"), "w") as f:
-                f.write(transcript_text(t))
-            print(f"{name}: {len(t.text)} lines")
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] != ["capture"]:
         sys.exit("usage: test_cli_auth.py capture [scenario...]")
-    capture(sys.argv[2:] or list(SCENARIOS))
+    capture_fixtures(FIXTURES, SCENARIOS, sys.argv[2:] or list(SCENARIOS), transcript_text)

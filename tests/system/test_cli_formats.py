@@ -29,7 +29,9 @@ import time
 
 import pytest
 
-from test_cli_lease import Background, Transcript, _clean_env
+if __name__ == "__main__":      # run as a script (capture): support.py is in tests/
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support import Background, Transcript, capture_fixtures, read_fixture, run_scenario, zwatch_transcript
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "etcdctl_formats")
 TXN = 'value("k1") = "v1"\n\nput k2 v2\nget k1\ndel k9 --prev-kv\n\nput k3 v3\n\n'
@@ -190,21 +192,12 @@ def transcript_text(t: Transcript) -> str:
 
 
 # ================================================================ the tests
-def _fixture(name: str) -> str:
-    with open(os.path.join(FIXTURES, f"{name}.txt")) as f:
-        return f.read()
-
-
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_cli_prints_what_etcdctl_prints(cluster, name):
-    t = Transcript([sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0]], _clean_env())
     t0 = time.monotonic()
-    try:
-        SCENARIOS[name](t)
-    finally:
-        t.close()
+    t = run_scenario(zwatch_transcript(cluster), SCENARIOS[name])
     print(f"{name}: {len(t.text)} lines in {time.monotonic() - t0:.1f}s")
-    assert transcript_text(t) == _fixture(name)
+    assert transcript_text(t) == read_fixture(FIXTURES, name)
 
 
 def test_normalize_only_touches_what_must_differ():
@@ -218,25 +211,8 @@ def test_normalize_only_touches_what_must_differ():
 
 
 # ================================================================ capturing the fixtures from etcd
-def capture(names):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a script
-    from support import private_etcd
-    os.makedirs(FIXTURES, exist_ok=True)
-    for name in names:
-        env = _clean_env(ETCDCTL_API="3")
-        with private_etcd(env) as argv:
-            t = Transcript(argv, env)
-            try:
-                SCENARIOS[name](t)
-            finally:
-                t.close()
-            with open(os.path.join(FIXTURES, f"{name}.txt"), "w") as f:
-                f.write(transcript_text(t))
-            print(f"{name}: {len(t.text)} lines")
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] != ["capture"]:
         sys.exit("usage: test_cli_formats.py capture [scenario...]")
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    capture(sys.argv[2:] or list(SCENARIOS))
+    capture_fixtures(FIXTURES, SCENARIOS, sys.argv[2:] or list(SCENARIOS), transcript_text)

@@ -18,144 +18,19 @@ from __future__ import annotations
 
 import base64
 import os
-import queue
 import re
-import shlex
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
+if __name__ == "__main__":      # run as a script (capture): support.py is in tests/
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support import Transcript, capture_fixtures, read_fixture, run_scenario, zwatch_transcript
+
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "etcdctl_lease")
 LEASE_ENV = {"ZWATCH_LEASE_MIN_TTL": "1"}
-
-
-def _clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZWATCH_", "ETCD"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-# ================================================================ transcripts
-class Background:
-    """A long-running command; its stdout lines are read as they come."""
-
-    def __init__(self, args, proc):
-        self.args, self.proc = args, proc
-        self.lines: queue.Queue = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, count: int, timeout: float = 20.0) -> list[str]:
-        """Wait until `count` lines were printed in all; returns them."""
-        deadline = time.monotonic() + timeout
-        while len(self.seen) < count:
-            try:
-                self.seen.append(self.lines.get(timeout=max(0.01, deadline - time.monotonic())))
-            except queue.Empty:
-                raise AssertionError(f"{self.args}: {len(self.seen)} of {count} lines: {self.seen}") from None
-        return self.seen[:count]
-
-    def wait_until(self, text: str, timeout: float = 20.0):
-        while not any(text in x for x in self.seen):
-            self.wait_for(len(self.seen) + 1, timeout)
-
-    def quiet(self, seconds: float) -> bool:
-        """True if nothing more was printed for `seconds`."""
-        try:
-            self.seen.append(self.lines.get(timeout=seconds))
-            return False
-        except queue.Empty:
-            return True
-
-
-class Transcript:
-    """Runs commands through one CLI (etcdctl or zwatch) and writes down what they did."""
-
-    def __init__(self, argv: list[str], env: dict):
-        self.argv, self.env = argv, env
-        self.text: list[str] = []
-        self.spawned: list[Background] = []
-
-    def _record(self, title, out, err, rc, dedup=False):
-        self.text.append(f"$ {title}")
-        lines = out.splitlines()
-        if dedup:
-            lines = [x for i, x in enumerate(lines) if i == 0 or x != lines[i - 1]]
-        self.text.extend(lines)
-        for line in err.splitlines():
-            if not line.startswith('{"level":'):        # clientv3's logger (retries), not etcdctl's output
-                self.text.append(f"stderr: {line}")
-        self.text.append(f"exit {rc}" if rc >= 0 else f"exit signal {signal.Signals(-rc).name}")
-
-    def run(self, *args, stdin: str | None = None, timeout=30) -> subprocess.CompletedProcess:
-        r = subprocess.run(self.argv + list(args), capture_output=True, text=True, input=stdin or "",
-                           timeout=timeout, env=self.env)
-        self._record(shlex.join(args) + (f" <<< {stdin!r}" if stdin else ""), r.stdout, r.stderr, r.returncode)
-        return r
-
-    def spawn(self, *args) -> Background:
-        self.text.append(f"$ {shlex.join(args)} &")
-        proc = subprocess.Popen(self.argv + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                stdin=subprocess.DEVNULL, env=self.env,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        self.spawned.append(Background(args, proc))
-        return self.spawned[-1]
-
-    def close(self):
-        """Kill what a failed scenario left running."""
-        for bg in self.spawned:
-            if bg.proc.poll() is None:
-                bg.proc.kill()
-                bg.proc.wait(5)
-
-    def finish(self, bg: Background, sig=signal.SIGINT, timeout=20.0, dedup=False):
-        """Stop a background command (sig None: wait for it to end) and write down what it printed.
-        A watch's exit status is not compared: etcdctl dies of the signal, zwatch's watch exits 0
-        on it (tests/system/test_cli.py holds it to that)."""
-        if sig is not None and bg.proc.poll() is None:
-            bg.proc.send_signal(sig)
-        try:
-            bg.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            bg.proc.kill()
-            bg.proc.wait(5)
-            self.text.append(f"(still running {timeout}s after {sig}: killed)")
-        rest = []
-        while True:
-            try:
-                rest.append(bg.lines.get(timeout=0.5))
-            except queue.Empty:
-                break
-        rc = bg.proc.returncode
-        if bg.args[0] == "watch" and sig is not None and rc in (0, -sig):
-            rc = -sig
-        self._record(f"[{shlex.join(bg.args)}] stopped by {sig.name if sig else 'itself'}",
-                     "".join(bg.seen + rest), bg.proc.stderr.read(), rc, dedup)
-
-    def note(self, text: str):
-        self.text.append(f"# {text}")
-
-    def wait_keys(self, prefix: str, count: int, timeout: float = 20.0):
-        """Wait (unrecorded) until `count` keys exist under prefix: a background contender's key
-        is in place before the next one starts, so both servers see the same order of revisions."""
-        deadline = time.monotonic() + timeout
-        while True:
-            r = subprocess.run(self.argv + ["get", prefix, "--prefix", "--keys-only", "-w", "json"],
-                               capture_output=True, text=True, env=self.env, timeout=timeout)
-            m = re.search(r'"count":(\d+)', r.stdout)
-            if (int(m.group(1)) if m else 0) == count:
-                return
-            assert time.monotonic() < deadline, (prefix, count, r.stdout, r.stderr)
-            time.sleep(0.1)
 
 
 def lease_of(r: subprocess.CompletedProcess) -> str:
@@ -407,23 +282,10 @@ def transcript_text(t: Transcript) -> str:
 
 
 # ================================================================ the tests
-def _fixture(name: str) -> str:
-    with open(os.path.join(FIXTURES, f"{name}.txt")) as f:
-        return f.read()
-
-
-def _zwatch_transcript(cluster) -> Transcript:
-    return Transcript([sys.executable, "-m", "zwatch.cli", "--endpoints", cluster.fanout_eps[0]], _clean_env())
-
-
 @pytest.mark.parametrize("name", ["expiry", "revoke", "keepalive", "errors", "zero_id", "lock", "elect"])
 def test_lease_lock_and_elect_commands_print_what_etcdctl_prints(make_cluster, name):
-    t = _zwatch_transcript(make_cluster(env=LEASE_ENV))
-    try:
-        SCENARIOS[name](t)
-    finally:
-        t.close()
-    assert transcript_text(t) == _fixture(name)
+    t = run_scenario(zwatch_transcript(make_cluster(env=LEASE_ENV)), SCENARIOS[name])
+    assert transcript_text(t) == read_fixture(FIXTURES, name)
 
 
 def test_normalize_maps_every_form_of_an_id_to_one_label():
@@ -453,25 +315,7 @@ def test_lease_ids_print_as_etcdctl_016x_and_parse_as_go_parseint():
 
 
 # ================================================================ capturing the fixtures from etcd
-def capture(names):
-    """Run the scenarios with etcdctl on a fresh etcd each (needs /usr/bin/etcd and etcdctl)."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a script
-    from support import private_etcd
-    os.makedirs(FIXTURES, exist_ok=True)
-    for name in names:
-        env = _clean_env(ETCDCTL_API="3")
-        with private_etcd(env) as argv:
-            t = Transcript(argv, env)
-            try:
-                SCENARIOS[name](t)
-            finally:
-                t.close()
-            with open(os.path.join(FIXTURES, f"{name}.txt"), "w") as f:
-                f.write(transcript_text(t))
-            print(f"{name}: {len(t.text)} lines")
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] != ["capture"]:
         sys.exit("usage: test_cli_lease.py capture [scenario...]")
-    capture(sys.argv[2:] or list(SCENARIOS))
+    capture_fixtures(FIXTURES, SCENARIOS, sys.argv[2:] or list(SCENARIOS), transcript_text)

@@ -109,6 +109,7 @@ METRICS = (
 # Logged by `zwatch up` (actors/supervise.py), the supervisor of a single-host run.
 SUPERVISE = (
     LogEvent("supervisor.restarted", "warning", "a child (writer, syncer, fan-out) exited: it is started again after its back-off"),
+    LogEvent("supervisor.gave_up", "error", "a child exited with code 2 (a configuration error): not restarted, the others keep running"),
     LogEvent("supervisor.stopped", "info", "after SIGTERM/SIGINT every child stopped: the supervisor exits"),
 )
 

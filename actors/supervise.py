@@ -5,7 +5,11 @@ cannot be tried under it.  ``zwatch up [-c fanout=N] [-p BASEPORT]`` starts the 
 syncer and N fan-outs (fan-out k binds 127.0.0.1:BASEPORT+k through ``PORT``, as under honcho)
 as child processes, prints their output prefixed like honcho (``07:01:02 fanout.1 | ...``),
 and restarts a child that dies: after 0.1 s, doubling up to 5 s for a child that keeps dying,
-back to 0.1 s once it stayed up 10 s (``supervisor.restarted`` with the figures).  SIGTERM or
+back to 0.1 s once it stayed up 10 s (``supervisor.restarted`` with the figures).  A child that
+exits with code 2 (a configuration error: a port in use, an unusable data dir, a bad setting)
+would only fail again: it is not restarted (``supervisor.gave_up``, once); the others keep
+running.  With ZWATCH_FANOUT_METRICS_PORT set, fan-out k gets that port + k (as its client
+port is BASEPORT + k): one shared port made every fan-out but one exit.  SIGTERM or
 SIGINT is forwarded as SIGTERM to every child (fan-outs drain: their clients move first); a
 second one is forwarded again (fan-outs then stop at once); the supervisor exits once every
 child is gone.
@@ -26,6 +30,7 @@ from .logsetup import configure
 FIRST_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
 STABLE_S = 10.0          # a child up this long starts again from FIRST_BACKOFF_S when it dies
+CONFIG_ERROR = 2         # the actors' exit code for a configuration error (StartupError): never restarted
 
 
 class Backoff:
@@ -52,6 +57,7 @@ class Child:
         self.restart_at: float | None = None
         self.restarts = 0
         self.backoff = Backoff()
+        self.gave_up = False
 
 
 def children(fanouts: int, base_port: int, python: str = sys.executable) -> list[Child]:
@@ -60,8 +66,12 @@ def children(fanouts: int, base_port: int, python: str = sys.executable) -> list
     env.pop("PORT", None)
     actor = [python, "-m", "zwatch.actors"]
     out = [Child("writer", actor + ["writer"], env), Child("syncer", actor + ["syncer"], env)]
+    metrics = env.get("ZWATCH_FANOUT_METRICS_PORT", "").strip()
     for k in range(fanouts):
-        out.append(Child(f"fanout.{k + 1}", actor + ["fanout"], {**env, "PORT": str(base_port + k)}))
+        kid_env = {**env, "PORT": str(base_port + k)}
+        if metrics.isdigit():              # anything else: the fan-out reports the bad setting
+            kid_env["ZWATCH_FANOUT_METRICS_PORT"] = str(int(metrics) + k)
+        out.append(Child(f"fanout.{k + 1}", actor + ["fanout"], kid_env))
     return out
 
 
@@ -114,7 +124,15 @@ class Supervisor:
                 if kid.proc is not None and kid.proc.poll() is None:
                     alive += 1
                     continue
-                if self.stopping:
+                if self.stopping or kid.gave_up:
+                    continue
+                if kid.proc is not None and kid.proc.returncode == CONFIG_ERROR:
+                    kid.gave_up = True
+                    uptime = now - kid.started_at
+                    self.log.error("supervisor.gave_up", child=kid.name, exit_code=CONFIG_ERROR,
+                                   uptime_s=round(uptime, 3), restarts=kid.restarts)
+                    self.emit("supervisor", f"{kid.name} exited with code {CONFIG_ERROR} (a configuration error: "
+                                            f"see its last line) after {uptime:.1f} s: not restarted")
                     continue
                 if kid.restart_at is None:            # it just died: schedule its restart
                     uptime = now - kid.started_at
@@ -132,11 +150,11 @@ class Supervisor:
                     alive += 1
                 else:
                     alive += 1
-            if self.stopping and alive == 0:
+            if alive == 0 and (self.stopping or all(k.gave_up for k in self.kids)):
                 codes = {k.name: k.proc.returncode for k in self.kids if k.proc is not None}
                 self.log.info("supervisor.stopped", exit_codes=codes, restarts=sum(k.restarts for k in self.kids))
                 self.emit("supervisor", f"every child stopped: {codes}")
-                return 0
+                return 0 if self.stopping else CONFIG_ERROR      # else: every child gave up
             time.sleep(0.05)
 
 

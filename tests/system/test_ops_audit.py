@@ -103,9 +103,6 @@ def _two_free_ports_in_a_row() -> int:
                 pass
 
 
-@pytest.mark.xfail(strict=True, reason="`zwatch up -c fanout=N` gives every fan-out the same ZWATCH_FANOUT_METRICS_PORT: "
-                   "fan-outs 2..N exit 2 (port in use) and are restarted forever, never serving clients; owner H7 "
-                   "(actors/supervise.py): pass --metrics-port PORT_k (e.g. the setting + k) to fan-out k, as PORT is")
 def test_up_with_fanout_metrics_port_serves_every_fanout_instead_of_a_restart_loop(tmp_path):
     import re
     import signal

@@ -4,7 +4,6 @@ SIGKILLed at each step of the swap (ZW_TEST_DEFRAG_KILL_AT)."""
 from __future__ import annotations
 
 import os
-import queue
 import random
 import threading
 import time
@@ -12,10 +11,11 @@ import time
 import pytest
 
 from zwatch import errors
-from zwatch.actors.store import Store, defrag
+from zwatch.actors.store import defrag
 from zwatch.actors.store import snapshot as store_snapshot
 from zwatch.tools import checker
 from zwatch.tools.checker import AckedWrite, StreamRecord, WatchSpec
+from zwatch.tools.load import check_store_history, read_stream
 
 DEFRAGS = 5
 BIG = 2000            # 4 KB values written then deleted: the free pages a defrag gives back
@@ -46,16 +46,8 @@ def checker_put(key, value):
 
 
 def drain_until(w, rec: StreamRecord, final: int, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while checker.stream_reached(rec) < final:
-        assert time.monotonic() < deadline, f"{rec.name} reached {checker.stream_reached(rec)} of {final}"
-        try:
-            r = w.get(timeout=1.0)
-        except queue.Empty:
-            continue
-        if r is None:
-            break
-        rec.responses.append(r)
+    assert read_stream(w, rec, final, time.monotonic() + timeout), \
+        f"{rec.name} reached {checker.stream_reached(rec)} of {final}"
 
 
 def test_defrag_under_live_load_keeps_every_guarantee_and_gives_space_back(make_cluster):
@@ -133,15 +125,7 @@ def test_defrag_under_live_load_keeps_every_guarantee_and_gives_space_back(make_
     assert len(acked) > DEFRAGS * 10                 # the load really ran across the defrags
 
     cl.stop()
-    store = Store(cl.data_dir)
-    try:
-        with store.reader() as view:
-            recs = view.history(start, final, max_records=1 << 30, max_bytes=1 << 40)
-    finally:
-        store.close()
-    hist = checker.history_from_store_records(recs)
-    res = checker.check_all(hist, [rec for rec, _ in streams], acked=acked, first_revision=start,
-                            final_revision=final)
+    res = check_store_history(cl.data_dir, [rec for rec, _ in streams], acked=acked, first=start, final=final)
     print(res.summary())
     assert res.ok, res.summary()
 

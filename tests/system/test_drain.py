@@ -8,15 +8,13 @@ sessions left, and the watch creates the survivors receive are spread: the busie
 from __future__ import annotations
 
 import os
-import queue
 import signal
-import threading
 import time
 
 from zwatch import errors
-from zwatch.actors.store import Store
 from zwatch.tools import checker
-from zwatch.tools.checker import AckedWrite, StreamRecord, WatchSpec
+from zwatch.tools.checker import StreamRecord, WatchSpec
+from zwatch.tools.load import PutAllAlong, check_store_history, read_stream
 
 CLIENTS, WATCHES, GROUPS = 60, 5, 10
 DRAIN_S = 16.0
@@ -47,32 +45,14 @@ def test_sigterm_drains_a_fanout_without_loss_and_spreads_the_moves(make_cluster
     print(f"clients per fan-out: {[sum(c.endpoint == ep for c in clients) for ep in cl.fanout_eps]}")
     assert on_victim, "no client landed on fan-out 0 (shuffle)"
 
-    stop = threading.Event()
-    acked: list[AckedWrite] = []
-    failures: list = []
-
-    def put_all_along():
-        n = 0
-        while not stop.is_set():
-            key, value = f"d/{n % GROUPS}/{n:06d}", f"v{n}"
-            try:
-                rev = admin.put(key, value).header.revision
-                acked.append(AckedWrite(rev, ((key.encode(), value.encode()),)))
-            except errors.ZwatchError as exc:
-                failures.append(repr(exc))
-            n += 1
-            time.sleep(0.01)
-
-    writer = threading.Thread(target=put_all_along, daemon=True)
-    writer.start()
+    writer = PutAllAlong(admin, lambda n: f"d/{n % GROUPS}/{n:06d}", 0.01, catch=errors.ZwatchError).start()
     time.sleep(1.0)
     victim = cl["fanout0"]
     victim.proc.send_signal(signal.SIGTERM)
     code = victim.proc.wait(DRAIN_S + 20)
     time.sleep(0.5)
-    stop.set()
-    writer.join(30)
-    assert not failures, failures[:5]
+    writer.stop()
+    assert not writer.failures, writer.failures[:5]
     finals = {}
     for g in range(GROUPS):
         finals[g] = admin.put(f"d/{g}/end", "1").header.revision
@@ -89,16 +69,8 @@ def test_sigterm_drains_a_fanout_without_loss_and_spreads_the_moves(make_cluster
 
     for rec, w, c, g in streams:
         rec.final_revision = finals[g]
-        deadline = time.monotonic() + 60
-        while checker.stream_reached(rec) < finals[g]:
-            assert time.monotonic() < deadline, f"{rec.name} reached {checker.stream_reached(rec)} of {finals[g]}"
-            try:
-                r = w.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            if r is None:
-                break
-            rec.responses.append(r)
+        assert read_stream(w, rec, finals[g], time.monotonic() + 60), \
+            f"{rec.name} reached {checker.stream_reached(rec)} of {finals[g]}"
     dropped = sum(w.duplicates_dropped for _, w, _, _ in streams)
 
     # The creates the moves brought: the busiest 100 ms on each survivor, counted by the fan-out.
@@ -120,15 +92,7 @@ def test_sigterm_drains_a_fanout_without_loss_and_spreads_the_moves(make_cluster
         c.close()
     admin.close()
     cl.stop()
-    store = Store(cl.data_dir)
-    try:
-        with store.reader() as view:
-            recs = view.history(start, final, max_records=1 << 30, max_bytes=1 << 40)
-    finally:
-        store.close()
-    hist = checker.history_from_store_records(recs)
-    res = checker.check_all(hist, [rec for rec, *_ in streams], acked=acked, first_revision=start,
-                            final_revision=final)
+    res = check_store_history(cl.data_dir, [rec for rec, *_ in streams], acked=writer.acked, first=start, final=final)
     print(res.summary())
     assert res.ok, res.summary()
     # Spread: no survivor got the creates of 4 moving clients in one 100 ms (all at once, each

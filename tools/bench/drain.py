@@ -23,15 +23,14 @@ import tempfile
 import threading
 import time
 
-from zwatch.tools import checker
-from zwatch.tools.checker import AckedWrite, StreamRecord, WatchSpec
+from zwatch.tools.checker import StreamRecord, WatchSpec
 from zwatch.tools.cluster import Cluster
+from zwatch.tools.load import PutAllAlong, check_store_history, read_stream
 
 GROUPS = 20
 
 
 def run_once(watchers: int, clients: int, budget: int, drain_s: float, fanouts: int = 3) -> dict:
-    from zwatch.actors.store import Store
     data = tempfile.mkdtemp(prefix="zw-bench-drain-")
     cl = Cluster(data, fanouts=fanouts, env={"ZWATCH_DRAIN_S": str(drain_s),
                                              "ZWATCH_DRAIN_CREATES_PER_100MS": str(budget)}).start()
@@ -41,7 +40,8 @@ def run_once(watchers: int, clients: int, budget: int, drain_s: float, fanouts: 
         per = [watchers // clients + (1 if i < watchers % clients else 0) for i in range(clients)]
         cs, streams = [], []
         for i in range(clients):
-            c = cl.client(cl.fanout_eps, timeout=60, heartbeat=1.0, name=f"bench-drain-{i}")
+            c = cl.client(cl.fanout_eps, timeout=60, heartbeat=1.0, name=f"bench-drain-{i}",
+                          shuffle=True)
             cs.append(c)
             for j in range(per[i]):
                 g = (i + j) % GROUPS
@@ -53,21 +53,6 @@ def run_once(watchers: int, clients: int, budget: int, drain_s: float, fanouts: 
         on_victim = [c for c in cs if c.endpoint == victim_ep]
         moved_watches = sum(per[i] for i, c in enumerate(cs) if c.endpoint == victim_ep)
         stop = threading.Event()
-        acked: list[AckedWrite] = []
-        failures: list[str] = []
-
-        def put_all_along():
-            n = 0
-            while not stop.is_set():
-                key, value = f"b/{n % GROUPS:02d}/{n:07d}", f"v{n}"
-                try:
-                    rev = admin.put(key, value).header.revision
-                    acked.append(AckedWrite(rev, ((key.encode(), value.encode()),)))
-                except Exception as exc:        # counted, reported: the measurement must not stop
-                    failures.append(repr(exc))
-                n += 1
-                time.sleep(0.005)
-
         # Read the watch queues all along (3,000 watchers x ~200 events/s would pile up otherwise).
         def reader():
             while not stop.is_set():
@@ -85,9 +70,10 @@ def run_once(watchers: int, clients: int, budget: int, drain_s: float, fanouts: 
                 if idle:
                     time.sleep(0.02)
 
-        wt = threading.Thread(target=put_all_along, daemon=True)
+        # Counted, reported: the measurement must not stop on a failed put.
+        writer = PutAllAlong(admin, lambda n: f"b/{n % GROUPS:02d}/{n:07d}", 0.005)
         rt = threading.Thread(target=reader, daemon=True)
-        wt.start()
+        writer.start()
         rt.start()
         time.sleep(2.0)
         victim = cl["fanout0"]
@@ -102,20 +88,13 @@ def run_once(watchers: int, clients: int, budget: int, drain_s: float, fanouts: 
         code = victim.proc.wait(drain_s + 30)
         time.sleep(1.5)                      # one more stats line on the survivors
         stop.set()
-        wt.join(30)
+        writer.stop()
         rt.join(60)
         finals = {g: admin.put(f"b/{g:02d}/end", "1").header.revision for g in range(GROUPS)}
         deadline = time.monotonic() + 30          # for all streams: a lost event must not hang the run
         for rec, w, g in streams:
             rec.final_revision = finals[g]
-            while checker.stream_reached(rec) < finals[g] and time.monotonic() < deadline:
-                try:
-                    r = w.get(timeout=1.0)
-                except queue.Empty:
-                    continue
-                if r is None:
-                    break
-                rec.responses.append(r)
+            read_stream(w, rec, finals[g], deadline)
         drained = victim.events("fanout.drained")
         draining = victim.events("fanout.draining")
         t_sig = draining[0]["timestamp"] if draining else 0
@@ -126,14 +105,8 @@ def run_once(watchers: int, clients: int, budget: int, drain_s: float, fanouts: 
             c.close()
         admin.close()
         cl.stop()
-        store = Store(data)
-        try:
-            with store.reader() as view:
-                recs = view.history(start, max(finals.values()), max_records=1 << 30, max_bytes=1 << 40)
-        finally:
-            store.close()
-        res = checker.check_all(checker.history_from_store_records(recs), [r for r, _, _ in streams], acked=acked,
-                                first_revision=start, final_revision=max(finals.values()))
+        res = check_store_history(data, [r for r, _, _ in streams], acked=writer.acked, first=start,
+                                  final=max(finals.values()))
         lost = res.by_guarantee.get("Reliable", 0)            # events missing from a stream
         duplicated = res.by_guarantee.get("Unique", 0)        # events delivered twice
         return {"workload": "drain", "budget_creates_per_100ms": budget, "watchers": watchers, "clients": clients,
@@ -143,7 +116,7 @@ def run_once(watchers: int, clients: int, budget: int, drain_s: float, fanouts: 
                 "move_s": None if move_s is None else round(move_s, 3),
                 "drained_took_s": drained[0]["took_s"] if drained else None,
                 "sessions_left": drained[0]["sessions_left"] if drained else None, "exit_code": code,
-                "max_creates_per_100ms": peaks, "put_failures": len(failures),
+                "max_creates_per_100ms": peaks, "put_failures": len(writer.failures),
                 "guarantees_ok": res.ok, "violations": res.summary() if not res.ok else "",
                 "lost": lost, "duplicated": duplicated, "duplicates_dropped_by_client": sum(w.duplicates_dropped for _, w, _ in streams)}
     finally:

@@ -85,7 +85,9 @@ class Lag:
         self.time_lag_s = 0.0             # at the last publish applied
         self.time_lag_max_s = 0.0         # largest of the interval
         self.commit_times = CommitTimes(commit_times)
-        self.victims: dict[str, int] = {}  # session name -> watchers victimized in the interval
+        # session routing id -> watchers victimized in the interval (not its name: the sessions of
+        # one client process share their name)
+        self.victims: dict[bytes, int] = {}
         self.victims_total = 0
         self.backlog_max_s = 0.0          # oldest undelivered revision's age, any session (last line)
         self.backlog_sessions = 0         # sessions with a backlog (last line)
@@ -110,9 +112,9 @@ class Lag:
         if type(revision) is int and revision > self.writer_revision:
             self.writer_revision = revision
 
-    def victimized(self, session_name: str, watchers: int) -> None:
+    def victimized(self, session_ident: bytes, watchers: int) -> None:
         if watchers:
-            self.victims[session_name] = self.victims.get(session_name, 0) + watchers
+            self.victims[session_ident] = self.victims.get(session_ident, 0) + watchers
             self.victims_total += watchers
 
     # ------------------------------------------------------------------ figures
@@ -144,7 +146,7 @@ class Lag:
         for w in session.watches.values():
             if w.state in CATCHING_UP and (oldest is None or w.next_rev < oldest):
                 oldest = w.next_rev
-        victims = self.victims.get(session.name, 0)
+        victims = self.victims.get(session.ident, 0)
         # Bytes merely in flight are no backlog (every busy session has some): held frames,
         # watchers catching up or waiting as victims are.
         if not session.held and oldest is None and not victims:

@@ -446,7 +446,7 @@ class Fanout:
             if result.lost_owners:
                 for owner in result.lost_owners:
                     core.victimize(owner, now)
-                self.lag.victimized(session.name, sum(len(o.watchers) for o in result.lost_owners))
+                self.lag.victimized(session.ident, sum(len(o.watchers) for o in result.lost_owners))
                 self.log_limited(self.log.info, "watch.victim", key=ident, session=session.name,
                                  frames_lost=result.lost_frames,
                                  inflight_bytes=session.sent_bytes - session.acked_bytes)

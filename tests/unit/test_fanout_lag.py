@@ -67,7 +67,8 @@ def test_a_session_backlog_names_its_oldest_undelivered_revision_and_its_age():
     slow.sent_bytes, slow.acked_bytes = 5000, 1000
     slow.held = [(b"f", [Owner(("w",), 7)]), (b"reply", None), (b"g", [Owner(("w",), 8)])]
     slow.watches = {1: W(SYNCED, 0), 2: W(VICTIM, 6)}
-    lag.victimized("slow", 3)
+    lag.victimized(b"s", 3)
+    lag.victimized(b"other-session-of-the-same-process", 5)   # same name "slow", another session
     b = lag.session_backlog(slow, T0 + 20 * S)
     assert b == dict(session="slow", client="s", user="alice", unacked_bytes=4000, held_frames=3,
                      oldest_revision=6, oldest_age_s=14.0, victims=3)
@@ -78,7 +79,7 @@ def test_a_session_backlog_names_its_oldest_undelivered_revision_and_its_age():
     top = lag.backlogs([quiet, in_flight, other, slow], T0 + 20 * S)
     assert [b["session"] for b in top] == ["slow", "other"]
     assert lag.backlog_max_s == 14.0 and lag.backlog_sessions == 2
-    assert lag.victims == {} and lag.victims_total == 3     # backlogs() started the next interval's counts
+    assert lag.victims == {} and lag.victims_total == 8     # backlogs() started the next interval's counts
     assert lag.session_backlog(Session(b"\x00\x8b", "x"), 0) is None
     assert routing_label(b"\x00\x8b") == "008b" and routing_label(b"abc") == "abc"
     assert len(lag.backlogs([Session(bytes([i]), f"s{i}") for i in range(9)] + [other] * 9, T0)) == 5

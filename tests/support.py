@@ -22,6 +22,8 @@ import time
 import msgpack
 import zmq
 
+from zwatch import errors
+
 from zwatch.tools.cluster import free_port, raw_session  # noqa: F401  (re-exported for tests)
 
 
@@ -199,6 +201,17 @@ def private_etcd(env: dict, *extra_args: str):
         etcd.terminate()
         etcd.wait(10)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def retry_unavailable(call, deadline_s: float = 20.0, pause: float = 0.1):
+    """call() once the fan-out reaches the (restarted) writer again: Unavailable until then."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return call()
+        except errors.Unavailable:
+            assert time.monotonic() < deadline, "the writer never came back"
+            time.sleep(pause)
 
 
 # ================================================================ CLI transcripts (etcdctl vs zwatch)

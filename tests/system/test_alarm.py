@@ -23,21 +23,12 @@ import pytest
 
 from zwatch import errors
 
+from support import retry_unavailable as retry
+
 QUOTA = 300_000
 VALUE = "x" * 20_000
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "etcdctl_alarm")
 MESSAGE = "etcdserver: mvcc: database space exceeded"
-
-
-def retry(call, deadline_s=20.0):
-    """call() once the fan-out reaches the restarted writer again."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            return call()
-        except errors.Unavailable:
-            assert time.monotonic() < deadline, "the writer never came back"
-            time.sleep(0.1)
 
 
 def fill(c, limit=200) -> tuple[int, errors.ZwatchError]:

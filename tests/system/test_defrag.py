@@ -17,20 +17,15 @@ from zwatch.tools import checker
 from zwatch.tools.checker import AckedWrite, StreamRecord, WatchSpec
 from zwatch.tools.load import check_store_history, read_stream
 
+from support import retry_unavailable
+
 DEFRAGS = 5
 BIG = 2000            # 4 KB values written then deleted: the free pages a defrag gives back
 
 
 def fill_then_free(c, n=BIG):
     """n keys of 4 KB, then all but 100 deleted and compacted physically: the file keeps its size."""
-    deadline = time.monotonic() + 20
-    while True:                                         # the writer answers (after a restart)
-        try:
-            c.put("ping", "1")
-            break
-        except errors.Unavailable:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    retry_unavailable(lambda: c.put("ping", "1"))       # the writer answers (after a restart)
     for start in range(0, n, 100):
         c.txn(success=[checker_put(f"big/{i:05d}", "v" * 4096) for i in range(start, start + 100)])
     c.delete("big/0", range_end="big/1")               # big/00000 .. big/00999
@@ -249,14 +244,7 @@ def test_writer_killed_mid_defrag_recovers_every_acknowledged_write(make_cluster
     assert writer.events("writer.start")[-1]["revision"] == last
     assert writer.events("writer.defrag_started")
     assert not [f for f in os.listdir(cl.data_dir) if f.startswith(defrag.TMP_PREFIX)]
-    rev = None
-    deadline = time.monotonic() + 20
-    while rev is None:
-        try:
-            rev = c.put("k/after", "1").header.revision
-        except errors.Unavailable:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    rev = retry_unavailable(lambda: c.put("k/after", "1").header.revision)
     assert rev == last + 1
     r = c.get("k/after")                         # read-your-writes through the syncer
     assert (r.kvs[0].value, r.header.revision >= rev) == (b"1", True)

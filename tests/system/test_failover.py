@@ -9,7 +9,7 @@ import pytest
 
 from zwatch import errors
 
-from support import collect, revs
+from support import collect, retry_unavailable, revs
 
 
 class Writer(threading.Thread):
@@ -107,12 +107,5 @@ def test_actors_reconnect_to_restarted_peers(make_cluster, victim):
     w = c.watch("p/", prefix=True)
     c.put("p/1", "a")
     cl.restart(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while True:                                              # the first write after a restart may race
-        try:
-            c.put("p/2", "b")
-            break
-        except errors.Unavailable:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    retry_unavailable(lambda: c.put("p/2", "b"), 15, 0.2)    # the first write after a restart may race
     assert [e.kv.key for e in collect(w, 2, timeout=15)] == [b"p/1", b"p/2"]

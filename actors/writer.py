@@ -122,6 +122,12 @@ class Writer:
         # etcd: 0 = the default quota, negative = none
         self.quota_bytes = quota_backend_bytes if quota_backend_bytes > 0 else (
             DEFAULT_QUOTA_BYTES if quota_backend_bytes == 0 else 0)
+        # The quota never lets the DB reach the largest map: at a full map even a delete or a
+        # compaction cannot commit (they copy pages too), so the alarm fires with headroom left
+        # for them (an eighth of the map, at most 1 GiB), whatever the configured quota.
+        ceiling = self.max_map_size - min(self.max_map_size // 8, 1 << 30)
+        if ceiling > 0 and (self.quota_bytes <= 0 or self.quota_bytes > ceiling):
+            self.quota_bytes = ceiling
         self.alarms: list[str] = []        # active alarm names (the pong's `alarms`), as in LMDB
         self.compaction: dict | None = None  # the physical compaction running, its figures
         self.physical_waiters: list = []   # [(revision, reply frames)]: compact {physical: true}

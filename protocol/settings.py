@@ -213,7 +213,8 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_QUOTA_BACKEND_BYTES", int, 2 << 30, {"writer": "quota_backend_bytes"},
                 "etcd's `--quota-backend-bytes`: at this LMDB file size the NOSPACE alarm is raised and writes "
                 "that grow the store fail `NO_SPACE` until `zwatch alarm disarm`; `0`: the default (2 GiB), "
-                "negative: no quota; etcd advises at most 8 GiB"),
+                "negative: no quota; etcd advises at most 8 GiB.  Never above ZWATCH_MAX_MAP_SIZE less an eighth "
+                "(at most 1 GiB less): at a full map even deletes and compaction could not commit"),
     ),
     *_declare(
         "syncer",

@@ -75,3 +75,18 @@ def check_store_history(data_dir: str, records, *, acked, first: int, final: int
         store.close()
     return checker.check_all(checker.history_from_store_records(recs), list(records), acked=acked,
                              first_revision=first, final_revision=final)
+
+
+def take_queued(w, rec: StreamRecord, timeout: float = 0.0) -> int:
+    """Append to rec.responses what watch `w` has queued, until nothing more comes for `timeout`
+    seconds or the stream ended; returns how many were taken (a reader polling many watches)."""
+    n = 0
+    while True:
+        try:
+            r = w.get(timeout=timeout)
+        except queue.Empty:
+            return n
+        if r is None:
+            return n
+        rec.responses.append(r)
+        n += 1

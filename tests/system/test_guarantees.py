@@ -31,6 +31,7 @@ from zwatch.errors import Compacted, ZwatchError
 from zwatch.tools import checker
 from zwatch.tools.checker import DELETE, PUT, AckedWrite, HEvent, StreamRecord, WatchSpec
 from zwatch.tools.cluster import Cluster
+from zwatch.tools.load import take_queued
 
 SUFFIXES = ["a", "b", "c", "d/1", "d/2"]
 
@@ -268,14 +269,7 @@ def test_random_programs_keep_every_watch_guarantee(world, phases):
     for rec, h, _ci in streams:
         if not rec.canceled_by_client:
             h.cancel()
-            while True:           # whatever was still queued before the cancel
-                try:
-                    r = h.get(timeout=0.2)
-                except queue.Empty:
-                    break
-                if r is None:
-                    break
-                rec.responses.append(r)
+            take_queued(h, rec, 0.2)           # whatever was still queued before the cancel
             rec.canceled_by_client = False     # liveness is judged on what came before the cancel
 
     # ---- the model against the store, then every stream against the model

@@ -62,3 +62,12 @@ def test_put_all_along_records_acks_and_counts_caught_errors():
     assert w.failures and all("down" in f for f in w.failures)
     assert [a.revision for a in w.acked[:3]] == [2, 4, 6]
     assert w.acked[0].puts == ((b"k/0", b"v0"),)
+
+
+def test_take_queued_takes_what_is_queued_and_stops_at_the_end_of_the_stream():
+    from zwatch.tools.load import take_queued
+    rec = record()
+    w = FakeWatch([response(2), response(3)])
+    assert take_queued(w, rec) == 2 and take_queued(w, rec) == 0
+    assert take_queued(FakeWatch([response(4), None, response(5)]), rec, 0.1) == 1
+    assert len(rec.responses) == 3

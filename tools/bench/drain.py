@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
 import signal
 import tempfile
 import threading
@@ -25,7 +24,7 @@ import time
 
 from zwatch.tools.checker import StreamRecord, WatchSpec
 from zwatch.tools.cluster import Cluster
-from zwatch.tools.load import PutAllAlong, check_store_history, read_stream
+from zwatch.tools.load import PutAllAlong, check_store_history, read_stream, take_queued
 
 GROUPS = 20
 
@@ -56,18 +55,7 @@ def run_once(watchers: int, clients: int, budget: int, drain_s: float, fanouts: 
         # Read the watch queues all along (3,000 watchers x ~200 events/s would pile up otherwise).
         def reader():
             while not stop.is_set():
-                idle = True
-                for rec, w, _ in streams:
-                    while True:
-                        try:
-                            r = w.get(timeout=0.0)
-                        except queue.Empty:
-                            break
-                        if r is None:
-                            break
-                        rec.responses.append(r)
-                        idle = False
-                if idle:
+                if not sum(take_queued(w, rec) for rec, w, _ in streams):
                     time.sleep(0.02)
 
         # Counted, reported: the measurement must not stop on a failed put.

@@ -63,14 +63,13 @@ import zmq
 from zwatch import __version__, internal, messages, settings
 from zwatch.errors import Internal, ZwatchError
 from zwatch.limits import PROTOCOL_VERSION
-from .common import AlignedEvery
 from .logsetup import configure
 
 from zwatch import requests
 from zwatch.errors import Compacted, InvalidArgument, LeaseNotFound
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_TIMETOLIVE_KEYS, MAX_RESPONSE_BYTES
 from . import metrics, security
-from .common import (Every, RateLimitedLog, StartupError, StopFlag, bind_error_line, data_dir_problem, make_socket,
+from .common import (AlignedEvery, Every, RateLimitedLog, StartupError, StopFlag, bind_error_line, data_dir_problem, make_socket,
                      percentile)
 from .lessor import Lessor
 from .auth.perms import READ
@@ -602,10 +601,6 @@ class Writer:
         self.db_size_in_use = self.store.db_size_in_use()
         self._sizes_at = time.monotonic() if now is None else now
 
-    def _sized(self) -> "Writer":
-        self._refresh_sizes()
-        return self
-
     def _resume_compaction(self) -> bool:
         """At start: an unfinished physical compaction (a crash, a stop) goes on.  True if one is."""
         done, target = self.store.compaction_state()
@@ -679,9 +674,10 @@ class Writer:
                               elapsed_s=round(now - c["started"], 3))
             return True
         self.compaction = None
+        self._refresh_sizes()                  # the sizes this compaction left
         self.log.info("writer.compacted", compact_revision=c["compact_revision"], trigger=c["trigger"],
                       duration_s=round(now - c["started"], 3), keys_scanned=c["keys_scanned"],
-                      records_removed=c["records_removed"], db_size=self._sized().db_size,
+                      records_removed=c["records_removed"], db_size=self.db_size,
                       db_size_in_use=self.db_size_in_use)
         self._release_physical()
         return False

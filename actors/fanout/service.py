@@ -27,8 +27,7 @@ from zwatch.limits import (MAX_PENDING_REQUESTS_PER_SESSION, MAX_SESSIONS_PER_FA
 from zwatch import __version__
 
 from .. import metrics, security
-from ..common import Every, RateLimitedLog, StopFlag, bind_error_line, drain, make_socket
-from ..common import AlignedEvery
+from ..common import AlignedEvery, Every, RateLimitedLog, StopFlag, bind_error_line, drain, make_socket
 from ..logsetup import configure
 from ..memory import TrimPolicy, trim_if_due
 from ..auth.state import AuthState
@@ -841,9 +840,7 @@ class Fanout:
 
     def _lag_figures(self) -> dict:
         """fanout.stats' lag fields, and a fanout.backlog line while any session has a backlog."""
-        upstream = getattr(self, "upstream", None)          # the writer's pongs (health.py)
-        if upstream is not None:
-            self.lag.on_writer_revision(upstream.writer.revision)
+        self.lag.on_writer_revision(self.upstream.writer.revision)     # the writer's pongs (health.py)
         backlogs = self.lag.backlogs(self.sessions.values(), time.time_ns() // 1000)
         if backlogs:
             self.log.info("fanout.backlog", at=self.stats_clock.at, sessions=backlogs,

@@ -45,8 +45,8 @@ from zwatch.errors import InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
 
 from .. import metrics, security
-from ..common import Every, StartupError, StopFlag, bind_error_line, data_dir_problem, drain, make_socket
-from ..common import AlignedEvery
+from ..common import (AlignedEvery, Every, StartupError, StopFlag, bind_error_line, data_dir_problem, drain,
+                      make_socket)
 from ..logsetup import configure
 from ..store import Store
 from ..store import snapshot as store_snapshot

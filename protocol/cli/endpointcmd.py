@@ -126,14 +126,21 @@ def _health(a) -> int:
     return 0
 
 
-def _status(a) -> int:
+def _answered(a, call, what: str) -> tuple[list, bool]:
+    """call(client) on every endpoint: the (endpoint, reply) of those that answered, and whether
+    one failed (each failure reported as etcdctl does: `Failed to get the WHAT of endpoint EP (...)`)."""
     rows, failed = [], False
-    for ep, (r, _) in _each(a, lambda c: c.status()).items():
+    for ep, (r, _) in _each(a, call).items():
         if isinstance(r, ZwatchError):
-            print(f"Failed to get the status of endpoint {ep} ({error_text(r)})", file=sys.stderr)
+            print(f"Failed to get the {what} of endpoint {ep} ({error_text(r)})", file=sys.stderr)
             failed = True
         else:
             rows.append((ep, r))
+    return rows, failed
+
+
+def _status(a) -> int:
+    rows, failed = _answered(a, lambda c: c.status(), "status")
     if a.write_out == "json":
         out = []
         for ep, s in rows:
@@ -169,13 +176,7 @@ def _status(a) -> int:
 
 
 def _hashkv(a) -> int:
-    rows, failed = [], False
-    for ep, (r, _) in _each(a, lambda c: c.hash_kv(a.rev)).items():
-        if isinstance(r, ZwatchError):
-            print(f"Failed to get the hash of endpoint {ep} ({error_text(r)})", file=sys.stderr)
-            failed = True
-        else:
-            rows.append((ep, r))
+    rows, failed = _answered(a, lambda c: c.hash_kv(a.rev), "hash")
     if a.write_out == "json":
         json_line([{"Endpoint": ep, "HashKV": {"header": {"revision": r.header.revision}, "hash": r.hash,
                                                "compact_revision": r.compact_revision or -1}} for ep, r in rows])

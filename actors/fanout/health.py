@@ -14,7 +14,9 @@ anyone again:
   within about a second that the writer or the syncer behind this fan-out is gone.
 
 Invariant: a pending check is answered exactly once (completed or timed out), and a check never
-counts a pong that was sent before the check's own ping.
+counts a pong that arrived before it started.  Checks that come while the pings of an earlier
+check are still unanswered (and under PING_REUSE_S old) share them, so a client flooding `health`
+costs the writer and the syncer one ping per round trip, never one per request.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 
 WRITER_PING_S = 0.5
 HEALTH_TIMEOUT_S = 1.0
+PING_REUSE_S = 0.1
 # `status` reports the writer unreachable when its last pong is older than this.
 WRITER_STALE_S = 3 * WRITER_PING_S
 
@@ -68,6 +71,7 @@ class Upstream:
         self.writer = Peer("writer")
         self.syncer = Peer("syncer")
         self.checks: list[Check] = []
+        self.check_pings: tuple | None = None     # (sent at, writer seq, syncer seq) of the last check's pings
 
     # ------------------------------------------------------------------ pongs
     def writer_pong(self, seq: int, revision: int, info: dict | None, now: float):
@@ -85,6 +89,19 @@ class Upstream:
         return list(self.syncer.info.get("members") or ())
 
     # ------------------------------------------------------------------ health
+    def reusable_pings(self, now: float) -> tuple[int, int] | None:
+        """The (writer seq, syncer seq) of pings sent for a check less than PING_REUSE_S ago, both
+        sent and neither answered yet (a pong already in would be from before this check);
+        None: ping again (then say so with pinged())."""
+        p = self.check_pings
+        if (p is not None and now - p[0] < PING_REUSE_S and p[1] is not None and p[2] is not None
+                and self.writer.seq < p[1] and self.syncer.seq < p[2]):
+            return p[1], p[2]
+        return None
+
+    def pinged(self, now: float, writer_seq: int | None, syncer_seq: int | None):
+        self.check_pings = (now, writer_seq, syncer_seq)
+
     def start_check(self, ident: bytes, req_id: int, now: float, writer_seq: int | None, syncer_seq: int | None):
         self.checks.append(Check(ident, req_id, now, writer_seq, syncer_seq))
 

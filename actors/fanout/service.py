@@ -344,8 +344,15 @@ class Fanout:
         self.upstream.writer_pong(pong.seq, pong.revision, pong.info, time.monotonic())
 
     def _health(self, ident: bytes, req_id: int):
-        """Ping both actors now; Upstream.due answers when both ponged, or after ~1 s."""
-        self.upstream.start_check(ident, req_id, time.monotonic(), self._ping_writer(), self._ping_syncer())
+        """Ping both actors now (or share pings sent for a check under 0.1 s ago: a flood of health
+        requests costs the writer and the syncer nothing); Upstream.due answers when both ponged,
+        or after ~1 s."""
+        now = time.monotonic()
+        seqs = self.upstream.reusable_pings(now)
+        if seqs is None:
+            seqs = self._ping_writer(), self._ping_syncer()
+            self.upstream.pinged(now, *seqs)
+        self.upstream.start_check(ident, req_id, now, *seqs)
 
     def _status(self) -> dict:
         """etcd's Status, answered from the last writer pong (never a wait on the writer)."""

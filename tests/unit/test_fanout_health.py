@@ -54,3 +54,15 @@ def test_member_ids_are_stable_and_wildcards_advertise_the_host():
     assert member_id("tcp://a:1") == member_id("tcp://a:1") != member_id("tcp://a:2")
     assert 0 < member_id("tcp://a:1") < 2 ** 63
     assert "0.0.0.0" not in advertised("tcp://0.0.0.0:2379") and advertised("tcp://10.0.0.1:2379") == "tcp://10.0.0.1:2379"
+
+
+def test_checks_within_the_reuse_window_share_one_ping_and_a_failed_send_is_never_reused():
+    u = Upstream()
+    assert u.reusable_pings(0.0) is None
+    u.pinged(0.0, 7, 9)
+    assert u.reusable_pings(0.05) == (7, 9)           # a flood of health requests: one ping
+    assert u.reusable_pings(0.1) is None              # then a fresh one
+    u.writer_pong(7, 3, None, now=0.06)
+    assert u.reusable_pings(0.07) is None             # answered: a later check pings again
+    u.pinged(1.0, None, 10)                           # the writer ping could not be sent
+    assert u.reusable_pings(1.01) is None

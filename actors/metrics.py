@@ -29,6 +29,7 @@ from collections import Counter
 from operator import attrgetter
 
 from zwatch import messages
+from zwatch.actors import probes
 from zwatch.messages import reply_head
 
 perf_counter = time.perf_counter
@@ -369,6 +370,11 @@ class FanoutCollector:
         # unreachable) it stays as it was; time() minus this shows how long nothing came.
         f.gauge("zwatch_fanout_last_commit_timestamp_seconds", "writer's commit time (Unix seconds) of the last "
                 "publish applied, heartbeats included (0: none yet)", _attr(lag, "commit_time", 0) / 1e6)
+        stream = _attr(fo, "stream")       # stream.PublishStream: cut off from the writer?
+        f.gauge("zwatch_fanout_upstream_lost", "1 while the writer's publish stream is silent beyond "
+                "ZWATCH_UPSTREAM_TIMEOUT_S (fanout.upstream_lost), else 0", int(bool(_attr(stream, "lost", False))))
+        f.counter("zwatch_fanout_upstream_losses_total", "times the publish stream was found lost",
+                  _attr(stream, "losses", 0))
         f.gauge("zwatch_fanout_session_backlog_max_seconds", "age of the oldest undelivered revision of any session "
                 "(as of the last fanout.stats line)", _attr(lag, "backlog_max_s", 0))
         f.gauge("zwatch_fanout_slow_sessions", "sessions with a backlog: unacknowledged output, held frames or "
@@ -406,7 +412,7 @@ def serve(actor_name: str, actor, port: int | None, host: str = "127.0.0.1") -> 
         print(f"zwatch {actor_name}: metrics port {port} is not in 1..65535", file=sys.stderr)
         return 2
     try:
-        from prometheus_client import start_http_server
+        from prometheus_client import make_wsgi_app
     except ImportError:
         print(f"zwatch {actor_name}: {setting}={port} needs prometheus_client: {INSTALL_HINT}", file=sys.stderr)
         return 2
@@ -415,7 +421,7 @@ def serve(actor_name: str, actor, port: int | None, host: str = "127.0.0.1") -> 
         actor.core.on_reply = actor.request_clock.replied
     registry = registry_for(actor_name, actor)
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        server = _start_server(host, port, _app(make_wsgi_app(registry), actor))
     except (OSError, ValueError) as exc:      # in use, not allowed, a host that does not resolve
         in_use = getattr(exc, "errno", None) == errno.EADDRINUSE
         reason = (getattr(exc, "strerror", None) or str(exc)).lower()
@@ -427,6 +433,39 @@ def serve(actor_name: str, actor, port: int | None, host: str = "127.0.0.1") -> 
     actor.metrics_server = server
     actor.log.info("metrics.serving", host=host, port=port, url=f"http://{_url_host(host)}:{port}/metrics")
     return 0
+
+
+def _app(metrics_app, actor):
+    """/livez and /readyz (actors/probes.py) from the actor's attributes; every other path is
+    prometheus_client's exposition (/metrics, its `name[]` filters)."""
+    def app(environ, start_response):
+        probe = probes.PATHS.get(environ.get("PATH_INFO", ""))
+        if probe is None:
+            return metrics_app(environ, start_response)
+        ok, text = probe(actor)
+        start_response("200 OK" if ok else "503 Service Unavailable",
+                       [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
+        return [text.encode() + b"\n"]
+    return app
+
+
+def _start_server(host: str, port: int, app):
+    """prometheus_client's own server (a thread per request, silent handler), with our app."""
+    import socket
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):     # a scrape every few seconds: not a log line each
+            pass
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+    server = make_server(host, port, app, Server, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
 
 
 def _url_host(host: str) -> str:

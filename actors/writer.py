@@ -96,6 +96,8 @@ SIZES_EVERY_S = 0.5
 
 
 class Writer:
+    loop_turned_at: float | None = None      # monotonic, at each turn of the loop: /livez (probes.py)
+
     def __init__(self, data_dir: str, endpoint: str, pub_endpoint: str, *, max_batch: int = 4096,
                  heartbeat_s: float = 1.0, stats_s: float = 10.0, map_size: int = 1 << 30,
                  max_map_size: int = 1 << 40, lease_min_ttl: int = DEFAULT_MIN_LEASE_TTL,
@@ -175,6 +177,11 @@ class Writer:
         self.st_leases_expired = 0
 
     # ------------------------------------------------------------------ main loop
+    def readiness(self) -> tuple[bool, str]:
+        """/readyz (probes.py): serving once the loop turns; a NOSPACE alarm still serves reads,
+        deletes and compaction, so it does not take the writer out."""
+        return True, "ok"
+
     def run(self) -> int:
         # An unusable data dir or a port in use: one line and exit code 2 (main), no traceback.
         problem = data_dir_problem(self.data_dir)
@@ -237,7 +244,7 @@ class Writer:
             while not self.stop:
                 lease_ms = max(0, int(min(self.lessor.next_deadline() - self.lease_now(), 0.2) * 1000) + 1)
                 timeout = 0 if compaction_pending else min(heartbeat.remaining_ms(), 200, lease_ms)
-                polled_at = time.monotonic()
+                polled_at = self.loop_turned_at = time.monotonic()     # /livez (probes.py)
                 ready = poller.poll(timeout)
                 paused = time.monotonic() - polled_at - timeout / 1000
                 if paused > PAUSE_S:

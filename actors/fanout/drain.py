@@ -38,9 +38,10 @@ def goaway_delay_ms(watchers: int, sessions: int, drain_s: float,
     return int(min(wanted, max(0.0, drain_s) * 500))
 
 
-def goaway_frame(delay_ms: int, endpoint: str | None = None) -> bytes:
-    """["goaway", 0, {"reason": "draining", "delay_ms": int, "endpoint": str | nil}] (SPEC.md §3)."""
-    return messages.pack(["goaway", 0, {"reason": "draining", "delay_ms": int(delay_ms), "endpoint": endpoint}])
+def goaway_frame(delay_ms: int, endpoint: str | None = None, reason: str = "draining") -> bytes:
+    """["goaway", 0, {"reason": "draining" | "upstream_lost", "delay_ms": int, "endpoint": str | nil}]
+    (SPEC.md §3)."""
+    return messages.pack(["goaway", 0, {"reason": reason, "delay_ms": int(delay_ms), "endpoint": endpoint}])
 
 
 class Drain:

@@ -105,8 +105,9 @@ class Upstream:
     def start_check(self, ident: bytes, req_id: int, now: float, writer_seq: int | None, syncer_seq: int | None):
         self.checks.append(Check(ident, req_id, now, writer_seq, syncer_seq))
 
-    def due(self, now: float, joined: bool) -> list[tuple[bytes, int, dict]]:
-        """Checks that completed or timed out: (ident, req_id, reply body) each, once."""
+    def due(self, now: float, joined: bool, silent_s: float | None = None) -> list[tuple[bytes, int, dict]]:
+        """Checks that completed or timed out: (ident, req_id, reply body) each, once.  silent_s:
+        how long the publish stream has been silent when the fan-out found it lost (stream.py)."""
         if not self.checks:
             return []
         done, waiting = [], []
@@ -116,13 +117,14 @@ class Upstream:
             timed_out = now - c.started >= self.timeout_s
             unreachable = c.writer_seq is None or c.syncer_seq is None
             if (writer_ok and syncer_ok) or timed_out or unreachable:
-                done.append((c.ident, c.req_id, self._verdict(c, now, writer_ok, syncer_ok, joined)))
+                done.append((c.ident, c.req_id, self._verdict(c, now, writer_ok, syncer_ok, joined, silent_s)))
             else:
                 waiting.append(c)
         self.checks = waiting
         return done
 
-    def _verdict(self, c: Check, now: float, writer_ok: bool, syncer_ok: bool, joined: bool) -> dict:
+    def _verdict(self, c: Check, now: float, writer_ok: bool, syncer_ok: bool, joined: bool,
+                 silent_s: float | None = None) -> dict:
         reasons = []
         if not writer_ok:
             reasons.append("writer unreachable" + ("" if c.writer_seq is None else
@@ -132,6 +134,8 @@ class Upstream:
                                                    f": no answer within {self.timeout_s:g} s"))
         if not joined:
             reasons.append("not joined to the writer's publish stream yet")
+        elif silent_s is not None:
+            reasons.append(f"cut off from the writer's publish stream: silent for {silent_s:.1f} s")
         alarms = self.alarms
         if alarms and writer_ok:
             reasons.append("Active Alarm(s): " + " ".join(alarms))

@@ -34,10 +34,11 @@ from ..auth.state import AuthState
 from .authn import Job, LoginLimiter, PasswordWorker, VerifiedLogins
 from .core import FanoutCore
 from .lag import Lag, StuckSessions
-from .drain import DRAINING, CreateRate, Drain, goaway_frame
+from .drain import DRAINING, CreateRate, Drain, goaway_delay_ms, goaway_frame
 from .health import WRITER_PING_S, WRITER_STALE_S, Upstream, advertised, member_id
 from .model import Session
 from .sessions import AGAIN, GONE, SENT, SessionOutput
+from .stream import UPSTREAM_LOST, PublishStream
 
 NO_SESSION = "NO_SESSION"
 AUTH_FAILED = "etcdserver: authentication failed, invalid user ID or password"
@@ -62,6 +63,8 @@ CLIENT_FRAMES_PER_ROUND = 256
 
 
 class Fanout:
+    loop_turned_at: float | None = None      # monotonic, at each turn of the loop: /livez (probes.py)
+
     def __init__(self, endpoint: str, writer_endpoint: str, pub_endpoint: str, syncer_endpoint: str, *,
                  idle_timeout_s: float = 10.0, progress_interval_s: float = 600.0,
                  ring_revisions: int = 20_000, ring_bytes: int = 64 << 20, victim_backoff_s: float = 0.1,
@@ -71,7 +74,7 @@ class Fanout:
                  stats_s: float = 10.0, max_pending: int = MAX_PENDING_REQUESTS_PER_SESSION,
                  advertise: str | None = None,
                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-                 drain_s: float = 10.0, drain_creates_per_100ms: int = 250):
+                 drain_s: float = 10.0, drain_creates_per_100ms: int = 250, upstream_timeout_s: float = 3.0):
         self.endpoint = endpoint
         self.writer_endpoint = writer_endpoint
         self.pub_endpoint = pub_endpoint
@@ -104,6 +107,8 @@ class Fanout:
         self.log_limited = RateLimitedLog(1.0)
         self.stop = StopFlag(drain=True)     # SIGTERM drains (drain.py), a second one stops
         self.drain = Drain(drain_s)
+        # Silence on the publish stream: cut off from the writer (stream.py).
+        self.stream = PublishStream(upstream_timeout_s)
         self.drain_creates_per_100ms = drain_creates_per_100ms
         self.create_rate = CreateRate()      # fanout.stats creates_max_100ms (a drain elsewhere)
         self.core = FanoutCore(ring_revisions=ring_revisions, ring_bytes=ring_bytes, max_watches=max_watches,
@@ -207,6 +212,7 @@ class Fanout:
         stats = self.stats_clock = AlignedEvery(self.stats_s)   # wall-clock boundaries: lines join on `at`
         try:
             while not self.stop:
+                self.loop_turned_at = time.monotonic()     # /livez, /readyz (actors/probes.py)
                 ready = dict(poller.poll(100))
                 if self.sub in ready:
                     self._drain_publishes()
@@ -231,6 +237,9 @@ class Fanout:
                 now = time.monotonic()
                 self._fetch_auth_if_due(now)
                 if housekeeping.due(now):
+                    silent = self.stream.check(now)
+                    if silent is not None:
+                        self._upstream_lost(silent)
                     self.core.retry_victims(now)
                     self._expire_sessions(now)
                     self._close_stuck(now)
@@ -243,7 +252,8 @@ class Fanout:
                 if writer_ping.due(now):
                     self._ping_writer()
                 if self.upstream.checks:
-                    for ident, req_id, body in self.upstream.due(now, self.core.last_seen is not None):
+                    silent = self.stream.silent_s(now) if self.stream.lost else None
+                    for ident, req_id, body in self.upstream.due(now, self.core.last_seen is not None, silent):
                         body["revision"] = self.core.last_seen or 0
                         self.core.reply(ident, messages.encode_ok(req_id, body))
                 if progress.due(now):
@@ -292,8 +302,32 @@ class Fanout:
         self.log.info("fanout.draining", sessions=len(self.sessions), watchers=len(self.core.watchers),
                       drain_s=self.drain.drain_s, delay_ms=delay_ms)
 
+    # ================================================================== upstream lost (stream.py)
+    def _upstream_lost(self, silent_s: float):
+        """The stream went silent: every session is told to move (spread like a drain's goaway),
+        new hellos are refused until a publish arrives again."""
+        delay_ms = goaway_delay_ms(len(self.core.watchers), len(self.sessions), self.drain.drain_s,
+                                   self.drain_creates_per_100ms)
+        frame = goaway_frame(delay_ms, reason="upstream_lost")
+        for ident in self.sessions:
+            self.core.reply(ident, frame)
+        self.log.warning("fanout.upstream_lost", silent_s=round(silent_s, 3), revision=self.core.last_seen,
+                         sessions=len(self.sessions), watchers=len(self.core.watchers), delay_ms=delay_ms,
+                         timeout_s=self.stream.timeout_s)
+
+    def readiness(self) -> tuple[bool, str]:
+        """/readyz (actors/probes.py): joined the publish stream, not cut off from it, not draining."""
+        if self.core.last_seen is None:
+            return False, "not joined the publish stream yet"
+        if self.stream.lost:
+            return False, f"publish stream silent for {self.stream.silent_s(time.monotonic()):.1f} s"
+        if self.drain.active:
+            return False, "draining"
+        return True, "ok"
+
     # ================================================================== publishes
     def _drain_publishes(self):
+        heard = False
         for raw in drain(self.sub, 256, multipart=False):
             try:
                 pub = internal.Publish.decode(raw)
@@ -303,6 +337,12 @@ class Fanout:
             self.core.on_publish(pub.prev, pub.last, pub.revisions, pub.compact_revision,
                                  pub.auth_revision, pub.auth_changes)
             self.lag.on_publish(pub.last, pub.commit_time, self.core.last_seen, time.time_ns() // 1000)
+            heard = True
+        if heard:
+            outage = self.stream.heard(time.monotonic())
+            if outage is not None:
+                self.log.info("fanout.upstream_restored", outage_s=round(outage, 3), revision=self.core.last_seen,
+                              sessions=len(self.sessions))
 
     # ================================================================== syncer
     def _send_syncer(self, frame: bytes, op: str) -> bool:
@@ -597,6 +637,8 @@ class Fanout:
     def _hello(self, ident, req_id, body, principal=None, address=None):
         if self.drain.active:
             raise Unavailable("this fan-out is draining: connect to another", reason=DRAINING)
+        if self.stream.lost:
+            raise Unavailable("this fan-out hears nothing from the writer: connect to another", reason=UPSTREAM_LOST)
         hello = requests.normalize("hello", body)
         version = hello["version"]
         if version != PROTOCOL_VERSION:
@@ -841,6 +883,7 @@ class Fanout:
                       auth_revision=core.auth.revision, held_syncer_frames=len(core.held_syncer),
                       interval_s=self.stats_s, max_inflight_bytes=self.output.max_inflight,
                       session_window=self.session_window, creates_max_100ms=self.create_rate.take_max(),
+                      upstream_lost=self.stream.lost, upstream_losses=self.stream.losses,
                       **self._lag_figures(), **core.st, **self.st)
         self.totals.fold(core.st, self.st)      # zeroes them, keeping the totals /metrics shows
         self.output.max_inflight = 0

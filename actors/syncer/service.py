@@ -59,6 +59,8 @@ _LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
 
 class Syncer:
+    loop_turned_at: float | None = None      # monotonic, at each turn of the loop: /livez (probes.py)
+
     def __init__(self, data_dir: str, endpoint: str, *, batch_size: int = 512, chunk_revisions: int = 2000,
                  chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.1, quiet_s: float = 0.01,
                  fanout_timeout_s: float = 10.0,
@@ -102,6 +104,10 @@ class Syncer:
         self.st[name] += n
 
     # ------------------------------------------------------------------ loop
+    def readiness(self) -> tuple[bool, str]:
+        """/readyz (probes.py): serving once the loop turns."""
+        return True, "ok"
+
     def run(self) -> int:
         # An unusable data dir or a port in use: one line and exit code 2 (main), no traceback.
         problem = data_dir_problem(self.data_dir)
@@ -146,6 +152,7 @@ class Syncer:
         reap = Every(1.0)
         try:
             while not self.stop:
+                self.loop_turned_at = time.monotonic()     # /livez, /readyz (actors/probes.py)
                 self._flush_outbox()
                 # Decided before the drain below, which may add registrations: they wait for
                 # the next round (and its quiet window).

@@ -37,6 +37,7 @@ from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user,
 from .keygen import KeygenError, add_keygen, cmd_keygen
 from .logscmd import add_logs, cmd_logs
 from .upcmd import add_up, cmd_up
+from .probecmd import add_probe, cmd_probe
 from .endpointcmd import add_endpoint, add_member, cmd_endpoint, cmd_member
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .alarmcmd import add_alarm, cmd_alarm
@@ -46,7 +47,7 @@ from .txnparse import read_txn
 ACTORS = ("writer", "syncer", "fanout")
 VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect",
                   "keygen", "auth", "user", "role", "alarm", "version", "logs",
-                  "defrag", "snapshot", "up")
+                  "defrag", "snapshot", "up", "probe")
 API_VERSION = "3.4"                 # the etcd API (and etcdctl) whose behaviour zwatch mirrors
 EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_defrag(verb("defrag", "defragment the store: give the LMDB file's free pages back to the disk"))
     add_snapshot(verb("snapshot", "snapshot save|status|restore FILE"), lambda q: add_globals(q, True))
     add_up(verb("up", "up [-c fanout=N] [-p BASEPORT]: writer, syncer and N fan-outs, restarted when they die"))
+    add_probe(verb("probe", "probe live|ready --port N: an actor's /livez or /readyz (container health checks)"))
     add_logs(verb("logs", "logs [FILE...]: summarize the actors' log lines (health, rates, lag, compaction)"))
     add_keygen(verb("keygen", "keygen DIR NAME | keygen --cluster DIR [--client NAME...]: CURVE key files"))
     return parser
@@ -208,6 +210,8 @@ def main(argv=None) -> int:
         return cmd_logs(a)
     if a.verb == "up":                           # a supervisor of actor processes, no client
         return cmd_up(a)
+    if a.verb == "probe":                        # HTTP to an actor's metrics port, no client
+        return cmd_probe(a)
     if a.verb == "snapshot" and a.snapshot_action != "save":   # files only
         try:
             return snapshot_offline(a)

@@ -54,6 +54,8 @@ RESUME_EVERY = 0.1      # seconds between attempts to re-create watches a fan-ou
 BACKOFF_BASE_S = 0.05   # full-jitter reconnect back-off after the n-th failed attempt in a row:
 BACKOFF_MAX_S = 2.0     # uniform in [0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (n - 1))]
 AVOID_S = 30.0          # a draining fan-out is not tried again for this long (unless it is the only one)
+# Hello refusals that mean "this fan-out, not you": draining, or cut off from the writer's stream.
+AVOIDED_REASONS = frozenset({"DRAINING", "UPSTREAM_LOST"})
 MOVE_WAIT_WRITES_S = 2.0  # after a goaway's delay, writes in flight get this long to be answered first
 
 
@@ -405,7 +407,7 @@ class SessionIO:
                 session.goaway(time.monotonic(), min(max(delay_ms, 0), 600_000) / 1000, endpoint)
             elif session.is_hello_reply(req_id):
                 refusal = ZwatchError.from_wire(body) if kind != "ok" else None
-                if refusal is not None and refusal.details.get("reason") == "DRAINING":
+                if refusal is not None and refusal.details.get("reason") in AVOIDED_REASONS:
                     session.avoid_endpoint(session.endpoint, time.monotonic())
                 if refusal is not None and refusal.code == errors.UNAUTHENTICATED and \
                         isinstance(refusal.details.get("retry_after_s"), (int, float)):

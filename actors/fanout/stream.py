@@ -1,0 +1,58 @@
+"""Is the writer's publish stream still reaching this fan-out?  (No I/O here.)
+
+The writer publishes every commit, and an empty heartbeat every ZWATCH_HEARTBEAT_S when idle,
+so a fan-out that has joined the stream hears something at least once a heartbeat.  Silence
+for ``timeout_s`` (ZWATCH_UPSTREAM_TIMEOUT_S, a few heartbeats) means the fan-out is cut off:
+the writer died, or the network between them broke (a partition, or a link so lossy that
+nothing gets through).  Its watches then get nothing, which breaks no guarantee but leaves its
+clients without live events while another fan-out may still be fed.  So the fan-out:
+
+* logs `fanout.upstream_lost` once, tells each session to move (a goaway, spread like a drain's:
+  drain.py), refuses new sessions (`UNAVAILABLE`, reason UPSTREAM_LOST: the client tries its
+  other endpoints and avoids this one for a while) and reports not ready (/readyz);
+* when anything arrives again, logs `fanout.upstream_restored` with how long it lasted and
+  serves as before.  What it missed meanwhile comes as a publish gap (core.py `_gap`): its
+  watchers catch up from the syncer, so nothing is lost or duplicated.
+
+A fan-out that never joined is not "lost" (it is starting, or the writer is not up yet: creates
+wait for the first publish, and /readyz says "not joined").
+
+Invariant: `upstream_lost` and `upstream_restored` alternate, starting with lost; each loss is
+reported once, however long it lasts.
+"""
+from __future__ import annotations
+
+UPSTREAM_LOST = "UPSTREAM_LOST"     # the hello refusal's reason (SPEC.md §3, error table)
+
+
+class PublishStream:
+    def __init__(self, timeout_s: float = 3.0):
+        self.timeout_s = timeout_s
+        self.heard_at: float | None = None   # monotonic time of the last publish (None: never joined)
+        self.lost = False
+        self.losses = 0                      # since start (fanout.stats, metrics)
+
+    def heard(self, now: float) -> float | None:
+        """A publish (or heartbeat) arrived.  Returns the outage's length in seconds when the
+        stream was lost until now (restored), else None."""
+        outage = None
+        if self.lost:
+            outage = now - self.heard_at
+            self.lost = False
+        self.heard_at = now
+        return outage
+
+    def check(self, now: float) -> float | None:
+        """Returns how long the stream has been silent when it is found lost now (once per
+        loss), else None."""
+        if self.lost or self.heard_at is None:
+            return None
+        silent = now - self.heard_at
+        if silent <= self.timeout_s:
+            return None
+        self.lost = True
+        self.losses += 1
+        return silent
+
+    def silent_s(self, now: float) -> float:
+        return 0.0 if self.heard_at is None else now - self.heard_at

@@ -1,0 +1,172 @@
+"""deploy/container/entrypoint.sh run as plain processes: everything the image runs, without a
+container daemon (none runs on these machines).  Writer, syncer and fan-out each started through
+the entry point as a separate process (as three containers would), with a temp data dir and random
+loopback ports; the CLI through it; the HEALTHCHECK command (`entrypoint.sh health`) before and
+after the fan-out joined the writer's stream; SIGTERM stops each actor with exit code 0 (the shell
+`exec`s the actor, so the signal reaches it: a fan-out drains)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from zwatch.tools.cluster import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRYPOINT = ROOT / "deploy" / "container" / "entrypoint.sh"
+BIN = Path(sys.executable).parent            # the venv's bin: `zwatch` is there, as in the image's PATH
+
+pytestmark = pytest.mark.skipif(not (BIN / "zwatch").exists(), reason=f"no zwatch script in {BIN} (pip install -e .)")
+
+
+def base_env(tmp_path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZWATCH_") and k != "PORT"}
+    env.update({"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
+                "ZWATCH_DATA_DIR": str(tmp_path / "data"), "ZWATCH_LOG_FORMAT": "json",
+                "ZWATCH_WRITER_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+                "ZWATCH_PUB_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+                "ZWATCH_SYNCER_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+                "ZWATCH_METRICS_HOST": "127.0.0.1", "ZWATCH_DRAIN_S": "3",
+                "ZWATCH_HEARTBEAT_S": "0.2", "ZWATCH_UPSTREAM_TIMEOUT_S": "1"})
+    return env
+
+
+class Role:
+    """One `entrypoint.sh ROLE` process (one container), its output collected."""
+
+    def __init__(self, args, env, cwd):
+        self.args = args
+        self.proc = subprocess.Popen(["sh", str(ENTRYPOINT), *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while not any(text in x for x in list(self.lines)):
+            assert self.proc.poll() is None, f"{self.args} exited {self.proc.returncode}:\n{''.join(self.lines[-30:])}"
+            assert time.monotonic() < deadline, f"{self.args}: no {text!r}:\n{''.join(self.lines[-30:])}"
+            time.sleep(0.05)
+
+    def cmdline(self) -> list[str]:
+        return Path(f"/proc/{self.proc.pid}/cmdline").read_bytes().decode().rstrip("\0").split("\0")
+
+    def stop(self, sig=signal.SIGTERM, timeout=30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"{self.args} still running {timeout} s after {sig!r}:\n{''.join(self.lines[-30:])}")
+
+
+def run(args, env, cwd, timeout=30) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(ENTRYPOINT), *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def health(env, cwd, **ports) -> subprocess.CompletedProcess:
+    """The HEALTHCHECK command with the metrics ports of one container's actor(s) only."""
+    env = {k: v for k, v in env.items() if not k.endswith("_METRICS_PORT")}
+    env.update({f"ZWATCH_{actor.upper()}_METRICS_PORT": str(port) for actor, port in ports.items()})
+    return run(["health"], env, cwd)
+
+
+def test_roles_as_separate_processes_cli_healthcheck_and_sigterm(tmp_path):
+    env = base_env(tmp_path)
+    client_port, ports = free_port(), {"fanout": free_port(), "writer": free_port(), "syncer": free_port()}
+    endpoints = ["--endpoints", f"127.0.0.1:{client_port}"]
+    roles: dict[str, Role] = {}
+    try:
+        # The fan-out first: nothing to join yet, so the health check says unhealthy.
+        roles["fanout"] = Role(["fanout"], {**env, "ZWATCH_FANOUT_ENDPOINT": f"tcp://127.0.0.1:{client_port}",
+                                            "ZWATCH_FANOUT_METRICS_PORT": str(ports["fanout"]),
+                                            "PORT": "1"}, tmp_path)   # PORT: the entry point ignores it
+        roles["fanout"].wait_for('"metrics.serving"')
+        before = health(env, tmp_path, fanout=ports["fanout"])
+        print("health before the writer:", before.returncode, before.stdout.strip())
+        assert before.returncode == 1 and "not joined" in before.stdout
+
+        roles["writer"] = Role(["writer"], {**env, "ZWATCH_WRITER_METRICS_PORT": str(ports["writer"])}, tmp_path)
+        roles["syncer"] = Role(["syncer"], {**env, "ZWATCH_SYNCER_METRICS_PORT": str(ports["syncer"])}, tmp_path)
+        roles["fanout"].wait_for('"fanout.joined_stream"')
+        for name, role in roles.items():   # `exec`: the pid started as `sh entrypoint.sh` is the actor now
+            argv = role.cmdline()
+            assert Path(argv[1]).name == "zwatch" and argv[2] == name, argv
+        deadline = time.monotonic() + 30
+        while (after := health(env, tmp_path, fanout=ports["fanout"])).returncode != 0:
+            assert time.monotonic() < deadline, after.stdout + after.stderr
+            time.sleep(0.2)
+        print("health after it joined:", after.returncode, after.stdout.strip())
+        assert after.stdout.strip() == f"{ports['fanout']}: ok"
+        both = health(env, tmp_path, writer=ports["writer"], syncer=ports["syncer"])   # the writer+syncer pod
+        assert both.returncode == 0 and both.stdout.count(": ok") == 2, both.stdout
+        nobody = health(env, tmp_path, fanout=free_port())
+        assert nobody.returncode == 1 and "no zwatch actor answers" in nobody.stdout
+
+        # The CLI through the entry point: `docker run IMG put ...` and `docker run IMG zwatch get ...`.
+        put = run([*endpoints, "put", "container/k", "v1"], env, tmp_path)
+        assert (put.returncode, put.stdout.strip()) == (0, "OK"), put.stderr
+        got = run(["zwatch", *endpoints, "get", "container/k"], env, tmp_path)
+        assert (got.returncode, got.stdout.split()) == (0, ["container/k", "v1"]), got.stderr
+        eh = run([*endpoints, "endpoint", "health"], env, tmp_path)
+        assert eh.returncode == 0 and "is healthy" in eh.stdout + eh.stderr
+
+        # SIGTERM reaches each actor (no shell in between): rc 0.  The writer first: the fan-out
+        # then loses the publish stream and says "not ready", which makes a container with a
+        # ready syncer beside it unhealthy all the same.
+        stopped = {}
+        stopped["writer"] = roles["writer"].stop()
+        deadline = time.monotonic() + 30
+        while (lost := health(env, tmp_path, fanout=ports["fanout"], syncer=ports["syncer"])).returncode == 0:
+            assert time.monotonic() < deadline, lost.stdout
+            time.sleep(0.2)
+        print("health with the writer gone:", lost.returncode, lost.stdout.strip())
+        assert "not ready" in lost.stdout
+        for name in ("fanout", "syncer"):
+            stopped[name] = roles[name].stop()
+        print("exit codes on SIGTERM:", stopped)
+        assert stopped == {"writer": 0, "fanout": 0, "syncer": 0}, {n: "".join(r.lines[-10:]) for n, r in roles.items()}
+        assert any('"fanout.drained"' in x for x in roles["fanout"].lines)
+        assert any('"signal": "SIGTERM"' in x for x in roles["writer"].lines)
+    finally:
+        for role in roles.values():
+            if role.proc.poll() is None:
+                role.proc.kill()
+                role.proc.wait(10)
+
+
+def test_up_role_serves_and_stops_on_sigterm(tmp_path):
+    env = base_env(tmp_path)
+    base = free_port()
+    up = Role(["up", "-c", "fanout=1", "-p", str(base)], env, tmp_path)
+    try:
+        up.wait_for('"fanout.joined_stream"')
+        deadline = time.monotonic() + 30
+        while (put := run(["--endpoints", f"127.0.0.1:{base}", "put", "up/k", "v"], env, tmp_path)).returncode:
+            assert time.monotonic() < deadline, put.stderr
+            time.sleep(0.2)
+        assert up.stop() == 0, "".join(up.lines[-20:])
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+            up.proc.wait(10)
+
+
+def test_no_argument_prints_the_roles(tmp_path):
+    out = run([], base_env(tmp_path), tmp_path)
+    assert out.returncode == 0
+    for role in ("writer | syncer", "fanout", "up", "health"):
+        assert role in out.stdout, out.stdout

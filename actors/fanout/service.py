@@ -403,11 +403,14 @@ class Fanout:
             if age is None or age > WRITER_STALE_S else []
         errors += [f"alarm:{a}" for a in self.upstream.alarms]
         info = w.info
-        return {"header": {"revision": max(w.revision, core.last_seen or 0), "member_id": self.member_id},
+        # The writer is at least where its stream got us: a pong up to WRITER_PING_S old must not
+        # show a raft index below the applied index (a put then `endpoint status` did).
+        writer_revision = max(w.revision, core.last_seen or 0)
+        return {"header": {"revision": writer_revision, "member_id": self.member_id},
                 "version": __version__, "protocol_version": PROTOCOL_VERSION,
                 "compact_revision": info.get("compact_revision", core.compact_revision),
                 "db_size": info.get("db_size", 0), "db_size_in_use": info.get("db_size_in_use", 0),
-                "leader": member_id(self.writer_endpoint), "raft_index": w.revision,
+                "leader": member_id(self.writer_endpoint), "raft_index": writer_revision,
                 "raft_applied_index": core.last_seen or 0, "errors": errors, "actor": "fanout",
                 "instance": self.instance, "endpoint": self.advertise, "leases": info.get("leases", 0),
                 "sessions": len(self.sessions), "watchers": len(core.watchers),

@@ -66,7 +66,7 @@ FANOUT = (
     LogEvent("fanout.joined_stream", "info", "first publish received: watches can be created from now on"),
     LogEvent("fanout.stop", "info", "leaving (`signal` null = crash)"),
     LogEvent("fanout.bind_failed", "error", "the client endpoint cannot be bound (port in use): one line on stderr, exit code 2"),
-    LogEvent("fanout.upstream_lost", "warning", "the publish stream was silent for ZWATCH_UPSTREAM_TIMEOUT_S: sessions told to move, new ones refused"),
+    LogEvent("fanout.upstream_lost", "warning", "the publish stream and the syncer were silent for ZWATCH_UPSTREAM_TIMEOUT_S (the writer's host is out of reach): sessions told to move, new ones refused"),
     LogEvent("fanout.upstream_restored", "info", "the publish stream is heard again after a loss: serving new sessions again"),
     LogEvent("fanout.draining", "info", "SIGTERM: new sessions refused, every session got a goaway; serving until they left"),
     LogEvent("fanout.drained", "info", "the drain ended (every session left, or ZWATCH_DRAIN_S passed): the fan-out exits"),

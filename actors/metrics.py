@@ -371,8 +371,8 @@ class FanoutCollector:
         f.gauge("zwatch_fanout_last_commit_timestamp_seconds", "writer's commit time (Unix seconds) of the last "
                 "publish applied, heartbeats included (0: none yet)", _attr(lag, "commit_time", 0) / 1e6)
         stream = _attr(fo, "stream")       # stream.PublishStream: cut off from the writer?
-        f.gauge("zwatch_fanout_upstream_lost", "1 while the writer's publish stream is silent beyond "
-                "ZWATCH_UPSTREAM_TIMEOUT_S (fanout.upstream_lost), else 0", int(bool(_attr(stream, "lost", False))))
+        f.gauge("zwatch_fanout_upstream_lost", "1 while cut off from the writer's host (publish stream and "
+                "syncer silent beyond ZWATCH_UPSTREAM_TIMEOUT_S: fanout.upstream_lost), else 0", int(bool(_attr(stream, "lost", False))))
         f.counter("zwatch_fanout_upstream_losses_total", "times the publish stream was found lost",
                   _attr(stream, "losses", 0))
         f.gauge("zwatch_fanout_session_backlog_max_seconds", "age of the oldest undelivered revision of any session "

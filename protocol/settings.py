@@ -148,8 +148,9 @@ SETTINGS: tuple[Setting, ...] = (
                 "draining: watch creates per 100 ms the moving clients may bring to the other fan-outs; sets the "
                 "goaway's delay_ms (watches x 100 / this, at most ZWATCH_DRAIN_S / 2); 0: no spreading", min=0),
         Setting("ZWATCH_UPSTREAM_TIMEOUT_S", float, 3.0, {"fanout": "upstream_timeout_s"},
-                "a fan-out that hears nothing on the publish stream (not even the writer's heartbeat) this long is "
-                "cut off: it logs `fanout.upstream_lost`, sends its clients elsewhere (goaway), refuses new sessions "
+                "a fan-out that hears nothing on the publish stream (not even the writer's heartbeat) and no "
+                "answer from the syncer this long (the syncer: at least 3 s, it is pinged every second) is cut off "
+                "from the writer's host: it logs `fanout.upstream_lost`, sends its clients elsewhere (goaway), refuses new sessions "
                 "(`UNAVAILABLE`, reason `UPSTREAM_LOST`) and is not ready until the stream is back; keep it above "
                 "2 x ZWATCH_HEARTBEAT_S", min=0.1),
         Setting("ZWATCH_IDLE_TIMEOUT_S", float, 10.0, {"fanout": "idle_timeout_s"},

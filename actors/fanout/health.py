@@ -24,6 +24,10 @@ import hashlib
 from dataclasses import dataclass, field
 
 WRITER_PING_S = 0.5
+SYNCER_PING_S = 1.0
+# The syncer counts as silent (stream.py: the writer's host out of reach) after this many pings
+# went unanswered, whatever ZWATCH_UPSTREAM_TIMEOUT_S is: a pong is up to one ping old anyway.
+SYNCER_SILENT_PINGS = 3
 HEALTH_TIMEOUT_S = 1.0
 PING_REUSE_S = 0.1
 # `status` reports the writer unreachable when its last pong is older than this.

@@ -35,7 +35,7 @@ from .authn import Job, LoginLimiter, PasswordWorker, VerifiedLogins
 from .core import FanoutCore
 from .lag import Lag, StuckSessions
 from .drain import DRAINING, CreateRate, Drain, goaway_delay_ms, goaway_frame
-from .health import WRITER_PING_S, WRITER_STALE_S, Upstream, advertised, member_id
+from .health import SYNCER_PING_S, SYNCER_SILENT_PINGS, WRITER_PING_S, WRITER_STALE_S, Upstream, advertised, member_id
 from .model import Session
 from .sessions import AGAIN, GONE, SENT, SessionOutput
 from .stream import UPSTREAM_LOST, PublishStream
@@ -205,7 +205,7 @@ class Fanout:
         self.passwords = PasswordWorker(ctx)
         poller.register(self.passwords.socket, zmq.POLLIN)
         housekeeping = Every(0.1)
-        ping = Every(1.0)
+        ping = Every(SYNCER_PING_S)
         writer_ping = Every(WRITER_PING_S)
         memory = Every(1.0)
         progress = Every(self.progress_interval_s)
@@ -237,7 +237,10 @@ class Fanout:
                 now = time.monotonic()
                 self._fetch_auth_if_due(now)
                 if housekeeping.due(now):
-                    silent = self.stream.check(now)
+                    syncer_age = self.upstream.syncer.age(now)
+                    syncer_silent = syncer_age is None or syncer_age > max(self.stream.timeout_s,
+                                                                          SYNCER_SILENT_PINGS * SYNCER_PING_S)
+                    silent = self.stream.check(now, syncer_silent)
                     if silent is not None:
                         self._upstream_lost(silent)
                     self.core.retry_victims(now)
@@ -304,8 +307,9 @@ class Fanout:
 
     # ================================================================== upstream lost (stream.py)
     def _upstream_lost(self, silent_s: float):
-        """The stream went silent: every session is told to move (spread like a drain's goaway),
-        new hellos are refused until a publish arrives again."""
+        """The stream and the syncer went silent (the writer's host is out of reach): every session
+        is told to move (spread like a drain's goaway), new hellos are refused until a publish
+        arrives again."""
         delay_ms = goaway_delay_ms(len(self.core.watchers), len(self.sessions), self.drain.drain_s,
                                    self.drain_creates_per_100ms)
         frame = goaway_frame(delay_ms, reason="upstream_lost")

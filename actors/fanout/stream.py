@@ -2,10 +2,16 @@
 
 The writer publishes every commit, and an empty heartbeat every ZWATCH_HEARTBEAT_S when idle,
 so a fan-out that has joined the stream hears something at least once a heartbeat.  Silence
-for ``timeout_s`` (ZWATCH_UPSTREAM_TIMEOUT_S, a few heartbeats) means the fan-out is cut off:
-the writer died, or the network between them broke (a partition, or a link so lossy that
-nothing gets through).  Its watches then get nothing, which breaks no guarantee but leaves its
-clients without live events while another fan-out may still be fed.  So the fan-out:
+for ``timeout_s`` (ZWATCH_UPSTREAM_TIMEOUT_S, a few heartbeats) means the writer died or the
+network to it broke.  Which one matters:
+
+* the syncer (on the writer's host, pinged every second) still answers: the writer itself is
+  down or hung.  Every fan-out is in the same place, so sending clients elsewhere would only
+  churn them, and this one still serves reads and catch-ups: it stays (and stays ready);
+* the syncer is silent too: the writer's host is unreachable from here (a partition, or a link
+  so lossy that nothing gets through), while another fan-out may still be fed.  Its watches get
+  nothing, which breaks no guarantee but leaves its clients without live events.  Then the
+  fan-out is *cut off*:
 
 * logs `fanout.upstream_lost` once, tells each session to move (a goaway, spread like a drain's:
   drain.py), refuses new sessions (`UNAVAILABLE`, reason UPSTREAM_LOST: the client tries its
@@ -42,10 +48,12 @@ class PublishStream:
         self.heard_at = now
         return outage
 
-    def check(self, now: float) -> float | None:
+    def check(self, now: float, syncer_silent: bool = True) -> float | None:
         """Returns how long the stream has been silent when it is found lost now (once per
-        loss), else None."""
-        if self.lost or self.heard_at is None:
+        loss), else None.  syncer_silent: the syncer has not answered for timeout_s either (the
+        writer's host is unreachable); while it answers, a silent stream is the writer's own
+        outage and nothing is lost here."""
+        if self.lost or self.heard_at is None or not syncer_silent:
             return None
         silent = now - self.heard_at
         if silent <= self.timeout_s:

@@ -1,10 +1,11 @@
-"""A fan-out cut off from the writer's publish stream (actors/fanout/stream.py), end to end:
-the writer is frozen (SIGSTOP: its sockets stay open and silent, as behind a partition) for
-longer than ZWATCH_UPSTREAM_TIMEOUT_S.  The fan-out must log `fanout.upstream_lost`, send its
+"""A fan-out cut off from the writer's host (actors/fanout/stream.py), end to end: the writer
+and the syncer are frozen (SIGSTOP: their sockets stay open and silent, as behind a partition)
+for longer than ZWATCH_UPSTREAM_TIMEOUT_S.  The fan-out must log `fanout.upstream_lost`, send its
 session a goaway, refuse new hellos with UNAVAILABLE / UPSTREAM_LOST, answer /readyz 503 (and
 `zwatch probe ready` exit 1) and `endpoint health` unhealthy; after SIGCONT it logs
 `fanout.upstream_restored`, is ready again, and the client's watch, moved meanwhile, holds every
-event exactly once (checked against the store's history).  The multi-host test
+event exactly once (checked against the store's history).  The writer alone frozen is its own
+outage, the same for every fan-out: nobody is sent away and reads go on.  The multi-host test
 (test_multihost.py) cuts one fan-out off a real network link; this one needs no namespaces."""
 from __future__ import annotations
 
@@ -52,7 +53,21 @@ def test_a_fanout_cut_off_from_the_stream_sends_clients_away_and_comes_back(make
     ok = probe(port, "ready")
     assert ok.returncode == 0 and ok.stdout.strip() == "ok", ok
 
+    # The writer alone: its outage, not this fan-out's: it stays ready and serves reads.
     writer.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.5)
+        assert c.get("u/1").kvs[0].value == b"1"
+        assert http(port, "/readyz") == (200, "ok\n")
+        assert not fo.events("fanout.upstream_lost") and c.moves == 0
+    finally:
+        writer.proc.send_signal(signal.SIGCONT)
+    for i in range(20, 25):
+        acked.append(c.put(f"u/{i}", str(i)))
+
+    # Writer and syncer: the host is out of reach.
+    for a in (writer, cl["syncer"]):
+        a.proc.send_signal(signal.SIGSTOP)
     try:
         (lost,) = fo.wait_event("fanout.upstream_lost", timeout=15)
         assert lost["silent_s"] >= 1.0 and lost["sessions"] >= 1
@@ -79,14 +94,15 @@ def test_a_fanout_cut_off_from_the_stream_sends_clients_away_and_comes_back(make
             time.sleep(0.05)
         assert c.moves >= 1, "the client got no goaway (or did not follow it)"
     finally:
-        writer.proc.send_signal(signal.SIGCONT)
+        for a in (writer, cl["syncer"]):
+            a.proc.send_signal(signal.SIGCONT)
     (restored,) = fo.wait_event("fanout.upstream_restored", timeout=15)
     assert restored["outage_s"] >= 1.0
     deadline = time.monotonic() + 15
     while http(port, "/readyz")[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert http(port, "/readyz") == (200, "ok\n")
-    for i in range(20, 40):
+    for i in range(25, 40):
         acked.append(c.put(f"u/{i}", str(i)))
     final = acked[-1].header.revision
     rec = StreamRecord("u", WatchSpec(b"u/", b"u0", first), [])

@@ -27,6 +27,13 @@ def test_heartbeats_keep_it_alive():
     assert s.losses == 0
 
 
+def test_a_silent_stream_while_the_syncer_answers_is_the_writers_outage_not_a_loss():
+    s = PublishStream(3.0)
+    s.heard(0.0)
+    assert s.check(10.0, syncer_silent=False) is None and not s.lost    # every fan-out alike: stay
+    assert s.check(10.1, syncer_silent=True) == 10.1 and s.lost         # the host is out of reach
+
+
 def test_each_loss_counts():
     s = PublishStream(1.0)
     s.heard(0.0)

@@ -20,10 +20,10 @@ usage() {
 }
 
 # HEALTHCHECK: one image serves every role, so the check asks each actor this container may run
-# for /readyz on its metrics port (ZWATCH_FANOUT/WRITER/SYNCER_METRICS_PORT; the image sets 9379,
-# 9480, 9482) with `zwatch probe ready`.  An actor that answers "not ready" (HTTP 503: a fan-out
-# that has not joined the writer's publish stream, or lost it, or is draining) makes the
-# container unhealthy; a port where nothing answers is an actor this container does not run
+# for /readyz on its metrics port (ZWATCH_FANOUT_METRICS_PORT, ZWATCH_WRITER_METRICS_PORT,
+# ZWATCH_SYNCER_METRICS_PORT; the image sets 9379, 9480, 9482) with `zwatch probe ready`.  An
+# actor that answers "not ready" (HTTP 503: a fan-out that has not joined the writer's publish
+# stream, or lost it, or is draining) makes the container unhealthy; a port where nothing answers is an actor this container does not run
 # (`zwatch probe` prints an HTTP answer on stdout, a connection error on stderr only).
 # Healthy: at least one actor answered, and all that answered are ready.
 health() {

@@ -34,6 +34,28 @@ def make_socket(ctx: zmq.Context, kind: int, *, linger_ms: int = 0, max_msg: int
     return sock
 
 
+# ZMTP heartbeats on the connections between actors, which may cross hosts.  A peer whose host
+# vanished (a partition, a dead node) sends no FIN or RST: a SUB sends nothing, so without them its
+# TCP connection to a dead writer stays ESTABLISHED for ever, and after a partition heals TCP's
+# own retransmission back-off takes tens of seconds to resume.  With them libzmq (its I/O thread,
+# whatever the actor's Python thread is doing) drops a connection whose peer has not answered a
+# PING for HEARTBEAT_TIMEOUT_MS and dials again; CONNECT_TIMEOUT_MS bounds each dial, so a healed
+# link (or a writer back on the same address on another machine) is reached within about it.
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 3000
+CONNECT_TIMEOUT_MS = 2000
+
+
+def zmtp_heartbeats(sock: zmq.Socket, *, connecting: bool) -> zmq.Socket:
+    """ZMTP heartbeats on an internal socket (both ends set them: each drops a dead peer)."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)    # the peer drops us when we go silent
+    if connecting:
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
+    return sock
+
+
 class StopFlag:
     """SIGTERM / SIGINT set the flag; actor loops poll with short timeouts and check it.
 

@@ -69,7 +69,7 @@ from zwatch import requests
 from zwatch.errors import Compacted, InvalidArgument, LeaseNotFound
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_TIMETOLIVE_KEYS, MAX_RESPONSE_BYTES
 from . import metrics, security
-from .common import (AlignedEvery, Every, RateLimitedLog, StartupError, StopFlag, bind_error_line, data_dir_problem, make_socket,
+from .common import (AlignedEvery, Every, RateLimitedLog, StartupError, StopFlag, bind_error_line, data_dir_problem, make_socket, zmtp_heartbeats,
                      percentile)
 from .lessor import Lessor
 from .auth.perms import READ
@@ -212,6 +212,8 @@ class Writer:
         self.security = security.for_actor("writer", ctx, self.log)   # CURVE + ZAP when ZWATCH_CURVE_DIR
         self.router = make_socket(ctx, zmq.ROUTER, rcvhwm=100_000, sndhwm=100_000)
         self.pub = make_socket(ctx, zmq.PUB, max_msg=None, sndhwm=100_000)
+        for sock in (self.router, self.pub):
+            zmtp_heartbeats(sock, connecting=False)    # fan-outs on hosts that may vanish (common.py)
         self.security.server(self.router, security.INTERNAL, self.endpoint, self.log)
         self.security.server(self.pub, security.INTERNAL, self.pub_endpoint, self.log)
         for sock, endpoint in ((self.router, self.endpoint), (self.pub, self.pub_endpoint)):

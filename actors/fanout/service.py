@@ -27,7 +27,7 @@ from zwatch.limits import (MAX_PENDING_REQUESTS_PER_SESSION, MAX_SESSIONS_PER_FA
 from zwatch import __version__
 
 from .. import metrics, security
-from ..common import AlignedEvery, Every, RateLimitedLog, StopFlag, bind_error_line, drain, make_socket
+from ..common import AlignedEvery, Every, RateLimitedLog, StopFlag, bind_error_line, drain, make_socket, zmtp_heartbeats
 from ..logsetup import configure
 from ..memory import TrimPolicy, trim_if_due
 from ..auth.state import AuthState
@@ -161,6 +161,8 @@ class Fanout:
         # instead of waiting in a queue and being applied after the client gave up.
         self.writer.setsockopt(zmq.IMMEDIATE, 1)
         self.syncer.setsockopt(zmq.ROUTING_ID, self.instance.encode())
+        for sock in (self.sub, self.writer, self.syncer, self.reader):
+            zmtp_heartbeats(sock, connecting=True)    # the writer's host may vanish (common.py)
         # Connection bursts: a deeper accept queue, and TCP keepalives so that peers whose host
         # vanished without closing are reaped (~90 s) instead of holding ~28 KB each for ever.
         self.router.setsockopt(zmq.BACKLOG, 1024)

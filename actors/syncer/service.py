@@ -46,7 +46,7 @@ from zwatch.limits import MAX_RESPONSE_BYTES
 
 from .. import metrics, security
 from ..common import (AlignedEvery, Every, StartupError, StopFlag, bind_error_line, data_dir_problem, drain,
-                      make_socket)
+                      make_socket, zmtp_heartbeats)
 from ..logsetup import configure
 from ..store import Store
 from ..store import snapshot as store_snapshot
@@ -126,6 +126,7 @@ class Syncer:
         ctx = zmq.Context()
         self.security = security.for_actor("syncer", ctx, self.log)   # CURVE + ZAP when ZWATCH_CURVE_DIR
         self.router = make_socket(ctx, zmq.ROUTER, sndhwm=1000, rcvhwm=100_000)
+        zmtp_heartbeats(self.router, connecting=False)    # fan-outs on hosts that may vanish (common.py)
         self.security.server(self.router, security.INTERNAL, self.endpoint, self.log)
         try:
             self.router.bind(self.endpoint)

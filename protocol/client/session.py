@@ -54,8 +54,13 @@ RESUME_EVERY = 0.1      # seconds between attempts to re-create watches a fan-ou
 BACKOFF_BASE_S = 0.05   # full-jitter reconnect back-off after the n-th failed attempt in a row:
 BACKOFF_MAX_S = 2.0     # uniform in [0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (n - 1))]
 AVOID_S = 30.0          # a draining fan-out is not tried again for this long (unless it is the only one)
-# Hello refusals that mean "this fan-out, not you": draining, or cut off from the writer's stream.
-AVOIDED_REASONS = frozenset({"DRAINING", "UPSTREAM_LOST"})
+# A fan-out cut off from the writer's host (goaway "upstream_lost", hello refused UPSTREAM_LOST) is
+# avoided only this long: the link may heal any second, and when every fan-out was cut off (the
+# writer's host down) clients must come back soon after it does, not 30 s later.
+AVOID_CUT_OFF_S = 5.0
+# Hello refusals that mean "this fan-out, not you", and how long it is then avoided.
+AVOIDED_REASONS = {"DRAINING": AVOID_S, "UPSTREAM_LOST": AVOID_CUT_OFF_S}
+GOAWAY_AVOID_S = {"draining": AVOID_S, "upstream_lost": AVOID_CUT_OFF_S}
 MOVE_WAIT_WRITES_S = 2.0  # after a goaway's delay, writes in flight get this long to be answered first
 
 
@@ -179,16 +184,18 @@ class Session:
     def connect_due(self, now: float) -> bool:
         return self.phase is Phase.CONNECT and now >= self.not_before
 
-    def avoid_endpoint(self, endpoint: str | None, now: float):
-        """A draining fan-out (goaway, or a hello refused with DRAINING): skipped by open() for a while."""
+    def avoid_endpoint(self, endpoint: str | None, now: float, for_s: float = AVOID_S):
+        """A draining or cut-off fan-out (goaway, or a hello refused with DRAINING / UPSTREAM_LOST):
+        skipped by open() for a while."""
         if endpoint is not None and len(self.endpoints) > 1:
-            self.avoid[endpoint] = now + AVOID_S
+            self.avoid[endpoint] = now + for_s
 
-    def goaway(self, now: float, delay_s: float, endpoint: str | None = None):
-        """The fan-out drains: move at a uniform random moment in [0, delay_s] (spreading the
-        moves of its clients), to `endpoint` if it is one of ours, else the next one in turn."""
+    def goaway(self, now: float, delay_s: float, endpoint: str | None = None, avoid_s: float = AVOID_S):
+        """The fan-out drains (or is cut off): move at a uniform random moment in [0, delay_s]
+        (spreading the moves of its clients), to `endpoint` if it is one of ours, else the next
+        one in turn; this one is avoided for avoid_s."""
         self.goaways += 1
-        self.avoid_endpoint(self.endpoint, now)
+        self.avoid_endpoint(self.endpoint, now, avoid_s)
         if endpoint in self.endpoints and endpoint != self.endpoint:
             self._next_endpoint = self.endpoints.index(endpoint)
         if self.move_at is None and self.phase is Phase.READY:
@@ -404,11 +411,14 @@ class SessionIO:
                 delay_ms = body.get("delay_ms")
                 delay_ms = delay_ms if isinstance(delay_ms, (int, float)) and not isinstance(delay_ms, bool) else 0
                 endpoint = body.get("endpoint") if isinstance(body.get("endpoint"), str) else None
-                session.goaway(time.monotonic(), min(max(delay_ms, 0), 600_000) / 1000, endpoint)
+                avoid_s = GOAWAY_AVOID_S.get(body.get("reason"), AVOID_S) if isinstance(body.get("reason"), str) \
+                    else AVOID_S
+                session.goaway(time.monotonic(), min(max(delay_ms, 0), 600_000) / 1000, endpoint, avoid_s)
             elif session.is_hello_reply(req_id):
                 refusal = ZwatchError.from_wire(body) if kind != "ok" else None
-                if refusal is not None and refusal.details.get("reason") in AVOIDED_REASONS:
-                    session.avoid_endpoint(session.endpoint, time.monotonic())
+                reason = refusal.details.get("reason") if refusal is not None else None
+                if isinstance(reason, str) and reason in AVOIDED_REASONS:
+                    session.avoid_endpoint(session.endpoint, time.monotonic(), AVOIDED_REASONS[reason])
                 if refusal is not None and refusal.code == errors.UNAUTHENTICATED and \
                         isinstance(refusal.details.get("retry_after_s"), (int, float)):
                     session.hello_later(time.monotonic(), refusal.details["retry_after_s"])

@@ -90,3 +90,18 @@ def test_poll_timeout_wakes_for_the_move_and_the_back_off():
     s = ready()
     s.goaway(0.0, 0.05)
     assert s.poll_timeout_ms(0.0) <= 51
+
+
+def test_a_cut_off_fanout_is_avoided_briefly_a_draining_one_long():
+    from zwatch.client.session import AVOID_CUT_OFF_S, AVOID_S
+    s = ready()
+    s.goaway(0.0, 0.0, avoid_s=AVOID_CUT_OFF_S)          # "upstream_lost": a partition may heal soon
+    s.moved()
+    assert s.open(0.1, hello_id=2) == "tcp://b"
+    s.lost(0.2)
+    s.not_before = 0.0
+    assert s.open(AVOID_CUT_OFF_S + 0.1, hello_id=3) == "tcp://c"
+    s.lost(AVOID_CUT_OFF_S + 0.2)
+    s.not_before = 0.0
+    assert s.open(AVOID_CUT_OFF_S + 0.3, hello_id=4) == "tcp://a"     # back in turn after 5 s
+    assert AVOID_CUT_OFF_S < AVOID_S

@@ -25,6 +25,7 @@ import sys
 
 from .. import settings
 from ..client import Client
+from ..client.curve import CurveKeyError, resolve as resolve_curve
 from ..errors import InvalidArgument, ZwatchError
 from .. import __version__
 from .args import (EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_BAD_FEATURE, EXIT_INVALID_INPUT, CommandError, Parser,
@@ -239,6 +240,7 @@ def main(argv=None) -> int:
     client = None
     try:
         check_args(a)
+        resolve_curve(None, None)    # ZWATCH_CURVE_* checked once here: `endpoint` makes clients in threads
         if a.verb != "endpoint":
             # etcdctl's --user NAME[:PASSWORD] / --password (or ZWATCH_USER / ZWATCH_PASSWORD), asked for
             # when missing; anonymous without a user.
@@ -258,6 +260,10 @@ def main(argv=None) -> int:
         _flush_quietly()
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except CurveKeyError as exc:                 # ZWATCH_CURVE_* naming a missing or unusable key
+        _flush_quietly()
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_BAD_ARGS
     except ZwatchError as exc:
         _flush_quietly()
         print(f"Error: {error_text(exc)}", file=sys.stderr)

@@ -85,7 +85,7 @@ def table(header: list[str], rows: list[list[str]], right: bool = False) -> list
     """olekukonko/tablewriter as etcdctl 3.4 sets it up: headers upper-cased and centered, cells
     left-aligned (numbers right-aligned), one space of padding; right=True: every cell
     right-aligned (etcdctl's SetAlignment(ALIGN_RIGHT) of the endpoint and member tables)."""
-    cols = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    cols = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]   # rows may be none
     sep = "+" + "+".join("-" * (w + 2) for w in cols) + "+"
 
     def cell(s, w, numeric):

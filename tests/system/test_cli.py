@@ -478,3 +478,20 @@ def test_procfile_under_honcho(tmp_path):
             out, _ = honcho.communicate(timeout=5)
     for name in ("fanout.1", "fanout.2", "writer.1", "syncer.1"):
         assert f"{name} started" in out, out
+
+
+def test_endpoint_status_table_with_every_endpoint_down_prints_an_empty_table_not_a_traceback():
+    r = subprocess.run([sys.executable, "-m", "zwatch.cli", "--endpoints", f"127.0.0.1:{free_port()}", "--dial-timeout",
+                        "0.5", "endpoint", "status", "-w", "table"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "| ENDPOINT |" in r.stdout
+
+
+def test_a_curve_client_key_without_a_server_key_is_one_error_line_not_a_traceback(tmp_path):
+    env = dict(os.environ, ZWATCH_CURVE_CLIENT_KEY=str(tmp_path / "none.key_secret"))
+    env.pop("ZWATCH_CURVE_SERVER_KEY", None)
+    for verb in (["get", "foo"], ["endpoint", "health"]):
+        r = subprocess.run([sys.executable, "-m", "zwatch.cli", "--endpoints", f"127.0.0.1:{free_port()}", *verb],
+                           capture_output=True, text=True, timeout=30, env=env)
+        assert r.returncode == 128 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("Error: ZWATCH_CURVE_CLIENT_KEY is set but no server key"), r.stderr

@@ -1,9 +1,10 @@
 """deploy/container/entrypoint.sh run as plain processes: everything the image runs, without a
 container daemon (none runs on these machines).  Writer, syncer and fan-out each started through
 the entry point as a separate process (as three containers would), with a temp data dir and random
-loopback ports; the CLI through it; the HEALTHCHECK command (`entrypoint.sh health`) before and
-after the fan-out joined the writer's stream; SIGTERM stops each actor with exit code 0 (the shell
-`exec`s the actor, so the signal reaches it: a fan-out drains)."""
+loopback ports; the CLI through it; the HEALTHCHECK command (`entrypoint.sh health`) before the
+fan-out joined the writer's stream (alone, and beside a ready syncer), after, and once it is cut
+off; SIGTERM stops each actor with exit code 0 (the shell `exec`s the actor, so the signal
+reaches it: a fan-out drains)."""
 from __future__ import annotations
 
 import os
@@ -84,6 +85,14 @@ def health(env, cwd, **ports) -> subprocess.CompletedProcess:
     return run(["health"], env, cwd)
 
 
+def wait_health(env, cwd, rc: int, timeout=30.0, **ports) -> subprocess.CompletedProcess:
+    deadline = time.monotonic() + timeout
+    while (out := health(env, cwd, **ports)).returncode != rc:
+        assert time.monotonic() < deadline, f"health {ports} never exited {rc}: {out.stdout} {out.stderr}"
+        time.sleep(0.2)
+    return out
+
+
 def test_roles_as_separate_processes_cli_healthcheck_and_sigterm(tmp_path):
     env = base_env(tmp_path)
     client_port, ports = free_port(), {"fanout": free_port(), "writer": free_port(), "syncer": free_port()}
@@ -99,16 +108,20 @@ def test_roles_as_separate_processes_cli_healthcheck_and_sigterm(tmp_path):
         print("health before the writer:", before.returncode, before.stdout.strip())
         assert before.returncode == 1 and "not joined" in before.stdout
 
-        roles["writer"] = Role(["writer"], {**env, "ZWATCH_WRITER_METRICS_PORT": str(ports["writer"])}, tmp_path)
+        # The syncer next: ready on its own, while the fan-out still waits for the writer's
+        # stream.  One "not ready" makes the container unhealthy, whatever else answers ok.
         roles["syncer"] = Role(["syncer"], {**env, "ZWATCH_SYNCER_METRICS_PORT": str(ports["syncer"])}, tmp_path)
+        wait_health(env, tmp_path, 0, syncer=ports["syncer"])
+        mixed = health(env, tmp_path, fanout=ports["fanout"], syncer=ports["syncer"])
+        print("fan-out not joined, syncer ready:", mixed.returncode, mixed.stdout.strip())
+        assert mixed.returncode == 1 and "not joined" in mixed.stdout
+
+        roles["writer"] = Role(["writer"], {**env, "ZWATCH_WRITER_METRICS_PORT": str(ports["writer"])}, tmp_path)
         roles["fanout"].wait_for('"fanout.joined_stream"')
         for name, role in roles.items():   # `exec`: the pid started as `sh entrypoint.sh` is the actor now
             argv = role.cmdline()
             assert Path(argv[1]).name == "zwatch" and argv[2] == name, argv
-        deadline = time.monotonic() + 30
-        while (after := health(env, tmp_path, fanout=ports["fanout"])).returncode != 0:
-            assert time.monotonic() < deadline, after.stdout + after.stderr
-            time.sleep(0.2)
+        after = wait_health(env, tmp_path, 0, fanout=ports["fanout"])
         print("health after it joined:", after.returncode, after.stdout.strip())
         assert after.stdout.strip() == f"{ports['fanout']}: ok"
         both = health(env, tmp_path, writer=ports["writer"], syncer=ports["syncer"])   # the writer+syncer pod
@@ -124,19 +137,13 @@ def test_roles_as_separate_processes_cli_healthcheck_and_sigterm(tmp_path):
         eh = run([*endpoints, "endpoint", "health"], env, tmp_path)
         assert eh.returncode == 0 and "is healthy" in eh.stdout + eh.stderr
 
-        # SIGTERM reaches each actor (no shell in between): rc 0.  The writer first: the fan-out
-        # then loses the publish stream and says "not ready", which makes a container with a
-        # ready syncer beside it unhealthy all the same.
-        stopped = {}
-        stopped["writer"] = roles["writer"].stop()
-        deadline = time.monotonic() + 30
-        while (lost := health(env, tmp_path, fanout=ports["fanout"], syncer=ports["syncer"])).returncode == 0:
-            assert time.monotonic() < deadline, lost.stdout
-            time.sleep(0.2)
-        print("health with the writer gone:", lost.returncode, lost.stdout.strip())
+        # SIGTERM reaches each actor (no shell in between): rc 0.  Writer and syncer first: the
+        # fan-out, cut off from both, is no longer ready.
+        stopped = {name: roles[name].stop() for name in ("writer", "syncer")}
+        lost = wait_health(env, tmp_path, 1, fanout=ports["fanout"])
+        print("health with writer and syncer gone:", lost.returncode, lost.stdout.strip())
         assert "not ready" in lost.stdout
-        for name in ("fanout", "syncer"):
-            stopped[name] = roles[name].stop()
+        stopped["fanout"] = roles["fanout"].stop()
         print("exit codes on SIGTERM:", stopped)
         assert stopped == {"writer": 0, "fanout": 0, "syncer": 0}, {n: "".join(r.lines[-10:]) for n, r in roles.items()}
         assert any('"fanout.drained"' in x for x in roles["fanout"].lines)

@@ -489,7 +489,13 @@ def test_containerfile_user_volume_settings_ports_and_healthcheck():
     assert all(a.split()[0] == "python:3.11-slim" for a in by("FROM")) and len(by("FROM")) == 2
     assert any("pip install '.[metrics]'" in a for a in by("RUN"))
     import tomllib
-    assert "metrics" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "metrics" in project["project"]["optional-dependencies"]
+    # The build stage copies what `pip install .` needs: pyproject, the readme, every package's folder.
+    copied = {w.rstrip("/").removeprefix("./") for a in by("COPY") if "--from" not in a for w in a.split()[:-1]}
+    needed = {"pyproject.toml", project["project"]["readme"],
+              *(d.split("/")[0] for d in project["tool"]["setuptools"]["package-dir"].values())}
+    assert needed <= copied, f"the Containerfile does not COPY {needed - copied}"
     assert by("USER")[-1] == "10001:10001"
     (volume,) = by("VOLUME")
     assert by("WORKDIR")[-1] == volume

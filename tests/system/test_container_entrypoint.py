@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "deploy" / "container" / "entrypoint.sh"
 BIN = Path(sys.executable).parent            # the venv's bin: `zwatch` is there, as in the image's PATH
 
+UPSTREAM = ("ZWATCH_WRITER_ENDPOINT", "ZWATCH_PUB_ENDPOINT", "ZWATCH_SYNCER_ENDPOINT")
+
 pytestmark = pytest.mark.skipif(not (BIN / "zwatch").exists(), reason=f"no zwatch script in {BIN} (pip install -e .)")
 
 
@@ -100,7 +102,9 @@ def test_roles_as_separate_processes_cli_healthcheck_and_sigterm(tmp_path):
     roles: dict[str, Role] = {}
     try:
         # The fan-out first: nothing to join yet, so the health check says unhealthy.
-        roles["fanout"] = Role(["fanout"], {**env, "ZWATCH_FANOUT_ENDPOINT": f"tcp://127.0.0.1:{client_port}",
+        # It dials the writer and syncer by host name, as in deploy/ (tcp://zwatch-store:2480, tcp://writer:2480).
+        by_name = {k: env[k].replace("127.0.0.1", "localhost") for k in UPSTREAM}
+        roles["fanout"] = Role(["fanout"], {**env, **by_name, "ZWATCH_FANOUT_ENDPOINT": f"tcp://127.0.0.1:{client_port}",
                                             "ZWATCH_FANOUT_METRICS_PORT": str(ports["fanout"]),
                                             "PORT": "1"}, tmp_path)   # PORT: the entry point ignores it
         roles["fanout"].wait_for('"metrics.serving"')

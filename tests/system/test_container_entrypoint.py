@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from zwatch.tools.cluster import free_port
 
@@ -140,6 +141,18 @@ def test_roles_as_separate_processes_cli_healthcheck_and_sigterm(tmp_path):
         assert (got.returncode, got.stdout.split()) == (0, ["container/k", "v1"]), got.stderr
         eh = run([*endpoints, "endpoint", "health"], env, tmp_path)
         assert eh.returncode == 0 and "is healthy" in eh.stdout + eh.stderr
+
+        # deploy/compose.yaml's client container: its command, pointed at this fan-out.
+        cmd = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]["client"]["command"]
+        cmd[cmd.index("--endpoints") + 1] = f"127.0.0.1:{client_port}"
+        prefix = cmd[cmd.index("--prefix") + 1]
+        roles["client"] = Role(cmd, env, tmp_path)
+        deadline = time.monotonic() + 30
+        while not any(f"{prefix}hello" in x for x in list(roles["client"].lines)):
+            assert time.monotonic() < deadline, "".join(roles["client"].lines)
+            assert run([*endpoints, "put", f"{prefix}hello", "world"], env, tmp_path).returncode == 0
+            time.sleep(0.5)       # the watch may start after a put: put again until one is seen
+        roles.pop("client").stop(signal.SIGINT)
 
         # SIGTERM reaches each actor (no shell in between): rc 0.  Writer and syncer first: the
         # fan-out, cut off from both, is no longer ready.

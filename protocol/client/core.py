@@ -30,6 +30,7 @@ from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
 from .auth import AuthMixin, Credentials
 from .builders import endpoints_from_env, lease_id_of, range_body, to_bytes
+from .resolve import expand as expand_endpoints
 from .concurrency import Election, Lock
 from .curve import resolve as resolve_curve
 from .delivery import WatchRouter
@@ -197,7 +198,8 @@ class Client(AuthMixin, SessionIO):
         self._router = WatchRouter(self._watches, self._lock, self.name)
         # shuffle: each client tries the endpoints in its own random order (os.urandom seed), so the
         # clients of a fan-out that dies or drains spread over the others (session.py).
-        self._session = Session(self.endpoints, heartbeat, shuffle=shuffle)
+        # Names (a headless Service) stand for every address they resolve to (resolve.py).
+        self._session = Session(self.endpoints, heartbeat, shuffle=shuffle, resolver=expand_endpoints)
         self.moves = 0                              # goaways followed (the fan-out drained)
         self._resume_reqs: dict[int, Watch] = {}   # req_id of a resume create -> its watch
         self._resume_pending = False                # some watch waits to be re-created

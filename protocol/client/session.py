@@ -30,6 +30,7 @@ fan-out's Unauthenticated error (``SessionIO.login_error``).
 from __future__ import annotations
 
 import enum
+import math
 import os
 import random
 import time
@@ -41,6 +42,7 @@ import zmq
 from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
 from ..limits import PROTOCOL_VERSION
+from .resolve import RESOLVE_EVERY_S
 from .types import Header
 
 if TYPE_CHECKING:
@@ -75,13 +77,19 @@ class Session:
     """Connection state of the I/O thread (see the module docstring for the transitions)."""
 
     def __init__(self, endpoints: list[str], heartbeat: float, ack_every: int = ACK_EVERY, shuffle: bool = False,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, resolver=None):
         if not endpoints:
             raise ValueError("no endpoints given")
         self.rng = rng or random.Random(os.urandom(16))
+        self.given = list(endpoints)
         self.endpoints = list(endpoints)
+        self.shuffle = shuffle
         if shuffle:
             self.rng.shuffle(self.endpoints)
+        # resolver(given) -> the endpoints (resolve.py: every address of every name), asked again
+        # at the start of a round over them, at most every RESOLVE_EVERY_S; None: as given.
+        self.resolver = resolver
+        self.resolved_at = -math.inf
         self.attempts = 0           # failed connection attempts in a row (the back-off's n)
         self.not_before = 0.0       # no connection attempt before this (monotonic)
         self.avoid: dict[str, float] = {}   # endpoint -> until (a draining fan-out)
@@ -110,6 +118,9 @@ class Session:
         """CONNECT -> HELLO: the endpoint to connect to, the next one in turn."""
         if self.phase is not Phase.CONNECT:
             raise RuntimeError(f"open() in phase {self.phase.name}")
+        if self.resolver is not None and self._next_endpoint % len(self.endpoints) == 0 \
+                and now - self.resolved_at >= RESOLVE_EVERY_S:
+            self._resolve(now)
         n = len(self.endpoints)
         for _ in range(n):          # the next one in turn that is not draining (any, if all are)
             candidate = self.endpoints[self._next_endpoint % n]
@@ -125,6 +136,16 @@ class Session:
         self.last_heard = now
         self.received = self.acked = 0
         return self.endpoint
+
+    def _resolve(self, now: float):
+        """A new round: the names again (pods come and go behind a headless Service)."""
+        self.resolved_at = now
+        fresh = self.resolver(self.given) or list(self.given)
+        if sorted(fresh) != sorted(self.endpoints):
+            if self.shuffle:
+                self.rng.shuffle(fresh)
+            self.endpoints = fresh
+            self._next_endpoint = 0
 
     def is_hello_reply(self, req_id) -> bool:
         return self.phase is Phase.HELLO and req_id == self.hello_id

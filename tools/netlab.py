@@ -281,11 +281,18 @@ def list_namespaces() -> list[str]:
 
 
 def sweep() -> list[str]:
-    """Delete the namespaces of labs whose process is gone; returns their names."""
+    """Delete the namespaces of labs whose process is gone, after killing what still runs in them
+    (the actors of a run that was SIGKILLed: they would keep the namespace alive for ever);
+    returns their names."""
     gone = []
     for ns in list_namespaces():
         m = _NS_RE.match(ns)
         if m and not _pid_alive(int(m.group(1))):
+            for pid in _run("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
             _run("ip", "netns", "delete", ns, check=False)
             gone.append(ns)
     return gone

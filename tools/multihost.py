@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from zwatch.tools import chaos, checker
 from zwatch.tools.cluster import Actor
 from zwatch.tools.load import check_store_history
-from zwatch.tools.netlab import Lab
+from zwatch.tools.netlab import Lab, die_with_parent
 
 HOSTS = ("a", "b", "c", "d", "e")
 WRITER_PORT, PUB_PORT, SYNCER_PORT, FANOUT_PORT = 2480, 2481, 2482, 2379
@@ -405,7 +405,7 @@ class HostActor(Actor):
     def start(self):
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
-                                     text=True, bufsize=1)
+                                     text=True, bufsize=1, preexec_fn=die_with_parent)
         self.starts += 1
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
 
@@ -825,6 +825,7 @@ def main(argv=None) -> int:
     def on_term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # even when started with SIGINT ignored (`cmd &`)
     log = (lambda *x, **k: print(*x, file=sys.stderr, **k)) if a.json else print
     try:
         rep = run(cfg, log=log)

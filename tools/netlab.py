@@ -265,6 +265,18 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return p
 
 
+def die_with_parent():
+    """Popen preexec_fn: the child gets SIGKILL when the process that started it dies, even by
+    SIGKILL (PR_SET_PDEATHSIG survives `ip netns exec`'s exec), so that a lab killed hard leaves
+    no router or actor running.  Start children from the main thread: it is that thread's exit
+    that counts."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)      # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:
+        pass
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -347,7 +359,8 @@ class Lab:
         atexit.register(self.close)
         self.swept = sweep()
         self.router = subprocess.Popen([sys.executable, "-m", "zwatch.tools.netlab", "router"],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                       preexec_fn=die_with_parent)
         try:
             for h in self.hosts:
                 ns = self.ns[h]

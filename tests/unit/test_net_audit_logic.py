@@ -1,0 +1,28 @@
+"""Audit of issue #13 (helper H4), pure logic and manifests: no sockets, no processes.
+
+Each test named after a bug is a strict xfail: it passes once the bug is fixed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def k8s_objects(name: str) -> list[dict]:
+    return [o for o in yaml.safe_load_all((ROOT / "deploy/k8s/base" / name).read_text()) if o]
+
+
+@pytest.mark.xfail(strict=True, reason="the fan-outs' readiness follows a shared dependency (the store pod), so a "
+                   "store outage makes every fan-out unready at once; with the PDB's default "
+                   "unhealthyPodEvictionPolicy (IfHealthyBudget) no unready fan-out can then be evicted: "
+                   "`kubectl drain` of any node with a fan-out blocks until the store is back")
+def test_fanout_pdb_blocks_node_drains_while_the_store_is_down():
+    (pdb,) = [o for o in k8s_objects("fanout.yaml") if o["kind"] == "PodDisruptionBudget"]
+    # Kubernetes: with IfHealthyBudget (the default) a running but not ready pod may be evicted
+    # only while status.currentHealthy >= status.desiredHealthy; every fan-out unready (the
+    # store pod down or restarting for longer than ZWATCH_UPSTREAM_TIMEOUT_S) means
+    # currentHealthy 0 < replicas - maxUnavailable.  AlwaysAllow lets unready pods go.
+    assert pdb["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow", pdb["spec"]

@@ -26,3 +26,34 @@ def test_fanout_pdb_blocks_node_drains_while_the_store_is_down():
     # store pod down or restarting for longer than ZWATCH_UPSTREAM_TIMEOUT_S) means
     # currentHealthy 0 < replicas - maxUnavailable.  AlwaysAllow lets unready pods go.
     assert pdb["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow", pdb["spec"]
+
+
+@pytest.mark.xfail(strict=True, reason="every path but /livez and /readyz is prometheus_client's exposition, "
+                   "answered 200: a probe path with a typo (/readyz/, /ready, /healthz) always says ready, even "
+                   "for a fan-out cut off from the writer")
+def test_probe_path_typo_answers_200_for_a_cut_off_fanout():
+    from wsgiref.util import setup_testing_defaults
+
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+
+    from zwatch.actors import metrics
+
+    class CutOff:                      # what a cut-off fan-out answers (service.readiness)
+        loop_turned_at = 0.0
+
+        def readiness(self):
+            return False, "publish stream silent for 5.0 s"
+
+    app = metrics._app(make_wsgi_app(CollectorRegistry()), CutOff())
+
+    def status(path: str) -> int:
+        env = {"PATH_INFO": path}
+        setup_testing_defaults(env)
+        got = []
+        b"".join(app(env, lambda s, headers, exc_info=None: got.append(s)))
+        return int(got[0].split()[0])
+
+    assert status("/readyz") == 503
+    assert status("/metrics") == 200
+    # Kubernetes' own endpoints 404 unknown paths; an operator's typo must not read "ready".
+    assert [status(p) for p in ("/readyz/", "/ready", "/healthz", "/READYZ")] == [404] * 4

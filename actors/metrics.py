@@ -436,12 +436,17 @@ def serve(actor_name: str, actor, port: int | None, host: str = "127.0.0.1") -> 
 
 
 def _app(metrics_app, actor):
-    """/livez and /readyz (actors/probes.py) from the actor's attributes; every other path is
-    prometheus_client's exposition (/metrics, its `name[]` filters)."""
+    """/livez and /readyz (actors/probes.py) from the actor's attributes; /metrics is
+    prometheus_client's exposition (its `name[]` filters); anything else 404."""
     def app(environ, start_response):
-        probe = probes.PATHS.get(environ.get("PATH_INFO", ""))
+        path = environ.get("PATH_INFO", "")
+        probe = probes.PATHS.get(path)
         if probe is None:
-            return metrics_app(environ, start_response)
+            if path == "/metrics":
+                return metrics_app(environ, start_response)
+            # Not the exposition for any path: a probe with a typo must fail, not read 200.
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: the paths are /metrics, /livez, /readyz\n"]
         ok, text = probe(actor)
         start_response("200 OK" if ok else "503 Service Unavailable",
                        [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])

@@ -242,7 +242,11 @@ class Fanout:
                     syncer_age = self.upstream.syncer.age(now)
                     syncer_silent = syncer_age is None or syncer_age > max(self.stream.timeout_s,
                                                                           SYNCER_SILENT_PINGS * SYNCER_PING_S)
-                    silent = self.stream.check(now, syncer_silent)
+                    # The writer answers its pings but its stream does not come: our link to
+                    # its publish port alone is broken (the writer publishes every heartbeat).
+                    writer_age = self.upstream.writer.age(now)
+                    writer_answers = writer_age is not None and writer_age <= WRITER_STALE_S
+                    silent = self.stream.check(now, syncer_silent or writer_answers)
                     if silent is not None:
                         self._upstream_lost(silent)
                     self.core.retry_victims(now)

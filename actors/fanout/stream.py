@@ -5,8 +5,11 @@ so a fan-out that has joined the stream hears something at least once a heartbea
 for ``timeout_s`` (ZWATCH_UPSTREAM_TIMEOUT_S, a few heartbeats) means the writer died or the
 network to it broke.  Which one matters:
 
-* the syncer (on the writer's host, pinged every second) still answers: the writer itself is
-  down or hung.  Every fan-out is in the same place, so sending clients elsewhere would only
+* the writer still answers the fan-out's pings (every 0.5 s) on its request connection: the
+  writer is alive and publishing, so this fan-out's link to its publish port alone is broken:
+  cut off (below), like a partition;
+* the writer is silent but the syncer (on the writer's host, pinged every second) answers: the
+  writer itself is down or hung.  Every fan-out is in the same place, so sending clients elsewhere would only
   churn them, and this one still serves reads and catch-ups: it stays (and stays ready);
 * the syncer is silent too: the writer's host is unreachable from here (a partition, or a link
   so lossy that nothing gets through), while another fan-out may still be fed.  Its watches get

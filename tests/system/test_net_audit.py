@@ -3,7 +3,7 @@ probes, writes across a cut.  Links are cut with a loopback TCP forwarder this f
 (no namespaces needed): `Link.pause()` stops moving bytes both ways and holds new connections
 (a partition: TCP keeps its data, ZMTP heartbeats notice), `Link.resume()` heals.
 
-Each test named after a bug is a strict xfail: it passes once the bug is fixed."""
+Each test is named after a bug it found (strict xfails until the fixes landed)."""
 from __future__ import annotations
 
 import queue
@@ -112,8 +112,6 @@ def drain_events(w, seconds: float) -> list:
     return got
 
 
-@pytest.mark.xfail(strict=True, reason="a fan-out whose publish stream alone is cut (writer pongs fresh, syncer "
-                   "answers) is taken for 'the writer is down': it stays ready and its watches stall for ever")
 def test_publish_stream_cut_alone_leaves_fanout_ready_with_stalled_watches(make_cluster):
     metrics = free_port()
     cl = make_cluster(fanouts=2, env={"ZWATCH_UPSTREAM_TIMEOUT_S": "1.0", "ZWATCH_HEARTBEAT_S": "0.2"},

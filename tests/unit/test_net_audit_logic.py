@@ -1,6 +1,6 @@
 """Audit of issue #13 (helper H4), pure logic and manifests: no sockets, no processes.
 
-Each test named after a bug is a strict xfail: it passes once the bug is fixed."""
+Each test is named after a bug it found (strict xfails until the fixes landed)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,10 +15,6 @@ def k8s_objects(name: str) -> list[dict]:
     return [o for o in yaml.safe_load_all((ROOT / "deploy/k8s/base" / name).read_text()) if o]
 
 
-@pytest.mark.xfail(strict=True, reason="the fan-outs' readiness follows a shared dependency (the store pod), so a "
-                   "store outage makes every fan-out unready at once; with the PDB's default "
-                   "unhealthyPodEvictionPolicy (IfHealthyBudget) no unready fan-out can then be evicted: "
-                   "`kubectl drain` of any node with a fan-out blocks until the store is back")
 def test_fanout_pdb_blocks_node_drains_while_the_store_is_down():
     (pdb,) = [o for o in k8s_objects("fanout.yaml") if o["kind"] == "PodDisruptionBudget"]
     # Kubernetes: with IfHealthyBudget (the default) a running but not ready pod may be evicted
@@ -28,9 +24,6 @@ def test_fanout_pdb_blocks_node_drains_while_the_store_is_down():
     assert pdb["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow", pdb["spec"]
 
 
-@pytest.mark.xfail(strict=True, reason="every path but /livez and /readyz is prometheus_client's exposition, "
-                   "answered 200: a probe path with a typo (/readyz/, /ready, /healthz) always says ready, even "
-                   "for a fan-out cut off from the writer")
 def test_probe_path_typo_answers_200_for_a_cut_off_fanout():
     from wsgiref.util import setup_testing_defaults
 

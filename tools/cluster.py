@@ -59,17 +59,26 @@ class Actor:
 
     def start(self):
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
+                                     text=True, bufsize=1, **self.popen_options())
         self.starts += 1
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+
+    def popen_options(self) -> dict:
+        """More subprocess.Popen arguments (a subclass: stdin, preexec_fn)."""
+        return {}
 
     def _read(self, proc):
         for line in proc.stdout:
             self.raw.append(line)
             try:
-                self.lines.append(json.loads(line))
+                parsed = json.loads(line)
             except ValueError:
-                pass
+                continue
+            self.on_line(parsed)
+
+    def on_line(self, parsed):
+        """A JSON line of the actor's output."""
+        self.lines.append(parsed)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -402,23 +402,13 @@ class HostActor(Actor):
         self.host, self.stdin = host, stdin
         self.timed: list[tuple[float, dict]] = []
 
-    def start(self):
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
-                                     text=True, bufsize=1, preexec_fn=die_with_parent)
-        self.starts += 1
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+    def popen_options(self) -> dict:
+        return {"stdin": subprocess.PIPE if self.stdin else subprocess.DEVNULL, "preexec_fn": die_with_parent}
 
-    def _read(self, proc):
-        for line in proc.stdout:
-            self.raw.append(line)
-            try:
-                d = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(d, dict):
-                self.timed.append((time.time(), d))
-                self.lines.append(d)
+    def on_line(self, parsed):
+        if isinstance(parsed, dict):
+            self.timed.append((time.time(), parsed))
+            self.lines.append(parsed)
 
     def send(self, msg: dict):
         try:

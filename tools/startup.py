@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", help="keep the store here (reused if it exists)")
     args = ap.parse_args(argv)
     base = args.dir or tempfile.mkdtemp(prefix="zwatch-startup-")
+    os.makedirs(base, exist_ok=True)
     data = os.path.join(base, "data")
     try:
         build_s = build(data, args.revisions)

@@ -434,6 +434,13 @@ class Fanout:
             members.append({"ID": self.member_id, "name": self.instance, "peerURLs": [],
                             "clientURLs": [self.advertise], "started": round(self.started, 3),
                             "sessions": len(self.sessions), "watchers": len(self.core.watchers)})
+        # One member per endpoint: a fan-out restarted on it is the latest start (the syncer still
+        # lists the old instance until it times out, ~10 s: it showed twice with the same ID).
+        latest: dict[int, dict] = {}
+        for m in members:
+            if m["ID"] not in latest or (m["started"] or 0) >= (latest[m["ID"]]["started"] or 0):
+                latest[m["ID"]] = m
+        members = list(latest.values())
         return {"header": {"revision": self.core.last_seen or 0, "member_id": self.member_id}, "members": members}
 
     def _drain_syncer(self):

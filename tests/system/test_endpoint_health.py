@@ -128,3 +128,14 @@ def test_hashkv_is_the_same_through_every_fanout_and_moves_with_writes(two_fanou
     c.put(b"a", b"2")
     assert c.hash_kv(2).hash == at2 and c.hash_kv().hash != at2
     assert c.hash_kv().hash_revision == 3
+
+
+def test_member_list_shows_a_restarted_fanout_once_not_twice_with_one_id(two_fanouts):
+    wait_healthy(two_fanouts)
+    time.sleep(1.2)
+    two_fanouts.restart("fanout1")
+    two_fanouts["fanout1"].wait_event("fanout.joined_stream", count=2, timeout=15)
+    time.sleep(1.5)                                    # the new instance pinged the syncer; the old one is still listed there
+    r = zw(two_fanouts, "member", "list", "-w", "json")
+    members = json.loads(r.stdout)["members"]
+    assert len(members) == 2 and len({m["ID"] for m in members}) == 2, members

@@ -41,16 +41,30 @@ def make_socket(ctx: zmq.Context, kind: int, *, linger_ms: int = 0, max_msg: int
 # whatever the actor's Python thread is doing) drops a connection whose peer has not answered a
 # PING for HEARTBEAT_TIMEOUT_MS and dials again; CONNECT_TIMEOUT_MS bounds each dial, so a healed
 # link (or a writer back on the same address on another machine) is reached within about it.
+#
+# Two timeouts.  The publish stream (PUB/SUB) uses the short one: dropping it loses nothing (the
+# fan-out sees the gap by sequence and catches up from the syncer), and a healed link then flows
+# again within seconds.  The request links (DEALER/ROUTER between fan-outs, writer and syncer) use
+# the long one: dropping a connection discards the requests already in its TCP buffers, so a peer
+# whose whole process froze for a few seconds (SIGSTOP, a cgroup freeze, a VM pause, swapping;
+# a long commit does not freeze libzmq's I/O thread, which answers PINGs) must not lose the
+# keep-alives and writes queued to it.  A host that is really gone is still dropped, after
+# REQUEST_HEARTBEAT_TIMEOUT_MS, and a host replaced on the same address answers the fan-out's
+# next ping with a RST, which drops the old connection at once.
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
+REQUEST_HEARTBEAT_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_MS = 2000
 
 
 def zmtp_heartbeats(sock: zmq.Socket, *, connecting: bool) -> zmq.Socket:
-    """ZMTP heartbeats on an internal socket (both ends set them: each drops a dead peer)."""
+    """ZMTP heartbeats on an internal socket (both ends set them: each drops a dead peer);
+    the short timeout on the publish stream, the long one on request links (see above)."""
+    stream = sock.type in (zmq.PUB, zmq.SUB, zmq.XPUB, zmq.XSUB)
+    timeout_ms = HEARTBEAT_TIMEOUT_MS if stream else REQUEST_HEARTBEAT_TIMEOUT_MS
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)    # the peer drops us when we go silent
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, timeout_ms)    # the peer drops us when we go silent
     if connecting:
         sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
     return sock

@@ -32,6 +32,7 @@ HEALTH_TIMEOUT_S = 1.0
 PING_REUSE_S = 0.1
 # `status` reports the writer unreachable when its last pong is older than this.
 WRITER_STALE_S = 3 * WRITER_PING_S
+MAX_UNANSWERED_PINGS = 256
 
 
 def member_id(endpoint: str) -> int:
@@ -48,9 +49,21 @@ class Peer:
     seq: int = 0                      # the highest ping seq a pong answered
     revision: int = 0
     info: dict = field(default_factory=dict)
+    answered_sent_at: float | None = None   # when the ping the last pong answered was sent
+    sent: dict = field(default_factory=dict)  # {seq: monotonic send time} of unanswered pings
+
+    def pinged(self, seq: int, now: float):
+        self.sent[seq] = now
+        if len(self.sent) > MAX_UNANSWERED_PINGS:       # a peer that never answers: keep the newest
+            for old in sorted(self.sent)[:len(self.sent) - MAX_UNANSWERED_PINGS]:
+                del self.sent[old]
 
     def pong(self, seq: int, revision: int, info: dict | None, now: float):
         self.seen_at = now
+        if seq >= self.seq:
+            self.answered_sent_at = self.sent.get(seq, self.answered_sent_at)
+            for old in [s for s in self.sent if s <= seq]:
+                del self.sent[old]
         self.seq = max(self.seq, seq)
         self.revision = revision
         if info:

@@ -244,9 +244,11 @@ class Fanout:
                                                                           SYNCER_SILENT_PINGS * SYNCER_PING_S)
                     # The writer answers its pings but its stream does not come: our link to
                     # its publish port alone is broken (the writer publishes every heartbeat).
-                    writer_age = self.upstream.writer.age(now)
-                    writer_answers = writer_age is not None and writer_age <= WRITER_STALE_S
-                    silent = self.stream.check(now, syncer_silent or writer_answers)
+                    writer = self.upstream.writer
+                    writer_answers = writer.seen_at is not None and now - writer.seen_at <= WRITER_STALE_S
+                    if writer_answers and writer.answered_sent_at is not None:
+                        self.stream.writer_answered(writer.answered_sent_at, writer.seen_at)
+                    silent = self.stream.check(now, syncer_silent, writer_answers)
                     if silent is not None:
                         self._upstream_lost(silent)
                     self.core.retry_victims(now)
@@ -381,6 +383,7 @@ class Fanout:
         self.writer_ping_seq += 1
         try:
             self.writer.send(internal.Ping(self.writer_ping_seq).encode(), zmq.NOBLOCK)
+            self.upstream.writer.pinged(self.writer_ping_seq, time.monotonic())
             return self.writer_ping_seq
         except zmq.Again:
             return None

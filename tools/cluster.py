@@ -43,8 +43,30 @@ def raw_session(endpoint: str, **sockopts) -> RawSession:
     return s
 
 
+# Ports handed out come from below the kernel's ephemeral range (32768-60999 by default):
+# a port the kernel picked with bind(0) is free now, but every outgoing connection (a client,
+# the writer's own links) draws its local port from that same range, so by the time the actor
+# binds it an unrelated connection may hold it (CI: writer.bind_failed "Address already in
+# use" on 58369). Below the range only another listener can take it, and this process never
+# hands the same port out twice.
+_PORT_RANGE = (20000, 32000)
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    import random
+    for _ in range(1000):
+        port = random.randrange(*_PORT_RANGE)
+        if port in _ports_given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    with socket.socket() as s:  # the range is exhausted: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

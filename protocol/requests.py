@@ -477,7 +477,9 @@ def _hello(body, where: str) -> dict:
     return {"version": get_int(body, "version", 0, 0, 1 << 31),
             "client": str(body.get("client", ""))[:64],   # a name for logs, any type
             "user": _get_str(body, "user", MAX_AUTH_NAME_BYTES),
-            "password": _get_str(body, "password", MAX_PASSWORD_BYTES)}
+            "password": _get_str(body, "password", MAX_PASSWORD_BYTES),
+            # The client's own bound on unconsumed bytes (0: the fan-out's window), SPEC.md "ack"
+            "window_bytes": get_int(body, "window_bytes", 0, 0, 1 << 62)}
 
 
 # Alarms (etcd's AlarmRequest): a disarm names one alarm type, or "" for every active alarm.
@@ -524,7 +526,7 @@ def normalize(op: str, body):
 
     range / put / delete_range / compact -> dict; txn -> dict whose success and failure are
     lists of (op, normalized body); watch_create -> WatchSpec; watch_cancel -> {"watch_id"};
-    ack -> {"bytes"}; hello -> {"version", "client", "user", "password"}; an auth op -> dict
+    ack -> {"bytes"}; hello -> {"version", "client", "user", "password", "window_bytes"}; an auth op -> dict
     with every field of its schema (absent optional ones None).  Raises InvalidArgument."""
     if not isinstance(op, str) or op not in _NORMALIZERS:
         raise InvalidArgument(f"unknown op {op!r}")

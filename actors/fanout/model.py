@@ -81,7 +81,7 @@ class Slot:
 class Session:
     """A client session: its watches (core.FanoutCore) and its output state (sessions.py)."""
     __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "futures", "next_auto_id",
-                 "sent_bytes", "acked_bytes", "backoff", "held", "held_bytes", "held_since",
+                 "sent_bytes", "acked_bytes", "watch_sent_end", "window", "backoff", "held", "held_bytes", "held_since",
                  "forwarded", "forwarded_cost", "user", "principal", "fd")
 
     def __init__(self, ident: bytes, name: str, now: float = 0.0):
@@ -96,6 +96,11 @@ class Session:
         # only sent while sent - acked stays within the session window.
         self.sent_bytes = 0
         self.acked_bytes = 0
+        # sent_bytes right after the last watch frame went: once acked_bytes reaches it, every
+        # watch frame sent was consumed, and one more may go whatever its size (replies sent
+        # after it, such as the pong of the ping that carried the ack, do not count).
+        self.watch_sent_end = 0
+        self.window = 0       # the client's smaller window (its hello's window_bytes); 0: the fan-out's
         self.backoff = 0.0    # victim back-off, doubled while the session stays stuck
         # Frames waiting for credit, in order; bounded by the window and a stall deadline.
         self.held: list = []

@@ -41,6 +41,9 @@ from .sessions import AGAIN, GONE, SENT, SessionOutput
 from .stream import UPSTREAM_LOST, PublishStream
 
 NO_SESSION = "NO_SESSION"
+# A hello's window_bytes is raised to this (a smaller window would only make every frame wait
+# for the "one frame may always go" rule) and lowered to ZWATCH_SESSION_WINDOW_BYTES.
+MIN_CLIENT_WINDOW_BYTES = 64 * 1024
 AUTH_FAILED = "etcdserver: authentication failed, invalid user ID or password"
 # An unanswered auth_state fetch is sent again after this long (the syncer may be restarting).
 AUTH_FETCH_RETRY_S = 2.0
@@ -782,11 +785,14 @@ class Fanout:
             session.fd = fd
             self.fd_sessions[fd] = ident
         self.core.set_session_user(session, user)
+        asked = hello.get("window_bytes") or 0
+        if asked:   # a client that wants to buffer less than the window (never below one small frame)
+            session.window = min(max(asked, MIN_CLIENT_WINDOW_BYTES), self.session_window)
         if user is not None:
             self.st["logins"] += 1
         self.core.reply(ident, messages.encode_ok(req_id, {
             "version": PROTOCOL_VERSION, "session": ident.hex(), "fanout": self.instance,
-            "heartbeat_s": 1.0, "idle_timeout_s": self.idle_timeout_s,
+            "heartbeat_s": 1.0, "idle_timeout_s": self.idle_timeout_s, "window_bytes": session.window or self.session_window,
             "revision": self.core.last_seen or 0, "user": user, "auth_enabled": self.core.auth.enabled,
             "limits": {"max_watches": self.max_watches, "max_request_bytes": messages.MAX_REQUEST_BYTES,
                        "max_key_bytes": messages.MAX_KEY_BYTES}}))

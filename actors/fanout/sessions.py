@@ -7,8 +7,15 @@ section 7.6, design.md section 10):
 * consecutive watch responses and control responses are spliced into one ``w`` frame of about
   256 KiB at most (responses are never re-encoded); replies travel as their own frames;
 * a watch frame is sent only while unacknowledged bytes stay within the session window, except
-  that one frame may always go when everything sent is acknowledged;
-* what cannot be sent is held, in order; held for longer than the stall time, or more than a
+  that one frame may always go when every watch frame sent is acknowledged (replies sent since,
+  like the pong of the ping that carried the ack, are not waited for);
+* what cannot be sent is held, in order, except that replies (``ok``/``err``/``pong``) pass held
+  watch frames: they need no credit, and a client that acknowledges only what its application
+  consumed (SPEC.md "ack") must still get the reply of the put it is blocked in while its watch
+  backlog waits.  Nothing passes a held control response or progress notification (a bookmark
+  must never overtake the events before it, nor a created reply the progress before it), and
+  nothing passes a frame the pipe refused;
+* held for longer than the stall time (no watch frame sent meanwhile), or more than a
   window's worth, the watch frames are dropped and their owners become victims (the caller
   victimizes them); replies and control responses are kept, but a session that has more than
   ``max_held_replies`` of them (or a window's worth) is not reading at all and is closed.
@@ -25,6 +32,7 @@ FRAME_BYTES = 256 * 1024       # watch frames are cut here so that credit moves 
 MAX_HELD_REPLIES = 1000
 
 SENT, AGAIN, GONE = "sent", "again", "gone"
+CONTROL = "control"             # the tag of a control response's frame (created / canceled)
 
 
 class Progress(NamedTuple):
@@ -67,7 +75,7 @@ def cut_frames(items) -> list[tuple[bytes, object]]:
         if isinstance(item, ReplyOut):
             frames.append((item.frame, None))
         elif isinstance(item, ControlOut):
-            frames.append((messages.watch_frame([item.data]), None))
+            frames.append((messages.watch_frame([item.data]), CONTROL))
         elif isinstance(item, ProgressOut):
             tag = Progress(item.req_id)
             if item.frame is not None:
@@ -99,27 +107,43 @@ class SessionOutput:
             return FlushResult()
         if session.held:
             frames = session.held + frames
-        sent = 0
-        window = self.window
-        for frame, tag in frames:
-            if isinstance(tag, list) and session.sent_bytes > session.acked_bytes and \
+        sent = sent_watch = 0
+        window = session.window or self.window
+        rest: list = []
+        only_replies_pass = True     # what is held so far is watch frames only: replies may pass
+        for i, (frame, tag) in enumerate(frames):
+            if rest and not (tag is None and only_replies_pass):
+                rest.append((frame, tag))
+                if not isinstance(tag, list):
+                    only_replies_pass = False
+                continue
+            if isinstance(tag, list) and session.watch_sent_end > session.acked_bytes and \
                     session.sent_bytes - session.acked_bytes + len(frame) > window:
-                break  # no credit: hold this and everything after it (one frame may always go)
+                # No credit: held.  One frame may always go once every watch frame sent was
+                # acknowledged (a frame larger than the window; replies unacked since then, such
+                # as the pong to the ping that carried that ack, do not hold it back).
+                rest.append((frame, tag))
+                continue
             outcome = send(ident, frame)
             if outcome == AGAIN:
+                rest.extend(frames[i:])     # the pipe is full: everything from here waits
                 break
             if outcome == GONE:
                 return FlushResult(sent=sent, close="unreachable")
             sent += 1
             session.sent_bytes += len(frame)
+            if isinstance(tag, list):
+                sent_watch += 1
+                session.watch_sent_end = session.sent_bytes
             inflight = session.sent_bytes - session.acked_bytes
             if inflight > self.max_inflight:
                 self.max_inflight = inflight
-        rest = frames[sent:]
         if not rest:
             session.held, session.held_bytes = [], 0
             return FlushResult(sent=sent)
-        if not session.held or sent:
+        # The stall clock runs while held watch frames make no progress (replies passing them
+        # are no progress for them); a backlog of replies alone progresses with any send.
+        if not session.held or sent_watch or (sent and not any(isinstance(t, list) for _, t in rest)):
             session.held_since = now
         session.held = rest
         session.held_bytes = sum(len(f) for f, _ in rest)

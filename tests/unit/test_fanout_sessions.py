@@ -23,6 +23,11 @@ class Pipe:
         return SENT
 
 
+def msgpack_watch_frame(data: bytes) -> bytes:
+    from zwatch import messages
+    return messages.watch_frame([data])
+
+
 def resp(rev: int, size: int = 100) -> bytes:
     return msgpack.packb([[1], rev, [[0, [b"k", 2, rev, 1, b"x" * size, 0]]], False])
 
@@ -47,11 +52,46 @@ def test_watch_frames_wait_for_credit_but_one_frame_may_always_go():
     pipe = Pipe()
     r = out.flush(b"s", s, [w_item(2, 5000)], pipe, now=0.0)     # bigger than the window, nothing unacked
     assert r.sent == 1 and not r.holding
-    r = out.flush(b"s", s, [w_item(3, 10), ReplyOut(b"reply")], pipe, now=0.1)
-    assert r.sent == 0 and r.holding and len(s.held) == 2       # no credit: held, the reply waits behind it
+    r = out.flush(b"s", s, [w_item(3, 10), w_item(4, 10)], pipe, now=0.1)
+    assert r.sent == 0 and r.holding and len(s.held) == 1       # no credit: held
     out.ack(s, s.sent_bytes)
     r = out.flush(b"s", s, [], pipe, now=0.2)
-    assert r.sent == 2 and not s.held
+    assert r.sent == 1 and not s.held
+
+
+def test_replies_pass_held_watch_frames_but_not_a_held_control_or_progress_frame():
+    """Regression (issue #14, a client that acks only what its application consumed): a put's
+    reply waited behind the watch frames of the client's own unread watch, so an application
+    blocked in put() never got its reply, the session fell silent and failed over.  Replies need
+    no credit and pass held watch frames; a bookmark (progress) or a created/canceled response
+    never overtakes what was queued before it, so nothing passes those."""
+    out = SessionOutput(window=1000, stall_s=2.0)
+    s = Session(b"s", "s")
+    pipe = Pipe()
+    out.flush(b"s", s, [w_item(2, 2000)], pipe, now=0.0)            # fills the window, never acked
+    r = out.flush(b"s", s, [w_item(3, 10), ReplyOut(b"put-reply"), ReplyOut(b"pong")], pipe, now=0.1)
+    assert pipe.frames[-2:] == [b"put-reply", b"pong"] and r.sent == 2 and len(s.held) == 1
+    items = [ProgressOut(b"pframe", b"preply", 7), ReplyOut(b"after-progress"), ControlOut(b"c"), ReplyOut(b"after")]
+    r = out.flush(b"s", s, items, pipe, now=0.2)
+    assert r.sent == 0 and [f for f, _ in s.held][1:] == [b"pframe", b"preply", b"after-progress",
+                                                        msgpack_watch_frame(b"c"), b"after"]
+    out.ack(s, s.sent_bytes)
+    r = out.flush(b"s", s, [], pipe, now=0.3)                       # credit: all of it, in order
+    assert not s.held and pipe.frames[-3:] == [b"after-progress", msgpack_watch_frame(b"c"), b"after"]
+    assert out.stall_s == 2.0
+
+
+def test_replies_passing_held_watch_frames_do_not_reset_the_stall_clock():
+    out = SessionOutput(window=1000, stall_s=1.0)
+    s = Session(b"s", "s")
+    pipe = Pipe()
+    out.flush(b"s", s, [w_item(2, 2000)], pipe, now=0.0)
+    out.flush(b"s", s, [w_item(3, 10)], pipe, now=0.1)
+    for t in (0.5, 0.9, 1.05):
+        r = out.flush(b"s", s, [ReplyOut(b"pong")], pipe, now=t)
+        assert not r.lost_owners
+    r = out.flush(b"s", s, [ReplyOut(b"pong")], pipe, now=1.2)     # held 1.1 s > stall: a victim
+    assert [o.first_rev for o in r.lost_owners] == [3]
 
 
 def test_a_stuck_session_loses_its_watch_frames_in_order_and_keeps_its_replies():
@@ -99,9 +139,36 @@ def test_a_reading_session_is_not_closed_when_replies_were_held_behind_a_full_wi
     s = Session(b"s", "s")
     pipe = Pipe()
     out.flush(b"s", s, [w_item(2, 2000)], pipe, now=0.0)            # fills the window, never acked
-    items = [w_item(3, 10)] + [ReplyOut(b"created")] * 50
+    # (Replies pass held watch frames now; control responses still wait behind them.)
+    items = [w_item(3, 10)] + [ControlOut(b"created")] * 50
     r = out.flush(b"s", s, items, pipe, now=0.0)
     assert r.holding and len(s.held) == 51
     r = out.flush(b"s", s, [], pipe, now=2.0)                       # stuck: the watch frame goes...
-    assert r.close is None and not s.held                           # ...and the replies are delivered
-    assert pipe.frames.count(b"created") == 50
+    assert r.close is None and not s.held                           # ...and the responses are delivered
+    assert pipe.frames.count(msgpack_watch_frame(b"created")) == 50
+
+
+def test_a_session_window_asked_in_the_hello_is_the_one_used():
+    out = SessionOutput(window=1_000_000, stall_s=2.0)
+    s = Session(b"s", "s")
+    s.window = 3000                                              # the client's hello asked for less
+    pipe = Pipe()
+    out.flush(b"s", s, [w_item(2, 2000)], pipe, now=0.0)
+    r = out.flush(b"s", s, [ReplyOut(b"r"), w_item(3, 2000)], pipe, now=0.1)
+    assert r.sent == 1 and len(s.held) == 1                      # 2000 + 2000 > 3000: held
+    out.ack(s, s.sent_bytes)
+    assert out.flush(b"s", s, [], pipe, now=0.2).sent == 1
+
+
+def test_one_watch_frame_may_go_once_every_watch_frame_was_acknowledged_whatever_replies_follow():
+    """Regression: a pong sent after the client's ack (the ack rides with each ping) stayed
+    unacknowledged, so 'everything acknowledged' never held again and a frame larger than the
+    window was dropped every stall period forever (a victim loop)."""
+    out = SessionOutput(window=1000, stall_s=0.5)
+    s = Session(b"s", "s")
+    pipe = Pipe()
+    out.flush(b"s", s, [w_item(2, 5000)], pipe, now=0.0)        # larger than the window: may go alone
+    out.ack(s, s.sent_bytes)
+    out.flush(b"s", s, [ReplyOut(b"pong")], pipe, now=0.1)       # unacknowledged reply after the ack
+    r = out.flush(b"s", s, [w_item(3, 5000)], pipe, now=0.2)
+    assert r.sent == 1 and not s.held

@@ -74,9 +74,13 @@ def test_session_op_defaults():
     assert normalize("watch_cancel", {}) == {"watch_id": 0}
     assert normalize("watch_cancel", {"watch_id": -1}) == {"watch_id": -1}
     assert normalize("ack", {}) == {"bytes": 0}
-    assert normalize("hello", {}) == {"version": 0, "client": "", "user": None, "password": None}
+    assert normalize("hello", {}) == {"version": 0, "client": "", "user": None, "password": None, "window_bytes": 0}
     assert normalize("hello", {"version": 1, "client": "x" * 100}) == {
-        "version": 1, "client": "x" * 64, "user": None, "password": None}
+        "version": 1, "client": "x" * 64, "user": None, "password": None, "window_bytes": 0}
+    assert normalize("hello", {"window_bytes": 1 << 20})["window_bytes"] == 1 << 20
+    for bad in (-1, "1", 1.5, True):
+        with pytest.raises(InvalidArgument):
+            normalize("hello", {"window_bytes": bad})
     assert normalize("hello", {"user": "alice", "password": "pw"})["user"] == "alice"
     assert normalize("hello", {"client": 42, "extra": True})["client"] == "42"
 

@@ -9,18 +9,25 @@ package for the wire contract and must not load the client (tests/unit/test_laye
 """
 __version__ = "0.1.0"
 
-from .errors import (PermissionDenied, PermissionNotGranted, RoleExists, RoleNotFound, RoleNotGranted,  # noqa: E402
-                     Unauthenticated, UserExists, UserNotFound, ZwatchError)
+from .errors import (ZwatchError, InvalidArgument, Compacted, FutureRevision, ResourceExhausted,  # noqa: E402
+                     Unavailable, Internal, Unimplemented, FailedPrecondition, NoSpace, LeaseNotFound,
+                     LeaseExists, LeaseTTLTooLarge, Unauthenticated, PermissionDenied, UserExists,
+                     UserNotFound, RoleExists, RoleNotFound, RoleNotGranted, PermissionNotGranted)
+
+# Every error class, so that ``except zwatch.Compacted`` works without knowing the module layout
+# (tests/unit/test_exports.py checks that none is missing).
+ERROR_CLASSES = ("ZwatchError", "InvalidArgument", "Compacted", "FutureRevision", "ResourceExhausted",
+                 "Unavailable", "Internal", "Unimplemented", "FailedPrecondition", "NoSpace", "LeaseNotFound",
+                 "LeaseExists", "LeaseTTLTooLarge", "Unauthenticated", "PermissionDenied", "UserExists",
+                 "UserNotFound", "RoleExists", "RoleNotFound", "RoleNotGranted", "PermissionNotGranted",
+                 "NotLeader")
 
 # Names this package re-exports from zwatch.client, loaded when first asked for.
-_CLIENT_NAMES = frozenset({"Client", "Watch", "WatchResponse", "Event", "KeyValue", "Value", "Version",
+_CLIENT_NAMES = frozenset({"Client", "Watch", "WatchResponse", "Event", "KeyValue", "Header", "Value", "Version",
                            "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn", "Lease", "Lock",
-                           "Election"})
+                           "Election", "NotLeader", "WatchQueue", "Cache"})
 
-__all__ = ["Client", "Watch", "WatchResponse", "Event", "KeyValue", "ZwatchError", "Value", "Version",
-           "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn", "Lease", "Lock", "Election",
-           "Unauthenticated", "PermissionDenied", "UserExists", "UserNotFound", "RoleExists", "RoleNotFound",
-           "RoleNotGranted", "PermissionNotGranted", "__version__"]
+__all__ = sorted(_CLIENT_NAMES | set(ERROR_CLASSES)) + ["__version__"]
 
 
 def __getattr__(name: str):

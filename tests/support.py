@@ -34,7 +34,8 @@ def collect(w, n_events, timeout=10.0):
     while len(events) < n_events:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"got {len(events)} of {n_events} events: {events}")
+            raise AssertionError(f"got {len(events)} of {n_events} events, revisions ending "
+                                 f"{[e.kv.mod_revision for e in events][-20:]}")
         try:
             r = w.get(timeout=left)
         except queue.Empty:
@@ -43,6 +44,39 @@ def collect(w, n_events, timeout=10.0):
             raise AssertionError(f"watch ended after {len(events)} events ({w.cancel_reason})")
         events.extend(r.events)
     return events
+
+
+class Consumer:
+    """An application that reads a watch as it comes, on its own thread (the client acks what
+    the application consumed, so a watch nobody reads stalls its session by design)."""
+
+    def __init__(self, w):
+        self.w, self.events, self.ended = w, [], False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                r = self.w.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if r is None:
+                self.ended = True
+                return
+            self.events.extend(r.events)
+
+    def collect(self, n_events, timeout=10.0):
+        """Stops consuming once n_events arrived (or the timeout: asserts) and returns them."""
+        deadline = time.monotonic() + timeout
+        while len(self.events) < n_events and time.monotonic() < deadline and not self.ended:
+            time.sleep(0.02)
+        self._stop.set()
+        self._thread.join(5)
+        assert len(self.events) >= n_events, (
+            f"got {len(self.events)} of {n_events} events, revisions ending {revs(self.events)[-20:]}")
+        return self.events
 
 
 def no_more(w, wait=0.4):

@@ -9,12 +9,17 @@
     curve.py     CURVE keys of the connection
     session.py   the I/O thread: connection state machine, heartbeats, acks, failover, resume
     delivery.py  watch responses -> the watches' queues (fragments, shared queues, duplicates)
+    cache.py     Cache: a local map of a range, consistent at a known revision (an informer)
+    callbacks.py add_watch_callback's dispatcher thread
+    credit.py    flow-control credit: what the application consumed is what gets acknowledged
 """
 from .auth import Credentials
 from .builders import (DEFAULT_ENDPOINT, CreateRevision, Delete, Get, ModRevision, Put, Txn, Value, Version,
                        endpoints_from_env)
 from .concurrency import Election, Lock, NotLeader
+from .cache import Cache
 from .core import Client, Watch
+from .credit import WatchQueue
 from .lease import Lease
 from .delivery import WatchRouter
 from .session import Phase, Session
@@ -23,7 +28,7 @@ from .types import (AuthStatusResponse, CompactResponse, DeleteRangeResponse, Ev
                     UserGetResponse, UserListResponse, WatchResponse, HealthResponse, MemberListResponse, Member,
                     HashKVResponse)
 
-__all__ = ["Client", "Watch", "Lease", "Lock", "Election", "NotLeader", "WatchRouter", "Session", "Phase",
+__all__ = ["Client", "Watch", "WatchQueue", "Cache", "Lease", "Lock", "Election", "NotLeader", "WatchRouter", "Session", "Phase",
            "DEFAULT_ENDPOINT", "endpoints_from_env",
            "Value", "Version", "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn",
            "Header", "KeyValue", "RangeResponse", "PutResponse", "DeleteRangeResponse", "TxnResponse",

@@ -32,6 +32,8 @@ from .auth import AuthMixin, Credentials
 from .builders import endpoints_from_env, lease_id_of, range_body, to_bytes
 from .resolve import expand as expand_endpoints
 from .concurrency import Election, Lock
+from .callbacks import CallbackDispatcher
+from .credit import Credit, WatchQueue
 from .curve import resolve as resolve_curve
 from .delivery import WatchRouter
 from .lease import Lease, LeaseKeeper
@@ -93,7 +95,8 @@ class Watch:
         self.watch_id = watch_id
         self.body = body                      # original options, re-sent on resume
         self.shared = shared_queue is not None
-        self.queue = shared_queue if self.shared else queue.SimpleQueue()
+        # Its own queue is a WatchQueue: taking a response out is what acknowledges it (credit.py)
+        self.queue = shared_queue if self.shared else WatchQueue()
         self.last_revision = 0                # max(last event revision, last progress revision)
         self.duplicates_dropped = 0           # events at or below last_revision the client dropped
         self.canceled = False
@@ -180,7 +183,7 @@ class Client(AuthMixin, SessionIO):
 
     def __init__(self, endpoints=None, timeout: float = 5.0, heartbeat: float = 1.0, name: str | None = None,
                  user: str | None = None, password: str | None = None, curve_server_key=None,
-                 curve_client_key=None, shuffle: bool = True):
+                 curve_client_key=None, shuffle: bool = True, max_buffered_bytes: int = 0):
         self.endpoints = endpoints_from_env(endpoints)
         self.credentials = Credentials.resolve(user, password)
         self.curve = resolve_curve(curve_server_key, curve_client_key)   # SessionIO applies it
@@ -200,6 +203,15 @@ class Client(AuthMixin, SessionIO):
         # clients of a fan-out that dies or drains spread over the others (session.py).
         # Names (a headless Service) stand for every address they resolve to (resolve.py).
         self._session = Session(self.endpoints, heartbeat, shuffle=shuffle, resolver=expand_endpoints)
+        # Backpressure (credit.py): watch responses are acknowledged to the fan-out once the
+        # application took them from their watch's queue, so a slow application slows the stream
+        # (and, if it stays slow, its watches catch up from history later) instead of piling
+        # responses up here.  Unconsumed bytes stay within the fan-out's session window (8 MiB by
+        # default), or within max_buffered_bytes when that is smaller.
+        self._credit = Credit(self._wake)
+        self._session.credit = self._credit
+        self._session.max_buffered_bytes = max(0, int(max_buffered_bytes))
+        self._callbacks = CallbackDispatcher(self.name)     # add_watch_callback's thread
         self.moves = 0                              # goaways followed (the fan-out drained)
         self._resume_reqs: dict[int, Watch] = {}   # req_id of a resume create -> its watch
         self._resume_pending = False                # some watch waits to be re-created
@@ -404,6 +416,31 @@ class Client(AuthMixin, SessionIO):
             handle.last_revision = created.get("header", {}).get("revision", 0)
         return handle
 
+    # ------------------------------------------------------------ callbacks (python-etcd3's API)
+    def add_watch_callback(self, key, callback, range_end=None, **kwargs) -> int:
+        """Watch key (or [key, range_end)) and call callback(response) for each response, on the
+        client's one callback thread (callbacks.py: what it receives when the watch ends).
+        kwargs: watch()'s options (start_revision, prev_kv, filters, progress_notify, prefix...).
+        Returns the watch id, for cancel_watch()."""
+        if "queue" in kwargs:
+            raise TypeError("add_watch_callback delivers to its callback: no queue")
+        handle = self.watch(key, range_end, queue=self._callbacks.queue, **kwargs)
+        self._callbacks.add(handle.watch_id, callback)
+        return handle.watch_id
+
+    def add_watch_prefix_callback(self, key_prefix, callback, **kwargs) -> int:
+        """add_watch_callback over every key starting with key_prefix."""
+        return self.add_watch_callback(key_prefix, callback, prefix=True, **kwargs)
+
+    def cancel_watch(self, watch_id: int, timeout=None) -> None:
+        """Cancel a watch by id (one of add_watch_callback's, or any watch of this client): its
+        callback is not called again once this returns."""
+        self._callbacks.remove(watch_id)
+        with self._lock:
+            w = self._watches.get(watch_id)
+        if w is not None:
+            w.cancel(timeout)
+
     def wait_connected(self, timeout: float) -> bool:
         """True once a fan-out answered the hello (or the login was refused for good: the next
         request raises why); False if none did within `timeout` seconds (etcdctl's --dial-timeout)."""
@@ -423,6 +460,7 @@ class Client(AuthMixin, SessionIO):
         if self._closed:
             return
         self._closed = True
+        self._callbacks.close()
         self._wake()
         self._thread.join(timeout=2)
         self.lease_keeper.stop()     # no revoke: an abandoned lease expires at the server (etcd)
@@ -432,6 +470,17 @@ class Client(AuthMixin, SessionIO):
                 w.queue.put(None)
         self._wake_tx.close()
         self._ctx.term() if not self._thread.is_alive() else None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of watch frames received and not yet consumed by the application (credit.py)."""
+        return self._credit.held
+
+    @property
+    def max_buffered_seen(self) -> int:
+        """The most bytes ever buffered unconsumed at once (bounded by the session window, or by
+        max_buffered_bytes when smaller, plus one frame)."""
+        return self._credit.max_held
 
     @property
     def duplicates_dropped(self) -> int:
@@ -497,6 +546,8 @@ class Client(AuthMixin, SessionIO):
         finally:
             with self._lock:
                 self._watches.pop(w.watch_id, None)
+            if isinstance(w.queue, WatchQueue) and not w.shared:
+                w.queue.release_all()      # it will not be read: give the fan-out its credit back
             if not w.canceled:
                 w.canceled = True
                 w.cancel_reason = w.cancel_reason or "canceled by client"

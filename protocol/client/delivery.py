@@ -10,9 +10,17 @@ import time
 
 from .. import messages
 from ..errors import ZwatchError
+from .credit import WatchQueue
 from .types import Event, Header, KeyValue, WatchResponse
 
 log = logging.getLogger("zwatch.client")
+
+
+def _put(q, response, ticket):
+    if ticket is not None and isinstance(q, WatchQueue):
+        q.put(response, ticket)
+    else:
+        q.put(response)      # an application's own queue: consumed on arrival (credit.py)
 
 
 class WatchRouter:
@@ -41,7 +49,9 @@ class WatchRouter:
         self._unlogged = 0              # dropped since the last log line
         self._logged_at: float | None = None
 
-    def on_watch_responses(self, responses):
+    def on_watch_responses(self, responses, ticket=None):
+        """ticket (credit.py): the frame's flow-control credit; each response put on a
+        WatchQueue holds it until the application takes it out."""
         watches = self.watches
         for r in responses:
             if isinstance(r, dict):  # control: canceled (created comes as the create's reply)
@@ -82,8 +92,8 @@ class WatchRouter:
                 top = events_w[-1].kv.mod_revision if events_w else rev
                 if top > w.last_revision:
                     w.last_revision = top
-                w.queue.put(WatchResponse(w.watch_id, Header(rev), events_w,
-                                          watch_ids=[w.watch_id] if w.shared else None))
+                _put(w.queue, WatchResponse(w.watch_id, Header(rev), events_w,
+                                            watch_ids=[w.watch_id] if w.shared else None), ticket)
             for q, last_revision, group in shared.values():
                 fresh = self._fresh(events, last_revision, group)
                 if events and not fresh:
@@ -92,7 +102,7 @@ class WatchRouter:
                 for w in group:
                     if top > w.last_revision:
                         w.last_revision = top
-                q.put(WatchResponse(group[0].watch_id, Header(rev), fresh, watch_ids=[w.watch_id for w in group]))
+                _put(q, WatchResponse(group[0].watch_id, Header(rev), fresh, watch_ids=[w.watch_id for w in group]), ticket)
 
     def _fresh(self, events: list, last_revision: int, for_watches) -> list:
         """The events above last_revision (the list itself when none is a duplicate)."""

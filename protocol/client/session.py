@@ -107,6 +107,11 @@ class Session:
         self.last_resume = 0.0
         self.received = 0       # bytes received on this session (flow control is per session)
         self.acked = 0          # bytes acknowledged to the fan-out
+        # credit.py: watch frames still held in the watches' queues (not consumed by the
+        # application) are not acknowledged.  None: everything counts as consumed on arrival.
+        self.credit = None
+        self.window_bytes = 0   # the fan-out's session window (hello reply; 0: not told)
+        self.max_buffered_bytes = 0   # the client's own bound on unconsumed bytes (0: the window)
         self.credentials_refused = 0   # endpoints in a row that refused the credentials
 
     @property
@@ -135,6 +140,9 @@ class Session:
         self.hello_sent_at = 0.0
         self.last_heard = now
         self.received = self.acked = 0
+        self.window_bytes = 0
+        if self.credit is not None:
+            self.credit.new_session()
         return self.endpoint
 
     def _resolve(self, now: float):
@@ -262,14 +270,34 @@ class Session:
         self.last_heard = now
         self.received += nbytes
 
+    def ack_value(self) -> int:
+        """The bytes to acknowledge: those received and consumed (credit.py).  The fan-out then
+        leaves at most its session window unconsumed here (max_buffered_bytes, when set, is
+        asked for as that window in the hello)."""
+        held = self.credit.held if self.credit is not None else 0
+        return max(self.acked, self.received - held)
+
     def ack_due(self, with_ping: bool = False) -> bool:
-        """With a ping: anything unacknowledged; otherwise only once ack_every bytes are."""
+        """With a ping: anything unacknowledged; otherwise only once ack_every bytes are (a
+        quarter of the window or of max_buffered_bytes when that is smaller)."""
         if self.phase is not Phase.READY:
             return False
-        return self.received != self.acked if with_ping else self.received - self.acked >= self.ack_every
+        value = self.ack_value()
+        if with_ping:
+            return value != self.acked
+        return value - self.acked >= self.ack_threshold()
 
-    def acknowledged(self):
-        self.acked = self.received
+    def ack_threshold(self) -> int:
+        """ack_every, or a quarter of the window or of max_buffered_bytes when that is smaller:
+        a small window must not wait for ack_every bytes to keep data moving."""
+        every = self.ack_every
+        for bound in (self.window_bytes, self.max_buffered_bytes):
+            if bound:
+                every = min(every, bound // 4)
+        return max(every, 1)
+
+    def acknowledged(self, value: int | None = None):
+        self.acked = self.received if value is None else value
 
     def poll_timeout_ms(self, now: float | None = None) -> int:
         # Right after connecting the hello could not go yet (IMMEDIATE): poll briefly and retry.
@@ -357,8 +385,9 @@ class SessionIO:
                     try:
                         sock.send(messages.encode_request("ping", next(self._ids), {}), zmq.NOBLOCK)
                         if session.ack_due(with_ping=True):
-                            sock.send(messages.encode_request("ack", 0, {"bytes": session.received}), zmq.NOBLOCK)
-                            session.acknowledged()
+                            value = session.ack_value()
+                            sock.send(messages.encode_request("ack", 0, {"bytes": value}), zmq.NOBLOCK)
+                            session.acknowledged(value)
                     except zmq.Again:
                         pass
             self._expire_pending(now, session.ready)
@@ -372,8 +401,9 @@ class SessionIO:
             wait_ms = session.poll_timeout_ms(now)
             if session.ack_due():
                 try:
-                    sock.send(messages.encode_request("ack", 0, {"bytes": session.received}), zmq.NOBLOCK)
-                    session.acknowledged()
+                    value = session.ack_value()
+                    sock.send(messages.encode_request("ack", 0, {"bytes": value}), zmq.NOBLOCK)
+                    session.acknowledged(value)
                 except zmq.Again:
                     pass
             for s, _ in poller.poll(wait_ms):
@@ -408,6 +438,9 @@ class SessionIO:
         """The hello, with the credentials when the client has some (sent again at every failover:
         the next fan-out authenticates the same user).  The frame is never logged."""
         body = {"version": PROTOCOL_VERSION, "client": self.name}
+        if self._session.max_buffered_bytes:
+            # The client's bound on unconsumed bytes becomes its session's window (SPEC.md "ack")
+            body["window_bytes"] = self._session.max_buffered_bytes
         if self.credentials is not None:
             body.update(self.credentials.hello_fields())
         return messages.encode_request("hello", hello_id, body)
@@ -425,7 +458,13 @@ class SessionIO:
             except ZwatchError:
                 continue  # not a frame of the protocol: nothing to answer it with
             if kind == "w":
-                self._on_watch_responses(body)
+                # Held until the application took every response made from it (credit.py).
+                ticket = session.credit.ticket(len(raw)) if session.credit is not None else None
+                try:
+                    self._on_watch_responses(body, ticket)
+                finally:
+                    if ticket is not None:
+                        ticket.done()
             elif kind == "goaway":
                 # The fan-out drains: move within delay_ms (a random moment: spread the moves).
                 body = body if isinstance(body, dict) else {}
@@ -453,6 +492,10 @@ class SessionIO:
                 if not session.ready:
                     return  # refused (version, limits, credentials): try the next endpoint
                 self.session_info = body
+                window = body.get("window_bytes") if isinstance(body, dict) else None
+                session.window_bytes = window if isinstance(window, int) and not isinstance(window, bool) else 0
+                if session.credit is not None:      # wake the I/O thread as often as it acks
+                    session.credit.wake_every = session.ack_threshold()
                 self._resume_watches(sock)
                 self._connected.set()
             elif kind == "err" and isinstance(body, dict) and body.get("reason") == "NO_SESSION":
@@ -597,5 +640,5 @@ class SessionIO:
             p.error = ZwatchError.from_wire(body)
         p.event.set()
 
-    def _on_watch_responses(self, responses):
-        self._router.on_watch_responses(responses)
+    def _on_watch_responses(self, responses, ticket=None):
+        self._router.on_watch_responses(responses, ticket)

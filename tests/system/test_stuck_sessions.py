@@ -17,7 +17,7 @@ import zmq
 
 from zwatch.tools.cluster import raw_session
 
-from support import collect, revs
+from support import Consumer, revs
 
 STUCK_S = 8.0
 
@@ -52,7 +52,7 @@ def test_a_session_that_never_acks_does_not_make_the_syncer_rescan_history_forev
     history = 300                                # ~600 KB of history: ten windows' worth
     for _ in range(history):
         c.put("hot", value)
-    live = c.watch("hot")                        # a well-behaved watcher, from now
+    live = Consumer(c.watch("hot"))              # a well-behaved watcher, from now: read as it comes
     time.sleep(0.3)
     stop, pings = threading.Event(), []
     stuck = threading.Thread(target=_never_acks, args=(cl.fanout_eps[0], b"hot", 2, stop, pings), daemon=True)
@@ -71,7 +71,7 @@ def test_a_session_that_never_acks_does_not_make_the_syncer_rescan_history_forev
         for _ in range(20):                      # and after: the others go on as before
             c.put("hot", value)
             puts += 1
-        got = collect(live, puts, timeout=30)
+        got = live.collect(puts, timeout=30)
         assert revs(got) == list(range(history + 2, history + 2 + puts))    # every event, in order
     finally:
         stop.set()

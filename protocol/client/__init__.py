@@ -11,6 +11,8 @@
     delivery.py  watch responses -> the watches' queues (fragments, shared queues, duplicates)
     cache.py     Cache: a local map of a range, consistent at a known revision (an informer)
     callbacks.py add_watch_callback's dispatcher thread
+    calls.py     every request once: wire op, body, typed response (both clients use it)
+    aio.py       the asyncio client (zwatch.aio.Client)
     credit.py    flow-control credit: what the application consumed is what gets acknowledged
 """
 from .auth import Credentials

@@ -22,14 +22,13 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import NamedTuple
 
 import zmq
 
 from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
 from .auth import AuthMixin, Credentials
-from .builders import endpoints_from_env, lease_id_of, range_body, to_bytes
+from .builders import endpoints_from_env, range_body
 from .resolve import expand as expand_endpoints
 from .concurrency import Election, Lock
 from .callbacks import CallbackDispatcher
@@ -38,42 +37,12 @@ from .curve import resolve as resolve_curve
 from .delivery import WatchRouter
 from .lease import Lease, LeaseKeeper
 from .session import READ_OPS, Session, SessionIO
-from .types import (CompactResponse, DeleteRangeResponse, HashKVResponse, Header, HealthResponse, Member, MemberListResponse, LeaseGrantResponse, LeaseTimeToLiveResponse,
-                    PutResponse, RangeResponse, StatusResponse, TxnResponse, WatchResponse, delete_range_response, header_of, put_response, range_response,
-                    txn_response)
-
-
-class AlarmMember(NamedTuple):
-    member_id: int        # the writer's ID (persisted with the alarm)
-    alarm: str            # "NOSPACE"
-
-
-class AlarmResponse(NamedTuple):
-    header: Header
-    alarms: list          # [AlarmMember]
-
-
-class DefragResponse(NamedTuple):
-    header: Header
-    db_size_before: int   # bytes of the LMDB file before and after
-    db_size_after: int
-    took_ms: float        # how long writes were held
-
-
-class SnapshotInfo(NamedTuple):
-    header: Header
-    revision: int         # the snapshot's revision, exact (the copy and the revision share one read txn)
-    size: int             # bytes
-    sha256: str           # hex, of the whole file
-
-
-# A defrag or a snapshot copy takes ~seconds per GB: their default timeout (the client's own
-# is sized for ordinary requests).
-MAINTENANCE_TIMEOUT_S = 300.0
-
-
-def _alarm_response(b: dict) -> AlarmResponse:
-    return AlarmResponse(header_of(b), [AlarmMember(a["memberID"], a["alarm"]) for a in b.get("alarms", ())])
+from . import calls
+from .calls import MAINTENANCE_TIMEOUT_S
+from .types import (AlarmMember, AlarmResponse, CompactResponse, DefragResponse, DeleteRangeResponse,  # noqa: F401
+                    HashKVResponse, Header, HealthResponse, LeaseGrantResponse, LeaseTimeToLiveResponse,
+                    MemberListResponse, PutResponse, RangeResponse, SnapshotInfo, StatusResponse, TxnResponse,
+                    WatchResponse, header_of)
 
 
 class _Pending:
@@ -174,7 +143,110 @@ class Watch:
 
 
 
-class Client(AuthMixin, SessionIO):
+class ClientBase(SessionIO):
+    """What the sync Client and the asyncio Client (aio.py) share besides SessionIO: the request
+    and watch tables, and the steps of a request and of a watch that do not wait."""
+
+    def _init_io_state(self, shuffle: bool, max_buffered_bytes: int):
+        self._ids = itertools.count(1)
+        self._watch_ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._outq: deque = deque()
+        self._watches: dict[int, Watch] = {}
+        self._router = WatchRouter(self._watches, self._lock, self.name)
+        # shuffle: each client tries the endpoints in its own random order (os.urandom seed), so the
+        # clients of a fan-out that dies or drains spread over the others (session.py).
+        # Names (a headless Service) stand for every address they resolve to (resolve.py).
+        self._session = Session(self.endpoints, self.heartbeat, shuffle=shuffle, resolver=expand_endpoints)
+        # Backpressure (credit.py): watch responses are acknowledged to the fan-out once the
+        # application took them from their watch's queue, so a slow application slows the stream
+        # (and, if it stays slow, its watches catch up from history later) instead of piling
+        # responses up here.  Unconsumed bytes stay within the fan-out's session window (8 MiB by
+        # default), or within max_buffered_bytes when that is smaller.
+        self._credit = Credit(self._wake)
+        self._session.credit = self._credit
+        self._session.max_buffered_bytes = max(0, int(max_buffered_bytes))
+        self.moves = 0                              # goaways followed (the fan-out drained)
+        self._resume_reqs: dict[int, Watch] = {}   # req_id of a resume create -> its watch
+        self._resume_pending = False                # some watch waits to be re-created
+        self._closed = False
+        self.endpoint = None
+        self.session_info: dict = {}
+        self.failovers = 0
+
+    def _open_wake(self):
+        """An inproc PAIR: application code wakes the I/O loop (a request queued, credit released)."""
+        self._wake_addr = f"inproc://zwatch-client-{uuid.uuid4().hex}"
+        self._wake_rx = self._ctx.socket(zmq.PAIR)
+        self._wake_rx.setsockopt(zmq.LINGER, 0)
+        self._wake_rx.bind(self._wake_addr)
+        self._wake_tx = self._ctx.socket(zmq.PAIR)
+        self._wake_tx.setsockopt(zmq.LINGER, 0)
+        self._wake_tx.connect(self._wake_addr)
+
+    def _submit(self, op: str, body: dict, deadline: float) -> "_Pending":
+        """Queue a request for the I/O loop (the caller wakes it and waits for p.event)."""
+        refused = self.login_error
+        if refused is not None:
+            raise type(refused)(refused.message, refused.code)
+        req_id = next(self._ids)
+        p = _Pending(op, messages.encode_request(op, req_id, body), deadline, req_id)
+        if op == "watch_create":
+            p.watch_id = body.get("watch_id")
+        with self._lock:
+            self._pending[req_id] = p
+            self._outq.append(p)
+        return p
+
+    @staticmethod
+    def _outcome(p: "_Pending"):
+        if p.error is not None:
+            raise p.error
+        return p.result
+
+    def _register_watch(self, body: dict, watch_id: int, make) -> "Watch":
+        """A new watch handle (make(watch_id)) in the table, before its create is sent."""
+        with self._lock:
+            if watch_id == 0:
+                watch_id = next(self._watch_ids)
+                while watch_id in self._watches:
+                    watch_id = next(self._watch_ids)
+            elif watch_id in self._watches:
+                raise errors.FailedPrecondition(f"watch_id {watch_id} already exists in this client")
+            body["watch_id"] = watch_id
+            handle = make(watch_id)
+            self._watches[watch_id] = handle
+        return handle
+
+    @staticmethod
+    def _watch_created(handle: "Watch", created: dict):
+        if not handle.body.get("start_revision") and not handle.last_revision:
+            handle.last_revision = created.get("header", {}).get("revision", 0)
+
+    def _watch_canceled(self, w: "Watch"):
+        """The application canceled w (its cancel was answered, or could not be)."""
+        with self._lock:
+            self._watches.pop(w.watch_id, None)
+        if not w.shared and hasattr(w.queue, "release_all"):
+            w.queue.release_all()      # it will not be read: give the fan-out its credit back
+        if not w.canceled:
+            w.canceled = True
+            w.cancel_reason = w.cancel_reason or "canceled by client"
+            if w.shared:   # a shared queue outlives its watches: say which one ended
+                w.queue.put(WatchResponse(w.watch_id, Header(w.last_revision), canceled=True,
+                                          cancel_reason=w.cancel_reason, watch_ids=[w.watch_id]))
+            else:
+                w.queue.put(None)
+
+    def _close_watches(self):
+        for w in list(self._watches.values()):
+            w.canceled = True
+            if not w.shared:
+                w.queue.put(None)
+
+
+class Client(AuthMixin, ClientBase):
     """user: `name` or `name:password` (default ZWATCH_USER), password (default ZWATCH_PASSWORD):
     the session logs in as that user in its hello, again at every failover (auth.py).  A login the
     fan-outs refuse makes every request raise zwatch.Unauthenticated.  curve_server_key /
@@ -191,43 +263,12 @@ class Client(AuthMixin, SessionIO):
         self.timeout = timeout
         self.heartbeat = heartbeat
         self.name = name or f"py-{os.getpid()}"
+        self._init_io_state(shuffle, max_buffered_bytes)
         self._ctx = zmq.Context()
-        self._ids = itertools.count(1)
-        self._watch_ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._pending: dict[int, _Pending] = {}
-        self._outq: deque = deque()
-        self._watches: dict[int, Watch] = {}
-        self._router = WatchRouter(self._watches, self._lock, self.name)
-        # shuffle: each client tries the endpoints in its own random order (os.urandom seed), so the
-        # clients of a fan-out that dies or drains spread over the others (session.py).
-        # Names (a headless Service) stand for every address they resolve to (resolve.py).
-        self._session = Session(self.endpoints, heartbeat, shuffle=shuffle, resolver=expand_endpoints)
-        # Backpressure (credit.py): watch responses are acknowledged to the fan-out once the
-        # application took them from their watch's queue, so a slow application slows the stream
-        # (and, if it stays slow, its watches catch up from history later) instead of piling
-        # responses up here.  Unconsumed bytes stay within the fan-out's session window (8 MiB by
-        # default), or within max_buffered_bytes when that is smaller.
-        self._credit = Credit(self._wake)
-        self._session.credit = self._credit
-        self._session.max_buffered_bytes = max(0, int(max_buffered_bytes))
         self._callbacks = CallbackDispatcher(self.name)     # add_watch_callback's thread
-        self.moves = 0                              # goaways followed (the fan-out drained)
-        self._resume_reqs: dict[int, Watch] = {}   # req_id of a resume create -> its watch
-        self._resume_pending = False                # some watch waits to be re-created
-        self._closed = False
         self._connected = threading.Event()
-        self.endpoint = None
-        self.session_info: dict = {}
-        self.failovers = 0
         self.lease_keeper = LeaseKeeper(self)        # its thread starts with the first lease()
-        self._wake_addr = f"inproc://zwatch-client-{uuid.uuid4().hex}"
-        self._wake_rx = self._ctx.socket(zmq.PAIR)
-        self._wake_rx.setsockopt(zmq.LINGER, 0)
-        self._wake_rx.bind(self._wake_addr)
-        self._wake_tx = self._ctx.socket(zmq.PAIR)
-        self._wake_tx.setsockopt(zmq.LINGER, 0)
-        self._wake_tx.connect(self._wake_addr)
+        self._open_wake()
         self._thread = threading.Thread(target=self._io_main, name="zwatch-client-io", daemon=True)
         self._thread.start()
 
@@ -235,82 +276,62 @@ class Client(AuthMixin, SessionIO):
     def get(self, key, range_end=None, *, prefix=False, from_key=False, revision=0, limit=0, keys_only=False,
             count_only=False, sort_order="NONE", sort_target="KEY", min_mod_revision=0, max_mod_revision=0,
             min_create_revision=0, max_create_revision=0, timeout=None) -> RangeResponse:
-        body = range_body(key, range_end, prefix=prefix, from_key=from_key, revision=revision, limit=limit,
-                          keys_only=keys_only, count_only=count_only, sort_order=sort_order,
-                          sort_target=sort_target, min_mod_revision=min_mod_revision,
-                          max_mod_revision=max_mod_revision, min_create_revision=min_create_revision,
-                          max_create_revision=max_create_revision)
-        return range_response(self._call("range", body, timeout))
+        return self._request(calls.get(key, range_end, prefix=prefix, from_key=from_key, revision=revision,
+                                       limit=limit, keys_only=keys_only, count_only=count_only,
+                                       sort_order=sort_order, sort_target=sort_target,
+                                       min_mod_revision=min_mod_revision, max_mod_revision=max_mod_revision,
+                                       min_create_revision=min_create_revision,
+                                       max_create_revision=max_create_revision), timeout)
 
     def put(self, key, value, *, prev_kv=False, lease=0, timeout=None) -> PutResponse:
         """lease: a lease ID or a Lease; the key is deleted when the lease is revoked or expires."""
-        body = {"key": to_bytes(key), "value": to_bytes(value)}
-        if prev_kv:
-            body["prev_kv"] = True
-        if lease:
-            body["lease"] = lease_id_of(lease)
-        return put_response(self._call("put", body, timeout))
+        return self._request(calls.put(key, value, prev_kv=prev_kv, lease=lease), timeout)
 
     def delete(self, key, range_end=None, *, prefix=False, from_key=False, prev_kv=False,
                timeout=None) -> DeleteRangeResponse:
-        body = range_body(key, range_end, prefix=prefix, from_key=from_key)
-        if prev_kv:
-            body["prev_kv"] = True
-        return delete_range_response(self._call("delete_range", body, timeout))
+        return self._request(calls.delete(key, range_end, prefix=prefix, from_key=from_key, prev_kv=prev_kv),
+                             timeout)
 
     def txn(self, compare=(), success=(), failure=(), timeout=None) -> TxnResponse:
-        body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
-        return txn_response(self._call("txn", body, timeout))
+        return self._request(calls.txn(compare, success, failure), timeout)
 
     def compact(self, revision: int, physical: bool = False, timeout=None) -> CompactResponse:
-        return CompactResponse(header_of(self._call("compact", {"revision": revision, "physical": physical}, timeout)))
+        return self._request(calls.compact(revision, physical), timeout)
 
     def status(self, timeout=None) -> StatusResponse:
         """The fan-out's status, answered at once from what it knows of the writer (SPEC.md "status")."""
-        b = self._call("status", {}, timeout)
-        return StatusResponse(header_of(b), b.get("version", ""), b.get("protocol_version", 0),
-                              b.get("compact_revision", 0), b.get("db_size", 0), self.endpoint or "",
-                              b.get("db_size_in_use", 0), b.get("header", {}).get("member_id", 0), b.get("leader", 0),
-                              b.get("raft_index", 0), b.get("raft_applied_index", 0), list(b.get("errors", ())),
-                              b.get("actor", ""), b.get("instance", ""), b.get("sessions", 0), b.get("watchers", 0))
+        return self._request(calls.status(), timeout)
 
     def health(self, timeout=None) -> HealthResponse:
         """The fan-out pings the writer and the syncer behind it and says whether both answered
         (within about a second), SPEC.md "health"."""
-        b = self._call("health", {}, timeout)
-        return HealthResponse(bool(b.get("health")), b.get("reason", ""), b.get("took_ms", 0.0), b.get("revision", 0),
-                              list(b.get("alarms", ())))
+        return self._request(calls.health(), timeout)
 
     def member_list(self, timeout=None) -> MemberListResponse:
         """The fan-outs serving this cluster (those that ping its syncer)."""
-        b = self._call("member_list", {}, timeout)
-        members = [Member(m["ID"], m.get("name", ""), list(m.get("clientURLs", ())), list(m.get("peerURLs", ())),
-                          m.get("started", 0.0), m.get("sessions", 0), m.get("watchers", 0)) for m in b.get("members", ())]
-        return MemberListResponse(header_of(b), b.get("header", {}).get("member_id", 0), members)
+        return self._request(calls.member_list(), timeout)
 
     def hash_kv(self, revision: int = 0, timeout=None) -> HashKVResponse:
         """A hash of the store's history in (compact revision, revision] (0: the current one);
         root only with auth enabled.  SPEC.md "hash_kv"."""
-        b = self._call("hash_kv", {"revision": revision}, timeout)
-        return HashKVResponse(header_of(b), b["hash"], b.get("compact_revision", 0), b.get("hash_revision", 0))
+        return self._request(calls.hash_kv(revision), timeout)
 
     # ------------------------------------------------------------ alarms (etcd's Maintenance.Alarm)
     def alarm_list(self, timeout=None) -> "AlarmResponse":
         """The active alarms (NOSPACE: the DB reached ZWATCH_QUOTA_BACKEND_BYTES).  With auth
         enabled: any authenticated user."""
-        return _alarm_response(self._call("alarm_list", {}, timeout))
+        return self._request(calls.alarm_list(), timeout)
 
     def alarm_disarm(self, alarm: str = "", timeout=None) -> "AlarmResponse":
         """Disarm `alarm` ("": every active one, as `etcdctl alarm disarm`); returns the alarms
         that were disarmed.  Root only with auth enabled."""
-        return _alarm_response(self._call("alarm_disarm", {"alarm": alarm} if alarm else {}, timeout))
+        return self._request(calls.alarm_disarm(alarm), timeout)
 
     # ------------------------------------------------------------ defrag, snapshots (etcd's Maintenance)
     def defrag(self, timeout=None) -> DefragResponse:
         """Give the LMDB file's free pages back to the disk: the writer swaps a compacting copy
         in, holding writes meanwhile (SPEC.md "Defrag, snapshots").  Root only with auth enabled."""
-        b = self._call("defrag", {}, MAINTENANCE_TIMEOUT_S if timeout is None else timeout)
-        return DefragResponse(header_of(b), b["db_size_before"], b["db_size_after"], b["took_ms"])
+        return self._request(calls.defrag(), timeout)
 
     def snapshot_save(self, path: str, timeout=None) -> SnapshotInfo:
         """Write a consistent snapshot of the store to path (written as path + ".part", its
@@ -347,27 +368,22 @@ class Client(AuthMixin, SessionIO):
     def lease_grant(self, ttl: int, lease_id: int = 0, timeout=None) -> LeaseGrantResponse:
         """Grant a lease (ID 0: the server picks one).  Not retried after a failover: a grant whose
         reply was lost may exist; it expires by itself when nobody keeps it alive."""
-        b = self._call("lease_grant", {"TTL": ttl, "ID": lease_id}, timeout)
-        return LeaseGrantResponse(header_of(b), b["ID"], b["TTL"])
+        return self._request(calls.lease_grant(ttl, lease_id), timeout)
 
     def lease_revoke(self, lease, timeout=None) -> Header:
         """Delete every key attached to the lease (one revision) and forget it."""
-        return header_of(self._call("lease_revoke", {"ID": lease_id_of(lease)}, timeout))
+        return self._request(calls.lease_revoke(lease), timeout)
 
     def lease_keepalive_once(self, leases, timeout=None) -> dict:
         """Renew leases once: {ID: new TTL}, TTL 0 for a lease that no longer exists."""
-        ids = [lease_id_of(x) for x in leases]
-        b = self._call("lease_keepalive", {"IDs": ids}, timeout)
-        return {d["ID"]: d["TTL"] for d in b.get("leases", [])}
+        return self._request(calls.lease_keepalive_once(leases), timeout)
 
     def time_to_live(self, lease, keys: bool = False, timeout=None) -> LeaseTimeToLiveResponse:
-        b = self._call("lease_timetolive", {"ID": lease_id_of(lease), "keys": keys}, timeout)
-        return LeaseTimeToLiveResponse(header_of(b), b.get("ID", 0), b.get("TTL", -1), b.get("grantedTTL", 0),
-                                       list(b.get("keys", [])), b.get("keys_truncated", False))
+        return self._request(calls.time_to_live(lease, keys), timeout)
 
     def leases(self, timeout=None) -> list[int]:
         """Every lease ID granted (and not yet revoked or expired)."""
-        return [d["ID"] for d in self._call("lease_leases", {}, timeout).get("leases", [])]
+        return self._request(calls.leases(), timeout)
 
     def lease(self, ttl: int, lease_id: int = 0, timeout=None) -> Lease:
         """Grant a lease and keep it alive in the background (lease.py) until revoked; a context manager."""
@@ -396,24 +412,14 @@ class Client(AuthMixin, SessionIO):
         body = range_body(key, range_end, prefix=prefix, from_key=from_key)     # key, range_end as get's
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})
-        with self._lock:
-            if watch_id == 0:
-                watch_id = next(self._watch_ids)
-                while watch_id in self._watches:
-                    watch_id = next(self._watch_ids)
-            elif watch_id in self._watches:
-                raise errors.FailedPrecondition(f"watch_id {watch_id} already exists in this client")
-            body["watch_id"] = watch_id
-            handle = Watch(self, watch_id, body, queue)
-            self._watches[watch_id] = handle
+        handle = self._register_watch(body, watch_id, lambda wid: Watch(self, wid, body, queue))
         try:
             created = self._call("watch_create", body, timeout)
         except ZwatchError:
             with self._lock:
-                self._watches.pop(watch_id, None)
+                self._watches.pop(handle.watch_id, None)
             raise
-        if not start_revision and not handle.last_revision:
-            handle.last_revision = created.get("header", {}).get("revision", 0)
+        self._watch_created(handle, created)
         return handle
 
     # ------------------------------------------------------------ callbacks (python-etcd3's API)
@@ -454,7 +460,7 @@ class Client(AuthMixin, SessionIO):
 
     def request_progress(self, timeout=None) -> int:
         """Ask for a progress notification on every watch; returns the revision it claims."""
-        return header_of(self._call("watch_progress", {}, timeout)).revision
+        return self._request(calls.request_progress(), timeout)
 
     def close(self):
         if self._closed:
@@ -464,10 +470,7 @@ class Client(AuthMixin, SessionIO):
         self._wake()
         self._thread.join(timeout=2)
         self.lease_keeper.stop()     # no revoke: an abandoned lease expires at the server (etcd)
-        for w in list(self._watches.values()):
-            w.canceled = True
-            if not w.shared:
-                w.queue.put(None)
+        self._close_watches()
         self._wake_tx.close()
         self._ctx.term() if not self._thread.is_alive() else None
 
@@ -517,26 +520,19 @@ class Client(AuthMixin, SessionIO):
                 time.sleep(0.1)
 
     def _call_once(self, op: str, body: dict, deadline: float):
-        refused = self.login_error
-        if refused is not None:
-            raise type(refused)(refused.message, refused.code)
         timeout = max(0.0, deadline - time.monotonic())
-        req_id = next(self._ids)
-        frame = messages.encode_request(op, req_id, body)
-        p = _Pending(op, frame, deadline, req_id)
-        if op == "watch_create":
-            p.watch_id = body.get("watch_id")
-        with self._lock:
-            self._pending[req_id] = p
-            self._outq.append(p)
+        p = self._submit(op, body, deadline)
         self._wake()
         if not p.event.wait(timeout + 1.0):
             with self._lock:
-                self._pending.pop(req_id, None)
+                self._pending.pop(p.req_id, None)
             raise Unavailable(f"{op}: no answer within {timeout}s")
-        if p.error is not None:
-            raise p.error
-        return p.result
+        return self._outcome(p)
+
+    def _request(self, call: calls.Call, timeout=None):
+        """A calls.py request, answered: its typed response."""
+        t = timeout if timeout is not None else (call.timeout or self.timeout)
+        return call.parse(self._call(call.op, call.body, t), self)
 
     def _cancel_watch(self, w: Watch, timeout=None):
         try:
@@ -544,15 +540,4 @@ class Client(AuthMixin, SessionIO):
         except errors.InvalidArgument:
             pass  # already gone on the server
         finally:
-            with self._lock:
-                self._watches.pop(w.watch_id, None)
-            if isinstance(w.queue, WatchQueue) and not w.shared:
-                w.queue.release_all()      # it will not be read: give the fan-out its credit back
-            if not w.canceled:
-                w.canceled = True
-                w.cancel_reason = w.cancel_reason or "canceled by client"
-                if w.shared:   # a shared queue outlives its watches: say which one ended
-                    w.queue.put(WatchResponse(w.watch_id, Header(w.last_revision), canceled=True,
-                                              cancel_reason=w.cancel_reason, watch_ids=[w.watch_id]))
-                else:
-                    w.queue.put(None)
+            self._watch_canceled(w)

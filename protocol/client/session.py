@@ -318,107 +318,132 @@ class SessionIO:
     # CURVE on the DEALER: a curve.ClientCurve (Client sets it from curve_server_key /
     # curve_client_key / ZWATCH_CURVE_*); None: a plain connection.
     curve = None
+    _sock = None        # the DEALER of the current session (None between sessions)
+    _hello = None       # the current session's hello frame (sent again until answered)
 
     def _io_main(self):
-        sock = None
-        poller = zmq.Poller()
-        poller.register(self._wake_rx, zmq.POLLIN)
-        session = self._session
-        hello = None
-        while not self._closed:
-            now = time.monotonic()
-            if session.refused:
-                # Final: no socket any more; wait for close() (its wake) and fail what comes in.
-                if sock is not None:
-                    poller.unregister(sock)
-                    sock.close(0)
-                    sock = None
-                self._fail_refused()
-                for s, _ in poller.poll(int(session.heartbeat * 1000)):
-                    self._drain_wake()
-                continue
-            if session.move_due(now) and (not self._writes_in_flight() or now > session.move_at + MOVE_WAIT_WRITES_S):
-                # A goaway's moment came (and the writes in flight were answered, or had their
-                # time): free the old session at once and go on as after a failover.
-                try:
-                    sock.send(messages.encode_request("bye", next(self._ids), {}), zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
-                session.moved()
-                self._connected.clear()
-                self._lost_connection()
-                self.moves += 1
-            if session.phase is Phase.CONNECT and not session.connect_due(now):
-                self._expire_pending(now, False)      # a back-off: requests still time out
-                for s, _ in poller.poll(session.poll_timeout_ms(now)):
+        """The sync client's I/O thread: _io_step, then a zmq.Poller (the asyncio client runs the
+        same steps on pyzmq's asyncio Poller, aio.py)."""
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_rx, zmq.POLLIN)
+        try:
+            while not self._closed:
+                step = self._io_step(time.monotonic())
+                if step is None:
+                    continue
+                wait_ms, read = step
+                for s, _ in self._poller.poll(wait_ms):
                     if s is self._wake_rx:
                         self._drain_wake()
-                continue
-            if session.phase is Phase.CONNECT:
-                if sock is not None:
-                    poller.unregister(sock)
-                    sock.close(0)
-                hello_id = next(self._ids)
-                self.endpoint = session.open(now, hello_id)
-                sock = self._ctx.socket(zmq.DEALER)
-                if self.curve is not None:
-                    self.curve.apply(sock)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.RCVHWM, 0)  # never drop what the fan-out sent us
-                sock.setsockopt(zmq.IMMEDIATE, 1)
-                sock.connect(self.endpoint)
-                poller.register(sock, zmq.POLLIN)
-                hello = self._hello_frame(hello_id)
-            if session.hello_due(now):
+                    elif read and s is self._sock:
+                        self._receive(s, self._session)
+        finally:
+            self._io_finish()
+
+    # The poller of the loop that drives _io_step: the sync one registers the socket itself.
+    def _poll_register(self, sock):
+        self._poller.register(sock, zmq.POLLIN)
+
+    def _poll_unregister(self, sock):
+        self._poller.unregister(sock)
+
+    def _drop_socket(self, linger: int = 0):
+        if self._sock is not None:
+            self._poll_unregister(self._sock)
+            self._sock.close(linger)
+            self._sock = None
+
+    def _io_step(self, now: float):
+        """One turn of the I/O loop, without waiting: connect, send what is due, notice silence.
+        Returns (poll timeout ms, whether to read the session's socket when it has input), or
+        None to turn again at once.  Never blocks: the caller waits (a thread's poll, an awaited
+        asyncio poll)."""
+        session = self._session
+        sock = self._sock
+        if session.refused:
+            # Final: no socket any more; wait for close() (its wake) and fail what comes in.
+            self._drop_socket()
+            self._fail_refused()
+            return int(session.heartbeat * 1000), False
+        if session.move_due(now) and (not self._writes_in_flight() or now > session.move_at + MOVE_WAIT_WRITES_S):
+            # A goaway's moment came (and the writes in flight were answered, or had their
+            # time): free the old session at once and go on as after a failover.
+            try:
+                sock.send(messages.encode_request("bye", next(self._ids), {}), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            session.moved()
+            self._connected.clear()
+            self._lost_connection()
+            self.moves += 1
+        if session.phase is Phase.CONNECT and not session.connect_due(now):
+            self._expire_pending(now, False)      # a back-off: requests still time out
+            return session.poll_timeout_ms(now), False
+        if session.phase is Phase.CONNECT:
+            self._drop_socket()
+            hello_id = next(self._ids)
+            self.endpoint = session.open(now, hello_id)
+            sock = self._ctx.socket(zmq.DEALER)
+            if self.curve is not None:
+                self.curve.apply(sock)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)  # never drop what the fan-out sent us
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.connect(self.endpoint)
+            self._sock = sock
+            self._poll_register(sock)
+            self._hello = self._hello_frame(hello_id)
+        if session.hello_due(now):
+            try:
+                sock.send(self._hello, zmq.NOBLOCK)
+                session.hello_sent(now)
+            except zmq.Again:
+                pass  # not connected yet (IMMEDIATE): poll briefly and try again
+        if session.ready:
+            if self._resume_pending and session.resume_due(now):
+                session.resumed(now)
+                self._resume_watches(sock)
+            self._send_queued(sock)
+            if session.ping_due(now):
+                session.pinged(now)
                 try:
-                    sock.send(hello, zmq.NOBLOCK)
-                    session.hello_sent(now)
-                except zmq.Again:
-                    pass  # not connected yet (IMMEDIATE): poll briefly and try again
-            if session.ready:
-                if self._resume_pending and session.resume_due(now):
-                    session.resumed(now)
-                    self._resume_watches(sock)
-                self._send_queued(sock)
-                if session.ping_due(now):
-                    session.pinged(now)
-                    try:
-                        sock.send(messages.encode_request("ping", next(self._ids), {}), zmq.NOBLOCK)
-                        if session.ack_due(with_ping=True):
-                            value = session.ack_value()
-                            sock.send(messages.encode_request("ack", 0, {"bytes": value}), zmq.NOBLOCK)
-                            session.acknowledged(value)
-                    except zmq.Again:
-                        pass
-            self._expire_pending(now, session.ready)
-            self._router.flush_log(now)
-            if session.went_silent(now):
-                if session.lost(now):
-                    self._connected.clear()
-                    self._lost_connection()
-                    self.failovers += 1
-                continue
-            wait_ms = session.poll_timeout_ms(now)
-            if session.ack_due():
-                try:
-                    value = session.ack_value()
-                    sock.send(messages.encode_request("ack", 0, {"bytes": value}), zmq.NOBLOCK)
-                    session.acknowledged(value)
+                    sock.send(messages.encode_request("ping", next(self._ids), {}), zmq.NOBLOCK)
+                    if session.ack_due(with_ping=True):
+                        value = session.ack_value()
+                        sock.send(messages.encode_request("ack", 0, {"bytes": value}), zmq.NOBLOCK)
+                        session.acknowledged(value)
                 except zmq.Again:
                     pass
-            for s, _ in poller.poll(wait_ms):
-                if s is self._wake_rx:
-                    self._drain_wake()
-                    continue
-                self._receive(sock, session)
+        self._expire_pending(now, session.ready)
+        self._router.flush_log(now)
+        if session.went_silent(now):
+            if session.lost(now):
+                self._connected.clear()
+                self._lost_connection()
+                self.failovers += 1
+            return None
+        if session.ack_due():
+            try:
+                value = session.ack_value()
+                sock.send(messages.encode_request("ack", 0, {"bytes": value}), zmq.NOBLOCK)
+                session.acknowledged(value)
+            except zmq.Again:
+                pass
+        return session.poll_timeout_ms(now), True
+
+    def _io_finish(self):
+        """The loop ended (close): say bye, close the sockets, fail what still waits."""
+        sock = self._sock
         if sock is not None:
-            if session.ready:
+            if self._session.ready:
                 # Free the session (and its watches) at once instead of after the idle timeout.
                 try:
                     sock.send(messages.encode_request("bye", next(self._ids), {}), zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
+            self._poll_unregister(sock)
             sock.close(200)
+            self._sock = None
         self._wake_rx.close()
         with self._lock:
             pending = list(self._pending.values())

@@ -5,6 +5,7 @@ Plain dataclasses: what ``Client`` methods return and what a watch delivers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 @dataclass(slots=True)
 class Header:
@@ -238,3 +239,27 @@ class RoleGetResponse:
 class RoleListResponse:
     header: Header
     roles: list = field(default_factory=list)
+
+
+class AlarmMember(NamedTuple):
+    member_id: int        # the writer's ID (persisted with the alarm)
+    alarm: str            # "NOSPACE"
+
+
+class AlarmResponse(NamedTuple):
+    header: Header
+    alarms: list          # [AlarmMember]
+
+
+class DefragResponse(NamedTuple):
+    header: Header
+    db_size_before: int   # bytes of the LMDB file before and after
+    db_size_after: int
+    took_ms: float        # how long writes were held
+
+
+class SnapshotInfo(NamedTuple):
+    header: Header
+    revision: int         # the snapshot's revision, exact (the copy and the revision share one read txn)
+    size: int             # bytes
+    sha256: str           # hex, of the whole file

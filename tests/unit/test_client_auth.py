@@ -19,8 +19,7 @@ from zwatch.cli import authcmd
 from zwatch.cli.format import error_text
 from zwatch.client import Credentials, Header, Phase, Session, Watch, WatchRouter
 from zwatch.client.auth import AuthMixin, perm_range, prefix_end
-from zwatch.client.core import _Pending
-from zwatch.client.session import SessionIO
+from zwatch.client.core import ClientBase, _Pending
 from zwatch.client.types import Permission, RoleGetResponse
 
 SECRET = "s3cr3t-Pa55"
@@ -42,7 +41,7 @@ class FakeSocket:
         self.sent.append(frame)
 
 
-class FakeIO(AuthMixin, SessionIO):
+class FakeIO(AuthMixin, ClientBase):
     """SessionIO's tables and the Auth API, no thread, no socket: _call records the request."""
 
     def __init__(self, endpoints=("tcp://a",), user=None, password=None, reply=None):

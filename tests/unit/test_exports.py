@@ -43,3 +43,21 @@ def test_the_package_is_typed():
     """PEP 561: a py.typed marker beside the package's modules (installed as package data)."""
     assert os.path.exists(os.path.join(os.path.dirname(zwatch.__file__), "py.typed"))
 
+
+def test_both_clients_offer_every_request_of_calls_py_with_the_same_parameters():
+    """calls.py defines each request once; the sync and asyncio clients are facades over it."""
+    import zwatch.aio
+    from zwatch.client import calls
+    names = [n for n, f in vars(calls).items() if inspect.isfunction(f) and not n.startswith("_")
+             and f.__module__ == calls.__name__]
+    assert len(names) >= 18
+    for name in names:
+        spec = list(inspect.signature(getattr(calls, name)).parameters)
+        for client in (zwatch.Client, zwatch.aio.Client):
+            method = getattr(client, name, None)
+            assert method is not None, f"{client.__module__}.Client has no {name}"
+            params = list(inspect.signature(method).parameters)
+            if "kw" in params:                 # get(key, range_end, **kw): the options go through
+                continue
+            assert params[1:] == spec + ["timeout"], (client.__module__, name, params)
+        assert inspect.iscoroutinefunction(getattr(zwatch.aio.Client, name)), name

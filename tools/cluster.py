@@ -226,3 +226,52 @@ class Cluster:
 
     def dump_logs(self) -> str:
         return "\n".join(f"--- {n}\n" + "".join(a.raw[-40:]) for n, a in self.actors.items())
+
+
+def main(argv=None) -> int:
+    """``python -m zwatch.tools.cluster [--fanouts N]``: a test cluster for another language's
+    tests (protocol/js's `npm test`): starts it in a temp dir, prints one JSON line
+    ``{"endpoints": [...], "data_dir": ...}``, then obeys lines on stdin, answering each with one
+    JSON line: ``kill NAME`` (SIGKILL: fanout0, writer, syncer), ``start NAME``, ``restart NAME``,
+    ``stop`` (or end of input: stops the cluster and exits)."""
+    import argparse
+    import shutil
+    import tempfile
+    ap = argparse.ArgumentParser(prog="python -m zwatch.tools.cluster", description=main.__doc__.split("\n\n")[0])
+    ap.add_argument("--fanouts", type=int, default=2)
+    a = ap.parse_args(argv)
+    data = tempfile.mkdtemp(prefix="zw-cluster-")
+    cl = Cluster(data, fanouts=a.fanouts).start()
+    try:
+        print(json.dumps({"endpoints": cl.fanout_eps, "data_dir": data}), flush=True)
+        for line in sys.stdin:
+            words = line.split()
+            if not words:
+                continue
+            cmd, name = words[0], (words[1] if len(words) > 1 else "")
+            try:
+                if cmd == "stop":
+                    break
+                if name not in cl.actors:
+                    raise KeyError(f"no actor {name!r}: {sorted(cl.actors)}")
+                if cmd == "kill":
+                    cl[name].kill()
+                elif cmd == "start":
+                    cl[name].start()
+                    base = name.rstrip("0123456789")
+                    cl[name].wait_event(f"{base}.start", count=cl[name].starts)
+                elif cmd == "restart":
+                    cl.restart(name)
+                else:
+                    raise ValueError(f"unknown command {cmd!r}")
+                print(json.dumps({"ok": True}), flush=True)
+            except Exception as e:
+                print(json.dumps({"ok": False, "error": str(e)}), flush=True)
+    finally:
+        cl.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -38,13 +38,12 @@ from ..limits import MAX_KEEPALIVE_IDS
 from . import calls
 from .auth import Credentials
 from .builders import endpoints_from_env, range_body
-from .core import ClientBase, Watch
+from .core import RETRY_AFTER_S, ClientBase, Watch
 from .credit import Credit
 from .curve import resolve as resolve_curve
 from .delivery import WatchRouter
 from .lease import RETRY_AFTER, KeepAliveSchedule
 from .resolve import expand as expand_endpoints
-from .session import READ_OPS
 from .types import Header, WatchResponse
 
 
@@ -235,17 +234,14 @@ class Client(ClientBase):
 
     # ------------------------------------------------------------ requests
     async def _call(self, op: str, body: dict, timeout=None):
-        if self._closed:
-            raise Unavailable("client is closed")
-        timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        deadline = self._deadline(timeout)
         while True:
             try:
                 return await self._call_once(op, body, deadline)
             except Unavailable:
-                if op not in READ_OPS or time.monotonic() + 0.1 >= deadline:
+                if not self._may_retry(op, deadline):
                     raise
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(RETRY_AFTER_S)
 
     async def _call_once(self, op: str, body: dict, deadline: float):
         p = self._submit(op, body, deadline)

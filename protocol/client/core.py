@@ -45,6 +45,9 @@ from .types import (AlarmMember, AlarmResponse, CompactResponse, DefragResponse,
                     WatchResponse, header_of)
 
 
+RETRY_AFTER_S = 0.1     # between attempts of a read that got UNAVAILABLE
+
+
 class _Pending:
     __slots__ = ("op", "frame", "event", "result", "error", "deadline", "req_id", "watch_id")
 
@@ -198,6 +201,17 @@ class ClientBase(SessionIO):
             self._pending[req_id] = p
             self._outq.append(p)
         return p
+
+    def _deadline(self, timeout) -> float:
+        if self._closed:
+            raise Unavailable("client is closed")
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
+
+    @staticmethod
+    def _may_retry(op: str, deadline: float) -> bool:
+        """After UNAVAILABLE: reads are retried transparently (e.g. while the syncer restarts)
+        until the deadline; writes never are: their outcome is unknown."""
+        return op in READ_OPS and time.monotonic() + RETRY_AFTER_S < deadline
 
     @staticmethod
     def _outcome(p: "_Pending"):
@@ -505,19 +519,14 @@ class Client(AuthMixin, ClientBase):
                 pass
 
     def _call(self, op: str, body: dict, timeout=None):
-        if self._closed:
-            raise Unavailable("client is closed")
-        timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        deadline = self._deadline(timeout)
         while True:
             try:
                 return self._call_once(op, body, deadline)
             except Unavailable:
-                # Reads are retried transparently (e.g. while the syncer restarts) until the
-                # deadline; writes never are: their outcome is unknown.
-                if op not in READ_OPS or time.monotonic() + 0.1 >= deadline:
+                if not self._may_retry(op, deadline):
                     raise
-                time.sleep(0.1)
+                time.sleep(RETRY_AFTER_S)
 
     def _call_once(self, op: str, body: dict, deadline: float):
         timeout = max(0.0, deadline - time.monotonic())

@@ -19,12 +19,13 @@ Backpressure as in the sync client (credit.py): a response is acknowledged to th
 history, never a growing client.
 
 Leases: ``await c.lease(ttl)`` returns a lease kept alive by one task per client (the sync
-client's ``KeepAliveSchedule``); locks and elections are the sync client's only, for now.
+client's ``KeepAliveSchedule``).  Locks and elections: ``c.lock(name)`` / ``c.election(name)``
+run the sync client's algorithm (concurrency.py's steps, written once as generators of effects)
+with awaited effects.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import time
 from collections import deque
@@ -36,15 +37,13 @@ from .. import errors
 from ..errors import LeaseNotFound, Unavailable, ZwatchError
 from ..limits import MAX_KEEPALIVE_IDS
 from . import calls
+from .concurrency import AsyncStepper, ElectionSteps, LockSteps, _observe, arun
 from .auth import Credentials
 from .builders import endpoints_from_env, range_body
 from .core import RETRY_AFTER_S, ClientBase, Watch
-from .credit import Credit
 from .curve import resolve as resolve_curve
-from .delivery import WatchRouter
 from .lease import RETRY_AFTER, KeepAliveSchedule
-from .resolve import expand as expand_endpoints
-from .types import Header, WatchResponse
+from .types import WatchResponse
 
 
 class _Done:
@@ -166,6 +165,65 @@ class AsyncLease:
 
     async def __aexit__(self, *exc):
         await self.revoke()
+
+
+class AsyncLock(LockSteps):
+    """``async with c.lock(name)``: the sync Lock's algorithm (concurrency.LockSteps), awaited."""
+
+    async def acquire(self, timeout: float | None = None) -> bool:
+        return await arun(self._acquire(timeout), self.client)
+
+    async def release(self) -> bool:
+        return await arun(self._release(), self.client)
+
+    async def is_acquired(self) -> bool:
+        return await arun(self._is_acquired(), self.client)
+
+    async def __aenter__(self):
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.release()
+
+
+class AsyncObservation:
+    """``async for kv in election.observe()``: each leader (and each proclaim), in order."""
+
+    def __init__(self, election: "AsyncElection"):
+        self.watch = None
+        self.canceled = False
+        self._stepper = AsyncStepper(_observe(election, self), election.client)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self._stepper.aemitted()
+
+    async def cancel(self):
+        self.canceled = True
+        if self.watch is not None:
+            await self.watch.cancel()
+
+
+class AsyncElection(ElectionSteps):
+    """The sync Election's algorithm (concurrency.ElectionSteps), awaited."""
+
+    async def campaign(self, value, timeout: float | None = None) -> bool:
+        return await arun(self._campaign(value, timeout), self.client)
+
+    async def proclaim(self, value):
+        return await arun(self._proclaim(value), self.client)
+
+    async def resign(self):
+        return await arun(self._resign(), self.client)
+
+    async def leader(self):
+        return await arun(self._leader(), self.client)
+
+    def observe(self) -> AsyncObservation:
+        return AsyncObservation(self)
 
 
 class Client(ClientBase):
@@ -350,6 +408,14 @@ class Client(ClientBase):
             self._lease_task = self._loop.create_task(self._keep_leases(), name="zwatch-aio-leases")
         self._lease_wake.set()
         return lease
+
+    def lock(self, name, ttl: int = 60) -> AsyncLock:
+        """A distributed lock named name (etcd's concurrency.Mutex, the sync client's algorithm)."""
+        return AsyncLock(self, name, ttl)
+
+    def election(self, name, ttl: int = 60) -> AsyncElection:
+        """A leader election named name (etcd's concurrency.Election, the sync client's algorithm)."""
+        return AsyncElection(self, name, ttl)
 
     def _lease_forget(self, lease: AsyncLease):
         if self._leases.pop(lease.id, None) is not None:

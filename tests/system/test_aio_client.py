@@ -156,3 +156,53 @@ def test_leases_are_kept_alive_and_revoked(make_cluster):
             assert (await c.get("l/k")).count == 0
             assert lease.id not in await c.leases()
     run(main())
+
+
+def test_locks_one_holder_at_a_time_and_a_waiter_gets_it_on_release(cluster):
+    async def main():
+        async with aclient(cluster) as a, aclient(cluster) as b:
+            la, lb = a.lock("aio/job", ttl=10), b.lock("aio/job", ttl=10)
+            assert await la.acquire(timeout=5)
+            assert not await lb.acquire(timeout=0.5)         # held by la: timed out, key gone
+            waiter = asyncio.create_task(lb.acquire(timeout=10))
+            await asyncio.sleep(0.3)
+            assert not waiter.done()
+            assert await la.release()
+            assert await asyncio.wait_for(waiter, 5) is True
+            assert await lb.is_acquired() and not await la.is_acquired()
+            assert lb.key == b"aio/job/%x" % lb.lease.id
+            async with a.lock("aio/other", ttl=10) as other:
+                assert await other.is_acquired()
+            await lb.release()
+    run(main())
+
+
+def test_election_campaign_observe_proclaim_resign(cluster):
+    async def main():
+        async with aclient(cluster) as a, aclient(cluster) as b, aclient(cluster) as watcher:
+            ea, eb = a.election("aio/svc", ttl=10), b.election("aio/svc", ttl=10)
+            seen = []
+            observation = watcher.election("aio/svc").observe()
+
+            async def observe():
+                async for kv in observation:
+                    seen.append(kv.value)
+
+            observer = asyncio.create_task(observe())
+            assert await ea.campaign("a1", timeout=5)
+            second = asyncio.create_task(eb.campaign("b1", timeout=10))
+            await ea.proclaim("a2")
+            assert (await eb.leader()).value == b"a2"
+            await ea.resign()
+            assert await asyncio.wait_for(second, 5) is True
+            assert (await ea.leader()).value == b"b1"
+            deadline = time.monotonic() + 5
+            while seen != [b"a1", b"a2", b"b1"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert seen == [b"a1", b"a2", b"b1"]
+            with pytest.raises(zwatch.NotLeader):
+                await ea.proclaim("late")
+            await observation.cancel()
+            await asyncio.wait_for(observer, 5)
+            await eb.resign()
+    run(main())

@@ -239,9 +239,12 @@ def main(argv=None) -> int:
     import tempfile
     ap = argparse.ArgumentParser(prog="python -m zwatch.tools.cluster", description=main.__doc__.split("\n\n")[0])
     ap.add_argument("--fanouts", type=int, default=2)
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for every actor (e.g. ZWATCH_SESSION_WINDOW_BYTES=262144)")
     a = ap.parse_args(argv)
+    env = dict(kv.split("=", 1) for kv in a.env)
     data = tempfile.mkdtemp(prefix="zw-cluster-")
-    cl = Cluster(data, fanouts=a.fanouts).start()
+    cl = Cluster(data, fanouts=a.fanouts, env=env).start()
     try:
         print(json.dumps({"endpoints": cl.fanout_eps, "data_dir": data}), flush=True)
         for line in sys.stdin:

@@ -38,6 +38,8 @@ export class Client {
   constructor(endpoints?: string[], options?: ClientOptions);
   endpoint: string | null;
   failovers: number;
+  maxBufferedSeen: number;
+  readonly bufferedBytes: number;
   sessionInfo: Record<string, unknown>;
   waitConnected(timeout?: number): Promise<boolean>;
   get(key: Bytes, options?: GetOptions): Promise<{ header: Header; kvs: KeyValue[]; more: boolean; count: number }>;

@@ -223,6 +223,7 @@ export class Client {
     this.name = name;
     this.endpoint = null;
     this.failovers = 0;
+    this.maxBufferedSeen = 0;       // the most bytes ever held unconsumed (the window bounds it)
     this.sessionInfo = {};
     this._next = 0;                 // the next endpoint to try
     this._ids = 1;
@@ -339,6 +340,11 @@ export class Client {
     this._ack();
   }
 
+  /** Bytes of watch frames received and not yet taken by the application. */
+  get bufferedBytes() {
+    return this._held;
+  }
+
   _onFrame(msg) {
     this._received += msg.length;
     this._lastHeard = Date.now();
@@ -354,6 +360,7 @@ export class Client {
     if (kind === "w") {
       const ticket = new Ticket(this, msg.length, this._epoch);
       this._held += msg.length;
+      if (this._held > this.maxBufferedSeen) this.maxBufferedSeen = this._held;
       try {
         this._onWatchResponses(body, ticket);
       } finally {

@@ -15,8 +15,9 @@ export function python() {
   return existsSync(venv) ? venv : "python3";
 }
 
-export async function startCluster({ fanouts = 2 } = {}) {
-  const proc = spawn(python(), ["-m", "zwatch.tools.cluster", "--fanouts", String(fanouts)],
+export async function startCluster({ fanouts = 2, env = {} } = {}) {
+  const settings = Object.entries(env).flatMap(([k, v]) => ["--env", `${k}=${v}`]);
+  const proc = spawn(python(), ["-m", "zwatch.tools.cluster", "--fanouts", String(fanouts), ...settings],
     { stdio: ["pipe", "pipe", "inherit"] });
   const lines = createInterface({ input: proc.stdout });
   const it = lines[Symbol.asyncIterator]();

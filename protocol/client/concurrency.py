@@ -85,8 +85,21 @@ TIMEOUT = object()
 Steps = Generator[Any, Any, Any]
 
 
-def _give_up(client, deadline: float | None) -> float:
-    return deadline if deadline is not None else time.monotonic() + client.timeout
+def _target(client, eff: Call):
+    """The bound method eff names, and when to stop retrying it."""
+    fn = getattr(client if eff.target is None else eff.target, eff.method)
+    return fn, (eff.deadline if eff.deadline is not None else time.monotonic() + client.timeout)
+
+
+def _again(client, eff: Call, give_up: float, error: ZwatchError) -> bool:
+    """After error: True to send eff again (retry after UNAVAILABLE, before give_up), False to
+    answer None (quiet); otherwise the error is raised."""
+    if isinstance(error, Unavailable) and eff.retry and not client._closed and \
+            time.monotonic() + RETRY_EVERY < give_up:
+        return True
+    if eff.quiet:
+        return False
+    raise error
 
 
 def _perform(client, eff):
@@ -95,21 +108,14 @@ def _perform(client, eff):
             return eff.watch.get(timeout=eff.timeout)
         except queue.Empty:
             return TIMEOUT
-    fn = getattr(client if eff.target is None else eff.target, eff.method)
-    give_up = _give_up(client, eff.deadline)
+    fn, give_up = _target(client, eff)
     while True:
         try:
             return fn(*eff.args, **eff.kwargs)
-        except Unavailable:
-            if not eff.retry or client._closed or time.monotonic() + RETRY_EVERY >= give_up:
-                if eff.quiet:
-                    return None
-                raise
-            time.sleep(RETRY_EVERY)
-        except ZwatchError:
-            if eff.quiet:
+        except ZwatchError as e:
+            if not _again(client, eff, give_up, e):
                 return None
-            raise
+        time.sleep(RETRY_EVERY)
 
 
 async def _aperform(client, eff):
@@ -119,21 +125,14 @@ async def _aperform(client, eff):
             return await eff.watch.get(timeout=eff.timeout)
         except TimeoutError:
             return TIMEOUT
-    fn = getattr(client if eff.target is None else eff.target, eff.method)
-    give_up = _give_up(client, eff.deadline)
+    fn, give_up = _target(client, eff)
     while True:
         try:
             return await fn(*eff.args, **eff.kwargs)
-        except Unavailable:
-            if not eff.retry or client._closed or time.monotonic() + RETRY_EVERY >= give_up:
-                if eff.quiet:
-                    return None
-                raise
-            await asyncio.sleep(RETRY_EVERY)
-        except ZwatchError:
-            if eff.quiet:
+        except ZwatchError as e:
+            if not _again(client, eff, give_up, e):
                 return None
-            raise
+        await asyncio.sleep(RETRY_EVERY)
 
 
 class _Done(NamedTuple):

@@ -31,7 +31,6 @@ class Credit:
         self._lock = threading.Lock()
         self.epoch = 0          # the session the held bytes belong to
         self.held = 0
-        self.released_total = 0  # bytes released by the application since start (a figure)
         self.max_held = 0        # the most bytes ever held at once (a figure: the client's buffer)
         self.wake = wake        # called (any thread) when a release may make an ack due:
         self.wake_every = wake_every   # every this many bytes released, and on catching up
@@ -56,7 +55,6 @@ class Credit:
             if epoch != self.epoch:
                 return          # a frame of an earlier session: its counter is gone
             self.held -= nbytes
-            self.released_total += nbytes
             self._unwoken += nbytes
             due = self.held == 0 or self._unwoken >= self.wake_every
             if due:

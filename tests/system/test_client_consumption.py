@@ -154,3 +154,21 @@ def test_a_callback_watch_from_a_compacted_revision_gets_compacted(make_cluster)
 def test_client_shuffles_its_endpoints_by_default():
     import inspect
     assert inspect.signature(zwatch.Client).parameters["shuffle"].default is True
+
+
+def test_a_hello_window_is_clamped_between_64_KiB_and_the_fanouts(make_cluster):
+    """A client cannot make its window absurd: 1 byte would only make every frame wait for the
+    one-frame rule, 2^62 would lift the fan-out's bound on what it buffers for the session."""
+    import msgpack
+    import zmq
+    window = 1 << 20
+    cl = make_cluster(env={"ZWATCH_SESSION_WINDOW_BYTES": str(window)})
+    for asked, told in ((1, 64 * 1024), (1 << 62, window), (300_000, 300_000)):
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(cl.fanout_eps[0])
+        s.send(msgpack.packb(["hello", 1, {"version": 1, "window_bytes": asked}]))
+        assert s.poll(5000)
+        kind, _, body = msgpack.unpackb(s.recv(), raw=False)
+        s.close()
+        assert kind == "ok" and body["window_bytes"] == told, (asked, body)

@@ -110,6 +110,7 @@ class Writer:
         self.pub_endpoint = pub_endpoint
         self.max_batch = max_batch
         self.heartbeat_s = heartbeat_s
+        self.join_heartbeat = False      # a starting fan-out asked for a heartbeat (internal.Ping.join)
         self.stats_s = stats_s
         self.map_size = map_size
         self.max_map_size = max_map_size
@@ -267,7 +268,8 @@ class Writer:
                     compaction_pending |= self._auto_compact(now)
                 if now - self._sizes_at >= SIZES_EVERY_S:
                     self._refresh_sizes(now)
-                if heartbeat.due(now):
+                if heartbeat.due(now) or self.join_heartbeat:
+                    self.join_heartbeat = False
                     self._publish([])
                 self._log_expired(now)             # totals held back by the one-a-second limit
                 if stats.due():
@@ -331,7 +333,10 @@ class Writer:
             elif op in messages.DEFRAG_OPS:
                 defrags.append((envelope, req_id, body, user))
             elif op == "ping":
-                # A fan-out's ping every 0.5 s: what its `status` and `health` answer from.
+                # A fan-out's ping every 0.5 s: what its `status` and `health` answer from.  A
+                # starting fan-out's ping asks for a heartbeat now, to join the stream at once.
+                if user is None and type(body) is dict and body.get("join") is True:
+                    self.join_heartbeat = True
                 replies.append(envelope + [internal.Pong(req_id, None, self.last_published, {
                     "compact_revision": self.compact_rev, "db_size": self.db_size,
                     "db_size_in_use": self.db_size_in_use, "alarms": list(self.alarms),

@@ -408,7 +408,14 @@ class Ping(NamedTuple):
     """A liveness probe, every second from a fan-out to the syncer, every 0.5 s to the writer::
 
         ["ping", seq, {}]
+        ["ping", seq, {"join": true}]            to the writer, from a fan-out not in the stream yet
         ["ping", seq, {"name": str, "endpoint": str, "started": float, "sessions": int, "watchers": int}]
+
+    ``join``: the writer publishes a heartbeat right after answering, so a starting fan-out
+    joins the stream at once instead of at the next idle heartbeat (up to ZWATCH_HEARTBEAT_S
+    later).  It repeats the join every 50 ms until a publish arrives: a heartbeat published
+    before its subscription reached the writer's PUB is not delivered to it (ZeroMQ's slow
+    joiner), and nothing else is lost by that: it joins at whatever publish comes first.
 
     The second form is a fan-out's ping to the syncer: it says who the fan-out is (its instance
     name, the client endpoint it advertises, its start time in Unix seconds, its load), which
@@ -416,9 +423,10 @@ class Ping(NamedTuple):
     """
     seq: int
     member: dict | None = None
+    join: bool = False
 
     def encode(self) -> bytes:
-        return _pack(["ping", self.seq, self.member or {}])
+        return _pack(["ping", self.seq, {"join": True} if self.join else self.member or {}])
 
     @classmethod
     def decode(cls, raw: bytes) -> "Ping":

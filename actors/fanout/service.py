@@ -35,7 +35,7 @@ from .authn import Job, LoginLimiter, PasswordWorker, VerifiedLogins
 from .core import FanoutCore
 from .lag import Lag, StuckSessions
 from .drain import DRAINING, CreateRate, Drain, goaway_delay_ms, goaway_frame
-from .health import SYNCER_PING_S, SYNCER_SILENT_PINGS, WRITER_PING_S, WRITER_STALE_S, Upstream, advertised, member_id
+from .health import JOIN_PING_S, SYNCER_PING_S, SYNCER_SILENT_PINGS, WRITER_PING_S, WRITER_STALE_S, Upstream, advertised, member_id
 from .model import Session
 from .sessions import AGAIN, GONE, SENT, SessionOutput
 from .stream import UPSTREAM_LOST, PublishStream
@@ -212,13 +212,16 @@ class Fanout:
         housekeeping = Every(0.1)
         ping = Every(SYNCER_PING_S)
         writer_ping = Every(WRITER_PING_S)
+        join_ping = Every(JOIN_PING_S)
+        join_ping.next = 0.0                # the first one at once
         memory = Every(1.0)
         progress = Every(self.progress_interval_s)
         stats = self.stats_clock = AlignedEvery(self.stats_s)   # wall-clock boundaries: lines join on `at`
         try:
             while not self.stop:
                 self.loop_turned_at = time.monotonic()     # /livez, /readyz (actors/probes.py)
-                ready = dict(poller.poll(100))
+                joined = self.core.last_seen is not None
+                ready = dict(poller.poll(100 if joined else 1000 * JOIN_PING_S))
                 if self.sub in ready:
                     self._drain_publishes()
                 if self.syncer in ready:
@@ -265,6 +268,8 @@ class Fanout:
                     self._ping_syncer()
                 if writer_ping.due(now):
                     self._ping_writer()
+                elif not joined and join_ping.due(now):
+                    self._ping_writer(join=True)    # the writer publishes a heartbeat: we join now
                 if self.upstream.checks:
                     silent = self.stream.silent_s(now) if self.stream.lost else None
                     for ident, req_id, body in self.upstream.due(now, self.core.last_seen is not None, silent):
@@ -379,13 +384,13 @@ class Fanout:
                   "sessions": len(self.sessions), "watchers": len(self.core.watchers)}
         return self.ping_seq if self._send_syncer(internal.Ping(self.ping_seq, member).encode(), "ping") else None
 
-    def _ping_writer(self) -> int | None:
+    def _ping_writer(self, join: bool = False) -> int | None:
         """Every WRITER_PING_S (and for a health check) on the writer connection: its pong carries
         what `status` answers.  The connection is IMMEDIATE: with no writer connected the send
         fails at once (None), which a health check reports as unreachable without waiting."""
         self.writer_ping_seq += 1
         try:
-            self.writer.send(internal.Ping(self.writer_ping_seq).encode(), zmq.NOBLOCK)
+            self.writer.send(internal.Ping(self.writer_ping_seq, join=join).encode(), zmq.NOBLOCK)
             self.upstream.writer.pinged(self.writer_ping_seq, time.monotonic())
             return self.writer_ping_seq
         except zmq.Again:

@@ -56,6 +56,7 @@ RESUME_EVERY = 0.1      # seconds between attempts to re-create watches a fan-ou
 BACKOFF_BASE_S = 0.05   # full-jitter reconnect back-off after the n-th failed attempt in a row:
 BACKOFF_MAX_S = 2.0     # uniform in [0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (n - 1))]
 AVOID_S = 30.0          # a draining fan-out is not tried again for this long (unless it is the only one)
+CONNECT_RETRY_MS = 20    # libzmq reconnect interval of the session socket (a refused connect)
 # A fan-out cut off from the writer's host (goaway "upstream_lost", hello refused UPSTREAM_LOST) is
 # avoided only this long: the link may heal any second, and when every fan-out was cut off (the
 # writer's host down) clients must come back soon after it does, not 30 s later.
@@ -389,6 +390,9 @@ class SessionIO:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, 0)  # never drop what the fan-out sent us
             sock.setsockopt(zmq.IMMEDIATE, 1)
+            # A refused connect (a fan-out still starting) is retried in 20 ms, not libzmq's
+            # default 100: the client's own hello timeout decides when to try another endpoint.
+            sock.setsockopt(zmq.RECONNECT_IVL, CONNECT_RETRY_MS)
             sock.connect(self.endpoint)
             self._sock = sock
             self._poll_register(sock)

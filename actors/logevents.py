@@ -24,6 +24,7 @@ WRITER = (
     LogEvent("writer.start", "info", "started, store open"),
     LogEvent("writer.stop", "info", "leaving (signal, or a crash: `signal` null)"),
     LogEvent("writer.bind_failed", "error", "an endpoint cannot be bound (port in use): one line on stderr, exit code 2"),
+    LogEvent("writer.direct_off", "warning", "the clients' direct write endpoint is not served (CURVE on, or it cannot be bound): writes go through the fan-outs"),
     LogEvent("writer.data_dir_unwritable", "error", "the data dir cannot be created, written or opened: one line on stderr, exit code 2"),
     LogEvent("writer.stats", "info", "every ZWATCH_STATS_S: commits, requests, revisions and commit latency of the interval"),
     LogEvent("writer.commit", "debug", "each group commit that created revisions (at info when it took >= 100 ms)"),

@@ -56,6 +56,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 
 import lmdb
 import zmq
@@ -76,7 +77,7 @@ from .auth.perms import READ
 from .store import Store, authtx
 from .store import defrag as store_defrag
 from .store.quota import DEFAULT_QUOTA_BYTES
-from . import compactor
+from . import compactor, direct
 
 # Keep-alives / time-to-live / lease lists taken in one round at most.  They cost no commit, so
 # a round full of them would only hold back the writes queued behind them (from other fan-outs:
@@ -104,8 +105,14 @@ class Writer:
                  lease_revoke_batch: int = 100, auto_compaction_mode: str = "periodic",
                  auto_compaction_retention: str = "1h", auto_compaction_interval_s: float = 300.0,
                  quota_backend_bytes: int = DEFAULT_QUOTA_BYTES, compaction_batch_limit: int = 1000, metrics_port: int | None = None,
-                 metrics_host: str = "127.0.0.1"):
+                 metrics_host: str = "127.0.0.1", client_endpoint: str | None = "tcp://127.0.0.1:2483"):
         self.data_dir = data_dir
+        # Clients' writes straight to the writer (direct.py): None or "" = off.
+        self.client_endpoint = client_endpoint or None
+        self.direct: zmq.Socket | None = None
+        # Told in every pong: a client checks, on its direct connection, that it reached the
+        # writer its fan-out named (not another cluster's writer at the same address).
+        self.instance = uuid.uuid4().hex
         self.endpoint = endpoint
         self.pub_endpoint = pub_endpoint
         self.max_batch = max_batch
@@ -217,7 +224,10 @@ class Writer:
             zmtp_heartbeats(sock, connecting=False)    # fan-outs on hosts that may vanish (common.py)
         self.security.server(self.router, security.INTERNAL, self.endpoint, self.log)
         self.security.server(self.pub, security.INTERNAL, self.pub_endpoint, self.log)
-        for sock, endpoint in ((self.router, self.endpoint), (self.pub, self.pub_endpoint)):
+        binds = [(self.router, self.endpoint), (self.pub, self.pub_endpoint)]
+        if self.client_endpoint is not None:
+            self._bind_direct(ctx)
+        for sock, endpoint in binds:
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
@@ -227,6 +237,7 @@ class Writer:
                 ctx.destroy(linger=0)
                 raise StartupError(bind_error_line("writer", endpoint, exc, "writer")) from None
         self.log.info("writer.start", data_dir=os.path.abspath(self.data_dir), endpoint=self.endpoint,
+                      client_endpoint=self.client_endpoint if self.direct is not None else None,
                       pub_endpoint=self.pub_endpoint, revision=self.last_published,
                       compact_revision=self.store.compact_revision(), max_batch=self.max_batch,
                       heartbeat_s=self.heartbeat_s, leases=len(self.lessor),
@@ -239,6 +250,8 @@ class Writer:
             self._warn_if_without_curve()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        if self.direct is not None:
+            poller.register(self.direct, zmq.POLLIN)
         heartbeat = Every(self.heartbeat_s)
         stats = self.stats_clock = AlignedEvery(self.stats_s)   # wall-clock boundaries: lines join on `at`
         compaction_pending = self._resume_compaction()   # a crash may have left one half done
@@ -279,6 +292,8 @@ class Writer:
             self.log.info("writer.stop", revision=self.last_published, signal=self.stop.signal)
             self.router.close()
             self.pub.close()
+            if self.direct is not None:
+                self.direct.close()
             self.security.stop()                   # its ZAP sockets first: term() waits for them
             ctx.term()
             self.store.close()
@@ -337,10 +352,11 @@ class Writer:
                 # starting fan-out's ping asks for a heartbeat now, to join the stream at once.
                 if user is None and type(body) is dict and body.get("join") is True:
                     self.join_heartbeat = True
-                replies.append(envelope + [internal.Pong(req_id, None, self.last_published, {
+                replies.append(envelope + [internal.Pong(req_id, self.instance, self.last_published, {
                     "compact_revision": self.compact_rev, "db_size": self.db_size,
                     "db_size_in_use": self.db_size_in_use, "alarms": list(self.alarms),
-                    "leases": len(self.lessor), "commit_time": self.last_commit_time}).encode()])
+                    "leases": len(self.lessor), "commit_time": self.last_commit_time,
+                    "direct": self.direct is not None}).encode()])
             elif op in messages.WRITE_OPS or op in messages.READ_OPS or op in messages.AUTH_OPS:
                 batch.append((envelope, req_id, op, body, user))
             elif op in messages.LEASE_CLOCK_OPS:
@@ -355,6 +371,8 @@ class Writer:
             else:
                 replies.append(envelope + [messages.encode_error(
                     req_id, ZwatchError(f"op {op} is not served by the writer", "UNIMPLEMENTED"))])
+        if self.direct is not None:
+            self._read_direct(batch, replies, self.max_batch - len(batch) - len(clock_ops))
         began_compaction = False
         published = []
         # Keep-alives read now may have waited in the queue through a long commit (or fsync)
@@ -511,9 +529,55 @@ class Writer:
             self.log.warning("writer.auth_without_curve", auth_revision=self.auth.revision,
                              endpoint=self.endpoint, pub_endpoint=self.pub_endpoint)
 
+    def _bind_direct(self, ctx):
+        """The clients' direct endpoint (direct.py), an accelerator: when it cannot be had (CURVE
+        on, the address taken) the writer runs without it, says so, and its pongs say so, so
+        that no fan-out offers it."""
+        if self.security.on:
+            self.log.warning("writer.direct_off", endpoint=self.client_endpoint,
+                             reason="CURVE is on: clients reach the writer through the fan-outs only")
+            return
+        sock = make_socket(ctx, zmq.ROUTER, rcvhwm=direct.RCVHWM, sndhwm=direct.SNDHWM)
+        try:
+            sock.bind(self.client_endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            self.log.warning("writer.direct_off", endpoint=self.client_endpoint, reason=str(exc))
+            return
+        self.direct = sock
+
+    def _read_direct(self, batch: list, replies: list, room: int):
+        """Requests of clients connected straight to the writer (direct.py), after the fan-outs'
+        and within the same round's budget: they join this round's group commit."""
+        sock = self.direct
+        while room > 0 and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            if len(frames) != 2:
+                self.st_errors += 1
+                self.log_limited(self.log.warning, "writer.bad_envelope", frames=len(frames), direct=True)
+                continue
+            envelope = [direct.DIRECT, frames[0], b""]
+            item, reply = direct.admit(frames[1], self.auth.enabled, self._direct_pong)
+            if reply is not None:
+                if reply[0] == "err":
+                    self.st_errors += 1
+                replies.append(envelope + [reply[1]])
+                continue
+            op, req_id, body = item
+            # As the anonymous user: were auth enabled by a request earlier in this very batch,
+            # the store refuses it (PERMISSION_DENIED) rather than applying it unchecked.
+            batch.append((envelope, req_id, op, body, ""))
+            room -= 1
+
+    def _direct_pong(self, req_id: int) -> bytes:
+        return internal.Pong(req_id, self.instance, self.last_published).encode()
+
     def _send_replies(self, replies):
         for frames in replies:
             try:
+                if frames[0] is direct.DIRECT:
+                    self.direct.send_multipart(frames[1:2] + frames[3:], zmq.NOBLOCK)
+                    continue
                 self.router.send_multipart(frames, zmq.NOBLOCK)
             except zmq.ZMQError as exc:  # requester gone (EHOSTUNREACH) or its pipe full
                 self.log.warning("writer.reply_dropped", error=str(exc))

@@ -460,7 +460,8 @@ class Pong(NamedTuple):
 
         ["pong", seq, {"instance": str, "revision": R, "members": [member, ...]}]      the syncer's
         ["pong", seq, {"revision": R, "compact_revision": int, "db_size": int,
-                       "db_size_in_use": int, "alarms": [str], "leases": int}]       the writer's
+                       "db_size_in_use": int, "alarms": [str], "leases": int,
+                       "instance": str, "direct": bool}]                           the writer's
         member = [name, endpoint, started, sessions, watchers]    (the fan-outs that ping the syncer)
 
     A fan-out that sees a new syncer instance registers its catching-up watchers again.  The
@@ -497,6 +498,8 @@ class Pong(NamedTuple):
                 info[name] = _int(body[name], f"pong {name}", hi=2**63 - 1)
         if "alarms" in body:
             info["alarms"] = [a for a in _list(body["alarms"], "pong alarms") if type(a) is str][:16]
+        if body.get("direct") is True:     # the writer serves clients' direct writes
+            info["direct"] = True
         if "members" in body:
             members = []
             for m in _list(body["members"], "pong members")[:MAX_MEMBERS]:

@@ -110,6 +110,13 @@ SETTINGS: tuple[Setting, ...] = (
         Setting("ZWATCH_WRITER_ENDPOINT", str, "tcp://127.0.0.1:2480",
                 {"writer": "endpoint", "fanout": "writer_endpoint"},
                 "writer ROUTER (the writer binds, fan-outs connect): write requests and `status`"),
+        Setting("ZWATCH_WRITER_CLIENT_ENDPOINT", str, "tcp://127.0.0.1:2483",
+                {"writer": "client_endpoint", "fanout": "direct_endpoint"},
+                "the writer's ROUTER for clients' writes (`put`, `delete_range`, `txn`) sent straight to it, one "
+                "process hop less than through a fan-out; fan-outs tell it to clients in the hello reply (a loopback "
+                "address only to a fan-out's clients if the fan-out listens on loopback too). The address must "
+                "reach this writer from the clients' hosts. Empty: off. Off with CURVE and while auth is enabled "
+                "(then every request goes through the fan-outs)"),
         Setting("ZWATCH_PUB_ENDPOINT", str, "tcp://127.0.0.1:2481",
                 {"writer": "pub_endpoint", "fanout": "pub_endpoint"},
                 "writer PUB (the writer binds, fan-outs connect): the stream of committed revisions"),

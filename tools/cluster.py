@@ -146,10 +146,12 @@ class Cluster:
         self.writer_ep = f"{host}:{free_port()}"
         self.pub_ep = f"{host}:{free_port()}"
         self.syncer_ep = f"{host}:{free_port()}"
+        self.writer_client_ep = f"{host}:{free_port()}"
         self.fanout_eps = [f"{host}:{free_port()}" for _ in range(fanouts)]
         base = dict(os.environ)
         base.update({"ZWATCH_DATA_DIR": data_dir, "ZWATCH_WRITER_ENDPOINT": self.writer_ep,
                      "ZWATCH_PUB_ENDPOINT": self.pub_ep, "ZWATCH_SYNCER_ENDPOINT": self.syncer_ep,
+                     "ZWATCH_WRITER_CLIENT_ENDPOINT": self.writer_client_ep,
                      "ZWATCH_LOG_FORMAT": "json", "ZWATCH_STATS_S": "1", "PYTHONUNBUFFERED": "1"})
         base.update(env or {})
         if curve_dir:

@@ -27,6 +27,9 @@ WRITER_PING_S = 0.5
 # Until it has joined the publish stream, a fan-out asks the writer for a heartbeat this often
 # (internal.Ping.join): it serves watches from the first publish it hears, not the next idle one.
 JOIN_PING_S = 0.05
+# At start, requests wait this long at most for their link to the writer or syncer (service.py startup_held).
+STARTUP_HOLD_S = 2.0
+UPSTREAM_RECONNECT_MS = 20
 SYNCER_PING_S = 1.0
 # The syncer counts as silent (stream.py: the writer's host out of reach) after this many pings
 # went unanswered, whatever ZWATCH_UPSTREAM_TIMEOUT_S is: a pong is up to one ping old anyway.

@@ -35,7 +35,7 @@ from .authn import Job, LoginLimiter, PasswordWorker, VerifiedLogins
 from .core import FanoutCore
 from .lag import Lag, StuckSessions
 from .drain import DRAINING, CreateRate, Drain, goaway_delay_ms, goaway_frame
-from .health import JOIN_PING_S, SYNCER_PING_S, SYNCER_SILENT_PINGS, WRITER_PING_S, WRITER_STALE_S, Upstream, advertised, member_id
+from .health import JOIN_PING_S, STARTUP_HOLD_S, UPSTREAM_RECONNECT_MS, SYNCER_PING_S, SYNCER_SILENT_PINGS, WRITER_PING_S, WRITER_STALE_S, Upstream, advertised, member_id
 from .model import Session
 from .sessions import AGAIN, GONE, SENT, SessionOutput
 from .stream import UPSTREAM_LOST, PublishStream
@@ -77,8 +77,11 @@ class Fanout:
                  stats_s: float = 10.0, max_pending: int = MAX_PENDING_REQUESTS_PER_SESSION,
                  advertise: str | None = None,
                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-                 drain_s: float = 10.0, drain_creates_per_100ms: int = 250, upstream_timeout_s: float = 3.0):
+                 drain_s: float = 10.0, drain_creates_per_100ms: int = 250, upstream_timeout_s: float = 3.0,
+                 direct_endpoint: str | None = "tcp://127.0.0.1:2483"):
         self.endpoint = endpoint
+        # The writer's client endpoint (actors/direct.py), told to clients in the hello reply.
+        self.direct_endpoint = direct_endpoint or None
         self.writer_endpoint = writer_endpoint
         self.pub_endpoint = pub_endpoint
         self.syncer_endpoint = syncer_endpoint
@@ -103,6 +106,13 @@ class Fanout:
         self.advertise = advertise or advertised(endpoint)
         self.member_id = member_id(self.advertise)
         self.started = time.time()
+        # Requests that came before their link (to the writer, or the read link to the syncer)
+        # was ever up, on a fan-out started with its peers: held and sent once it is, for
+        # STARTUP_HOLD_S at most, instead of refusing the first requests of a fresh start
+        # with UNAVAILABLE.  [(socket, ident, user, raw)]
+        self.startup_held: list = []
+        self.links_up: set = set()        # the sockets a forward was ever sent on
+        self.startup_hold_until = time.monotonic() + STARTUP_HOLD_S
         # The writer and the syncer as their pongs show them: `status`, `health`, `member_list`.
         self.upstream = Upstream()
         self.writer_ping_seq = 0
@@ -166,6 +176,9 @@ class Fanout:
         self.syncer.setsockopt(zmq.ROUTING_ID, self.instance.encode())
         for sock in (self.sub, self.writer, self.syncer, self.reader):
             zmtp_heartbeats(sock, connecting=True)    # the writer's host may vanish (common.py)
+            # A refused connect (the peer still starting, or restarting) is retried in 20 ms,
+            # not libzmq's 100: the links are up soon after both ends are.
+            sock.setsockopt(zmq.RECONNECT_IVL, UPSTREAM_RECONNECT_MS)
         # Connection bursts: a deeper accept queue, and TCP keepalives so that peers whose host
         # vanished without closing are reaped (~90 s) instead of holding ~28 KB each for ever.
         self.router.setsockopt(zmq.BACKLOG, 1024)
@@ -221,7 +234,7 @@ class Fanout:
             while not self.stop:
                 self.loop_turned_at = time.monotonic()     # /livez, /readyz (actors/probes.py)
                 joined = self.core.last_seen is not None
-                ready = dict(poller.poll(100 if joined else 1000 * JOIN_PING_S))
+                ready = dict(poller.poll(5 if self.startup_held else 100 if joined else 1000 * JOIN_PING_S))
                 if self.sub in ready:
                     self._drain_publishes()
                 if self.syncer in ready:
@@ -243,6 +256,8 @@ class Fanout:
                 if self.passwords.socket in ready:
                     self._passwords_done()
                 now = time.monotonic()
+                if self.startup_held:
+                    self._send_startup_held(now)
                 self._fetch_auth_if_due(now)
                 if housekeeping.due(now):
                     syncer_age = self.upstream.syncer.age(now)
@@ -402,7 +417,10 @@ class Fanout:
         except ZwatchError as exc:
             self.log_limited(self.log.error, "fanout.bad_writer_message", error=str(exc)[:200])
             return
-        self.upstream.writer_pong(pong.seq, pong.revision, pong.info, time.monotonic())
+        info = pong.info
+        if pong.instance is not None:      # the writer's instance: the hello's `writer` names it
+            info = {**(info or {}), "instance": pong.instance}
+        self.upstream.writer_pong(pong.seq, pong.revision, info, time.monotonic())
 
     def _health(self, ident: bytes, req_id: int):
         """Ping both actors now (or share pings sent for a check under 0.1 s ago: a flood of health
@@ -800,8 +818,21 @@ class Fanout:
             "heartbeat_s": 1.0, "idle_timeout_s": self.idle_timeout_s, "window_bytes": session.window or self.session_window,
             "revision": self.core.last_seen or 0, "user": user, "auth_enabled": self.core.auth.enabled,
             "limits": {"max_watches": self.max_watches, "max_request_bytes": messages.MAX_REQUEST_BYTES,
-                       "max_key_bytes": messages.MAX_KEY_BYTES}}))
+                       "max_key_bytes": messages.MAX_KEY_BYTES}, **self._direct_writes()}))
         self.log.info("session.open", session=name or ident.hex(), user=user, sessions=len(self.sessions))
+
+    def _direct_writes(self) -> dict:
+        """The hello's `writer` field: where the client may send its writes straight to the
+        writer (actors/direct.py), and the writer instance it must find there.  Absent when the
+        path is off: not configured, CURVE on, auth enabled, or no pong from the writer yet."""
+        info = self.upstream.writer.info
+        instance = info.get("instance") if info.get("direct") is True else None
+        if self.direct_endpoint is None or self.security.on or self.core.auth.enabled or not instance:
+            return {}
+        # A loopback address means "this host": only for clients of a fan-out on loopback too.
+        if security.is_loopback_endpoint(self.direct_endpoint) and not security.is_loopback_endpoint(self.endpoint):
+            return {}
+        return {"writer": {"endpoint": self.direct_endpoint, "instance": instance}}
 
     def _hash_then_forward(self, session, req_id, op, body):
         """user_add / user_change_password: the writer stores only hashes; the slow hash runs on
@@ -856,7 +887,34 @@ class Fanout:
         try:
             sock.send_multipart((ident, user.encode() if user else b"", raw), zmq.NOBLOCK)
         except zmq.Again:
+            if sock not in self.links_up and time.monotonic() < self.startup_hold_until:
+                self.startup_held.append((sock, ident, user, raw))
+                return
             raise Unavailable(f"the {peer} is not reachable") from None
+        if sock not in self.links_up:
+            self.links_up.add(sock)
+
+    def _send_startup_held(self, now: float):
+        """Held start-up requests (self.startup_held): sent in order once their link is up; past
+        the wait, refused as any request to an unreachable peer is."""
+        while self.startup_held:
+            sock, ident, user, raw = self.startup_held[0]
+            try:
+                sock.send_multipart((ident, user.encode() if user else b"", raw), zmq.NOBLOCK)
+            except zmq.Again:
+                if now < self.startup_hold_until:
+                    return
+                self.startup_held.pop(0)
+                try:
+                    req_id = messages.decode_request(raw)[1]
+                except ZwatchError:
+                    continue
+                if ident in self.sessions:
+                    peer = "syncer" if sock is self.reader else "writer"
+                    self.core.reply(ident, messages.encode_error(req_id, Unavailable(f"the {peer} is not reachable")))
+                continue
+            self.links_up.add(sock)
+            self.startup_held.pop(0)
 
     def _drain_replies(self, sock):
         # Publishes first: the writer announces a compaction before it replies to it.

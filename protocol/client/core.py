@@ -35,6 +35,7 @@ from .callbacks import CallbackDispatcher
 from .credit import Credit, WatchQueue
 from .curve import resolve as resolve_curve
 from .delivery import WatchRouter
+from .direct import DIRECT_OPS, FALLBACK, DirectWrites
 from .lease import Lease, LeaseKeeper
 from .session import READ_OPS, Session, SessionIO
 from . import calls
@@ -149,6 +150,8 @@ class Watch:
 class ClientBase(SessionIO):
     """What the sync Client and the asyncio Client (aio.py) share besides SessionIO: the request
     and watch tables, and the steps of a request and of a watch that do not wait."""
+
+    _direct: DirectWrites | None = None     # the sync client's direct writes (direct.py)
 
     def _init_io_state(self, shuffle: bool, max_buffered_bytes: int):
         self._ids = itertools.count(1)
@@ -269,7 +272,8 @@ class Client(AuthMixin, ClientBase):
 
     def __init__(self, endpoints=None, timeout: float = 5.0, heartbeat: float = 1.0, name: str | None = None,
                  user: str | None = None, password: str | None = None, curve_server_key=None,
-                 curve_client_key=None, shuffle: bool = True, max_buffered_bytes: int = 0):
+                 curve_client_key=None, shuffle: bool = True, max_buffered_bytes: int = 0,
+                 direct_writes: bool = True):
         self.endpoints = endpoints_from_env(endpoints)
         self.credentials = Credentials.resolve(user, password)
         self.curve = resolve_curve(curve_server_key, curve_client_key)   # SessionIO applies it
@@ -279,6 +283,9 @@ class Client(AuthMixin, ClientBase):
         self.name = name or f"py-{os.getpid()}"
         self._init_io_state(shuffle, max_buffered_bytes)
         self._ctx = zmq.Context()
+        # Writes straight to the writer when the fan-out offers it (direct.py), from the calling
+        # thread; everything else, and every write when it is not offered, goes through the session.
+        self._direct = DirectWrites(self._ctx, self._ids) if direct_writes else None
         self._callbacks = CallbackDispatcher(self.name)     # add_watch_callback's thread
         self._connected = threading.Event()
         self.lease_keeper = LeaseKeeper(self)        # its thread starts with the first lease()
@@ -486,6 +493,8 @@ class Client(AuthMixin, ClientBase):
         self.lease_keeper.stop()     # no revoke: an abandoned lease expires at the server (etcd)
         self._close_watches()
         self._wake_tx.close()
+        if self._direct is not None:
+            self._direct.close()
         self._ctx.term() if not self._thread.is_alive() else None
 
     @property
@@ -529,6 +538,10 @@ class Client(AuthMixin, ClientBase):
                 time.sleep(RETRY_AFTER_S)
 
     def _call_once(self, op: str, body: dict, deadline: float):
+        if self._direct is not None and op in DIRECT_OPS:
+            result = self._direct.call(op, body, deadline)
+            if result is not FALLBACK:
+                return result
         timeout = max(0.0, deadline - time.monotonic())
         p = self._submit(op, body, deadline)
         self._wake()

@@ -521,6 +521,8 @@ class SessionIO:
                 if not session.ready:
                     return  # refused (version, limits, credentials): try the next endpoint
                 self.session_info = body
+                if self._direct is not None:
+                    self._direct.offered(body)
                 window = body.get("window_bytes") if isinstance(body, dict) else None
                 session.window_bytes = window if isinstance(window, int) and not isinstance(window, bool) else 0
                 if session.credit is not None:      # wake the I/O thread as often as it acks

@@ -57,7 +57,8 @@ def test_every_actor_serves_metrics_that_move_with_the_traffic(make_cluster):
     before = {actor: scrape(port) for actor, port in ports.items()}
     assert "process_resident_memory_bytes" in before["writer"]     # process metrics, per actor
 
-    c1, c2 = cl.client(), cl.client()
+    # Writes through the fan-out (not straight to the writer): its request metrics must move.
+    c1, c2 = cl.client(direct_writes=False), cl.client()
     raw = Raw(cl.fanout_eps[0])
     n = 25
     for i in range(n):

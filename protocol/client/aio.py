@@ -42,6 +42,7 @@ from .auth import Credentials
 from .builders import endpoints_from_env, range_body
 from .core import RETRY_AFTER_S, ClientBase, Watch
 from .curve import resolve as resolve_curve
+from .direct import DIRECT_OPS, FALLBACK, AsyncDirectWrites
 from .lease import RETRY_AFTER, KeepAliveSchedule
 from .types import WatchResponse
 
@@ -231,7 +232,8 @@ class Client(ClientBase):
 
     def __init__(self, endpoints=None, timeout: float = 5.0, heartbeat: float = 1.0, name: str | None = None,
                  user: str | None = None, password: str | None = None, curve_server_key=None,
-                 curve_client_key=None, shuffle: bool = True, max_buffered_bytes: int = 0):
+                 curve_client_key=None, shuffle: bool = True, max_buffered_bytes: int = 0,
+                 direct_writes: bool = True):
         self._loop = asyncio.get_running_loop()
         self.endpoints = endpoints_from_env(endpoints)
         self.credentials = Credentials.resolve(user, password)
@@ -242,6 +244,8 @@ class Client(ClientBase):
         self.name = name or f"py-aio-{os.getpid()}"
         self._init_io_state(shuffle, max_buffered_bytes)
         self._ctx = zmq.Context()
+        # put/delete/txn straight to the writer when the fan-out offers it (direct.py)
+        self._direct = AsyncDirectWrites(self._ctx, self._ids, self._loop) if direct_writes else None
         self._connected = asyncio.Event()
         self._open_wake()
         self._poller = zmq.asyncio.Poller()
@@ -302,6 +306,10 @@ class Client(ClientBase):
                 await asyncio.sleep(RETRY_AFTER_S)
 
     async def _call_once(self, op: str, body: dict, deadline: float):
+        if self._direct is not None and op in DIRECT_OPS:
+            result = await self._direct.call(op, body, deadline)
+            if result is not FALLBACK:
+                return result
         p = self._submit(op, body, deadline)
         p.event = _Done(self._loop)
         self._wake()
@@ -471,6 +479,8 @@ class Client(ClientBase):
                     task.cancel()
         self._close_watches()
         self._wake_tx.close()
+        if self._direct is not None:
+            self._direct.close()
         self._ctx.term()
 
     async def __aenter__(self):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import threading
 import time
 
-import msgpack
 import zmq
 
 from .. import errors, messages
@@ -95,8 +94,8 @@ class DirectWrites:
             if not sock.poll(max(1, int(left * 1000))):
                 continue
             try:
-                kind, rid, body = msgpack.unpackb(sock.recv(), raw=False)
-            except (ValueError, TypeError, msgpack.UnpackException):
+                kind, rid, body = messages.decode_server_frame(sock.recv())
+            except ZwatchError:
                 continue
             if rid == req_id:                # else: a late reply to a call that timed out
                 return kind, body
@@ -157,3 +156,131 @@ class DirectWrites:
             socks, self._sockets = self._sockets, []
         for sock in socks:
             sock.close(linger=0)
+
+
+class AsyncDirectWrites:
+    """The asyncio client's direct path: one DEALER to the writer on the client's event loop;
+    concurrent writes share it (pipelined), a reader task hands each reply to its awaiting call.
+    Same offer, instance check and fallbacks as DirectWrites."""
+
+    offered = DirectWrites.offered
+
+    def __init__(self, ctx: zmq.Context, ids, loop):
+        self._ctx, self._ids, self._loop = ctx, ids, loop
+        self.target: tuple[str, str] | None = None
+        self.refused: set[tuple[str, str]] = set()
+        self.closed = False
+        self.sent = 0
+        self.fallbacks = 0
+        self._sock = None                     # zmq.asyncio socket, for self._sock_target
+        self._raw = None                      # the plain socket under it
+        self._checking = None                 # a new socket while its instance is checked
+        self._sock_target = None
+        self._waiting: dict = {}              # req_id -> future of (kind, body)
+        self._reader = None
+        self._opening = None                  # asyncio.Lock, made on the loop
+
+    async def call(self, op: str, body: dict, deadline: float):
+        import asyncio
+        target = self.target
+        if op not in DIRECT_OPS or target is None or target in self.refused or self.closed:
+            return FALLBACK
+        sock = await self._socket(target, deadline)
+        if sock is None:
+            self.fallbacks += 1
+            return FALLBACK
+        req_id = next(self._ids)
+        try:
+            kind, reply = await self._ask(messages.encode_request(op, req_id, body), req_id, deadline)
+        except zmq.Again:
+            self.fallbacks += 1
+            return FALLBACK
+        except asyncio.TimeoutError:
+            raise Unavailable(f"{op}: no answer from the writer in time (its outcome is unknown)") from None
+        if kind == "ok":
+            self.sent += 1
+            return reply
+        err = ZwatchError.from_wire(reply)
+        if err.code == errors.UNAVAILABLE and err.details.get("reason") == "DIRECT_OFF":
+            self.refused.add(target)
+            self.fallbacks += 1
+            return FALLBACK
+        self.sent += 1
+        raise err
+
+    async def _ask(self, frame: bytes, req_id: int, deadline: float):
+        import asyncio
+        fut = self._loop.create_future()
+        self._waiting[req_id] = fut
+        try:
+            self._raw.send(frame, zmq.NOBLOCK)    # zmq.Again: not connected (IMMEDIATE), nothing sent
+            return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+        finally:
+            self._waiting.pop(req_id, None)
+
+    async def _socket(self, target, deadline):
+        import asyncio
+        import zmq.asyncio
+        if self._sock is not None and self._sock_target == target:
+            return self._sock
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._sock is not None and self._sock_target == target:
+                return self._sock
+            self._drop()
+            if target in self.refused or self.closed:
+                return None
+            raw = self._ctx.socket(zmq.DEALER)
+            raw.setsockopt(zmq.LINGER, 0)
+            raw.setsockopt(zmq.IMMEDIATE, 1)
+            raw.connect(target[0])
+            sock = zmq.asyncio.Socket.from_socket(raw)
+            # Sends go through the plain socket (same thread, the loop's): with NOBLOCK it
+            # raises zmq.Again at once, where the asyncio wrapper would return a future.
+            # Published as self._sock only once checked: a concurrent call must not use it before.
+            self._raw = raw
+            self._checking = sock
+            self._reader = self._loop.create_task(self._read(sock), name="zwatch-aio-direct")
+            check_until = min(deadline, time.monotonic() + CHECK_TIMEOUT_S)
+            ok = False
+            while time.monotonic() < check_until:
+                req_id = next(self._ids)
+                try:
+                    kind, body = await self._ask(messages.encode_request("ping", req_id, {}), req_id, check_until)
+                    ok = kind == "pong" and isinstance(body, dict) and body.get("instance") == target[1]
+                    break
+                except zmq.Again:             # IMMEDIATE: not connected yet
+                    await asyncio.sleep(0.002)
+                except asyncio.TimeoutError:
+                    break
+            if not ok:
+                self.refused.add(target)
+                self._drop()
+                return None
+            self._sock, self._sock_target, self._checking = sock, target, None
+            return sock
+
+    async def _read(self, sock):
+        while True:
+            raw = await sock.recv()
+            try:
+                kind, rid, body = messages.decode_server_frame(raw)
+            except ZwatchError:
+                continue
+            fut = self._waiting.get(rid)
+            if fut is not None and not fut.done():
+                fut.set_result((kind, body))
+
+    def _drop(self):
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        for sock in (self._sock, self._checking):
+            if sock is not None:
+                sock.close(linger=0)
+        self._sock = self._sock_target = self._raw = self._checking = None
+
+    def close(self):
+        self.closed = True
+        self._drop()

@@ -124,3 +124,32 @@ def test_bad_input_on_the_direct_socket_gets_stable_codes_and_others_are_served(
     assert c.put("d/after", "1").header.revision == body["header"]["revision"] + 1
     assert c.get("d/raw").kvs[0].value == b"v"
     sock.close()
+
+
+def test_the_asyncio_client_writes_straight_to_the_writer_and_falls_back_under_auth(cluster):
+    import asyncio
+
+    import zwatch.aio
+
+    async def run():
+        async with zwatch.aio.Client(cluster.fanout_eps) as c:
+            await c.put("d/warm", "0")                  # may go the session's way (hello not answered yet)
+            w = await c.watch("d/a", prefix=True)
+            revs = list(await asyncio.gather(*[c.put(f"d/a{i}", str(i)) for i in range(50)]))
+            assert c._direct.sent == 50
+            got = []
+            async for resp in w:
+                got += [ev.kv.mod_revision for ev in resp.events]
+                if len(got) >= 50:
+                    break
+            assert sorted(got) == sorted(r.header.revision for r in revs) and got == sorted(got)
+        sync = cluster.client()
+        sync.user_add("root", "root-pw")
+        sync.role_add("root")
+        sync.user_grant_role("root", "root")
+        sync.auth_enable()
+        async with zwatch.aio.Client(cluster.fanout_eps, user="root", password="root-pw") as root:
+            await root.put("d/b", "1")
+            assert root._direct.sent == 0 and "writer" not in root.session_info
+
+    asyncio.run(run())

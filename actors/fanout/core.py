@@ -77,7 +77,7 @@ class FanoutCore:
         self.user_sessions: dict[str, set[Session]] = {}   # authenticated sessions by user
         self.held_syncer: deque = deque()                  # (op, items, auth_rev), in arrival order
         self.on_reply = None                               # callable(ident, frame): actors/metrics.py
-        self.st = dict(publishes=0, revisions=0, events=0, deliveries=0, gaps=0, victims=0,
+        self.st = dict(publishes=0, revisions=0, events=0, deliveries=0, responses=0, gaps=0, victims=0,
                        handoffs=0, ring_catchups=0, synced_from_syncer=0, auth_denied=0)
 
     # ------------------------------------------------------------------ output
@@ -163,8 +163,14 @@ class FanoutCore:
         self._activate_futures(self.last_seen + 1)
 
     def _deliver(self, seg: list, header_rev: int):
-        """Match a run of revisions against the index; queue one response per matched slot."""
-        matched: dict[Group, list] = {}
+        """Match a run of revisions against the index; queue the responses.
+
+        Encoded once per session and event list, not per watcher: every watcher of a session
+        whose spec matched the very same events (one spec shared by many watchers, or distinct
+        specs that all matched them) is named in ONE response (watch_ids), which the client
+        hands to each of them.  Lists are the same when they hold the same event objects:
+        `short`/`long` below are built once per event and shared by every spec it matches."""
+        matched: dict = {}          # index item (Group, or a lone Watcher) -> its events
         match = self.index.match
         for _rev, events in seg:
             for ev in events:
@@ -186,33 +192,68 @@ class FanoutCore:
                             lst.append(long if g.prev_kv else short)
         if not matched:
             return
-        out = self.out
+        # (session ident, fragment, the events' identities) -> [events, watch ids, watchers]
+        responses: dict = {}
+        deliveries = 0
         for g, evs in matched.items():
+            sig = tuple(map(id, evs)) if len(evs) > 1 else id(evs[0])
+            if g.lone:
+                g.last_event_rev = header_rev
+                deliveries += len(evs)
+                key = (g.session.ident, g.fragment, sig)
+                r = responses.get(key)
+                if r is None:
+                    responses[key] = [evs, [g.watch_id], [g]]
+                else:
+                    r[1].append(g.watch_id)
+                    r[2].append(g)
+                continue
             for slot in g.slots.values():
                 slot.last_event_rev = header_rev
                 ids = slot.ids
                 if ids is None:
                     ids = slot.ids = [w.watch_id for w in slot.watchers.values()]
-                self.st["deliveries"] += len(evs) * len(ids)
-                items = out.setdefault(slot.session.ident, [])
-                # The owner snapshots who was in the slot: a watcher that joins later must not be
-                # victimized for events from before its start.  Each part of an oversized list
-                # names its own first revision (a lost later part must not replay the first).
-                members = tuple(slot.watchers.values())
-                for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, evs, g.fragment):
-                    items.append(WatchOut(resp, Owner(members, first_rev)))
+                deliveries += len(evs) * len(ids)
+                key = (slot.session.ident, g.fragment, sig)
+                r = responses.get(key)
+                if r is None:
+                    # The owner snapshots who was in the slot: a watcher that joins later must
+                    # not be victimized for events from before its start.
+                    responses[key] = [evs, ids, tuple(slot.watchers.values())]
+                else:       # another slot of the session with the same events: merged (copies)
+                    r[1] = [*r[1], *ids]
+                    r[2] = [*r[2], *slot.watchers.values()]
+        self.st["deliveries"] += deliveries
+        self.st["responses"] += len(responses)
+        out = self.out
+        for (ident, fragment, _sig), (evs, ids, members) in responses.items():
+            items = out.setdefault(ident, [])
+            members = tuple(members)
+            # Each part of an oversized list names its own first revision (a lost later part
+            # must not replay the first).
+            for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, evs, fragment):
+                items.append(WatchOut(resp, Owner(members, first_rev)))
+
+    def _indexed_watchers(self):
+        """Every watcher in the key index (a snapshot: callers unindex as they go)."""
+        out = []
+        for g in self.index.all_items():
+            if g.lone:
+                out.append(g)
+            else:
+                for slot in g.slots.values():
+                    out.extend(slot.watchers.values())
+        return out
 
     def _gap(self, prev: int):
         """We missed (last_seen, prev]: every watcher that wanted those revisions goes to the syncer."""
         self.st["gaps"] += 1
         missed_from = self.last_seen + 1
         moved = 0
-        for g in list(self.index.all_items()):
-            for slot in list(g.slots.values()):
-                for w in list(slot.watchers.values()):
-                    self._unindex(w)
-                    self._to_syncer(w, missed_from)
-                    moved += 1
+        for w in self._indexed_watchers():
+            self._unindex(w)
+            self._to_syncer(w, missed_from)
+            moved += 1
         while self.futures and self.futures[0][0] <= prev:
             next_rev, uid = heapq.heappop(self.futures)
             w = self.watchers.get(uid)
@@ -243,22 +284,26 @@ class FanoutCore:
         w.state = state
 
     def _index(self, w: Watcher):
-        # The groups of one (key, end) differ only by filters, prev_kv and fragment: at most 16,
+        # The items of one (key, end) differ only by filters, prev_kv and fragment: at most 16,
         # so they are found in the index's own list instead of a dict of spec tuples.
         g = None
         for cand in self.index.items(w.key, w.end):
             if cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv and cand.fragment == w.fragment:
                 g = cand
                 break
-        if g is None:
-            g = Group(w.key, w.end, w.filter_bits, w.prev_kv, w.fragment)
-            self.index.add(w.key, w.end, g)
-        slot = g.slots.get(w.session.ident)
-        if slot is None:
-            slot = g.slots[w.session.ident] = Slot(g, w.session)
-        slot.ids = None
-        slot.watchers[w.uid] = w
-        w.slot = slot
+        if g is None:                  # alone on its spec: indexed itself
+            self.index.add(w.key, w.end, w)
+            w.slot = w
+            w.last_event_rev = 0
+        else:
+            if g.lone:                 # a second watcher of the spec: the lone one becomes a group
+                g = self._group_of(g)
+            slot = g.slots.get(w.session.ident)
+            if slot is None:
+                slot = g.slots[w.session.ident] = Slot(g, w.session)
+            slot.ids = None
+            slot.watchers[w.uid] = w
+            w.slot = slot
         # Position: everything before it is queued to the session.  A future watcher activated
         # in the middle of a publish has everything before its start; any other, up to last_seen.
         pos = w.next_rev - 1 if w.state == FUTURE else self.last_seen
@@ -270,9 +315,23 @@ class FanoutCore:
             w.owes_progress = False
             self._queue(w.session, WatchOut(messages.pack_progress([w.watch_id], pos), Owner((w,), pos + 1, True)))
 
+    def _group_of(self, lone: Watcher) -> Group:
+        """Replace a lone watcher in the index by a Group holding it (in a Slot of its session)."""
+        g = Group(lone.key, lone.end, lone.filter_bits, lone.prev_kv, lone.fragment)
+        self.index.remove(lone.key, lone.end, lone)
+        self.index.add(lone.key, lone.end, g)
+        slot = g.slots[lone.session.ident] = Slot(g, lone.session)
+        slot.watchers[lone.uid] = lone
+        slot.last_event_rev = lone.last_event_rev
+        lone.slot = slot
+        return g
+
     def _unindex(self, w: Watcher):
         slot = w.slot
         w.slot = None
+        if slot is w:
+            self.index.remove(w.key, w.end, w)
+            return
         slot.ids = None  # responses already built keep the list they were packed with
         del slot.watchers[w.uid]    # a dict: unindexing a whole slot of N watchers is O(N), not O(N^2)
         if not slot.watchers:
@@ -591,7 +650,9 @@ class FanoutCore:
         # each slot's id list once per watcher (quadratic for a session with many watches).
         for w in session.watches.values():
             slot = w.slot
-            if slot is not None and slot.group.slots.get(ident) is slot:
+            if slot is w:
+                self.index.remove(w.key, w.end, w)
+            elif slot is not None and slot.group.slots.get(ident) is slot:
                 self._remove_slot(slot)
             if w.state == SYNCED:
                 w.slot = None
@@ -697,12 +758,10 @@ class FanoutCore:
         gap); its frames wait for the fetched state; creates wait."""
         self.auth.need_fetch = True
         moved = 0
-        for g in list(self.index.all_items()):
-            for slot in list(g.slots.values()):
-                for w in list(slot.watchers.values()):
-                    self._unindex(w)
-                    self._to_syncer(w, self.last_seen + 1)
-                    moved += 1
+        for w in self._indexed_watchers():
+            self._unindex(w)
+            self._to_syncer(w, self.last_seen + 1)
+            moved += 1
         if moved:
             self.log.warning("fanout.auth_behind", auth_revision=self.auth.revision, watchers_moved=moved)
 

@@ -1,0 +1,89 @@
+"""Issue #15: a publish's events are encoded once per session and list of matched events, not
+once per watcher: many watchers of one session whose DIFFERENT specs match the same events get
+ONE response naming them all (the client hands it to each); a watcher alone on its spec is in
+the key index itself, without Group/Slot, and becomes a group when a second one shares it."""
+from __future__ import annotations
+
+import msgpack
+
+from zwatch.actors.fanout.model import Group, Watcher, WatchOut
+
+from test_fanout_core import events_of, joined, publish, session, take, watch
+
+
+def responses(items) -> list[tuple[list[int], list[int]]]:
+    """(watch ids, event revisions) of each queued watch response."""
+    out = []
+    for item in items:
+        if isinstance(item, WatchOut):
+            ids, _rev, evs, _frag = msgpack.unpackb(item.data, raw=False)
+            out.append((sorted(ids), [e[1][2] for e in evs]))
+    return out
+
+
+def distinct_ranges(core, s, n, first_id=1):
+    """n watches on n distinct ranges that all contain b"k" (b"k" <= key < end, ends differ)."""
+    ws = []
+    for i in range(n):
+        ws.append(watch(core, s, wid=first_id + i, key=b"k", range_end=b"k\xff" + i.to_bytes(4, "big")))
+    return ws
+
+
+def test_distinct_specs_of_one_session_that_match_the_same_events_get_one_response():
+    core = joined()
+    s = session()
+    ws = distinct_ranges(core, s, 1000)
+    assert all(w.slot is w for w in ws), "each is alone on its spec: indexed itself"
+    take(core, s)
+    publish(core, 2, 2)
+    got = responses(take(core, s))
+    assert got == [(list(range(1, 1001)), [2])], f"{len(got)} responses for one event and 1,000 watches"
+    assert core.st["responses"] == 1 and core.st["deliveries"] == 1000
+
+
+def test_the_grouping_keeps_sessions_and_event_lists_apart():
+    core = joined()
+    a, b = session(b"a"), session(b"b")
+    distinct_ranges(core, a, 3)
+    distinct_ranges(core, b, 2, first_id=10)
+    watch(core, a, wid=50, key=b"k")                     # an exact key: same events as the ranges
+    watch(core, a, wid=60, key=b"k", filters=["NOPUT"])  # filtered out: nothing
+    watch(core, a, wid=70, key=b"j", range_end=b"l")     # also gets b"j"'s event: another list
+    core.take_output()
+    core.on_publish(1, 2, [[2, [[0, [b"k", 2, 2, 1, b"v", 0], None], [0, [b"j", 2, 2, 1, b"v", 0], None]]]], 0)
+    out = core.take_output()
+    got_a, got_b = responses(out[a.ident]), responses(out[b.ident])
+    assert sorted(got_a) == [([1, 2, 3, 50], [2]), ([70], [2, 2])]
+    assert got_b == [([10, 11], [2])]
+
+
+def test_a_second_watcher_of_a_spec_turns_the_lone_one_into_a_group_and_nothing_is_lost():
+    core = joined()
+    a, b = session(b"a"), session(b"b")
+    first = watch(core, a, wid=1)
+    assert isinstance(first, Watcher) and first.slot is first
+    publish(core, 2, 2)
+    second = watch(core, b, wid=1)
+    assert isinstance(first.slot.group, Group) and first.slot.group is second.slot.group
+    assert first.slot.last_event_rev == 2               # carried over (progress_notify's mark)
+    publish(core, 3, 3)
+    out = core.take_output()
+    assert events_of(out[a.ident]) == [2, 3] and events_of(out[b.ident]) == [3]
+    core.watch_cancel(a, 7, 1)
+    publish(core, 4, 4)
+    out = core.take_output()
+    assert events_of(out[b.ident]) == [4] and events_of(out.get(a.ident, [])) == []
+    core.watch_cancel(b, 8, 1)
+    assert len(core.index) == 0
+
+
+def test_a_dropped_session_takes_its_lone_watchers_out_of_the_index():
+    core = joined()
+    s = session()
+    distinct_ranges(core, s, 5)
+    watch(core, s, wid=99, key=b"x")
+    assert len(core.index) == 6
+    core.drop_session(s)
+    assert len(core.index) == 0
+    publish(core, 2, 2)
+    assert core.take_output() == {}

@@ -242,6 +242,10 @@ SETTINGS: tuple[Setting, ...] = (
                 "revisions read per chunk (and at most 4x this many records)", min=1),
         Setting("ZWATCH_SYNC_CHUNK_BYTES", int, 1 << 20, {"syncer": "chunk_bytes"},
                 "bytes read per chunk (capped at 1.5 MiB); one revision is always read whole", min=1),
+        Setting("ZWATCH_SYNC_KEY_INDEX_MAX_KEYS", int, 64, {"syncer": "key_index_max_keys"},
+                "a batch whose watchers cover at most this many keys reads their records through the key index "
+                "instead of scanning the whole history, when that is cheaper by its estimate (docs/design.md, "
+                "\"Reading through the key index\"); 0: always scan", min=0),
         Setting("ZWATCH_SNAPSHOT_DIR", str, None, {"syncer": "snapshot_dir"},
                 "where the syncer writes the snapshot copies `zwatch snapshot save` pulls (one full compacted "
                 "copy each, removed once read or after 60 s idle); empty: `DATA_DIR/snapshots`"),

@@ -59,9 +59,41 @@ def start_to_first_read(data: str) -> tuple[float, float, dict]:
                 found = actor.events(event) if event.startswith(base) else []
                 if found:
                     marks[f"{event.replace('.', '_')}_s"] = round(_since_launch(found[0], t0), 3)
+        marks.update(single_key_replay(cluster, client))
         return read_s, watch_s, marks
     finally:
         cluster.stop()
+
+
+def single_key_replay(cluster: Cluster, client, key: str = "key/000042") -> dict:
+    """A watch of one key from revision 1 on the big store: time until it has every event of
+    that key (a range read says how many), the syncer's records read for it, and the syncer's
+    memory after (anonymous and file-backed pages apart: LMDB's map counts as file pages)."""
+    expected = client.get(key).kvs[0].version if client.get(key).kvs else 0
+    # every put of the key since revision 1 (the build never deletes): its version
+    t0 = time.perf_counter()
+    w = client.watch(key, start_revision=1)
+    got = 0
+    while got < expected:
+        got += len(w.get(timeout=60).events)
+    took = time.perf_counter() - t0
+    w.cancel()
+    batch = cluster["syncer"].wait_event("sync.batch")[-1]
+    mem = _status_kib(cluster["syncer"].proc.pid, ("VmRSS", "RssAnon", "RssFile", "VmHWM"))
+    return {"single_key_events": got, "single_key_from_rev1_s": round(took, 4),
+            "single_key_records_scanned": batch.get("records_scanned"),
+            "single_key_key_index_reads": batch.get("key_index_reads"),
+            **{f"syncer_{k.lower()}_kib": v for k, v in mem.items()}}
+
+
+def _status_kib(pid: int, names) -> dict:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in names:
+                out[name] = int(rest.split()[0])
+    return out
 
 
 def _since_launch(line: dict, t0_perf: float) -> float:

@@ -137,6 +137,107 @@ class ReadView:
         return out
 
     @_guard
+    def key_records_estimate(self, specs, max_keys: int) -> int | None:
+        """How many history records the keys of `specs` ((key, end|None) pairs) have in all,
+        from the key index's dup counts (O(1) a key): the cost of reading them one by one
+        (key_history) instead of scanning.  None when a range holds more than max_keys keys
+        (or the specs more than max_keys in all): too wide to be worth counting."""
+        cur = self._txn.cursor(db=self._store._keyrev)
+        total = keys = 0
+        for key, end in specs:
+            if end is None:
+                if cur.set_key(key):
+                    total += cur.count()
+                keys += 1
+            else:
+                ok = cur.set_range(key)
+                while ok and cur.key() < end:     # end: the watch index's finite form (KEY_INFINITY)
+                    total += cur.count()
+                    keys += 1
+                    if keys > max_keys:
+                        return None
+                    ok = cur.next_nodup()
+            if keys > max_keys:
+                return None
+        return total
+
+    @_guard
+    def key_history(self, specs, from_rev: int, to_rev: int, max_records: int = 1000,
+                    max_bytes: int = 1 << 20) -> tuple[list, int]:
+        """The history records of the keys of `specs` with from_rev <= main <= to_rev, read
+        through the key index (keyrev) instead of a scan: -> (records, through).
+
+        records are (main, sub, type, kv, nbytes) in (main, sub) order, as history() returns
+        them; `through` is the last revision they are complete up to: every record of these
+        keys at a revision <= through is in the list, none above it (whole revisions: a
+        revision's records are never split, since the cut is between revisions).  Bounded:
+        each key contributes at most max_records positions per call, so a hot key costs a
+        bounded read and the next call goes on from through + 1."""
+        _check_int(from_rev, "from_rev")
+        _check_int(to_rev, "to_rev")
+        if from_rev < self.compact_revision:
+            raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
+        cur = self._txn.cursor(db=self._store._keyrev)
+        positions = []
+        through = to_rev
+        walked = 0
+        start = QQ.pack(from_rev, 0)
+
+        def take_key(key):
+            nonlocal through, walked
+            n = 0
+            if not cur.set_range_dup(key, start):
+                return
+            while True:
+                dv = cur.value()
+                main = QQ.unpack_from(dv)[0]
+                if main > to_rev:
+                    return
+                if n >= max_records:          # truncated: complete only below this revision
+                    through = min(through, main - 1)
+                    return
+                positions.append(dv[:16])
+                n += 1
+                walked += 1
+                if not cur.next_dup():
+                    return
+
+        for key, end in specs:
+            if end is None:
+                take_key(key)
+            else:
+                ok = cur.set_range(key)
+                while ok and cur.key() < end:
+                    k = cur.key()
+                    take_key(k)
+                    cur.set_key(k)
+                    ok = cur.next_nodup()
+        positions.sort()
+        out, size = [], 0
+        get, hist = self._txn.get, self._store._history
+        i = 0
+        while i < len(positions):
+            main = QQ.unpack_from(positions[i])[0]
+            if main > through:
+                break
+            j = i
+            group, gsize = [], 0
+            while j < len(positions) and QQ.unpack_from(positions[j])[0] == main:
+                v = get(positions[j], db=hist)
+                rec = layout.unpack_record(v)
+                group.append((main, QQ.unpack_from(positions[j])[1], rec[0], rec[1:], len(v)))
+                gsize += len(v)
+                j += 1
+            if out and (len(out) + len(group) > max_records or size + gsize > max_bytes):
+                through = out[-1][0]       # this revision does not fit: stop before it
+                break
+            out += group
+            size += gsize
+            i = j
+        self._store.records_scanned += walked
+        return out, through
+
+    @_guard
     def lease(self, lease_id: int, max_keys: int = 0, max_key_bytes: int = 1 << 20):
         """(granted TTL, [attached key, ...], truncated) of a lease, or None if it is not granted.
 

@@ -143,6 +143,13 @@ class ChunkResult(NamedTuple):
     handoffs: list | None      # None: the batch goes on
     records: int               # history records read by this step
     events_sent: int           # events x watchers they were sent for
+    by_key: bool = False       # read through the key index, not a scan
+
+
+# A record read through the key index (a keyrev seek, then a history get) costs about this many
+# records of a sequential scan: the key index is taken when its estimate, times this, is below
+# the revisions a scan would read.
+KEY_READ_COST = 4
 
 
 class Batch(_WatcherTable):
@@ -154,8 +161,10 @@ class Batch(_WatcherTable):
     snapshot's current revision R every watcher is handed off at max(R, next_rev - 1)."""
 
     def __init__(self, watchers: list[SyncWatcher], *, max_watchers: int, chunk_revisions: int,
-                 chunk_bytes: int):
+                 chunk_bytes: int, key_index_max_keys: int = 0):
         self.max_watchers = max_watchers
+        self.key_index_max_keys = key_index_max_keys
+        self.key_reads = 0
         self.chunk_revisions = chunk_revisions
         self.chunk_bytes = chunk_bytes
         self.watchers: dict[tuple[bytes, int], SyncWatcher] = {}
@@ -224,12 +233,38 @@ class Batch(_WatcherTable):
                 return ChunkResult(cancels, [], self.finish(current), 0, 0)
         if self.cursor > current:
             return ChunkResult(cancels, [], self.finish(current), 0, 0)
+        specs = self._key_specs(view, current)
+        if specs is not None:
+            # Only these keys' records, read through the key index, up to the current revision
+            # at once (bounded by the chunk's records and bytes; `through` ends on a revision).
+            records, through = view.key_history(specs, self.cursor, current, max_records=self.chunk_revisions * 4,
+                                                max_bytes=self.chunk_bytes)
+            events, events_sent = self.scan(records, view.prev_kv, current, through, through=through)
+            self.key_reads += 1
+            handoffs = self.finish(current) if self.cursor > current else None
+            return ChunkResult(cancels, events, handoffs, len(records), events_sent, True)
         to_rev = min(current, self.cursor + self.chunk_revisions - 1)
         records = view.history(self.cursor, to_rev, max_records=self.chunk_revisions * 4,
                                max_bytes=self.chunk_bytes)
         events, events_sent = self.scan(records, view.prev_kv, current, to_rev)
         handoffs = self.finish(current) if self.cursor > current else None
         return ChunkResult(cancels, events, handoffs, len(records), events_sent)
+
+    def _key_specs(self, view, current: int):
+        """The batch's specs when reading them through the key index beats scanning from the
+        cursor to `current` (estimated records x KEY_READ_COST < revisions to scan), else None.
+        Decided at each step: the history and the batch's members change between steps."""
+        limit = self.key_index_max_keys
+        if limit <= 0 or not hasattr(view, "key_history"):
+            return None
+        index = self.index
+        if len(index.exact) + len(index.ranges) > limit:
+            return None
+        specs = [(k, None) for k in index.exact] + list(index.ranges)
+        estimate = view.key_records_estimate(specs, limit)
+        if estimate is None or estimate * KEY_READ_COST >= current - self.cursor + 1:
+            return None
+        return specs
 
     def cancel_compacted(self, compact: int) -> list[tuple[bytes, CompactedCancel]]:
         """Every watcher still wanting revisions below the compact revision leaves the batch,
@@ -241,10 +276,13 @@ class Batch(_WatcherTable):
         self.cursor = compact
         return [(w.fanout, CompactedCancel(w.uid, w.epoch, compact)) for w in doomed]
 
-    def scan(self, records, prev_kv, current: int, to_rev: int) -> tuple[list[tuple[bytes, SyncEvent]], int]:
+    def scan(self, records, prev_kv, current: int, to_rev: int,
+             through: int | None = None) -> tuple[list[tuple[bytes, SyncEvent]], int]:
         """Match one chunk of records (whole revisions, from the cursor) against the groups;
         -> ([(fan-out, SyncEvent)], events x watchers).  prev_kv(key, main, sub) is called at
-        most once per record, and only if a group wants previous values."""
+        most once per record, and only if a group wants previous values.  through: the records
+        are every record the groups can match up to this revision (a key-index read), which
+        the batch has then read through, records or not."""
         self.scanned += len(records)
         per_group: dict[SyncGroup, list] = {}
         match = self.index.match
@@ -273,7 +311,7 @@ class Batch(_WatcherTable):
                         lst.append(ev)
         # history() returns whole revisions only, and every revision >= the compact revision
         # has records, so the last record's revision is the last one fully read.
-        last_read = records[-1][0] if records else to_rev
+        last_read = through if through is not None else records[-1][0] if records else to_rev
         sends = []
         events_sent = 0
         for g, evs in per_group.items():

@@ -65,8 +65,9 @@ class Syncer:
                  chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.1, quiet_s: float = 0.01,
                  fanout_timeout_s: float = 10.0,
                  stats_s: float = 10.0, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-                 snapshot_dir: str | None = None):
+                 snapshot_dir: str | None = None, key_index_max_keys: int = 64):
         self.data_dir = data_dir
+        self.key_index_max_keys = key_index_max_keys
         self.snapshot_dir = snapshot_dir or os.path.join(data_dir, "snapshots")
         self.endpoint = endpoint
         self.batch_size = batch_size
@@ -90,7 +91,7 @@ class Syncer:
         # What each fan-out said of itself in its last ping: the member list every pong carries.
         self.members: dict[bytes, list] = {}
         self.totals = dict(batches=0, records_scanned=0, events_sent=0, handoffs=0, compacted=0, reads=0,
-                           reads_denied=0)
+                           reads_denied=0, key_index_reads=0)
         self._auth_cache = None            # (auth revision, AuthState) of the last snapshot that needed it
         self.st = dict(self.totals)
 
@@ -416,7 +417,7 @@ class Syncer:
         if not chosen:
             return
         self.batch = Batch(chosen, max_watchers=self.batch_size, chunk_revisions=self.chunk_revisions,
-                           chunk_bytes=self.chunk_bytes)
+                           chunk_bytes=self.chunk_bytes, key_index_max_keys=self.key_index_max_keys)
         self.batch_started = time.perf_counter()
         self._count("batches")
 
@@ -434,6 +435,8 @@ class Syncer:
             self._post_by_fanout(partial(internal.encode_compacted, auth_rev=auth_rev), step.cancels)
             self._count("compacted", len(step.cancels))
         self._count("records_scanned", step.records)
+        if step.by_key:
+            self._count("key_index_reads")
         self._count("events_sent", step.events_sent)
         self._post_by_fanout(partial(internal.encode_events, auth_rev=auth_rev), step.events)
         if step.handoffs is not None:
@@ -450,7 +453,7 @@ class Syncer:
         self.last_batch_lag_revisions = max(0, current - batch.min_rev)
         self.log.info("sync.batch", watchers=batch.joined, handed_off=len(handoffs),
                       min_revision=batch.min_rev, to_revision=current, rewinds=batch.rewinds,
-                      records_scanned=batch.scanned,
+                      records_scanned=batch.scanned, key_index_reads=batch.key_reads,
                       ms=round((time.perf_counter() - self.batch_started) * 1000, 3),
                       fanouts=[f.decode("utf-8", "replace") for f in fanouts[:MAX_NAMED]],
                       sessions=len(sessions),

@@ -1,0 +1,148 @@
+"""A batch on a few keys reads their records through the key index instead of scanning the
+whole history from its lowest revision (issue #15; docs/design.md "Reading through the key
+index"): counted records, never time.  The batch's choice (actors/syncer/batch.py) with an
+in-memory view, and the store's key_history (actors/store/store.py) on a real LMDB store."""
+from __future__ import annotations
+
+import pytest
+
+from zwatch.actors.store import Store
+from zwatch.actors.syncer import batch as batch_mod
+
+from test_syncer_batch import PUT, DELETE, History, batch_of, delivered, run, watcher
+
+
+class KeyHistory(History):
+    """History with the key-index reads a ReadView offers; counts what each path returns."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.key_read = 0
+
+    def _matches(self, specs, key):
+        return any(key == k if end is None else k <= key < end for k, end in specs)
+
+    def key_records_estimate(self, specs, max_keys):
+        keys = {r[3][0] for r in self.records if self._matches(specs, r[3][0])}
+        if len(keys) > max_keys:
+            return None
+        return sum(1 for r in self.records if self._matches(specs, r[3][0]))
+
+    def key_history(self, specs, from_rev, to_rev, max_records=1000, max_bytes=1 << 20):
+        assert from_rev >= self.compact_revision
+        out = [r for r in self.records if from_rev <= r[0] <= min(to_rev, self.current_revision)
+               and self._matches(specs, r[3][0])]
+        through = to_rev
+        if len(out) > max_records:
+            through = out[max_records][0] - 1     # whole revisions: cut before a revision
+            out = [r for r in out if r[0] <= through]
+        self.key_read += len(out)
+        return out, through
+
+
+def quiet_key_history(n_other=10_000, mine=(3, 500, 9_000)):
+    """n_other revisions of other keys, and puts of b"k" at the revisions in `mine`."""
+    events = []
+    for rev in range(1, n_other + len(mine) + 1):
+        events.append((PUT, b"k", b"mine%d" % rev) if rev in mine else (PUT, b"o%d" % (rev % 97), b"x"))
+    return events
+
+
+def test_a_single_key_watch_from_revision_1_reads_only_that_keys_records():
+    view = KeyHistory(quiet_key_history())
+    b = batch_of([watcher(1, key=b"k")], chunk_revisions=2000)
+    b.key_index_max_keys = 64
+    _, events, handoffs, steps = run(b, view)
+    assert delivered(events) == {1: [3, 500, 9_000]}
+    assert handoffs[0][1].revision == view.current_revision
+    assert (view.read, view.key_read, steps, b.key_reads) == (0, 3, 1, 1)
+
+
+def test_the_same_batch_with_the_key_index_off_scans_everything():
+    view = KeyHistory(quiet_key_history())
+    b = batch_of([watcher(1, key=b"k")], chunk_revisions=2000)      # key_index_max_keys = 0
+    _, events, _, steps = run(b, view)
+    assert delivered(events) == {1: [3, 500, 9_000]}
+    assert view.read == view.current_revision and view.key_read == 0 and steps == 6
+
+
+def test_a_key_with_most_of_the_history_is_scanned():
+    """The estimate (its records x KEY_READ_COST) is not below the revisions to scan: scan."""
+    view = KeyHistory([(PUT, b"k", b"%d" % i) for i in range(900)] + [(PUT, b"o", b"x")] * 100)
+    b = batch_of([watcher(1, key=b"k")], chunk_revisions=2000)
+    b.key_index_max_keys = 64
+    _, events, _, _ = run(b, view)
+    assert len(delivered(events)[1]) == 900
+    assert view.key_read == 0 and view.read == 1000
+
+
+def test_a_narrow_range_and_a_key_with_filters_and_prev_kv_get_what_the_scan_gives():
+    hist = quiet_key_history(3000, mine=(10, 20)) + [(PUT, b"r1", b"a"), (DELETE, b"r1", b""), (PUT, b"r2", b"b"),
+                                                       (PUT, b"k", b"last")]
+    ws = lambda: [watcher(1, key=b"r", end=b"s", prev_kv=True), watcher(2, key=b"k", filter_bits=1 << DELETE),
+                  watcher(3, key=b"k", filter_bits=1 << PUT)]
+    by_scan, by_key = KeyHistory(hist), KeyHistory(hist)
+    _, ev_scan, h_scan, _ = run(batch_of(ws(), chunk_revisions=500), by_scan)
+    b = batch_of(ws(), chunk_revisions=500)
+    b.key_index_max_keys = 64
+    _, ev_key, h_key, _ = run(b, by_key)
+    assert delivered(ev_key) == delivered(ev_scan) and delivered(ev_key)[1] and delivered(ev_key)[2]
+    assert [(f, h.uid, h.revision) for f, h in h_key] == [(f, h.uid, h.revision) for f, h in h_scan]
+    got_prev = [e for _f, ev in ev_key for e in __import__("zwatch").internal.unpack_response(ev.response)[2]]
+    assert any(len(e) == 3 for e in got_prev), "prev_kv on the key path"
+    assert by_key.key_read == 6 and by_key.read == 0      # k x3, r1 x2, r2: nothing else
+
+
+def test_a_key_read_cut_by_max_records_ends_on_whole_revisions_and_goes_on():
+    """Steps of at most 80 records; each step chooses again (the estimate counts all the key's
+    records, so near the end the remaining revisions are scanned): every event exactly once."""
+    view = KeyHistory([(PUT, b"k", b"%d" % i) if i % 10 == 0 else (PUT, b"o", b"x") for i in range(20_000)])
+    b = batch_of([watcher(1, key=b"k")], chunk_revisions=20)
+    b.key_index_max_keys = 64
+    _, events, _, steps = run(b, view, max_steps=10_000)
+    assert delivered(events)[1] == list(range(1, 20_001, 10))
+    assert steps > 1 and b.key_reads > 1
+    assert view.read + view.key_read < 20_000 / 2       # a scan alone reads all 20,000
+
+
+def test_more_keys_than_the_limit_are_scanned():
+    view = KeyHistory(quiet_key_history(2000))
+    b = batch_of([watcher(u, key=b"k%d" % u) for u in range(10)] + [watcher(99, key=b"k")])
+    b.key_index_max_keys = 5
+    run(b, view)
+    assert view.key_read == 0 and view.read == view.current_revision
+
+
+# ---------------------------------------------------------------- the store's key_history
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "db"))
+    yield s
+    s.close()
+
+
+def test_store_key_history_equals_the_scan_filtered_to_the_keys(store):
+    reqs = []
+    for i in range(600):
+        reqs.append(("put", {"key": b"k%d" % (i % 7), "value": b"v%d" % i}))
+    store.apply_batch(reqs[:300])
+    store.apply_batch([("txn", {"success": [{"request_put": {"key": b"k1", "value": b"a"}},
+                                            {"request_put": {"key": b"k2", "value": b"b"}},
+                                            {"request_put": {"key": b"zz", "value": b"c"}}]})])
+    store.apply_batch([("delete_range", {"key": b"k3"})])
+    store.apply_batch(reqs[300:])
+    specs = [(b"k1", None), (b"k2", b"k4")]          # k1, and the range [k2, k4): k2, k3
+    with store.reader() as view:
+        cur = view.current_revision
+        scan = [r for r in view.history(2, cur, max_records=10_000, max_bytes=1 << 30) if r[3][0] in (b"k1", b"k2", b"k3")]
+        got, through = view.key_history(specs, 2, cur, max_records=10_000, max_bytes=1 << 30)
+        assert (got, through) == (scan, cur)
+        assert view.key_records_estimate(specs, 64) == len(scan)
+        assert view.key_records_estimate([(b"k", b"l")], 3) is None       # 7 keys > 3
+        # Cut by max_records: whole revisions (the txn's two records stay together), then on.
+        part, through = view.key_history(specs, 2, cur, max_records=50, max_bytes=1 << 30)
+        assert part == [r for r in scan if r[0] <= through] and len(part) <= 50
+        txn_rev = next(r[0] for r in scan if r[3][4] == b"a")
+        assert sum(1 for r in part if r[0] == txn_rev) in (0, 2)
+        rest, through2 = view.key_history(specs, through + 1, cur, max_records=10_000, max_bytes=1 << 30)
+        assert part + rest == scan and through2 == cur

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 
 class KeyIndex:
+    """Items by spec.  The containers it hands out (items(), match()) are for reading only:
+    a tuple or a list."""
     __slots__ = ("exact", "ranges", "_starts", "_ends", "_items", "_maxend", "_dirty")
 
     def __init__(self):
@@ -27,7 +29,15 @@ class KeyIndex:
 
     def add(self, key: bytes, end: bytes | None, item) -> None:
         if end is None:
-            self.exact.setdefault(key, []).append(item)
+            # A key's first item is held in a 1-tuple (48 bytes, a list would take 64): most
+            # exact keys have one watcher (or group).  A second one makes it a list.
+            hit = self.exact.get(key)
+            if hit is None:
+                self.exact[key] = (item,)
+            elif type(hit) is tuple:
+                self.exact[key] = [*hit, item]
+            else:
+                hit.append(item)
         else:
             self.ranges.setdefault((key, end), []).append(item)
             self._dirty = True
@@ -38,10 +48,17 @@ class KeyIndex:
         items = table.get(k)
         if items is None:
             return
-        try:
-            items.remove(item)
-        except ValueError:
-            return
+        if type(items) is tuple:
+            if item not in items:
+                return
+            items = [i for i in items if i is not item]
+            if items:
+                table[k] = items
+        else:
+            try:
+                items.remove(item)
+            except ValueError:
+                return
         if not items:
             del table[k]
             if end is not None:

@@ -75,6 +75,9 @@ class FanoutCore:
         if not follow_auth:
             self.auth.loaded(AuthState())
         self.user_sessions: dict[str, set[Session]] = {}   # authenticated sessions by user
+        # uids of watchers owed a requested progress notification, sent once they are synced
+        # again (a set here, not a field of every watcher: it is rare).
+        self.owes_progress: set[int] = set()
         self.held_syncer: deque = deque()                  # (op, items, auth_rev), in arrival order
         self.on_reply = None                               # callable(ident, frame): actors/metrics.py
         self.st = dict(publishes=0, revisions=0, events=0, deliveries=0, responses=0, gaps=0, victims=0,
@@ -311,8 +314,8 @@ class FanoutCore:
         # A SYNCED watcher's next revision is implicitly last_seen + 1: a value kept here would
         # go stale, and a later victimization would replay from it (duplicates, issue #8.1).
         w.next_rev = 0
-        if w.owes_progress:
-            w.owes_progress = False
+        if w.uid in self.owes_progress:
+            self.owes_progress.discard(w.uid)
             self._queue(w.session, WatchOut(messages.pack_progress([w.watch_id], pos), Owner((w,), pos + 1, True)))
 
     def _group_of(self, lone: Watcher) -> Group:
@@ -497,7 +500,7 @@ class FanoutCore:
             session.backoff = min(max(session.backoff * 2, self.victim_backoff_s), 5.0)
         for w in watchers:
             if owner.owed_progress:
-                w.owes_progress = True     # a requested progress notification was dropped
+                self.owes_progress.add(w.uid)     # a requested progress notification was dropped
             state = w.state
             if state == SYNCED:
                 # Its position is implicit (last_seen + 1): the dropped frame's first revision
@@ -632,6 +635,7 @@ class FanoutCore:
         self.watchers.pop(w.uid, None)
         session.watches.pop(w.watch_id, None)
         self.progress_watchers.discard(w)
+        self.owes_progress.discard(w.uid)
         if len(self.futures) > 2 * self.live_futures + 1024:
             self._prune_futures()
 
@@ -783,7 +787,7 @@ class FanoutCore:
                 if w.state == SYNCED:
                     ids.append(w.watch_id)
                 else:
-                    w.owes_progress = True
+                    self.owes_progress.add(w.uid)
         frame = messages.watch_frame([messages.pack_progress(ids, rev)]) if ids else None
         self._queue(session, ProgressOut(frame, messages.encode_ok(req_id, {"header": {"revision": rev}}), req_id))
 

@@ -36,8 +36,7 @@ class Watcher:
     watcher on a key nobody else watches costs ~0.4 KiB instead of ~0.9.  A second watcher of
     the same spec turns it into a Group with Slots (core.FanoutCore._index)."""
     __slots__ = ("uid", "session", "watch_id", "key", "end", "filter_bits", "prev_kv",
-                 "progress_notify", "fragment", "state", "next_rev", "epoch", "slot", "owes_progress",
-                 "last_event_rev")
+                 "progress_notify", "fragment", "state", "next_rev", "epoch", "slot", "last_event_rev")
     lone = True        # as an index item: one watcher (a Group says False)
 
     def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
@@ -56,8 +55,6 @@ class Watcher:
         # epoch are stale and ignored (design.md section 7).
         self.epoch = 0
         self.slot = None
-        # A requested progress notification is due for this watcher once it is synced again.
-        self.owes_progress = False
         self.last_event_rev = 0     # while lone: the header revision of its last event response
 
     def matches(self, key: bytes) -> bool:

@@ -220,7 +220,7 @@ def test_lost_owed_progress_is_owed_again_and_sent_once_synced():
     items = take(core, s)
     assert progress_of(items, 1) == [10]
     core.victimize(items[-1].owner, now=0.0)                  # that notification was dropped
-    assert w.owes_progress and w.state == VICTIM
+    assert w.uid in core.owes_progress and w.state == VICTIM
     core.retry_victims(now=10.0)
     core.on_synced([(w.uid, w.epoch, 10)])
     assert progress_of(take(core, s), 1) == [10]

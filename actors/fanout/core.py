@@ -195,7 +195,10 @@ class FanoutCore:
                             lst.append(long if g.prev_kv else short)
         if not matched:
             return
-        # (session ident, fragment, the events' identities) -> [events, watch ids, watchers]
+        # (session ident, fragment, the events' identities) -> [events, watch ids, watchers, owned]:
+        # a slot's entry starts with the slot's own id list and a tuple (not to be changed: not
+        # owned); the first merge into an entry copies them into lists of its own, later merges
+        # append (so merging n lone watchers costs O(n), not O(n^2)).
         responses: dict = {}
         deliveries = 0
         for g, evs in matched.items():
@@ -206,8 +209,10 @@ class FanoutCore:
                 key = (g.session.ident, g.fragment, sig)
                 r = responses.get(key)
                 if r is None:
-                    responses[key] = [evs, [g.watch_id], [g]]
+                    responses[key] = [evs, [g.watch_id], [g], True]
                 else:
+                    if not r[3]:
+                        r[1], r[2], r[3] = list(r[1]), list(r[2]), True
                     r[1].append(g.watch_id)
                     r[2].append(g)
                 continue
@@ -222,14 +227,16 @@ class FanoutCore:
                 if r is None:
                     # The owner snapshots who was in the slot: a watcher that joins later must
                     # not be victimized for events from before its start.
-                    responses[key] = [evs, ids, tuple(slot.watchers.values())]
-                else:       # another slot of the session with the same events: merged (copies)
-                    r[1] = [*r[1], *ids]
-                    r[2] = [*r[2], *slot.watchers.values()]
+                    responses[key] = [evs, ids, tuple(slot.watchers.values()), False]
+                else:       # another slot of the session with the same events: merged
+                    if not r[3]:
+                        r[1], r[2], r[3] = list(r[1]), list(r[2]), True
+                    r[1].extend(ids)
+                    r[2].extend(slot.watchers.values())
         self.st["deliveries"] += deliveries
         self.st["responses"] += len(responses)
         out = self.out
-        for (ident, fragment, _sig), (evs, ids, members) in responses.items():
+        for (ident, fragment, _sig), (evs, ids, members, _owned) in responses.items():
             items = out.setdefault(ident, [])
             members = tuple(members)
             # Each part of an oversized list names its own first revision (a lost later part

@@ -87,3 +87,26 @@ def test_a_dropped_session_takes_its_lone_watchers_out_of_the_index():
     assert len(core.index) == 0
     publish(core, 2, 2)
     assert core.take_output() == {}
+
+
+def test_fanout_crash_merging_a_lone_watcher_into_a_groups_response_regression():
+    """Chaos found it: a group's slot made the session's response first (its id list and a
+    tuple of its watchers, which must not be changed), then a lone watcher with the same
+    events was merged into it: AttributeError, the fan-out died.  Both orders, several slots."""
+    core = joined()
+    s = session()
+    watch(core, s, wid=1, key=b"k")
+    watch(core, s, wid=2, key=b"k")                               # a group on the exact key
+    watch(core, s, wid=3, key=b"k", range_end=b"l")               # lone, same events (exact first)
+    watch(core, s, wid=4, key=b"j", range_end=b"kz")              # lone too
+    watch(core, s, wid=5, key=b"a", range_end=b"z")
+    watch(core, s, wid=6, key=b"a", range_end=b"z")               # a group on a range
+    other = session(b"s2")
+    watch(core, other, wid=1, key=b"k")                           # joins the exact key's group
+    core.take_output()
+    publish(core, 2, 3)
+    out = core.take_output()
+    assert responses(out[s.ident]) == [([1, 2, 3, 4, 5, 6], [2, 3])]
+    assert responses(out[other.ident]) == [([1], [2, 3])]
+    group_ids = core.index.items(b"k", None)[0].slots[s.ident].ids
+    assert group_ids == [1, 2], "the slot's own id list was not extended by the merge"

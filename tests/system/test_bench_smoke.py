@@ -57,7 +57,9 @@ def test_quick_workload(workload):
             assert figs["deliveries_per_s"] > 0 and figs["server_cpu_us_per_delivery"] >= 0
         if workload == "catchup":
             # the ring is smaller than the history: the syncer replayed it
-            assert figs["syncer_records_scanned"] >= figs["history_revisions"], figs
+            # the watchers' records at least: all of the history when scanned, only their keys'
+            # when the batch reads through the key index (a prefix of 10 keys in --quick)
+            assert figs["syncer_records_scanned"] >= figs["events_per_watcher"], figs
             assert figs["seconds"] > 0
         if workload == "memory":
             assert figs["watchers"] == r["params"]["watchers"] and figs["rss_kib"] > 0

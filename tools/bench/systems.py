@@ -116,8 +116,10 @@ class ZwatchSystem:
 class EtcdSystem:
     kind = "etcd"
 
-    def __init__(self, *, binary: str = "etcd", extra_args: list[str] | None = None, keep: bool = False):
+    def __init__(self, *, binary: str = "etcd", extra_args: list[str] | None = None, keep: bool = False,
+                 client: str = "aio"):
         from . import etcd_stubs
+        self.client = client          # "aio" (grpc.aio, the default) or "sync" (blocking stubs)
         self.binary = shutil.which(binary) or binary
         self.extra_args = extra_args or []
         self.keep = keep
@@ -164,7 +166,7 @@ class EtcdSystem:
         return {"etcd": self.proc.pid} if self.proc and self.proc.poll() is None else {}
 
     def client_spec(self) -> dict:
-        return {"kind": "etcd", "stub_path": self.stub_path}
+        return {"kind": "etcd", "stub_path": self.stub_path, "client": self.client}
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -162,27 +162,44 @@ def putter(index, task, system, results, cmd, progress):
     revs = []
     t_first = _monotonic_ns()
     period = 1e9 / rate if rate else 0
-    put = conn.put
     errors = 0
     err_text = ""
-    for k in range(n):
-        if period:
-            due = t_first + int(k * period)
-            wait = due - _monotonic_ns()
-            if wait > 0:
-                time.sleep(wait / 1e9)
-        value = make_value(size, stamp, filler)
-        t0 = _monotonic_ns()
-        try:
-            rev = put(keys[k], value)
-        except Exception as exc:
-            errors += 1
-            err_text = err_text or f"{type(exc).__name__}: {exc}"[:300]
-            continue
-        lat.append(_monotonic_ns() - t0)
-        if k == 0 or k == n - 1:
-            revs.append(rev)
-        done[0] += 1
+    if hasattr(conn, "put_loop"):        # the client's own loop (etcd's grpc.aio: in its event loop)
+        state = {"k": 0, "errors": 0, "err": ""}
+
+        def on_put(rev, ns):
+            k = state["k"]
+            state["k"] = k + 1
+            if isinstance(rev, Exception):
+                state["errors"] += 1
+                state["err"] = state["err"] or f"{type(rev).__name__}: {rev}"[:300]
+                return
+            lat.append(ns)
+            if k == 0 or k == n - 1:
+                revs.append(rev)
+            done[0] += 1
+        conn.put_loop(keys, lambda: make_value(size, stamp, filler), int(period), on_put)
+        errors, err_text = state["errors"], state["err"]
+    else:
+        put = conn.put
+        for k in range(n):
+            if period:
+                due = t_first + int(k * period)
+                wait = due - _monotonic_ns()
+                if wait > 0:
+                    time.sleep(wait / 1e9)
+            value = make_value(size, stamp, filler)
+            t0 = _monotonic_ns()
+            try:
+                rev = put(keys[k], value)
+            except Exception as exc:
+                errors += 1
+                err_text = err_text or f"{type(exc).__name__}: {exc}"[:300]
+                continue
+            lat.append(_monotonic_ns() - t0)
+            if k == 0 or k == n - 1:
+                revs.append(rev)
+            done[0] += 1
     t_last = _monotonic_ns()
     cpu = self_cpu() - cpu0
     stop.set()

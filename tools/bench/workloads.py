@@ -23,15 +23,17 @@ DEFAULTS = {
     "put_seq": dict(puts=5000, key_len=16, value_size=100),
     "put_conc": dict(puts=20000, clients=8, key_len=16, value_size=100),
     "watch_latency": dict(watchers=[100, 1000, 10000], conns=10, procs=2, puts=500, rate=200.0, value_size=100),
+    "watch_latency_distinct": dict(watchers=[1000, 10000], conns=10, procs=2, puts=500, rate=200.0, value_size=100),
     "fanout": dict(watchers=1000, conns=10, procs=2, puts=10000, writers=8, value_size=100),
     "catchup": dict(revisions=50000, keys=1000, watchers=[1, 100, 1000], conns=10, procs=2, writers=8,
                     value_size=100),
-    "memory": dict(watchers=[10000, 50000], conns=10, procs=2, same_key=False),
+    "memory": dict(watchers=[10000, 50000, 100000], conns=10, procs=2, same_key=False),
 }
 QUICK = {
     "put_seq": dict(puts=200),
     "put_conc": dict(puts=800, clients=4),
     "watch_latency": dict(watchers=[10, 40], conns=4, procs=2, puts=40, rate=200.0),
+    "watch_latency_distinct": dict(watchers=[40], conns=4, procs=2, puts=40, rate=200.0),
     "fanout": dict(watchers=20, conns=4, procs=2, puts=400, writers=4),
     "catchup": dict(revisions=2000, keys=100, watchers=[1, 10], conns=4, procs=2, writers=4),
     "memory": dict(watchers=[200, 1000], conns=4, procs=2),
@@ -216,6 +218,8 @@ def _puts(ctx: Ctx, workload: str, p: dict, clients: int) -> list[dict]:
     server = _server(before, after)
     if server["cpu_s_total"] is not None and puts:
         figures["server_cpu_us_per_put"] = round(server["cpu_s_total"] / puts * 1e6, 2)
+    if puts:
+        figures["client_cpu_us_per_put"] = round(sum(r["cpu_s"] for r in res) / puts * 1e6, 2)
     err = next((r["error"] for r in res if r["error"]), "")
     return [_record(ctx, workload, "", p, puts == n and errors == 0, figures, server, _clients(res), wall,
                     **({"error": err} if err else {}))]
@@ -237,18 +241,34 @@ def watch_latency(ctx: Ctx, p: dict) -> list[dict]:
     return out
 
 
-def _watch_latency_one(ctx: Ctx, p: dict, n_watchers: int, run: int) -> dict:
+def watch_latency_distinct(ctx: Ctx, p: dict) -> list[dict]:
+    """watch_latency with a DIFFERENT spec per watcher that still matches every put: watcher i
+    of connection c watches the range [K, K + 0xff + c,i as 8 bytes) around the one key K the
+    putter writes.  Nothing can be shared by spec (etcd and zwatch index each range alone);
+    what can be shared is the events they all matched."""
+    out = []
+    for i, w in enumerate(p["watchers"]):
+        out.append(_watch_latency_one(ctx, p, w, 100 + i, distinct=True))
+    return out
+
+
+def _watch_latency_one(ctx: Ctx, p: dict, n_watchers: int, run: int, distinct: bool = False) -> dict:
     sysm = ctx.system
     eps = sysm.endpoints
     kprefix = f"/bench/wl{run}/k"
     key = workers.make_key(kprefix, 0, 16)
     puts, rate = p["puts"], p["rate"]
     params = dict(p, watchers=n_watchers)
-    groups = _watch_conns(eps, n_watchers, p["conns"], p["procs"], lambda c, k: (k + 1, key, None, 0))
+    workload = "watch_latency_distinct" if distinct else "watch_latency"
+    if distinct:
+        spec_for = lambda c, k: (k + 1, key, key + b"\xff" + c.to_bytes(4, "big") + k.to_bytes(4, "big"), 0)  # noqa: E731
+    else:
+        spec_for = lambda c, k: (k + 1, key, None, 0)  # noqa: E731
+    groups = _watch_conns(eps, n_watchers, p["conns"], p["procs"], spec_for)
     duration = puts / rate if rate else puts / 1000
     timeout = duration + 60 + n_watchers * puts / 100_000
     t0 = time.monotonic()
-    with Pool(sysm, f"watch_latency W={n_watchers}") as pool:
+    with Pool(sysm, f"{workload} W={n_watchers}") as pool:
         widx = [pool.add("watcher", {"conns": g, "expected": puts, "latency": True, "timeout_s": timeout,
                                      "linger_s": 0.2}) for g in groups]
         pidx = pool.add("putter", {"endpoint": eps[0], "n": puts, "rate": rate, "key_prefix": kprefix,
@@ -257,7 +277,7 @@ def _watch_latency_one(ctx: Ctx, p: dict, n_watchers: int, run: int) -> dict:
         pool.wait("ready", widx + [pidx], 120 + n_watchers / 200)
         before = snapshot(sysm.server_pids())
         expected = n_watchers * puts
-        with ctx.counter(f"watch_latency W={n_watchers}", expected, lambda: pool.count(widx)):
+        with ctx.counter(f"{workload} W={n_watchers}", expected, lambda: pool.count(widx)):
             pool.send("go", widx + [pidx])
             putres = pool.wait("done", [pidx], duration + 120)[pidx]
             res = list(pool.wait("done", widx, timeout + 30).values())
@@ -272,9 +292,13 @@ def _watch_latency_one(ctx: Ctx, p: dict, n_watchers: int, run: int) -> dict:
                "put_errors": putres["errors"], "puts_per_s": round(putres["puts"] / span, 1) if span > 0 else None,
                **lat}
     server = _server(before, after)
+    if delivered:       # CPU per event delivered to a watcher: both sides of the wire
+        if server["cpu_s_total"] is not None:
+            figures["server_cpu_us_per_event"] = round(server["cpu_s_total"] / delivered * 1e6, 3)
+        figures["client_cpu_us_per_event"] = round(sum(r["cpu_s"] for r in res) / delivered * 1e6, 3)
     ok = delivered == expected and violations == 0 and putres["errors"] == 0 and putres["puts"] == puts
     errs = [e for r in res for e in r["errors"]]
-    return _record(ctx, "watch_latency", f"W={n_watchers}", params, ok, figures, server,
+    return _record(ctx, workload, f"W={n_watchers}", params, ok, figures, server,
                    _clients(res + [putres]), wall, **({"errors": errs[:5]} if errs else {}))
 
 
@@ -450,8 +474,8 @@ def memory(ctx: Ctx, p: dict) -> list[dict]:
     return out
 
 
-RUNNERS = {"put_seq": put_seq, "put_conc": put_conc, "watch_latency": watch_latency, "fanout": fanout,
-           "catchup": catchup, "memory": memory}
+RUNNERS = {"put_seq": put_seq, "put_conc": put_conc, "watch_latency": watch_latency,
+           "watch_latency_distinct": watch_latency_distinct, "fanout": fanout, "catchup": catchup, "memory": memory}
 
 # The lease workloads live in lease_workloads.py (zwatch only; see its docstring).
 from . import lease_workloads  # noqa: E402  (it imports _record/_server from here lazily)

@@ -110,3 +110,34 @@ def test_fanout_crash_merging_a_lone_watcher_into_a_groups_response_regression()
     assert responses(out[other.ident]) == [([1], [2, 3])]
     group_ids = core.index.items(b"k", None)[0].slots[s.ident].ids
     assert group_ids == [1, 2], "the slot's own id list was not extended by the merge"
+
+
+def test_a_single_event_publish_uses_a_cached_plan_that_any_index_change_drops():
+    """One event per publish (the common case) is delivered from a plan cached by key: the
+    same responses as the general path, and a watcher created, canceled or moved between two
+    publishes is seen by the next one."""
+    core = joined()
+    s, t = session(b"a"), session(b"b")
+    distinct_ranges(core, s, 50)
+    watch(core, t, wid=1, key=b"k")
+    watch(core, t, wid=2, key=b"k", prev_kv=True)
+    core.take_output()
+    publish(core, 2, 2)
+    out = core.take_output()
+    assert responses(out[s.ident]) == [(list(range(1, 51)), [2])]
+    assert responses(out[t.ident]) == [([1, 2], [2])]      # no prev_kv to send: the same event
+    assert len(core._plans) == 1
+    watch(core, s, wid=99, key=b"k")                        # a change: the plan is dropped
+    assert not core._plans
+    core.watch_cancel(t, 9, 1)
+    publish(core, 3, 3)
+    out = core.take_output()
+    assert responses(out[s.ident]) == [(list(range(1, 51)) + [99], [3])]
+    assert responses(out[t.ident]) == [([2], [3])]
+    core.drop_session(s)
+    publish(core, 4, 4)
+    out = core.take_output()
+    assert s.ident not in out and responses(out[t.ident]) == [([2], [4])]
+    # Two events in one publish take the general path: the same grouping.
+    core.on_publish(4, 5, [[5, [[0, [b"k", 2, 5, 1, b"v", 0], None], [0, [b"j", 2, 5, 1, b"v", 0], None]]]], 0)
+    assert responses(core.take_output()[t.ident]) == [([2], [5])]

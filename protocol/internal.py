@@ -413,7 +413,7 @@ class Ping(NamedTuple):
 
     ``join``: the writer publishes a heartbeat right after answering, so a starting fan-out
     joins the stream at once instead of at the next idle heartbeat (up to ZWATCH_HEARTBEAT_S
-    later).  It repeats the join every 50 ms until a publish arrives: a heartbeat published
+    later).  It repeats the join every 10 ms until a publish arrives: a heartbeat published
     before its subscription reached the writer's PUB is not delivered to it (ZeroMQ's slow
     joiner), and nothing else is lost by that: it joins at whatever publish comes first.
 

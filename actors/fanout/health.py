@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 WRITER_PING_S = 0.5
 # Until it has joined the publish stream, a fan-out asks the writer for a heartbeat this often
 # (internal.Ping.join): it serves watches from the first publish it hears, not the next idle one.
-JOIN_PING_S = 0.05
+JOIN_PING_S = 0.01
 # At start, requests wait this long at most for their link to the writer or syncer (service.py startup_held).
 STARTUP_HOLD_S = 2.0
 UPSTREAM_RECONNECT_MS = 20

@@ -88,6 +88,52 @@ def etcd_modules(stub_path: str):
     return _etcd
 
 
+def _on_response(conn, r, handler):
+    """One WatchResponse of an etcd stream: count creations, hand events to the application."""
+    if r.created:
+        with conn.cond:
+            conn.created += 1
+            conn.cond.notify_all()
+        if not r.events:
+            return
+    handler(r, _monotonic_ns())
+
+
+def _stream_ended(conn, exc: Exception | None = None):
+    """The stream failed with exc (kept unless we closed it), or ended: wake create_watches."""
+    if exc is not None:
+        if not getattr(conn, "_closing", False):
+            conn.errors.append(repr(exc)[:300])
+        return
+    with conn.cond:
+        conn.created = -1 if conn.created == 0 else conn.created
+        conn.cond.notify_all()
+
+
+def _create_requests(pb, specs) -> list:
+    """etcd WatchRequests creating specs [(watch_id, key, range_end | None, start_revision)]."""
+    out = []
+    for wid, key, end, start in specs:
+        cr = pb.WatchCreateRequest(key=key, start_revision=start, watch_id=wid)
+        if end is not None:
+            cr.range_end = end
+        out.append(pb.WatchRequest(create_request=cr))
+    return out
+
+
+def _wait_created(conn, target: int, timeout: float):
+    """Until conn's stream reader counted `target` created watches (or the stream ended)."""
+    deadline = time.monotonic() + timeout
+    with conn.cond:
+        while 0 <= conn.created < target:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"etcd: {conn.created} of {target} watches created")
+            conn.cond.wait(left)
+    if conn.created < 0:
+        raise RuntimeError(f"etcd watch stream ended: {conn.errors}")
+
+
 class EtcdConn:
     def __init__(self, endpoint: str, stub_path: str):
         grpc, pb, pbg = etcd_modules(stub_path)
@@ -117,43 +163,20 @@ class EtcdConn:
         self._stream = stream
 
         def run():
-            now = _monotonic_ns
-            cond = self.cond
             try:
                 for r in stream:
-                    if r.created:
-                        with cond:
-                            self.created += 1
-                            cond.notify_all()
-                        if not r.events:
-                            continue
-                    handler(r, now())
+                    _on_response(self, r, handler)
             except Exception as exc:  # stream closed by close(), or the server went away
-                if not getattr(self, "_closing", False):
-                    self.errors.append(repr(exc)[:300])
-            with cond:
-                self.created = -1 if self.created == 0 else self.created
-                cond.notify_all()
+                _stream_ended(self, exc)
+            _stream_ended(self)
         self._reader = threading.Thread(target=run, name="bench-app", daemon=True)
         self._reader.start()
 
     def create_watches(self, specs, timeout: float = 120.0):
-        pb = self.pb
         target = self.created + len(specs)
-        for wid, key, end, start in specs:
-            cr = pb.WatchCreateRequest(key=key, start_revision=start, watch_id=wid)
-            if end is not None:
-                cr.range_end = end
-            self.reqs.put(pb.WatchRequest(create_request=cr))
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while 0 <= self.created < target:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"etcd: {self.created} of {target} watches created")
-                self.cond.wait(left)
-        if self.created < 0:
-            raise RuntimeError(f"etcd watch stream ended: {self.errors}")
+        for r in _create_requests(self.pb, specs):
+            self.reqs.put(r)
+        _wait_created(self, target, timeout)
 
     def close(self):
         self._closing = True
@@ -249,50 +272,26 @@ class EtcdAioConn:
                     yield r
             call = self.watch_stub.Watch(requests())
             self._call = call
-            now, cond = _monotonic_ns, self.cond
             try:
                 async for r in call:
-                    if r.created:
-                        with cond:
-                            self.created += 1
-                            cond.notify_all()
-                        if not r.events:
-                            continue
-                    handler(r, now())
+                    _on_response(self, r, handler)
             except Exception as exc:
-                if not getattr(self, "_closing", False):
-                    self.errors.append(repr(exc)[:300])
-            with cond:
-                self.created = -1 if self.created == 0 else self.created
-                cond.notify_all()
+                _stream_ended(self, exc)
+            _stream_ended(self)
 
         async def start():
             self._stream_task = asyncio.ensure_future(open_stream())
         self._run(start())
 
     def create_watches(self, specs, timeout: float = 120.0):
-        pb = self.pb
         target = self.created + len(specs)
-        reqs = []
-        for wid, key, end, start in specs:
-            cr = pb.WatchCreateRequest(key=key, start_revision=start, watch_id=wid)
-            if end is not None:
-                cr.range_end = end
-            reqs.append(pb.WatchRequest(create_request=cr))
+        reqs = _create_requests(self.pb, specs)
 
         async def send():
             for r in reqs:
                 self._reqs.put_nowait(r)
         self._run(send())
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while 0 <= self.created < target:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"etcd: {self.created} of {target} watches created")
-                self.cond.wait(left)
-        if self.created < 0:
-            raise RuntimeError(f"etcd watch stream ended: {self.errors}")
+        _wait_created(self, target, timeout)
 
     def close(self):
         self._closing = True

@@ -14,6 +14,7 @@ successful commit (authtx.AuthBatch copies it on write), so a failed commit leav
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import time
 from functools import wraps
@@ -168,73 +169,76 @@ class ReadView:
         through the key index (keyrev) instead of a scan: -> (records, through).
 
         records are (main, sub, type, kv, nbytes) in (main, sub) order, as history() returns
-        them; `through` is the last revision they are complete up to: every record of these
-        keys at a revision <= through is in the list, none above it (whole revisions: a
-        revision's records are never split, since the cut is between revisions).  Bounded:
-        each key contributes at most max_records positions per call, so a hot key costs a
-        bounded read and the next call goes on from through + 1."""
+        them, each record once however many specs cover its key; `through` is the last revision
+        they are complete up to: every record of these keys at a revision <= through is in the
+        list, none above it (the cut is between revisions: a revision's records are never
+        split).  Bounded like history(): at most max_records records and max_bytes bytes,
+        except that the first revision is returned whole however big it is.
+
+        A cursor per key stands at its next dup >= from_rev; the smallest (main, sub) is taken
+        from a heap, its record fetched from history, its cursor moved on: the records are
+        merged in revision order as they are read, so what is held is the result and one
+        position per key, never more positions than are returned."""
         _check_int(from_rev, "from_rev")
         _check_int(to_rev, "to_rev")
+        _check_int(max_records, "max_records", 1)
+        _check_int(max_bytes, "max_bytes", 1)
         if from_rev < self.compact_revision:
             raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
-        cur = self._txn.cursor(db=self._store._keyrev)
-        positions = []
-        through = to_rev
-        walked = 0
-        start = QQ.pack(from_rev, 0)
-
-        def take_key(key):
-            nonlocal through, walked
-            n = 0
-            if not cur.set_range_dup(key, start):
-                return
-            while True:
-                dv = cur.value()
-                main = QQ.unpack_from(dv)[0]
-                if main > to_rev:
-                    return
-                if n >= max_records:          # truncated: complete only below this revision
-                    through = min(through, main - 1)
-                    return
-                positions.append(dv[:16])
-                n += 1
-                walked += 1
-                if not cur.next_dup():
-                    return
-
+        txn, keyrev, hist = self._txn, self._store._keyrev, self._store._history
+        keys = set()
+        walk = txn.cursor(db=keyrev)
         for key, end in specs:
             if end is None:
-                take_key(key)
+                keys.add(key)
             else:
-                ok = cur.set_range(key)
-                while ok and cur.key() < end:
-                    k = cur.key()
-                    take_key(k)
-                    cur.set_key(k)
-                    ok = cur.next_nodup()
-        positions.sort()
+                ok = walk.set_range(key)
+                while ok and walk.key() < end:  # end: the watch index's finite form (KEY_INFINITY)
+                    keys.add(walk.key())
+                    ok = walk.next_nodup()
+        start = QQ.pack(from_rev, 0)
+        heap = []
+        for i, key in enumerate(sorted(keys)):
+            cur = txn.cursor(db=keyrev)
+            if cur.set_range_dup(key, start):
+                pos = cur.value()[:16]
+                if QQ.unpack(pos)[0] <= to_rev:
+                    heap.append((pos, i, cur))
+        heapq.heapify(heap)
         out, size = [], 0
-        get, hist = self._txn.get, self._store._history
-        i = 0
-        while i < len(positions):
-            main = QQ.unpack_from(positions[i])[0]
-            if main > through:
-                break
-            j = i
-            group, gsize = [], 0
-            while j < len(positions) and QQ.unpack_from(positions[j])[0] == main:
-                v = get(positions[j], db=hist)
-                rec = layout.unpack_record(v)
-                group.append((main, QQ.unpack_from(positions[j])[1], rec[0], rec[1:], len(v)))
-                gsize += len(v)
-                j += 1
+        group, gsize, gmain = [], 0, -1
+        through, read = to_rev, 0
+        while heap:
+            pos, i, cur = heap[0]
+            main, sub = QQ.unpack(pos)
+            if main != gmain:              # the previous revision is complete: take it, if it fits
+                if group and out and (len(out) + len(group) > max_records or size + gsize > max_bytes):
+                    group = []
+                    through = gmain - 1
+                    break
+                out += group
+                size += gsize
+                group, gsize, gmain = [], 0, main
+                if len(out) >= max_records or size >= max_bytes:
+                    through = main - 1
+                    break
+            v = txn.get(pos, db=hist)
+            read += 1
+            rec = layout.unpack_record(v)
+            group.append((main, sub, rec[0], rec[1:], len(v)))
+            gsize += len(v)
+            if cur.next_dup():
+                nxt = cur.value()[:16]
+                if QQ.unpack(nxt)[0] <= to_rev:
+                    heapq.heapreplace(heap, (nxt, i, cur))
+                    continue
+            heapq.heappop(heap)
+        if group:                          # the history ended (or passed to_rev) inside a revision
             if out and (len(out) + len(group) > max_records or size + gsize > max_bytes):
-                through = out[-1][0]       # this revision does not fit: stop before it
-                break
-            out += group
-            size += gsize
-            i = j
-        self._store.records_scanned += walked
+                through = gmain - 1
+            else:
+                out += group
+        self._store.records_scanned += read
         return out, through
 
     @_guard

@@ -8,6 +8,7 @@ import pytest
 
 from zwatch.actors.store import Store
 from zwatch.actors.syncer import batch as batch_mod
+from zwatch.actors.syncer.batch import Batch
 
 from test_syncer_batch import PUT, DELETE, History, batch_of, delivered, run, watcher
 
@@ -146,3 +147,52 @@ def test_store_key_history_equals_the_scan_filtered_to_the_keys(store):
         assert sum(1 for r in part if r[0] == txn_rev) in (0, 2)
         rest, through2 = view.key_history(specs, through + 1, cur, max_records=10_000, max_bytes=1 << 30)
         assert part + rest == scan and through2 == cur
+
+
+def test_store_key_history_reads_a_key_once_whatever_specs_cover_it(store):
+    """A key watched exactly and through a range (or two overlapping ranges) of one batch: its
+    records come once, as the scan gives them (a record twice would be an event sent twice)."""
+    store.apply_batch([("put", {"key": b"k%d" % (i % 5), "value": b"v%d" % i}) for i in range(200)])
+    specs = [(b"k1", None), (b"k0", b"k3"), (b"k2", b"k5")]       # k1 twice, k2 twice
+    with store.reader() as view:
+        cur = view.current_revision
+        scan = [r for r in view.history(1, cur, max_records=10_000, max_bytes=1 << 30) if r[3][0] != b"k5"]
+        assert view.key_history(specs, 1, cur, max_records=10_000, max_bytes=1 << 30) == (scan, cur)
+        part, through = view.key_history(specs, 1, cur, max_records=30, max_bytes=1 << 30)
+        assert part == [r for r in scan if r[0] <= through] and 0 < len(part) <= 30
+
+
+def test_store_key_history_holds_no_more_than_its_bound_whatever_the_keys(store):
+    """A step on many keys reads about max_records records in all, not max_records a key: the
+    syncer's memory during a replay is bounded by the chunk, not keys x chunk."""
+    for _ in range(10):
+        store.apply_batch([("put", {"key": b"k%02d" % i, "value": b"v"}) for i in range(40)])
+    with store.reader() as view:
+        before = store.records_scanned
+        got, through = view.key_history([(b"k", b"l")], 1, view.current_revision, max_records=25,
+                                         max_bytes=1 << 30)
+        assert len(got) == 25 and through == got[-1][0]
+        assert store.records_scanned - before <= 25 + 1
+
+
+def test_a_batch_on_a_key_and_a_range_over_it_gets_each_event_once_from_the_store(store):
+    """The batch's specs overlap (a key, a range holding it, with prev_kv and a filter): through
+    the key index each event reaches each watcher once, exactly as the scan delivers it."""
+    store.apply_batch([("put", {"key": b"k%d" % (i % 6), "value": b"v%d" % i}) for i in range(3000)])
+    store.apply_batch([("delete_range", {"key": b"k1"})])
+    store.apply_batch([("put", {"key": b"z%d" % i, "value": b"x"}) for i in range(20_000)])
+    ws = lambda: [watcher(1, key=b"k1"), watcher(2, key=b"k0", end=b"k3", prev_kv=True),
+                  watcher(3, key=b"k", end=b"l", filter_bits=1 << PUT, next_rev=500)]
+    got = {}
+    for max_keys in (0, 64):
+        b = Batch(ws(), max_watchers=512, chunk_revisions=2000, chunk_bytes=1 << 20, key_index_max_keys=max_keys)
+        events, handoffs, steps = [], None, 0
+        while handoffs is None:
+            with store.reader() as view:
+                step = b.step(view)
+            events += step.events
+            handoffs, steps = step.handoffs, steps + 1
+        got[max_keys] = (delivered(events), sorted((h.uid, h.revision) for _f, h in handoffs), b.scanned)
+    assert got[64][:2] == got[0][:2]
+    assert got[64][0][1] == [*range(3, 3002, 6), 3002] and got[64][0][3] == [3002]     # k1's puts, its delete
+    assert got[0][2] == 23_001 and got[64][2] == 3001        # every record of k0..k5 once, no z

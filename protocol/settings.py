@@ -246,6 +246,10 @@ SETTINGS: tuple[Setting, ...] = (
                 "a batch whose watchers cover at most this many keys reads their records through the key index "
                 "instead of scanning the whole history, when that is cheaper by its estimate (docs/design.md, "
                 "\"Reading through the key index\"); 0: always scan", min=0),
+        Setting("ZWATCH_SYNC_KEY_READ_COST", float, 4.0, {"syncer": "key_read_cost"},
+                "what one record read through the key index costs, in records of a sequential scan: the key "
+                "index is taken when the keys' records times this are fewer than the revisions left to scan",
+                min=0),
         Setting("ZWATCH_SNAPSHOT_DIR", str, None, {"syncer": "snapshot_dir"},
                 "where the syncer writes the snapshot copies `zwatch snapshot save` pulls (one full compacted "
                 "copy each, removed once read or after 60 s idle); empty: `DATA_DIR/snapshots`"),

@@ -65,9 +65,10 @@ class Syncer:
                  chunk_bytes: int = 1 << 20, batch_delay_s: float = 0.1, quiet_s: float = 0.01,
                  fanout_timeout_s: float = 10.0,
                  stats_s: float = 10.0, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-                 snapshot_dir: str | None = None, key_index_max_keys: int = 64):
+                 snapshot_dir: str | None = None, key_index_max_keys: int = 64, key_read_cost: float = 4.0):
         self.data_dir = data_dir
         self.key_index_max_keys = key_index_max_keys
+        self.key_read_cost = key_read_cost
         self.snapshot_dir = snapshot_dir or os.path.join(data_dir, "snapshots")
         self.endpoint = endpoint
         self.batch_size = batch_size
@@ -417,7 +418,8 @@ class Syncer:
         if not chosen:
             return
         self.batch = Batch(chosen, max_watchers=self.batch_size, chunk_revisions=self.chunk_revisions,
-                           chunk_bytes=self.chunk_bytes, key_index_max_keys=self.key_index_max_keys)
+                           chunk_bytes=self.chunk_bytes, key_index_max_keys=self.key_index_max_keys,
+                           key_read_cost=self.key_read_cost)
         self.batch_started = time.perf_counter()
         self._count("batches")
 

@@ -39,3 +39,38 @@ def test_the_key_index_off_scans_the_whole_history(make_cluster):
     assert len(collect(w, 1)) == 1
     batch = cl["syncer"].wait_event("sync.batch")[-1]
     assert batch["key_index_reads"] == 0 and batch["records_scanned"] >= 300
+
+
+def test_the_estimate_picks_the_scan_for_a_key_with_most_of_the_history(make_cluster):
+    """ki/hot has 200 of 300 revisions: 200 records x ZWATCH_SYNC_KEY_READ_COST (4) >= 300
+    revisions to scan, so the batch scans; at a cost of 1 the key index reads its 200 records."""
+    for cost, by_key in (("4", False), ("1", True)):
+        cl = make_cluster(env={"ZWATCH_RING_REVISIONS": "10", "ZWATCH_SYNC_KEY_READ_COST": cost})
+        c = cl.client()
+        for i in range(300):
+            c.put("ki/hot" if i % 3 else f"ki/o{i}", "x")
+        w = c.watch("ki/hot", start_revision=1)
+        assert len(collect(w, 200)) == 200
+        batch = cl["syncer"].wait_event("sync.batch")[-1]
+        if by_key:
+            assert batch["key_index_reads"] >= 1 and batch["records_scanned"] == 200, batch
+        else:
+            assert batch["key_index_reads"] == 0 and batch["records_scanned"] >= 300, batch
+
+
+def test_a_key_and_a_prefix_over_it_in_one_batch_get_each_event_once(make_cluster):
+    """Two watches of one batch whose specs overlap (ki/a, and the prefix ki/): read through the
+    key index, each gets every event of its spec once, in order."""
+    cl = make_cluster(env={"ZWATCH_RING_REVISIONS": "10", "ZWATCH_SYNC_QUIET_S": "0.5"})
+    c = cl.client()
+    mine = [c.put("ki/a" if i % 2 else "ki/b", str(i)).header.revision for i in range(20)]
+    for i in range(1000):
+        c.put(f"zz/{i % 10}", "x")
+    one = c.watch("ki/a", start_revision=1)
+    every = c.watch("ki/", prefix=True, start_revision=1)
+    got_every, got_one = revs(collect(every, 20)), revs(collect(one, 10))
+    assert got_every == mine and got_one == mine[1::2]
+    batch = cl["syncer"].wait_event("sync.batch")[-1]
+    assert batch["watchers"] == 2 and batch["key_index_reads"] >= 1 and batch["records_scanned"] == 20, batch
+    c.put("ki/a", "live")
+    assert [e.kv.value for e in collect(one, 1)] == [b"live"] and len(collect(every, 1)) == 1

@@ -175,6 +175,29 @@ def test_store_key_history_holds_no_more_than_its_bound_whatever_the_keys(store)
         assert store.records_scanned - before <= 25 + 1
 
 
+def test_the_key_read_cost_decides_between_the_key_index_and_the_scan():
+    """3 records of the key on 10,003 revisions: at a cost of 3,000 scan-records a record the
+    key index wins (9,000 < 10,003), at 4,000 the scan does (12,000 >= 10,003)."""
+    for cost, by_key in ((3000, True), (4000, False)):
+        view = KeyHistory(quiet_key_history())
+        b = Batch([watcher(1, key=b"k")], max_watchers=512, chunk_revisions=20_000, chunk_bytes=1 << 20,
+                  key_index_max_keys=64, key_read_cost=cost)
+        _, events, _, _ = run(b, view)
+        assert delivered(events) == {1: [3, 500, 9_000]}
+        assert (view.key_read, view.read) == ((3, 0) if by_key else (0, view.current_revision)), cost
+
+
+def test_a_batch_every_watcher_left_ends_without_reading():
+    view = KeyHistory(quiet_key_history())
+    b = batch_of([watcher(1, key=b"k"), watcher(2, key=b"o", end=b"p")], chunk_revisions=100)
+    b.step(view)
+    read = view.read
+    for k in list(b.keys()):
+        b.forget(k)
+    step = b.step(view)
+    assert step.handoffs == [] and step.records == 0 and view.read == read
+
+
 def test_a_batch_on_a_key_and_a_range_over_it_gets_each_event_once_from_the_store(store):
     """The batch's specs overlap (a key, a range holding it, with prev_kv and a filter): through
     the key index each event reaches each watcher once, exactly as the scan delivers it."""

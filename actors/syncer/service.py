@@ -52,6 +52,7 @@ from ..store import Store
 from ..store import snapshot as store_snapshot
 from ..store.defrag import Follower, swap_lock
 from .batch import Batch, PendingQueue, StartPolicy, SyncWatcher
+from .mapped import Releaser
 
 SYNCER_OPS = (frozenset({"sync", "unsync", "ping", "stats", "range", "status", "auth_state"}) | messages.SNAPSHOT_OPS
               | messages.HASH_OPS)
@@ -123,6 +124,8 @@ class Syncer:
             self.log.error("syncer.data_dir_unwritable", data_dir=os.path.abspath(self.data_dir), error=problem)
             raise StartupError(f"zwatch syncer: cannot use data dir {os.path.abspath(self.data_dir)}: {problem}")
         self.follower = Follower(self.store)
+        # A long replay's pages of the LMDB map are unmapped as it goes (mapped.py): RSS bounded.
+        self.map_pages = Releaser(os.path.join(self.data_dir, "data.mdb"))
         store_snapshot.remove_leftovers(self.snapshot_dir)
         self.snapshots = store_snapshot.Snapshots(self.snapshot_dir)
         ctx = zmq.Context()
@@ -437,6 +440,7 @@ class Syncer:
             self._post_by_fanout(partial(internal.encode_compacted, auth_rev=auth_rev), step.cancels)
             self._count("compacted", len(step.cancels))
         self._count("records_scanned", step.records)
+        self.map_pages.read(step.records, batch_done=step.handoffs is not None)
         if step.by_key:
             self._count("key_index_reads")
         self._count("events_sent", step.events_sent)

@@ -224,6 +224,9 @@ class Fanout:
         poller.register(self.passwords.socket, zmq.POLLIN)
         housekeeping = Every(0.1)
         ping = Every(SYNCER_PING_S)
+        # The syncer's first ping at once: until its first pong the syncer counts as silent, and
+        # a writer outage in a fan-out's first second would otherwise look like a partition.
+        ping.next = 0.0
         writer_ping = Every(WRITER_PING_S)
         join_ping = Every(JOIN_PING_S)
         join_ping.next = 0.0                # the first one at once

@@ -414,6 +414,8 @@ class FanoutCore:
         del slot.watchers[w.uid]    # a dict: unindexing a whole slot of N watchers is O(N), not O(N^2)
         if not slot.watchers:
             self._remove_slot(slot)
+        elif len(slot.watchers) == 1 and len(slot.group.slots) == 1:
+            self._ungroup(slot)
 
     def _remove_slot(self, slot: Slot):
         self._changed()
@@ -421,6 +423,21 @@ class FanoutCore:
         del g.slots[slot.session.ident]
         if not g.slots:
             self.index.remove(g.key, g.end, g)
+        elif len(g.slots) == 1:
+            last = next(iter(g.slots.values()))
+            if len(last.watchers) == 1:
+                self._ungroup(last)
+
+    def _ungroup(self, slot: Slot):
+        """A group down to one watcher (one slot of one): that watcher is indexed itself again,
+        without Group/Slot (the reverse of _group_of), so churn on a key does not leave a lone
+        watcher paying for a group for the rest of its life."""
+        g = slot.group
+        (w,) = slot.watchers.values()
+        self.index.remove(g.key, g.end, g)
+        self.index.add(w.key, w.end, w)
+        w.slot = w
+        w.last_event_rev = slot.last_event_rev      # progress_notify's mark carries over
 
     def place(self, w: Watcher, next_rev: int):
         """Place a watcher that has everything before next_rev: design.md section 8's table."""

@@ -34,9 +34,10 @@ class Watcher:
     """A watch.  A SYNCED watcher alone on its spec is in the key index itself (``lone``; its
     ``slot`` is itself and ``last_event_rev`` its own): no Group, Slot, dicts or id list, so a
     watcher on a key nobody else watches costs ~0.4 KiB instead of ~0.9.  A second watcher of
-    the same spec turns it into a Group with Slots (core.FanoutCore._index)."""
+    the same spec turns it into a Group with Slots (core.FanoutCore._index), and a group down
+    to one watcher gives it back its own place (core.FanoutCore._ungroup)."""
     __slots__ = ("uid", "session", "watch_id", "key", "end", "filter_bits", "prev_kv",
-                 "progress_notify", "fragment", "state", "next_rev", "epoch", "slot", "last_event_rev")
+                 "fragment", "state", "next_rev", "epoch", "slot", "last_event_rev")
     lone = True        # as an index item: one watcher (a Group says False)
 
     def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
@@ -47,7 +48,6 @@ class Watcher:
         self.end = spec.end
         self.filter_bits = spec.filter_bits
         self.prev_kv = spec.prev_kv
-        self.progress_notify = spec.progress_notify
         self.fragment = spec.fragment
         self.state = None
         self.next_rev = 0

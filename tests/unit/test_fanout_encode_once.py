@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgpack
 
-from zwatch.actors.fanout.model import Group, Watcher, WatchOut
+from zwatch.actors.fanout.model import Group, Slot, Watcher, WatchOut
 
 from test_fanout_core import events_of, joined, publish, session, take, watch
 
@@ -141,3 +141,61 @@ def test_a_single_event_publish_uses_a_cached_plan_that_any_index_change_drops()
     # Two events in one publish take the general path: the same grouping.
     core.on_publish(4, 5, [[5, [[0, [b"k", 2, 5, 1, b"v", 0], None], [0, [b"j", 2, 5, 1, b"v", 0], None]]]], 0)
     assert responses(core.take_output()[t.ident]) == [([2], [5])]
+
+
+def test_distinct_specs_matching_a_publish_of_several_revisions_get_one_response():
+    """The general path (several revisions in one publish, no cached plan): the same count."""
+    core = joined()
+    s = session()
+    distinct_ranges(core, s, 1000)
+    take(core, s)
+    publish(core, 2, 4)
+    got = responses(take(core, s))
+    assert got == [(list(range(1, 1001)), [2, 3, 4])], f"{len(got)} responses for 3 revisions and 1,000 watches"
+    assert core.st["responses"] == 1 and core.st["deliveries"] == 3000
+
+
+def test_a_dropped_grouped_response_makes_every_watcher_it_names_a_victim_from_its_first_revision():
+    from zwatch.actors.fanout.model import VICTIM
+    core = joined()
+    s = session()
+    ws = distinct_ranges(core, s, 3) + [watch(core, s, wid=50, key=b"k"), watch(core, s, wid=51, key=b"k")]
+    take(core, s)
+    publish(core, 2, 2)
+    publish(core, 3, 3)
+    items = [i for i in take(core, s) if isinstance(i, WatchOut)]
+    assert len(items) == 2 and all(len(i.owner.watchers) == 5 for i in items)
+    for item in items:                                   # both frames dropped, in queue order
+        core.victimize(item.owner, now=0.0)
+    assert all(w.state == VICTIM and w.next_rev == 2 for w in ws)
+    assert len(core.index) == 0
+
+
+def test_a_group_down_to_one_watcher_is_indexed_itself_again():
+    """The reverse of the lone -> group step: when a spec's group is left with one watcher (a
+    cancel, a dropped session, a victim), that watcher is back in the index without Group/Slot,
+    its progress mark carried over, and it keeps getting every event exactly once."""
+    core = joined()
+    a, b = session(b"a"), session(b"b")
+    first, second = watch(core, a, wid=1), watch(core, b, wid=1)
+    assert isinstance(second.slot.group, Group)
+    publish(core, 2, 2)
+    core.watch_cancel(a, 7, 1)                           # another session's slot goes: one left
+    assert second.slot is second and core.index.items(b"k", None) == (second,)
+    assert second.last_event_rev == 2
+    publish(core, 3, 3)
+    assert events_of(take(core, b)) == [2, 3]
+    third = watch(core, b, wid=2)                        # grouped again (same session: one slot)
+    assert third.slot is second.slot and isinstance(third.slot, Slot) and third.slot.last_event_rev == 3
+    publish(core, 4, 4)
+    core.watch_cancel(b, 8, 2)                           # the slot is down to one watcher
+    assert second.slot is second and second.last_event_rev == 4
+    c = session(b"c")
+    watch(core, c, wid=1)
+    core.drop_session(c)                                 # a dropped session leaves one too
+    assert second.slot is second and len(core.index) == 1
+    publish(core, 5, 5)
+    got = take(core, b)
+    assert events_of(got, 1) == [4, 5] and events_of(got, 2) == [4]
+    core.watch_cancel(b, 9, 1)
+    assert len(core.index) == 0

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 class KeyIndex:
     """Items by spec.  The containers it hands out (items(), match()) are for reading only:
-    a tuple or a list."""
+    a tuple or a list.  Items must not be lists (an exact key's lone item is held bare)."""
     __slots__ = ("exact", "ranges", "_starts", "_ends", "_items", "_maxend", "_dirty")
 
     def __init__(self):
-        self.exact: dict[bytes, list] = {}
+        self.exact: dict = {}      # key -> its one item (bare), or a list of two or more
         self.ranges: dict[tuple[bytes, bytes], list] = {}
         self._starts: list[bytes] = []
         self._ends: list[bytes] = []
@@ -25,53 +25,69 @@ class KeyIndex:
         self._dirty = False
 
     def __len__(self):
-        return sum(map(len, self.exact.values())) + sum(map(len, self.ranges.values()))
+        return (sum(len(v) if type(v) is list else 1 for v in self.exact.values())
+                + sum(map(len, self.ranges.values())))
 
     def add(self, key: bytes, end: bytes | None, item) -> None:
         if end is None:
-            # A key's first item is held in a 1-tuple (48 bytes, a list would take 64): most
-            # exact keys have one watcher (or group).  A second one makes it a list.
+            # A key's only item is the dict's value itself (no container: a 1-tuple would
+            # cost 48 bytes more per key, and most exact keys have one watcher or group).
+            # A second one makes it a list.
             hit = self.exact.get(key)
             if hit is None:
-                self.exact[key] = (item,)
-            elif type(hit) is tuple:
-                self.exact[key] = [*hit, item]
-            else:
+                self.exact[key] = item
+            elif type(hit) is list:
                 hit.append(item)
+            else:
+                self.exact[key] = [hit, item]
         else:
             self.ranges.setdefault((key, end), []).append(item)
             self._dirty = True
 
     def remove(self, key: bytes, end: bytes | None, item) -> None:
-        table = self.exact if end is None else self.ranges
-        k = key if end is None else (key, end)
-        items = table.get(k)
-        if items is None:
-            return
-        if type(items) is tuple:
-            if item not in items:
+        if end is None:
+            hit = self.exact.get(key)
+            if hit is None:
                 return
-            items = [i for i in items if i is not item]
-            if items:
-                table[k] = items
-        else:
+            if type(hit) is not list:
+                if hit is item or hit == item:
+                    del self.exact[key]
+                return
             try:
-                items.remove(item)
+                hit.remove(item)
             except ValueError:
                 return
+            if len(hit) == 1:
+                self.exact[key] = hit[0]    # alone again: held bare
+            return
+        k = (key, end)
+        items = self.ranges.get(k)
+        if items is None:
+            return
+        try:
+            items.remove(item)
+        except ValueError:
+            return
         if not items:
-            del table[k]
-            if end is not None:
-                self._dirty = True
+            del self.ranges[k]
+            self._dirty = True
 
     def items(self, key: bytes, end: bytes | None) -> list:
         """The items registered under exactly this spec (empty if none)."""
-        hit = self.exact.get(key) if end is None else self.ranges.get((key, end))
+        if end is None:
+            hit = self.exact.get(key)
+            if hit is None:
+                return []
+            return hit if type(hit) is list else (hit,)
+        hit = self.ranges.get((key, end))
         return hit if hit is not None else []
 
     def all_items(self):
         for items in self.exact.values():
-            yield from items
+            if type(items) is list:
+                yield from items
+            else:
+                yield items
         for items in self.ranges.values():
             yield from items
 
@@ -99,8 +115,8 @@ class KeyIndex:
         """Every item whose spec contains key (lists of items, one list per spec)."""
         out = []
         hit = self.exact.get(key)
-        if hit:
-            out.append(hit)
+        if hit is not None:
+            out.append(hit if type(hit) is list else (hit,))
         if self.ranges:
             if self._dirty:
                 self._rebuild()

@@ -102,6 +102,16 @@ class ReadView:
             raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
         return hashkv.hash_kv(self._txn, self._store._history, self.compact_revision, rev), self.compact_revision, rev
 
+    def _check_span(self, from_rev: int, to_rev: int, max_records: int, max_bytes: int):
+        """The arguments of a history read (history(), key_history()): integers, bounds of at
+        least 1, and nothing below the compact revision (COMPACTED)."""
+        _check_int(from_rev, "from_rev")
+        _check_int(to_rev, "to_rev")
+        _check_int(max_records, "max_records", 1)
+        _check_int(max_bytes, "max_bytes", 1)
+        if from_rev < self.compact_revision:
+            raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
+
     @_guard
     def history(self, from_rev: int, to_rev: int, max_records: int = 1000,
                 max_bytes: int = 1 << 20) -> list:
@@ -109,12 +119,7 @@ class ReadView:
 
         Whole revisions only: stops before a revision that would push the result past max_records or
         max_bytes, except that the first revision is returned whole however big it is."""
-        _check_int(from_rev, "from_rev")
-        _check_int(to_rev, "to_rev")
-        _check_int(max_records, "max_records", 1)
-        _check_int(max_bytes, "max_bytes", 1)
-        if from_rev < self.compact_revision:
-            raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
+        self._check_span(from_rev, to_rev, max_records, max_bytes)
         out, size, group, gsize, gmain, scanned = [], 0, [], 0, -1, 0
         cur = self._txn.cursor(db=self._store._history)
         if cur.set_range(QQ.pack(from_rev, 0)):
@@ -179,12 +184,7 @@ class ReadView:
         from a heap, its record fetched from history, its cursor moved on: the records are
         merged in revision order as they are read, so what is held is the result and one
         position per key, never more positions than are returned."""
-        _check_int(from_rev, "from_rev")
-        _check_int(to_rev, "to_rev")
-        _check_int(max_records, "max_records", 1)
-        _check_int(max_bytes, "max_bytes", 1)
-        if from_rev < self.compact_revision:
-            raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
+        self._check_span(from_rev, to_rev, max_records, max_bytes)
         txn, keyrev, hist = self._txn, self._store._keyrev, self._store._history
         keys = set()
         walk = txn.cursor(db=keyrev)

@@ -12,7 +12,7 @@
 
 The store is built once by ``tools/startup.build`` (one put per revision over 10,000 keys,
 group-committed 10,000 per transaction) and cached under ``~/.cache/zwatch-bench/store-<R>``
-(``ZWATCH_BENCH_STORE_DIR`` to put it elsewhere); later runs reuse it.  Nothing here writes to
+(``--store-dir DIR`` to keep it elsewhere); later runs reuse it.  Nothing here writes to
 it (no put: the first request is a read, the start-up watch is of a key nobody writes), so each
 repetition sees the same store; an flock keeps two bench runs from building or serving it at once.
 """
@@ -32,14 +32,16 @@ DEFAULTS = {
     "history_single_key": dict(revisions=1_000_000, key="key/000042", rss_bound_mib=100),
 }
 QUICK = {"startup": dict(revisions=20_000), "history_single_key": dict(revisions=20_000)}
-ZWATCH_ONLY = set(DEFAULTS)
+ONLY_ZWATCH = set(DEFAULTS)
 OWN_CLUSTER = set(DEFAULTS)      # these launch their own actors on the cached store
+
+
+STORE_DIR = None         # --store-dir: where the stores are cached (default: the bench's cache dir)
 
 
 def store_dir(revisions: int) -> str:
     from .etcd_stubs import cache_root
-    base = os.environ.get("ZWATCH_BENCH_STORE_DIR") or cache_root()
-    return os.path.join(base, f"store-{revisions}")
+    return os.path.join(STORE_DIR or cache_root(), f"store-{revisions}")
 
 
 class _Store:

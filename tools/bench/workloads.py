@@ -503,7 +503,7 @@ QUICK.update(lease_workloads.QUICK)
 ENV = dict(lease_workloads.ENV)    # workload -> environment its cluster needs
 ORDER += list(lease_workloads.DEFAULTS)
 RUNNERS.update(lease_keepalive=lease_workloads.lease_keepalive, lease_expiry=lease_workloads.lease_expiry)
-ZWATCH_ONLY = set(lease_workloads.DEFAULTS)      # etcd gets a "skipped" record, not a server
+ONLY_ZWATCH = set(lease_workloads.DEFAULTS)      # etcd gets a "skipped" record, not a server
 
 # The big-store rows (bigstore.py: zwatch only, each launching its own actors on a cached store).
 from . import bigstore  # noqa: E402
@@ -512,5 +512,5 @@ DEFAULTS.update(bigstore.DEFAULTS)
 QUICK.update(bigstore.QUICK)
 ORDER += list(bigstore.DEFAULTS)
 RUNNERS.update(startup=bigstore.startup, history_single_key=bigstore.history_single_key)
-ZWATCH_ONLY |= bigstore.ZWATCH_ONLY
+ONLY_ZWATCH |= bigstore.ONLY_ZWATCH
 OWN_CLUSTER = set(bigstore.OWN_CLUSTER)          # no cluster started for them by the bench

@@ -63,6 +63,19 @@ def test_quick_workload(workload):
             assert figs["seconds"] > 0
         if workload == "memory":
             assert figs["watchers"] == r["params"]["watchers"] and figs["rss_kib"] > 0
+            assert figs["server_cpu_us_per_watcher"] >= 0 and figs["client_cpu_us_per_watcher"] >= 0, figs
+        if workload in ("watch_latency", "watch_latency_distinct", "catchup"):
+            assert figs["server_cpu_us_per_event"] >= 0 and figs["client_cpu_us_per_event"] >= 0, figs
+        if workload in ("put_seq", "put_conc"):
+            assert figs["server_cpu_us_per_put"] >= 0 and figs["client_cpu_us_per_put"] >= 0, figs
+        if workload == "startup":
+            assert 0 < figs["start_to_first_read_s"] <= figs["start_to_first_watch_created_s"], figs
+            assert figs["revisions"] == r["params"]["revisions"], figs
+        if workload == "history_single_key":
+            # every event of the key, read through the key index: no more records than events
+            assert figs["delivered"] == figs["expected"] > 0 and figs["order_violations"] == 0, figs
+            assert figs["delivered"] <= figs["syncer_records_scanned"] < r["params"]["revisions"], figs
+            assert figs["syncer_rssanon_kib"] > 0 and figs["syncer_rssfile_kib"] >= 0, figs
         if workload == "lease_keepalive":
             assert figs["keepalives"] > 0 and figs["lost_leases"] == 0 and figs["errors"] == 0, figs
             assert figs["writer_cpu_us_per_keepalive"] is not None, figs
@@ -73,8 +86,9 @@ def test_quick_workload(workload):
             assert figs["deletes_received"] == figs["leases"] == r["params"]["leases"], figs
             assert figs["early"] == 0 and figs["lost_before_stop"] == 0, figs
             assert figs["p50_ms"] <= figs["p99_ms"] <= figs["max_ms"], figs
-    # the table comes last
+    # the tables come last: every figure, then issue #15's rows
     assert any(line.startswith("workload") and "figure" in line for line in proc.stdout.splitlines())
+    assert "| metric | zwatch | etcd | zwatch/etcd | target | verdict |" in proc.stdout
 
 
 def _etcd_unavailable():
@@ -87,14 +101,20 @@ def _etcd_unavailable():
 
 @pytest.mark.skipif(_etcd_unavailable() is not None, reason="etcd comparison not available (optional)")
 def test_quick_against_etcd():
-    proc, lines = run_bench("put_seq", "watch_latency", "fanout", "--etcd-only", timeout=240)
+    proc, lines = run_bench("put_seq", "watch_latency_distinct", "fanout", "startup", "--etcd-only", timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert any(r.get("system") == "etcd" and r.get("client") == "aio" for r in lines)
     recs = records(lines, "etcd")
-    assert {r["workload"] for r in recs} == {"put_seq", "watch_latency", "fanout"}
+    assert {r["workload"] for r in recs} == {"put_seq", "watch_latency_distinct", "fanout", "startup"}
     for r in recs:
+        if r["workload"] == "startup":           # zwatch only: skipped, no etcd started
+            assert r.get("skipped") and not r["figures"], r
+            continue
         assert r["ok"] is True and set(r["server"]["cpu_s"]) == {"etcd"}, r
         if "expected" in r["figures"]:
             assert r["figures"]["delivered"] == r["figures"]["expected"] > 0
+        per = {"put_seq": "put", "watch_latency_distinct": "event", "fanout": "delivery"}[r["workload"]]
+        assert r["figures"][f"server_cpu_us_per_{per}"] >= 0 and r["figures"][f"client_cpu_us_per_{per}"] >= 0, r
 
 
 def test_etcd_skipped_with_a_hint_when_unavailable():

@@ -8,12 +8,13 @@ Both adapters hand watch responses to application code with the same shape (``re
   (``client.watch(..., queue=q)``): the client puts one response per frame for all the
   watches it concerns (``resp.watch_ids``), as the fan-out sent it.
 * etcd: grpcio's asyncio API (``grpc.aio``) with stubs generated from etcd's protos
-  (etcd_stubs.py), the shape a user who cares about speed picks: one event loop per connection
-  (in a thread of its own), one aio channel with a private subchannel (a TCP connection of its
-  own), one Watch stream per connection with many watches on it; the application code runs in
-  the loop, as each response arrives.  A putter's loop runs in that event loop too
-  (``put_loop``), so a put costs what an awaited aio call costs, no thread hop.
-  ``--etcd-client sync`` keeps the previous blocking-stub shape for comparison.
+  (etcd_stubs.py), the shape a user who cares about speed picks: ONE event loop per client
+  process (in a thread of its own, the process's main thread being the bench's control
+  thread), shared by all the process's connections; per connection one aio channel with a
+  private subchannel (a TCP connection of its own) and one bidi Watch stream holding many
+  watches.  The application code runs in the loop, as each response arrives.  A putter's loop
+  runs in the event loop too (``put_loop``): each put is awaited on the aio stub, no thread
+  hop per call.  ``--etcd-client sync`` keeps the blocking-stub shape for comparison.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ _STOP = object()
 
 
 class ZwatchConn:
+    multi_ids = True        # a response may list several watch ids (resp.watch_ids)
+
     def __init__(self, endpoint: str):
         import zwatch.client as zc
         self.client = zc.Client([endpoint], timeout=60.0, heartbeat=1.0)
@@ -135,6 +138,8 @@ def _wait_created(conn, target: int, timeout: float):
 
 
 class EtcdConn:
+    multi_ids = False       # one WatchResponse per watch
+
     def __init__(self, endpoint: str, stub_path: str):
         grpc, pb, pbg = etcd_modules(stub_path)
         self.pb = pb
@@ -192,17 +197,34 @@ class EtcdConn:
             self._reader.join(5)
 
 
+_process_loop = None
+_process_loop_lock = threading.Lock()
+
+
+def process_loop():
+    """The client process's one asyncio event loop (started on first use, in a daemon thread):
+    every grpc.aio channel, stream and putter of the process runs in it."""
+    global _process_loop
+    with _process_loop_lock:
+        if _process_loop is None:
+            import asyncio
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="bench-etcd-aio", daemon=True).start()
+            _process_loop = loop
+        return _process_loop
+
+
 class EtcdAioConn:
-    """etcd through grpc.aio: an event loop in its own thread runs the channel, the watch
-    stream and (put_loop) the putter; put() from another thread is for the rare calls."""
+    """etcd through grpc.aio: the process's event loop (process_loop) runs this connection's
+    channel, its watch stream and (put_loop) the putter; put() from another thread is for the
+    rare calls."""
+    multi_ids = False
 
     def __init__(self, endpoint: str, stub_path: str):
         import asyncio
         grpc, pb, pbg = etcd_modules(stub_path)
         self.pb, self._asyncio = pb, asyncio
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="bench-etcd-aio", daemon=True)
-        self._thread.start()
+        self.loop = process_loop()
         self.created = 0
         self.cond = threading.Condition()
         self.errors = []
@@ -306,8 +328,7 @@ class EtcdAioConn:
             self._run(shut(), timeout=10)
         except Exception:
             pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+        # The loop is the process's: it stops with the process.
 
 
 def connect(system: dict, endpoint: str):

@@ -18,6 +18,27 @@ from zwatch.errors import InvalidArgument
 from zwatch.tools.cluster import Cluster, free_port
 
 
+def syncer_stats_at(ep: str, curve: tuple | None = None) -> dict | None:
+    """The running totals of the syncer at ep (its ``stats`` op); curve = (server key, public,
+    secret) when the cluster runs CURVE.  None if it does not answer within 5 s."""
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    try:
+        if curve:
+            s.curve_serverkey, s.curve_publickey, s.curve_secretkey = curve
+        s.connect(ep)
+        s.send(internal.StatsRequest(1).encode())
+        if not s.poll(5000):
+            return None
+        try:
+            return internal.decode_stats_reply(s.recv())
+        except InvalidArgument:         # an error reply, or not a stats reply at all
+            return None
+    finally:
+        s.close()
+
+
 class ZwatchSystem:
     kind = "zwatch"
 
@@ -78,27 +99,14 @@ class ZwatchSystem:
             ep = os.environ.get("ZWATCH_SYNCER_ENDPOINT")
             if not ep:
                 return None
-        else:
-            ep = self.cluster.syncer_ep
-        ctx = zmq.Context.instance()
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        try:
-            if self.cluster is not None and self.cluster.curve_dir:
-                # The syncer admits only internal/ keys: ask as the fan-outs do.
-                public, secret = zmq.auth.load_certificate(os.path.join(self.cluster.curve_dir, "fanout.key_secret"))
-                s.curve_serverkey = self.cluster.public_key("syncer")
-                s.curve_publickey, s.curve_secretkey = public, secret
-            s.connect(ep)
-            s.send(internal.StatsRequest(1).encode())
-            if not s.poll(5000):
-                return None
-            try:
-                return internal.decode_stats_reply(s.recv())
-            except InvalidArgument:         # an error reply, or not a stats reply at all
-                return None
-        finally:
-            s.close()
+            return syncer_stats_at(ep)
+        cluster = self.cluster
+        curve = None
+        if cluster.curve_dir:
+            # The syncer admits only internal/ keys: ask as the fan-outs do.
+            public, secret = zmq.auth.load_certificate(os.path.join(cluster.curve_dir, "fanout.key_secret"))
+            curve = (cluster.public_key("syncer"), public, secret)
+        return syncer_stats_at(cluster.syncer_ep, curve)
 
     def stop(self):
         if self.cluster is not None:

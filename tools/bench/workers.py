@@ -33,12 +33,13 @@ def make_value(size: int, stamp: bool, filler: bytes) -> bytes:
 
 class Recorder:
     """Application code of one connection: counts, order checks, latencies per watch."""
-    __slots__ = ("expected", "latency", "state", "lat", "events", "done", "done_ns", "first_ns",
+    __slots__ = ("expected", "latency", "multi", "state", "lat", "events", "done", "done_ns", "first_ns",
                  "bad", "canceled")
 
-    def __init__(self, expected_per_watch: int, latency: bool):
+    def __init__(self, expected_per_watch: int, latency: bool, multi_ids: bool = True):
         self.expected = expected_per_watch
         self.latency = latency
+        self.multi = multi_ids      # responses may list several watch ids (zwatch); etcd's never do
         self.state: dict[int, list] = {}     # watch_id -> [events, last revision]
         self.lat = array("q")
         self.events = 0
@@ -57,7 +58,7 @@ class Recorder:
         # A zwatch response on a shared queue is for every watch in resp.watch_ids at once (the
         # same events, received at the same instant): order is checked per watch, and each
         # event's latency is recorded once for the group (groups are equal-sized per connection).
-        ids = getattr(resp, "watch_ids", None) or (resp.watch_id,)
+        ids = (resp.watch_ids or (resp.watch_id,)) if self.multi else (resp.watch_id,)
         revs = [ev.kv.mod_revision for ev in evs]
         bad = sum(1 for a, b in zip(revs, revs[1:]) if b <= a)
         if self.latency:
@@ -224,7 +225,7 @@ def watcher(index, task, system, results, cmd, progress):
     conns, recorders = [], []
     for c in task["conns"]:
         conn = drivers.connect(system, c["endpoint"])
-        rec = Recorder(expected, latency)
+        rec = Recorder(expected, latency, getattr(conn, "multi_ids", True))
         conn.start_reader(rec.on)
         conns.append(conn)
         recorders.append(rec)

@@ -336,11 +336,13 @@ class Registration(NamedTuple):
     """One watcher handed to the syncer for catch-up (an item of "sync")::
 
         [uid, epoch, key: bin, end: bin | nil, next_rev, filter_bits, prev_kv: bool, watch_id,
-         fragment: bool, session: bin]
+         fragment: bool, session: bin, opts: map]
 
     end nil = the single key (the from-key end is 512 x 0xff); filter_bits: bit 1 = no PUT,
     bit 2 = no DELETE; session is the fan-out's opaque session key (a routing id).  (uid, epoch)
     names this registration: messages about an older epoch are ignored by the fan-out.
+    opts: the watch kinds' options the syncer needs (issue #16), str keys -> scalar values
+    (int, bool, bin, str): watchers whose opts differ never share a group.  {} for a plain watch.
     """
     uid: int
     epoch: int
@@ -352,6 +354,7 @@ class Registration(NamedTuple):
     watch_id: int
     fragment: bool
     session: bytes
+    opts: dict = {}      # never mutated: each registration that has options builds its own
 
     def size(self) -> int:
         """Upper bound of its msgpack size (key, end and session dominate)."""
@@ -360,8 +363,8 @@ class Registration(NamedTuple):
     @classmethod
     def decode(cls, item) -> "Registration":
         _list(item, "a sync registration (uid, epoch, key, end, next_rev, filter_bits, prev_kv, "
-                    "watch_id, fragment, session)", 10)
-        uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment, session = item
+                    "watch_id, fragment, session, opts)", 11)
+        uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment, session, opts = item
         _int(uid, "registration uid")
         _int(epoch, "registration epoch")
         _bytes(key, "registration key", MAX_KEY_BYTES + 1)
@@ -373,11 +376,37 @@ class Registration(NamedTuple):
         _int(watch_id, "registration watch_id")
         _bool(fragment, "registration fragment")
         _bytes(session, "registration session", MAX_SESSION_BYTES)
-        return cls(uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment, session)
+        _registration_opts(opts)
+        return cls(uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment, session, opts)
+
+
+MAX_REGISTRATION_OPTS_BYTES = 4096
+
+
+def _registration_opts(opts) -> dict:
+    """opts: a map of str -> int | bool | bin | str | nil, bounded (a value predicate is a bin)."""
+    if type(opts) is not dict:
+        raise InvalidArgument(f"registration opts must be a map, not {type(opts).__name__}")
+    size = 0
+    for k, v in opts.items():
+        if type(k) is not str:
+            raise InvalidArgument("registration opts keys must be strings")
+        if v is not None and type(v) not in (int, bool, bytes, str):
+            raise InvalidArgument(f"registration opts {k[:32]!r} must be a scalar, not {type(v).__name__}")
+        size += len(k) + (len(v) if isinstance(v, (bytes, str)) else 9)
+    if size > MAX_REGISTRATION_OPTS_BYTES:
+        raise InvalidArgument(f"registration opts exceed {MAX_REGISTRATION_OPTS_BYTES} bytes")
+    return opts
+
+
+def opts_key(opts: dict) -> tuple:
+    """A registration's opts as a hashable, order-free value (part of a group's identity)."""
+    return tuple(sorted(opts.items())) if opts else ()
 
 
 def _registration_size(r) -> int:
-    return 64 + len(r[2]) + len(r[3] or b"") + len(r[9])
+    return 64 + len(r[2]) + len(r[3] or b"") + len(r[9]) + sum(
+        len(k) + (len(v) if isinstance(v, (bytes, str)) else 9) for k, v in r[10].items())
 
 
 def encode_sync(registrations: list[Registration], max_bytes: int = SYNC_MESSAGE_BYTES) -> list[bytes]:

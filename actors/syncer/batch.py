@@ -17,21 +17,22 @@ import heapq
 from typing import NamedTuple
 
 from zwatch import messages
-from zwatch.internal import CompactedCancel, Handoff, SyncEvent
+from zwatch.internal import CompactedCancel, Handoff, SyncEvent, opts_key
 
 from ..index import KeyIndex
 
 
 class SyncWatcher:
     __slots__ = ("fanout", "uid", "epoch", "key", "end", "next_rev", "filter_bits", "prev_kv", "watch_id",
-                 "fragment", "session", "group")
+                 "fragment", "session", "opts", "group")
 
     def __init__(self, fanout, uid, epoch, key, end, next_rev, filter_bits, prev_kv, watch_id, fragment,
-                 session):
+                 session, opts=None):
         self.fanout, self.uid, self.epoch = fanout, uid, epoch
         self.key, self.end, self.next_rev = key, end, next_rev
         self.filter_bits, self.prev_kv, self.watch_id = filter_bits, prev_kv, watch_id
         self.fragment, self.session = fragment, session
+        self.opts = opts or {}     # the watch kind's options (internal.Registration.opts)
         self.group = None
 
     @property
@@ -43,12 +44,13 @@ class SyncGroup:
     """Watchers of one batch that want the very same events: same fan-out and session, same
     spec, same next revision.  A chunk is matched and packed once per group, and the response
     lists every watch id of the group (the client hands it to each)."""
-    __slots__ = ("gkey", "key", "end", "filter_bits", "prev_kv", "fragment", "next_rev", "fanout", "members")
+    __slots__ = ("gkey", "key", "end", "filter_bits", "prev_kv", "fragment", "next_rev", "fanout", "opts", "members")
 
     def __init__(self, gkey, w: SyncWatcher):
         self.gkey = gkey
         self.key, self.end, self.filter_bits, self.prev_kv = w.key, w.end, w.filter_bits, w.prev_kv
         self.fragment, self.next_rev, self.fanout = w.fragment, w.next_rev, w.fanout
+        self.opts = w.opts
         self.members: dict[int, SyncWatcher] = {}
 
 
@@ -186,7 +188,7 @@ class Batch(_WatcherTable):
         self.watchers[w.batch_key] = w
         # A group's next revision advances with the scan: a watcher joins only a group at
         # exactly its own next revision (never one that has read past its start).
-        gkey = (w.fanout, w.session, w.key, w.end, w.filter_bits, w.prev_kv, w.fragment)
+        gkey = (w.fanout, w.session, w.key, w.end, w.filter_bits, w.prev_kv, w.fragment, opts_key(w.opts))
         same = self.groups.setdefault(gkey, [])
         g = next((c for c in same if c.next_rev == w.next_rev), None)
         if g is None:

@@ -21,7 +21,7 @@ PINNED = [
     ("pub", i.Publish(1, 2, [[2, [[0, KV, None]]]], 0).encode(),
      "95 a3 70 75 62 01 02 91 92 02 91 93 00 96 c4 03 66 6f 6f 02 02 01 c4 03 62 61 72 00 c0 00"),
     ("sync", i.encode_sync([REG])[0],
-     "93 a4 73 79 6e 63 00 91 9a 07 01 c4 03 66 6f 6f c0 02 00 c2 01 c2 c4 02 73 31"),
+     "93 a4 73 79 6e 63 00 91 9b 07 01 c4 03 66 6f 6f c0 02 00 c2 01 c2 c4 02 73 31 80"),
     ("unsync", i.encode_unsync([(7, 1)])[0], "93 a6 75 6e 73 79 6e 63 00 91 92 07 01"),
     ("ping", i.Ping(3).encode(), "93 a4 70 69 6e 67 03 80"),
     ("pong (syncer)", i.Pong(3, "syncer-1", 2).encode(),
@@ -59,7 +59,7 @@ def test_the_pinned_bytes_are_the_hand_written_lists_of_spec_section_12():
     """What the actors packed by hand before: the new encoders must equal it byte for byte."""
     old = {
         "pub": ["pub", 1, 2, [(2, [(0, tuple(KV), None)])], 0],
-        "sync": ["sync", 0, [[7, 1, b"foo", None, 2, 0, False, 1, False, b"s1"]]],
+        "sync": ["sync", 0, [[7, 1, b"foo", None, 2, 0, False, 1, False, b"s1", {}]]],
         "unsync": ["unsync", 0, [[7, 1]]],
         "ping": ["ping", 3, {}],
         "pong (syncer)": ["pong", 3, {"instance": "syncer-1", "revision": 2}],
@@ -244,7 +244,7 @@ def test_hostile_publishes_raise_invalid_argument(raw):
         i.Publish.decode(raw)
 
 
-GOOD_REG = [7, 1, b"foo", None, 2, 0, False, 1, False, b"s1"]
+GOOD_REG = [7, 1, b"foo", None, 2, 0, False, 1, False, b"s1", {}]
 
 
 def _reg(**change):
@@ -256,7 +256,8 @@ def _reg(**change):
 
 
 HOSTILE_REGISTRATIONS = [
-    GOOD_REG[:9], GOOD_REG + [0], "x", {"uid": 1},
+    GOOD_REG[:10], GOOD_REG + [0], "x", {"uid": 1},
+    _reg(opts=[]), _reg(opts={1: 2}), _reg(opts={"a": [1]}), _reg(opts={"a": 1.5}), _reg(opts={"v": b"x" * 5000}),
     _reg(uid=True), _reg(epoch=-1), _reg(next_rev=1.5), _reg(next_rev=1 << 63), _reg(filter_bits=4),
     _reg(watch_id=None), _reg(key="foo"), _reg(key=b"k" * (MAX_KEY_BYTES + 2)), _reg(end=""),
     _reg(prev_kv=0), _reg(fragment=1), _reg(session="s1"), _reg(session=b"s" * 256),

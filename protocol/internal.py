@@ -564,30 +564,33 @@ def decode_stats_reply(raw: bytes) -> dict:
 class SyncEvent(NamedTuple):
     """Events replayed for one group of identical watchers (an item of "ev")::
 
-        [[[uid, epoch], ...], first_rev, last_rev, response: bin]
+        [[[uid, epoch], ...], first_rev, last_rev, response: bin, extra: map]
 
     response is a ready-encoded watch response (messages.py: [watch_ids, header_revision,
     events, fragment]) naming every member's watch id, which the fan-out splices into the
     client's "w" frame; first_rev is its first event's revision, last_rev the last revision the
-    syncer has read for the group.
+    syncer has read for the group.  extra: what a watch kind (issue #16) tells the fan-out about
+    this item beyond the response (str keys, scalar values, as a registration's opts); {} for
+    a plain watch.
     """
     members: list
     first_rev: int
     last_rev: int
     response: bytes
+    extra: dict = {}     # never mutated: an item that has extras builds its own
 
     def size(self) -> int:
-        return 16 + 12 * len(self.members) + len(self.response)
+        return 16 + 12 * len(self.members) + len(self.response) + 16 * len(self.extra)
 
     @classmethod
     def decode(cls, item) -> "SyncEvent":
-        _list(item, "an ev item [members, first_rev, last_rev, response]", 4)
+        _list(item, "an ev item [members, first_rev, last_rev, response, extra]", 5)
         members = []
         for m in _list(item[0], "ev members"):
             _list(m, "an ev member [uid, epoch]", 2)
             members.append((_int(m[0], "ev member uid"), _int(m[1], "ev member epoch")))
         return cls(members, _int(item[1], "ev first_rev"), _int(item[2], "ev last_rev"),
-                   _bytes(item[3], "ev response"))
+                   _bytes(item[3], "ev response"), _registration_opts(item[4]))
 
 
 class Handoff(NamedTuple):

@@ -532,8 +532,8 @@ class FanoutCore:
             self._take_syncer(op, items)
 
     def on_sync_events(self, items):
-        """items: (members [(uid, epoch)], first_rev, last_rev, encoded response)."""
-        for members, first_rev, last_rev, resp in items:
+        """items: (members [(uid, epoch)], first_rev, last_rev, encoded response, extra)."""
+        for members, first_rev, last_rev, resp, _extra in items:
             current = [w for w in (self._current(uid, epoch) for uid, epoch in members) if w is not None]
             if not current:
                 continue

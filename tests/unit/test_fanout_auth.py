@@ -152,7 +152,7 @@ def test_catching_up_watch_revoked_meanwhile_never_gets_the_syncers_later_events
     assert w.state == UNSYNCED
     take(core, s)
     resp = msgpack.packb([[w.watch_id], 6, [put(r) for r in (2, 3, 6)], False])
-    core.on_syncer("ev", [([(w.uid, w.epoch)], 2, 6, resp)], 3)      # made at auth revision 3
+    core.on_syncer("ev", [([(w.uid, w.epoch)], 2, 6, resp, {})], 3)      # made at auth revision 3
     assert take(core, s) == [] and core.held_syncer
     core.on_publish(5, 6, [[6, [put(6)]]], 0, 3, [[5, ["role", "r", []]]])
     assert stream_of(take(core, s), w.watch_id) == [("cancel", 1, "PERMISSION_DENIED")]
@@ -165,7 +165,7 @@ def test_held_syncer_frames_are_taken_in_order_once_the_stream_catches_up():
     w = watch(core, s, start=2)
     take(core, s)
     resp = msgpack.packb([[w.watch_id], 5, [put(r) for r in (2, 3)], False])
-    core.on_syncer("ev", [([(w.uid, w.epoch)], 2, 5, resp)], 3)
+    core.on_syncer("ev", [([(w.uid, w.epoch)], 2, 5, resp, {})], 3)
     core.on_syncer("synced", [(w.uid, w.epoch, 5)], 3)
     core.on_publish(5, 6, [[6, [put(6)]]], 0, 3, [[5, ["user", "bob", [None, []]]]])   # harmless change
     assert stream_of(take(core, s), w.watch_id) == [("ev", 2), ("ev", 3), ("ev", 6)]

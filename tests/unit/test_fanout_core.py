@@ -190,7 +190,7 @@ def test_victim_after_a_future_start_resumes_at_its_first_lost_revision_not_its_
 def test_victim_after_a_syncer_catch_up_resumes_at_its_first_lost_revision():
     """Issue #8.1: a watcher caught up by the syncer kept the next_rev of that catch-up."""
     core, s, w = _unsynced_watcher()
-    core.on_sync_events([([(w.uid, w.epoch)], 3, 5, msgpack.packb([[1], 10, [put(4)], False]))])
+    core.on_sync_events([([(w.uid, w.epoch)], 3, 5, msgpack.packb([[1], 10, [put(4)], False]), {})])
     core.on_synced([(w.uid, w.epoch, 10)])
     take(core, s)
     publish(core, 11, 15)
@@ -269,7 +269,7 @@ def test_progress_request_is_answered_at_once_for_live_watches_and_owed_to_the_o
     items = take(core, s)
     assert progress_of(items, 1) == [10] and progress_of(items, 2) == []
     assert isinstance(items[-1], ProgressOut) and msgpack.unpackb(items[-1].reply)[0] == "ok"
-    core.on_sync_events([([(slow.uid, slow.epoch)], 3, 8, msgpack.packb([[2], 8, [put(3)], False]))])
+    core.on_sync_events([([(slow.uid, slow.epoch)], 3, 8, msgpack.packb([[2], 8, [put(3)], False]), {})])
     core.on_synced([(slow.uid, slow.epoch, 8)])               # behind L = 10: ring 9..10, then live
     items = take(core, s)
     assert events_of(items, 2) == [3, 9, 10]

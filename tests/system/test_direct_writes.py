@@ -153,3 +153,55 @@ def test_the_asyncio_client_writes_straight_to_the_writer_and_falls_back_under_a
             assert root._direct.sent == 0 and "writer" not in root.session_info
 
     asyncio.run(run())
+
+
+def test_a_direct_client_that_floods_and_never_reads_leaves_others_served(cluster):
+    """Regression: a hostile client on the direct socket sends writes as fast as it can and never
+    reads a reply.  Its replies fill the writer's send pipe (SNDHWM) and are dropped there, never
+    blocking the writer; the drops are logged rate-limited with a count (they were one
+    writer.reply_dropped line per reply); another client's writes and watch go on in order."""
+    flooder = zmq.Context.instance().socket(zmq.DEALER)
+    flooder.setsockopt(zmq.LINGER, 0)
+    flooder.setsockopt(zmq.RCVHWM, 1)          # reads nothing: its replies back up at the writer
+    flooder.setsockopt(zmq.RCVBUF, 4096)
+    flooder.setsockopt(zmq.SNDHWM, 0)
+    flooder.connect(cluster.writer_client_ep)
+    stop = threading.Event()
+    sent = [0]
+
+    def flood():
+        i = 0
+        while not stop.is_set() and i < 200_000:
+            try:
+                flooder.send(messages.encode_request("put", i + 1, {"key": b"flood/%d" % (i % 64), "value": b"x"}),
+                             zmq.NOBLOCK)
+                i += 1
+            except zmq.Again:
+                time.sleep(0.001)
+        sent[0] = i
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    try:
+        c = cluster.client()
+        w = c.watch("ok/", prefix=True)
+        time.sleep(0.5)                          # the flood is under way
+        revisions = [c.put(f"ok/{i}", str(i), timeout=30).header.revision for i in range(100)]
+        got = collect(w, len(revisions), timeout=30)
+        assert [ev.kv.mod_revision for ev in got] == revisions
+        t.join(timeout=120)
+    finally:
+        stop.set()
+        t.join(timeout=10)
+        flooder.close()
+    assert sent[0] == 200_000, "the flood went out"
+    other = cluster.client()
+    deadline = time.monotonic() + 120
+    while other.status().header.revision < sent[0] + 100 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert other.status().header.revision >= sent[0] + 100, "the writer applied every write of the flood"
+    dropped = cluster["writer"].events("writer.reply_dropped")
+    # One line per second at most, each counting the replies held back since the previous one.
+    assert dropped, "the flooder's replies overflowed the writer's pipe"
+    assert len(dropped) <= 60 and sum(d.get("repeated", 0) for d in dropped) + len(dropped) > len(dropped) * 10
+    assert cluster["writer"].alive()

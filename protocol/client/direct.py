@@ -37,14 +37,11 @@ class _ThreadSocket:
         self.sock, self.endpoint, self.instance = sock, endpoint, instance
 
 
-class DirectWrites:
-    """The direct path of one client: per-thread sockets to the writer its fan-out named."""
+class _DirectPath:
+    """What both clients' direct paths decide alike: the offer, whether a write may take the
+    path, and what a reply means (the write's result, its error, or a refusal to fall back on)."""
 
-    def __init__(self, ctx: zmq.Context, ids, curve=None):
-        self._ctx, self._ids, self._curve = ctx, ids, curve
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._sockets: list[zmq.Socket] = []
+    def __init__(self):
         self.target: tuple[str, str] | None = None   # (endpoint, instance) from the last hello
         self.refused: set[tuple[str, str]] = set()     # targets whose check failed or that said DIRECT_OFF
         self.closed = False
@@ -59,10 +56,43 @@ class DirectWrites:
         else:
             self.target = None
 
-    def call(self, op: str, body: dict, deadline: float):
-        """The write's reply body; raises its error; FALLBACK when it was not sent."""
+    def _usable(self, op: str):
+        """The target a write `op` may be sent to now, or None (it goes the session's way)."""
         target = self.target
         if op not in DIRECT_OPS or target is None or target in self.refused or self.closed:
+            return None
+        return target
+
+    def _settle(self, target, kind: str, reply):
+        """The reply of a write sent on the direct path: its body; raises its error; FALLBACK
+        when the writer refused it without applying it (DIRECT_OFF: auth is enabled, and this
+        target is done with)."""
+        if kind == "ok":
+            self.sent += 1
+            return reply
+        err = ZwatchError.from_wire(reply)
+        if err.code == errors.UNAVAILABLE and err.details.get("reason") == "DIRECT_OFF":
+            self.refused.add(target)
+            self.fallbacks += 1
+            return FALLBACK
+        self.sent += 1
+        raise err
+
+
+class DirectWrites(_DirectPath):
+    """The direct path of one client: per-thread sockets to the writer its fan-out named."""
+
+    def __init__(self, ctx: zmq.Context, ids, curve=None):
+        super().__init__()
+        self._ctx, self._ids, self._curve = ctx, ids, curve
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sockets: list[zmq.Socket] = []
+
+    def call(self, op: str, body: dict, deadline: float):
+        """The write's reply body; raises its error; FALLBACK when it was not sent."""
+        target = self._usable(op)
+        if target is None:
             return FALLBACK
         ts = self._socket(target, deadline)
         if ts is None:
@@ -75,16 +105,7 @@ class DirectWrites:
             self.fallbacks += 1
             return FALLBACK
         kind, reply = self._await(ts.sock, req_id, deadline, op)
-        if kind == "ok":
-            self.sent += 1
-            return reply
-        err = ZwatchError.from_wire(reply)
-        if err.code == errors.UNAVAILABLE and err.details.get("reason") == "DIRECT_OFF":
-            self.refused.add(target)         # auth was enabled: this target is done with
-            self.fallbacks += 1
-            return FALLBACK
-        self.sent += 1
-        raise err
+        return self._settle(target, kind, reply)
 
     def _await(self, sock, req_id: int, deadline: float, op: str):
         while True:
@@ -158,20 +179,14 @@ class DirectWrites:
             sock.close(linger=0)
 
 
-class AsyncDirectWrites:
+class AsyncDirectWrites(_DirectPath):
     """The asyncio client's direct path: one DEALER to the writer on the client's event loop;
     concurrent writes share it (pipelined), a reader task hands each reply to its awaiting call.
     Same offer, instance check and fallbacks as DirectWrites."""
 
-    offered = DirectWrites.offered
-
     def __init__(self, ctx: zmq.Context, ids, loop):
+        super().__init__()
         self._ctx, self._ids, self._loop = ctx, ids, loop
-        self.target: tuple[str, str] | None = None
-        self.refused: set[tuple[str, str]] = set()
-        self.closed = False
-        self.sent = 0
-        self.fallbacks = 0
         self._sock = None                     # zmq.asyncio socket, for self._sock_target
         self._raw = None                      # the plain socket under it
         self._checking = None                 # a new socket while its instance is checked
@@ -182,8 +197,8 @@ class AsyncDirectWrites:
 
     async def call(self, op: str, body: dict, deadline: float):
         import asyncio
-        target = self.target
-        if op not in DIRECT_OPS or target is None or target in self.refused or self.closed:
+        target = self._usable(op)
+        if target is None:
             return FALLBACK
         sock = await self._socket(target, deadline)
         if sock is None:
@@ -197,16 +212,7 @@ class AsyncDirectWrites:
             return FALLBACK
         except asyncio.TimeoutError:
             raise Unavailable(f"{op}: no answer from the writer in time (its outcome is unknown)") from None
-        if kind == "ok":
-            self.sent += 1
-            return reply
-        err = ZwatchError.from_wire(reply)
-        if err.code == errors.UNAVAILABLE and err.details.get("reason") == "DIRECT_OFF":
-            self.refused.add(target)
-            self.fallbacks += 1
-            return FALLBACK
-        self.sent += 1
-        raise err
+        return self._settle(target, kind, reply)
 
     async def _ask(self, frame: bytes, req_id: int, deadline: float):
         import asyncio

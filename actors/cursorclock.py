@@ -54,7 +54,11 @@ class CursorClock:
         if len(self._heap) > 2 * len(self.deadline) + 64:
             self._heap = [(d, n) for n, d in self.deadline.items()]
             heapq.heapify(self._heap)
-        self._refresh_oldest()
+        # O(1) unless the oldest itself moved (then one pass over the cursors, at most MAX_CURSORS).
+        if name == self.oldest_name:
+            self._refresh_oldest()
+        elif self.oldest_revision is None or (revision, name) < (self.oldest_revision, self.oldest_name):
+            self.oldest_name, self.oldest_revision = name, revision
 
     def forget(self, name: str):
         """Deleted (by a client or by its expiry)."""
@@ -62,7 +66,8 @@ class CursorClock:
         self.revision.pop(name, None)
         self.ttl.pop(name, None)
         self._expiring.discard(name)
-        self._refresh_oldest()
+        if name == self.oldest_name:
+            self._refresh_oldest()
 
     def remaining(self, name: str, now: float) -> int:
         """Whole seconds before it expires (0 once due); -1 if unknown."""

@@ -41,3 +41,19 @@ def test_refreshing_forever_does_not_grow_the_heap():
     assert len(c._heap) <= 2 * 3 + 64 + 1
     # the last touches: c1 at 9997, c2 at 9998, c0 at 9999 (each + 60)
     assert c.expired(10_056.9) == [] and c.expired(10_057.0) == ["c1"] and c.expired(10_059.0) == ["c2", "c0"]
+
+
+def test_the_oldest_cursor_is_always_the_lowest_revision():
+    """Kept in O(1) per touch unless the oldest itself moved: checked against a full recompute
+    over random touches and forgets (ties broken by name, as the store's oldest())."""
+    import random
+    rng = random.Random(7)
+    c = CursorClock()
+    for i in range(5000):
+        name = f"c{rng.randrange(30)}"
+        if rng.random() < 0.2:
+            c.forget(name)
+        else:
+            c.touch(name, rng.randrange(100), 10, 0.0)
+        expect = min(((r, n) for n, r in c.revision.items()), default=(None, None))
+        assert (c.oldest_revision, c.oldest_name) == expect, i

@@ -239,3 +239,29 @@ def test_cli_cursor_verbs_and_watch_with_a_cursor(cluster):
     r = _cli(ep, "cursor", "get", "tail")
     assert r.returncode != 0 and "CURSOR_NOT_FOUND" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert _cli(ep, "compaction", "7").returncode == 0
+
+
+def test_with_auth_a_cursor_needs_read_on_its_range(cluster):
+    """Through the fan-out with real logins: nobody holds back (or releases, or sees) history
+    they cannot read (SPEC.md 6.2, 13.3)."""
+    admin = cluster.client()
+    admin.user_add("root", "root-pw")
+    admin.role_add("root")
+    admin.user_grant_role("root", "root")
+    admin.user_add("alice", "alice-pw")
+    admin.role_add("reader")
+    admin.role_grant_permission("reader", "READ", "w/", prefix=True)
+    admin.user_grant_role("alice", "reader")
+    admin.auth_enable()
+    admin.close()
+    root = cluster.client(user="root", password="root-pw")
+    alice = cluster.client(user="alice", password="alice-pw")
+    root.put("w/a", "1")
+    assert alice.cursor("mine", "w/", prefix=True, ttl=60).open().revision == 2
+    with pytest.raises(errors.PermissionDenied):
+        alice.cursor_put("wide", "a", from_key=True, ttl=60)             # every key from a: more than w/
+    root.cursor_put("roots", "z", ttl=60)
+    with pytest.raises(errors.PermissionDenied):
+        alice.cursor_delete("roots")
+    assert [ci.name for ci in alice.cursor_list()] == ["mine"]
+    assert [ci.name for ci in root.cursor_list()] == ["mine", "roots"]

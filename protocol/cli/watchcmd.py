@@ -213,11 +213,13 @@ def cmd_watch_interactive(a, c: Client):
     lock = threading.Lock()
     display = _display(a)
 
-    def pump(w, out: WatchPrinter):
+    def pump(w, out: WatchPrinter, cursor=None):
         try:
             for resp in w:
                 if not resp.created:
                     out.show(resp)
+                    if cursor is not None:
+                        cursor.commit_response(resp)
         except ExecFailed as exc:            # its command failed: etcdctl's os.Exit(1) from the goroutine
             _err(lock, str(exc))
             sys.stdout.flush()
@@ -255,9 +257,13 @@ def cmd_watch_interactive(a, c: Client):
             raise CommandError(cobra_text(str(exc)), EXIT_BAD_ARGS) from None
         if w_args.key is None:
             raise CommandError("bad number of arguments", EXIT_BAD_ARGS)
+        if w_args.cursor and w_args.rev:
+            _err(lock, f"Invalid command {line} (`--cursor` and `--rev` are mutually exclusive)")
+            continue
         try:
-            w = _open(c, w_args)
+            cursor = _cursor(c, w_args)
+            w = _open(c, w_args, cursor)
         except (UsageError, ZwatchError) as exc:
             _err(lock, f"Invalid command {line} ({exc})")
             continue
-        threading.Thread(target=pump, args=(w, WatchPrinter(display, exec_args, lock)), daemon=True).start()
+        threading.Thread(target=pump, args=(w, WatchPrinter(display, exec_args, lock), cursor), daemon=True).start()

@@ -265,3 +265,23 @@ def test_with_auth_a_cursor_needs_read_on_its_range(cluster):
         alice.cursor_delete("roots")
     assert [ci.name for ci in alice.cursor_list()] == ["mine"]
     assert [ci.name for ci in root.cursor_list()] == ["mine", "roots"]
+
+
+def test_cli_interactive_watch_lines_take_a_cursor(cluster):
+    ep = cluster.fanout_eps[0]
+    c = cluster.client()
+    c.put("i/a", "1")                                          # 2
+    c.cursor_put("inter", "i/", prefix=True, ttl=300, revision=1)
+    p = subprocess.Popen([sys.executable, "-m", "zwatch.cli", "--endpoints", ep, "watch", "-i"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        p.stdin.write("watch i/ --prefix --cursor inter\n")
+        p.stdin.flush()
+        assert [p.stdout.readline().rstrip("\n") for _ in range(3)] == ["PUT", "i/a", "1"]   # from revision 2
+        deadline = time.monotonic() + 10
+        while c.cursor_get("inter").cursor.revision != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.cursor_get("inter").cursor.revision == 2
+    finally:
+        p.kill()
+        p.wait(10)

@@ -67,7 +67,7 @@ def test_a_cursor_survives_writer_restarts_and_holds_compact_exactly(cluster):
 
 def test_auto_compaction_is_clamped_at_the_oldest_cursor(make_cluster):
     cl = make_cluster(env={"ZWATCH_AUTO_COMPACTION_MODE": "revision", "ZWATCH_AUTO_COMPACTION_RETENTION": "5",
-                           "ZWATCH_AUTO_COMPACTION_INTERVAL_S": "0.2"})
+                           "ZWATCH_AUTO_COMPACTION_INTERVAL_S": "0.2", "ZWATCH_STATS_S": "0.5"})
     c = cl.client()
     first = c.put("k/0", "v").header.revision                  # 2
     cur = c.cursor("slow", "k/", prefix=True, ttl=600)
@@ -79,6 +79,10 @@ def test_auto_compaction_is_clamped_at_the_oldest_cursor(make_cluster):
     assert held["target"] > 3
     time.sleep(0.6)                                            # a few more ticks: still held
     assert c.status().compact_revision <= 3
+    # Operators see the cursor holding compaction back in writer.stats (and /metrics).
+    stats = cl["writer"].events("writer.stats")[-1]
+    assert stats["cursors"] == 1 and stats["cursor_oldest"] == "slow", stats
+    assert stats["cursor_oldest_lag_revisions"] == stats["revision"] - 2 > 30, stats
     w = cur.watch()                                            # resumes at 3: not compacted
     assert _events(w, 1)[0].kv.mod_revision == 3
     w.cancel()
@@ -285,3 +289,18 @@ def test_cli_interactive_watch_lines_take_a_cursor(cluster):
     finally:
         p.kill()
         p.wait(10)
+
+
+def test_a_writer_restart_gives_a_cursor_its_full_ttl_again(cluster):
+    """As for leases: a cursor never expires early because the writer was down; the deadline
+    counts from the restart."""
+    c = cluster.client()
+    c.put("r", "1")
+    c.cursor_put("patient", "r", ttl=3)
+    time.sleep(2.0)
+    cluster.restart("writer")
+    time.sleep(1.5)                                            # 3.5 s since the put, 1.5 s since the restart
+    assert c.cursor_get("patient").cursor.name == "patient"
+    assert not cluster["writer"].events("writer.cursor_expired")
+    ev = cluster["writer"].wait_event("writer.cursor_expired", timeout=10)[0]
+    assert ev["cursor"] == "patient" and ev["ttl_s"] == 3

@@ -42,6 +42,8 @@ WRITER = (
     LogEvent("writer.batch_failed", "error", "unexpected exception applying a batch; every request of it got INTERNAL"),
     LogEvent("writer.compact_failed", "error", "a compaction chunk failed (disk full, storage fault); retried later"),
     LogEvent("writer.leases_expired", "info", "leases past their TTL were revoked (leases, keys_deleted since the previous line); at most one a second"),
+    LogEvent("writer.cursor_expired", "warning", "a durable cursor was not advanced nor refreshed within its TTL: dropped (durably), compaction may now pass its revision"),
+    LogEvent("writer.compaction_held", "info", "automatic compaction was clamped to the oldest durable cursor's revision + 1 (or skipped): its figures name the cursor"),
     LogEvent("writer.paused", "warning", "the process was paused (SIGSTOP, VM or swap stall): the lease clock skips those seconds"),
     LogEvent("writer.commit_failed", "error", "a group commit failed as a whole (NO_SPACE: disk or map full; INTERNAL: I/O fault); at most one a second"),
     LogEvent("writer.auth_changed", "info", "an auth op changed users, roles or auth enabled (one line per auth revision; never a password or hash)"),

@@ -303,6 +303,15 @@ class WriterCollector:
                 _attr(w, "db_size_in_use"))
         lessor = _attr(w, "lessor")
         f.gauge("zwatch_leases", "leases granted and not expired", len(lessor) if lessor is not None else None)
+        clock = _attr(w, "cursor_clock")       # durable cursors (SPEC.md 6.2): plain values
+        f.gauge("zwatch_cursors", "durable cursors", len(clock) if clock is not None else None)
+        oldest = clock.oldest_revision if clock is not None else None
+        last = _attr(w, "last_published")
+        f.gauge("zwatch_cursor_oldest_lag_revisions", "revisions committed after the oldest cursor's revision: "
+                "what it holds back from compaction (0 with no cursor)",
+                (last - oldest) if oldest is not None and last is not None else (0 if clock is not None else None))
+        f.counter("zwatch_cursors_expired_total", "cursors dropped because their TTL passed, since start",
+                  _attr(w, "cursors_expired", 0))
         alarms = _attr(w, "alarms", ())
         f.labeled("gauge", "zwatch_alarm", "1 while the alarm is active (NOSPACE)", ["name"],
                   [((name,), 1) for name in sorted(set(alarms))] or [(("NOSPACE",), 0)])

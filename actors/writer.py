@@ -16,6 +16,13 @@ revision each), so a mass expiry is spread over commits and never holds writes b
 Keep-alives, time-to-live and lease lists are answered from the clock after the commit, with
 the clock read once per batch (``now``), so a keep-alive and the expiry it races agree.
 
+Cursors (SPEC.md 6.2): cursor_put/get/list/delete run in the batch like writes (a put is
+durable before its reply); the writer's ``cursorclock.CursorClock`` holds their deadlines, read
+with the lease clock's reading of the batch; a commit first drops the cursors past their TTL
+(before the batch's client requests, so a compact of the same batch may pass them), logged as
+writer.cursor_expired.  Compaction never passes the oldest cursor: a client's compact is refused
+(store/cursors.py), the automatic policy's target is clamped to it (writer.compaction_held).
+
 Nothing is replied or published before the commit returned: durability first (group commit).
 The publish precedes the replies so that a fan-out has seen a revision (or a new compact
 revision) by the time the client that caused it acts on the reply.
@@ -67,12 +74,13 @@ from zwatch.limits import PROTOCOL_VERSION
 from .logsetup import configure
 
 from zwatch import requests
-from zwatch.errors import Compacted, InvalidArgument, LeaseNotFound
+from zwatch.errors import Compacted, CursorNotFound, InvalidArgument, LeaseNotFound
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_TIMETOLIVE_KEYS, MAX_RESPONSE_BYTES
 from . import metrics, security
 from .common import (AlignedEvery, Every, RateLimitedLog, StartupError, StopFlag, bind_error_line, data_dir_problem, make_socket, zmtp_heartbeats,
                      percentile)
 from .lessor import Lessor
+from .cursorclock import CursorClock
 from .auth.perms import READ
 from .store import Store, authtx
 from .store import defrag as store_defrag
@@ -155,6 +163,8 @@ class Writer:
         self.publish_dropped = 0
         self.last_commit_time = 0          # µs since the epoch of the last durable commit published
         self.lessor = Lessor()
+        self.cursor_clock = CursorClock()
+        self.cursors_expired = 0           # since start (metrics)
         # Figures of writer.leases_expired since its last line (at most one line a second; the
         # main loop writes the held-back totals once the second is over, so none is lost when
         # the expiries stop): leases, keys deleted, commits carrying them, most leases one
@@ -213,6 +223,8 @@ class Writer:
         self.queue_empty_at = self.lease_now()   # (lease clock) the last moment nothing was queued
         # Every lease gets its full TTL again: nothing expires early because the writer was down.
         self.lessor.restore(self.store.leases(), self.lease_now())
+        # Likewise every cursor (cursorclock.py).
+        self.cursor_clock.restore(self.store.cursors(), self.lease_now())
         self.compact_rev = self.store.compact_revision()  # cached: only a compact changes it
         self.auth = self.store.auth_state()   # in memory; replaced after each commit that changes it
         self.auth_changes: list = []          # [(after_revision, change)] not published yet
@@ -240,7 +252,7 @@ class Writer:
                       client_endpoint=self.client_endpoint if self.direct is not None else None,
                       pub_endpoint=self.pub_endpoint, revision=self.last_published,
                       compact_revision=self.store.compact_revision(), max_batch=self.max_batch,
-                      heartbeat_s=self.heartbeat_s, leases=len(self.lessor),
+                      heartbeat_s=self.heartbeat_s, leases=len(self.lessor), cursors=len(self.cursor_clock),
                       lease_min_ttl=self.lease_min_ttl, auth_enabled=self.auth.enabled,
                       auth_revision=self.auth.revision, version=__version__,
                       auto_compaction_mode=self.compactor.mode if self.compactor else None,
@@ -258,7 +270,8 @@ class Writer:
         last_chunk = 0.0
         try:
             while not self.stop:
-                lease_ms = max(0, int(min(self.lessor.next_deadline() - self.lease_now(), 0.2) * 1000) + 1)
+                next_deadline = min(self.lessor.next_deadline(), self.cursor_clock.next_deadline())
+                lease_ms = max(0, int(min(next_deadline - self.lease_now(), 0.2) * 1000) + 1)
                 timeout = 0 if compaction_pending else min(heartbeat.remaining_ms(), 200, lease_ms)
                 polled_at = self.loop_turned_at = time.monotonic()     # /livez (probes.py)
                 ready = poller.poll(timeout)
@@ -268,7 +281,7 @@ class Writer:
                     self.log.warning("writer.paused", paused_s=round(paused, 3))
                 elif not ready:
                     self.queue_empty_at = self.lease_now()
-                if ready or self.lessor.next_deadline() <= self.lease_now():
+                if ready or min(self.lessor.next_deadline(), self.cursor_clock.next_deadline()) <= self.lease_now():
                     compaction_pending |= self._group_commit()
                     if compaction_pending and time.monotonic() - last_chunk >= COMPACT_EVERY_S:
                         compaction_pending = self._compact_chunk()      # busy: it must not starve
@@ -357,7 +370,8 @@ class Writer:
                     "db_size_in_use": self.db_size_in_use, "alarms": list(self.alarms),
                     "leases": len(self.lessor), "commit_time": self.last_commit_time,
                     "direct": self.direct is not None}).encode()])
-            elif op in messages.WRITE_OPS or op in messages.READ_OPS or op in messages.AUTH_OPS:
+            elif (op in messages.WRITE_OPS or op in messages.READ_OPS or op in messages.AUTH_OPS
+                  or op in messages.CURSOR_OPS):
                 batch.append((envelope, req_id, op, body, user))
             elif op in messages.LEASE_CLOCK_OPS:
                 try:
@@ -383,9 +397,13 @@ class Writer:
                 for lease_id in r["IDs"]:
                     self.lessor.keepalive_queued(lease_id, queued_since)
         expired = self.lessor.expired(now, self.lease_revoke_batch)
-        if batch or expired:
+        # Cursors past their TTL: dropped by this commit, after the lease expiries and before
+        # the client requests (an internal peer's cursor_delete: user None).
+        dropped = self.cursor_clock.expired(now)
+        if batch or expired or dropped:
             t0 = time.perf_counter()
             work = [("lease_revoke", {"ID": lease_id}, None) for lease_id in expired]
+            work += [("cursor_delete", {"name": name}, None) for name in dropped]
             work += [(op, body, user) for _, _, op, body, user in batch]
             try:
                 results, published = self.store.apply_batch(work, self.auth)
@@ -400,6 +418,9 @@ class Writer:
             if expired:
                 self._expired_done(expired, results[:len(expired)], published, now)
                 results = results[len(expired):]
+            if dropped:
+                self._cursors_dropped(dropped, results[:len(dropped)], now)
+                results = results[len(dropped):]
             ms = (time.perf_counter() - t0) * 1000
             if self.store.commit_failure:
                 self._commit_failed(self.store.commit_failure, len(batch))
@@ -434,6 +455,8 @@ class Writer:
                         self.lessor.grant(result["ID"], result["TTL"], now)
                     elif op == "lease_revoke":
                         self.lessor.forget(body["ID"])
+                    elif op in messages.CURSOR_OPS:
+                        self._cursor_done(op, result, now)
                     replies.append(envelope + [messages.encode_ok(req_id, result)])
         # Both after the durable commit.  The publish goes first so that a fan-out knows a new
         # compact revision (or revision) by the time the client that caused it acts on the reply.
@@ -612,6 +635,38 @@ class Writer:
             acc["retrying"] = len(failed)
             self._log_expired(time.monotonic())
 
+    def _cursor_done(self, op: str, result: dict, now: float):
+        """After the commit: a cursor op's effect on the clock, and the remaining TTL (``ttl_remaining``,
+        seconds, from the clock) on every cursor the reply shows."""
+        if op == "cursor_put":
+            c = result["cursor"]
+            self.cursor_clock.touch(c["name"], c["revision"], c["ttl"], now)
+        elif op == "cursor_delete":
+            self.cursor_clock.forget(result["cursor"]["name"])
+        for c in result.get("cursors") or ([result["cursor"]] if "cursor" in result else []):
+            c["ttl_remaining"] = self.cursor_clock.remaining(c["name"], now) if op != "cursor_delete" else 0
+
+    def _cursors_dropped(self, names, results, now: float):
+        """Cursors dropped for their expiry (results: their cursor_delete's): one writer.cursor_expired
+        line each (rare: a consumer gone for a whole TTL), with the figures an operator needs."""
+        failed = []
+        for name, result in zip(names, results):
+            if isinstance(result, ZwatchError) and not isinstance(result, CursorNotFound):
+                failed.append(name)            # storage fault: try again next commit
+                continue
+            ttl = self.cursor_clock.ttl.get(name)
+            self.cursor_clock.forget(name)
+            if isinstance(result, dict):
+                c = result["cursor"]
+                self.cursors_expired += 1
+                self.log.warning("writer.cursor_expired", cursor=name, revision=c["revision"], ttl_s=ttl,
+                                 lag_revisions=c["lag_revisions"], lag_seconds=c["lag_seconds"],
+                                 idle_s=round(max(0, time.time_ns() // 1000 - c["updated_us"]) / 1e6, 3),
+                                 key=c["key"].decode("utf-8", "backslashreplace"),
+                                 range_end=c["range_end"].decode("utf-8", "backslashreplace"),
+                                 revision_now=self.last_published)
+        self.cursor_clock.requeue(failed, now)
+
     def lease_now(self) -> float:
         return time.monotonic() - self.paused_s
 
@@ -716,13 +771,27 @@ class Writer:
             # key could keep a large store from ever finishing.  Retried at the next tick.
             self.compactor.done(now, False)
             return False
+        # Never past the oldest cursor (SPEC.md 6.2): clamped to its revision + 1, and reported
+        # as not done, so the policy tries again at its next tick (the cursor may have moved).
+        held = self.cursor_clock.oldest_revision
+        if held is not None and rev > held + 1:
+            self.log.info("writer.compaction_held", target=rev, clamped_to=held + 1,
+                          cursor=self.cursor_clock.oldest_name, cursor_revision=held,
+                          compact_revision=self.compact_rev, revision=self.last_published)
+            if held + 1 <= self.compact_rev:
+                self.compactor.done(now, False)
+                return False
+            rev = held + 1
+            clamped = True
+        else:
+            clamped = False
         try:
             results, published = self.store.apply_batch([("compact", {"revision": rev}, None)], self.auth)
             result = results[0]
         except Exception as exc:               # never die on it: the policy retries later
             result = Internal(f"{type(exc).__name__}: {exc}")
         ok = not isinstance(result, ZwatchError) or isinstance(result, Compacted)
-        self.compactor.done(time.monotonic(), ok)
+        self.compactor.done(time.monotonic(), ok and not clamped)
         if isinstance(result, ZwatchError):
             if not ok:
                 self.log.error("writer.compact_failed", error=str(result), compact_revision=rev, trigger="auto")
@@ -825,6 +894,9 @@ class Writer:
                       first_revision=self.st_first_revision, last_revision=self.st_last_revision,
                       revision=self.last_published, leases=len(self.lessor), keepalives=self.st_keepalives,
                       leases_expired=self.st_leases_expired, interval_s=self.stats_s,
+                      cursors=len(self.cursor_clock), cursor_oldest=self.cursor_clock.oldest_name,
+                      cursor_oldest_lag_revisions=(self.last_published - self.cursor_clock.oldest_revision
+                                                   if self.cursor_clock.oldest_revision is not None else None),
                       db_size=self.db_size, db_size_in_use=self.db_size_in_use,
                       compact_revision=self.compact_rev, alarms=self.alarms,
                       commit_time=self.last_commit_time)

@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 from .errors import (ZwatchError, InvalidArgument, Compacted, FutureRevision, ResourceExhausted,  # noqa: E402
                      Unavailable, Internal, Unimplemented, FailedPrecondition, NoSpace, LeaseNotFound,
                      LeaseExists, LeaseTTLTooLarge, Unauthenticated, PermissionDenied, UserExists,
-                     UserNotFound, RoleExists, RoleNotFound, RoleNotGranted, PermissionNotGranted)
+                     UserNotFound, RoleExists, RoleNotFound, RoleNotGranted, PermissionNotGranted,
+                     CursorNotFound)
 
 # Every error class, so that ``except zwatch.Compacted`` works without knowing the module layout
 # (tests/unit/test_exports.py checks that none is missing).
@@ -20,12 +21,12 @@ ERROR_CLASSES = ("ZwatchError", "InvalidArgument", "Compacted", "FutureRevision"
                  "Unavailable", "Internal", "Unimplemented", "FailedPrecondition", "NoSpace", "LeaseNotFound",
                  "LeaseExists", "LeaseTTLTooLarge", "Unauthenticated", "PermissionDenied", "UserExists",
                  "UserNotFound", "RoleExists", "RoleNotFound", "RoleNotGranted", "PermissionNotGranted",
-                 "NotLeader")
+                 "NotLeader", "CursorNotFound")
 
 # Names this package re-exports from zwatch.client, loaded when first asked for.
 _CLIENT_NAMES = frozenset({"Client", "Watch", "WatchResponse", "Event", "KeyValue", "Header", "Value", "Version",
                            "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn", "Lease", "Lock",
-                           "Election", "NotLeader", "WatchQueue", "Cache"})
+                           "Election", "NotLeader", "WatchQueue", "Cache", "Cursor"})
 
 __all__ = sorted(_CLIENT_NAMES | set(ERROR_CLASSES)) + ["__version__"]
 

@@ -19,6 +19,7 @@ NO_SPACE = "NO_SPACE"                     # the disk or the LMDB map cannot grow
 LEASE_NOT_FOUND = "LEASE_NOT_FOUND"       # a put, revoke or time-to-live names a lease that does not exist
 LEASE_EXISTS = "LEASE_EXISTS"             # lease_grant with an ID that is already granted
 LEASE_TTL_TOO_LARGE = "LEASE_TTL_TOO_LARGE"  # lease_grant with a TTL above MAX_LEASE_TTL
+CURSOR_NOT_FOUND = "CURSOR_NOT_FOUND"     # cursor_get / cursor_delete naming no cursor (SPEC.md 6.2)
 # Authentication and authorization (SPEC.md section 13).  The messages are etcd's gRPC wording
 # (etcdserver/api/v3rpc/rpctypes/error.go) so that the CLI prints what etcdctl prints; etcd's
 # "root user does not exist" / "root user does not have root role" / "invalid auth management"
@@ -36,7 +37,7 @@ ALL_CODES = (
     INVALID_ARGUMENT, COMPACTED, FUTURE_REVISION, RESOURCE_EXHAUSTED, UNAVAILABLE,
     INTERNAL, UNIMPLEMENTED, FAILED_PRECONDITION, NO_SPACE, LEASE_NOT_FOUND, LEASE_EXISTS,
     LEASE_TTL_TOO_LARGE, UNAUTHENTICATED, PERMISSION_DENIED, USER_EXISTS, USER_NOT_FOUND, ROLE_EXISTS,
-    ROLE_NOT_FOUND, ROLE_NOT_GRANTED, PERMISSION_NOT_GRANTED,
+    ROLE_NOT_FOUND, ROLE_NOT_GRANTED, PERMISSION_NOT_GRANTED, CURSOR_NOT_FOUND,
 )
 
 
@@ -126,6 +127,10 @@ class LeaseTTLTooLarge(ZwatchError):
     code = LEASE_TTL_TOO_LARGE
 
 
+class CursorNotFound(ZwatchError):
+    code = CURSOR_NOT_FOUND
+
+
 class Unauthenticated(ZwatchError):
     code = UNAUTHENTICATED
 
@@ -163,6 +168,7 @@ _BY_CODE = {
     RESOURCE_EXHAUSTED: ResourceExhausted, UNAVAILABLE: Unavailable, INTERNAL: Internal,
     UNIMPLEMENTED: Unimplemented, FAILED_PRECONDITION: FailedPrecondition, NO_SPACE: NoSpace,
     LEASE_NOT_FOUND: LeaseNotFound, LEASE_EXISTS: LeaseExists, LEASE_TTL_TOO_LARGE: LeaseTTLTooLarge,
+    CURSOR_NOT_FOUND: CursorNotFound,
     UNAUTHENTICATED: Unauthenticated, PERMISSION_DENIED: PermissionDenied, USER_EXISTS: UserExists,
     USER_NOT_FOUND: UserNotFound, ROLE_EXISTS: RoleExists, ROLE_NOT_FOUND: RoleNotFound,
     ROLE_NOT_GRANTED: RoleNotGranted, PERMISSION_NOT_GRANTED: PermissionNotGranted,

@@ -58,3 +58,12 @@ MAX_PERMS_PER_ROLE = 10_000
 # The whole auth state (users, roles, permissions, msgpack-encoded) a change may grow it to:
 # every fan-out and the syncer hold a copy, and a fan-out fetches it whole (syncer auth_state).
 MAX_AUTH_STATE_BYTES = 8 * 1024 * 1024
+# Durable named cursors (SPEC.md 6.2): names are UTF-8 strings of 1..128 bytes; a cursor
+# declares how long it lives without being advanced or refreshed (ttl, seconds): at least 1 s,
+# at most 30 days, so that no forgotten cursor holds compaction back forever (the failure mode
+# of a replication slot whose consumer is gone: the disk fills); at most MAX_CURSORS exist
+# (every compaction reads them all, and so does `cursor_list`).
+MAX_CURSOR_NAME_BYTES = 128
+MIN_CURSOR_TTL = 1
+MAX_CURSOR_TTL = 30 * 24 * 3600
+MAX_CURSORS = 1000

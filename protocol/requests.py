@@ -22,7 +22,7 @@ from __future__ import annotations
 from .errors import InvalidArgument
 import re
 
-from .limits import (MAX_AUTH_NAME_BYTES, MAX_KEEPALIVE_IDS, MAX_KEY_BYTES, MAX_PASSWORD_BYTES, MAX_REQUEST_BYTES,
+from .limits import (MAX_CURSOR_NAME_BYTES, MAX_CURSOR_TTL, MIN_CURSOR_TTL, MAX_AUTH_NAME_BYTES, MAX_KEEPALIVE_IDS, MAX_KEY_BYTES, MAX_PASSWORD_BYTES, MAX_REQUEST_BYTES,
                      MAX_REVISION, MAX_TXN_DEPTH, MAX_TXN_OPS, MAX_TXN_TREE_OPS)
 
 # ---------------------------------------------------------------------------------------------
@@ -94,6 +94,11 @@ LEASE_REVOKE = {"ID": ("int64", REQUIRED)}
 LEASE_KEEPALIVE = {"IDs": ("list", REQUIRED)}
 LEASE_TIMETOLIVE = {"ID": ("int64", REQUIRED), "keys": ("bool", False)}
 LEASE_LEASES: dict = {}
+# Durable named cursors (SPEC.md 6.2).  name: a UTF-8 string; revision 0 = "the cursor's own"
+# (for a new cursor: the current revision); ttl: seconds it lives without a cursor_put.
+CURSOR_PUT = {"name": ("str", REQUIRED), "key": ("key", REQUIRED), "range_end": ("bytes", b""),
+              "revision": ("uint", 0), "ttl": ("int64", REQUIRED)}
+CURSOR_NAMED = {"name": ("str", REQUIRED)}
 # A txn request_op's one entry -> the op it holds.
 TXN_OPS = {"request_range": "range", "request_put": "put",
            "request_delete_range": "delete_range", "request_txn": "txn"}
@@ -135,6 +140,9 @@ def check_fields(body, spec: dict, where: str) -> dict:
                 raise InvalidArgument(f"{where}.{name} must be an integer, got {type(v).__name__}")
             if not lo <= v <= hi:
                 raise InvalidArgument(f"{where}.{name}={v} is outside [{lo}, {hi}]")
+        elif kind == "str":
+            if not isinstance(v, str):
+                raise InvalidArgument(f"{where}.{name} must be a string, got {type(v).__name__}")
         elif kind == "list":
             if not isinstance(v, (list, tuple)):
                 raise InvalidArgument(f"{where}.{name} must be a list, got {type(v).__name__}")
@@ -351,8 +359,34 @@ _AUTH_OPS = {
 AUTH_STORE_OPS = frozenset(_AUTH_OPS)
 
 
+def _cursor_name(r: dict, where: str) -> dict:
+    n = len(r["name"].encode("utf-8", "surrogatepass"))
+    if not 1 <= n <= MAX_CURSOR_NAME_BYTES:
+        raise InvalidArgument(f"{where}.name is {n} bytes of UTF-8, it must be 1..{MAX_CURSOR_NAME_BYTES}")
+    try:
+        r["name"].encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{where}.name is not valid UTF-8") from None
+    return r
+
+
+def _cursor_put(body, where: str) -> dict:
+    r = _cursor_name(check_fields(body, CURSOR_PUT, where), where)
+    if not MIN_CURSOR_TTL <= r["ttl"] <= MAX_CURSOR_TTL:
+        raise InvalidArgument(f"{where}.ttl={r['ttl']} is outside [{MIN_CURSOR_TTL}, {MAX_CURSOR_TTL}] seconds")
+    return r
+
+
+def _cursor_named(body, where: str) -> dict:
+    return _cursor_name(check_fields(body, CURSOR_NAMED, where), where)
+
+
+_CURSOR_OPS = {"cursor_put": _cursor_put, "cursor_get": _cursor_named, "cursor_delete": _cursor_named,
+               "cursor_list": lambda body, where: check_fields(body, {}, where)}
+
 _STORE_OPS = {"range": _range, "put": _put, "delete_range": _delete_range, "txn": _txn,
-              "compact": _compact, "lease_grant": _lease_grant, "lease_revoke": _lease_revoke}
+              "compact": _compact, "lease_grant": _lease_grant, "lease_revoke": _lease_revoke,
+              **_CURSOR_OPS}
 # The ops the store serves (anything else reaching it is an "unknown op").
 STORE_OPS = frozenset(_STORE_OPS)
 # The lease ops the writer answers from its lease clock, without a commit.

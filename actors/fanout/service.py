@@ -659,7 +659,7 @@ class Fanout:
         elif op in PASSWORD_OPS and "password" in body:
             self._hash_then_forward(session, req_id, op, body)     # a non-str password: refused there
         elif (op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op in messages.AUTH_OPS
-              or op in messages.ALARM_OPS or op in messages.DEFRAG_OPS):
+              or op in messages.ALARM_OPS or op in messages.DEFRAG_OPS or op in messages.CURSOR_OPS):
             self._forward_counted(session, self.writer, raw, "writer", op, body)
         elif op in messages.READ_OPS or op in messages.SNAPSHOT_OPS or op in messages.HASH_OPS:
             self._forward_counted(session, self.reader, raw, "syncer", op, body)

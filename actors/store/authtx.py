@@ -29,19 +29,23 @@ Where this differs from etcd 3.4, on purpose (security.md "Checks"):
 * role_grant_permission replaces the type of the permission with that exact (key, range_end)
   wherever it is in the role's list (etcd looks at the first permission with that key only, and
   appends a duplicate when that one has another range_end);
+* cursors (SPEC.md 6.2, not in etcd): cursor_put needs READ on the cursor's range, cursor_get
+  and cursor_delete READ on the stored cursor's range, cursor_list shows only those the user
+  may read: nobody holds back (or releases) history they cannot read;
 * auth_enable is a change (one auth revision): fan-outs learn of it from the publish stream.
 """
 from __future__ import annotations
 
 from zwatch.errors import (FailedPrecondition, InvalidArgument, PermissionNotGranted, ResourceExhausted,
-                           RoleExists, RoleNotFound, RoleNotGranted, Unauthenticated, UserExists, UserNotFound)
+                           RoleExists, RoleNotFound, RoleNotGranted, Unauthenticated, UserExists, UserNotFound,
+                           ZwatchError)
 from zwatch.limits import MAX_AUTH_STATE_BYTES, MAX_PERMS_PER_ROLE, MAX_ROLES_PER_USER
 
 from zwatch.actors.auth import passwords
 from zwatch.actors.auth.perms import READ, WRITE
 from zwatch.actors.auth.state import INVALID_TOKEN, ROOT, USER_EMPTY, AuthState
 
-from . import layout
+from . import cursors, layout
 from .tx import AuthStateBroken
 
 # etcd's gRPC wording (etcdserver/api/v3rpc/rpctypes/error.go), so the CLI prints what etcdctl does.
@@ -197,8 +201,33 @@ class AuthBatch:
         elif op == "lease_revoke":
             require_user(s, user)
             self._check_lease_keys(tx, s, u, r["ID"])
+        elif op == "cursor_put":
+            # Nobody holds back history they cannot read (SPEC.md 6.2).
+            s.check(u, READ, r["key"], r["range_end"])
+        elif op in ("cursor_get", "cursor_delete"):
+            require_user(s, user)
+            c = cursors.get(tx.lt, tx.s._cursors, r["name"])
+            if c is not None:              # (absent: the op answers CURSOR_NOT_FOUND)
+                s.check(u, READ, c.key, c.range_end)
+        elif op == "cursor_list":
+            require_user(s, user)          # filtered by cursor_visible
         else:                              # a new store op must say who may run it
             raise InvalidArgument(f"op {op} has no permission rule")
+
+    def cursor_visible(self, tx, user: str):
+        """cursor_list's filter: None (every cursor) for root or with auth disabled, else a
+        predicate keeping the cursors over a range the user may read."""
+        s = self.state_in(tx.lt)
+        if not s.enabled or s.is_root(user or None):
+            return None
+
+        def visible(c) -> bool:
+            try:
+                s.check(user or None, READ, c.key, c.range_end)
+                return True
+            except ZwatchError:
+                return False
+        return visible
 
     def _check_put(self, tx, s, u, r):
         s.check(u, WRITE, r["key"])

@@ -26,6 +26,9 @@ Named dbs in one env; only the writer process writes, syncers read from other pr
 * ``times``: a group commit's last revision (8-byte BE) -> its commit time (8-byte BE, µs since the
   epoch, the writer's clock), written in the commit's txn, pruned below the compact revision by
   compaction (times.py).  Created empty on open: a store written before it dates nothing.
+* ``cursors``: a durable named cursor's name (UTF-8) -> msgpack ``[key, range_end, revision, ttl,
+  created_us, updated_us]`` (cursors.py).  Created empty on open: a store written before it has
+  no cursor, its exact state.
 * meta ``auth_enabled`` (8-byte BE 0/1) and ``auth_rev`` (8-byte BE, one per auth change record):
   absent in a store written before auth, which reads as disabled at auth revision 0 with no user
   and no role, its exact state, so no migration is needed.
@@ -45,6 +48,7 @@ PUT, DELETE = 0, 1                     # a history record's type (and a watch ev
 META, HISTORY, KEYREV, LEASE, LEASEKEYS = b"meta", b"history", b"keyrev", b"lease", b"leasekeys"
 AUTHUSERS, AUTHROLES = b"authusers", b"authroles"
 TIMES = b"times"                                         # the time index (times.py)
+CURSORS = b"cursors"                                     # durable named cursors (cursors.py)
 AUTH_ENABLED, AUTH_REV = b"auth_enabled", b"auth_rev"    # meta keys; absent = 0
 ALARMS, MEMBER_ID = b"alarms", b"member_id"              # meta keys; absent = no alarm / not drawn yet
 CURRENT_REV, COMPACT_REV, COMPACT_DONE, FORMAT_KEY = b"current_rev", b"compact_rev", b"compact_done", b"format"
@@ -92,6 +96,15 @@ def pack_lease(ttl: int) -> bytes:
 def unpack_lease(raw: bytes) -> int:
     """-> the granted TTL"""
     return msgpack.unpackb(raw)[0]
+
+
+def pack_cursor(record: list) -> bytes:
+    """[key, range_end, revision, ttl, created_us, updated_us] (keys are bytes: msgpack bin)"""
+    return msgpack.packb(record, use_bin_type=True)
+
+
+def unpack_cursor(raw: bytes) -> list:
+    return msgpack.unpackb(raw, raw=False)
 
 
 def meta_int_or_zero(txn, meta_db, name: bytes) -> int:

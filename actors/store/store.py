@@ -26,7 +26,7 @@ from zwatch import requests as requests_mod   # (apply_batch's argument is named
 from zwatch.errors import Compacted, FutureRevision, Internal, InvalidArgument, NoSpace, ZwatchError
 from zwatch.limits import DEFAULT_MIN_LEASE_TTL, MAX_KEY_BYTES, MAX_REVISION
 
-from . import authtx, compaction, hashkv, layout, times
+from . import authtx, compaction, cursors, hashkv, layout, times
 from .compaction import compact_chunk
 from .quota import NOSPACE, BatchQuota
 from .layout import LIVE, QQ
@@ -341,7 +341,7 @@ class Store:
         # reopens (never the reverse: recording files it did not open).  A lock.mdb the open
         # creates is taken after it.
         before = defrag_identity(path)
-        self.env = lmdb.open(path, map_size=self._open_args["map_size"], subdir=True, max_dbs=10,
+        self.env = lmdb.open(path, map_size=self._open_args["map_size"], subdir=True, max_dbs=16,
                              max_readers=self._open_args["max_readers"], sync=True, metasync=True, lock=True)
         self.opened_files = before if before[1] is not None else (before[0], defrag_identity(path)[1])
         self.env.reader_check()            # drop reader slots left by dead processes
@@ -370,6 +370,8 @@ class Store:
             self._authroles = self.env.open_db(layout.AUTHROLES, txn=txn, create=write)
             # The time index (times.py): empty in a store written before it, which dates nothing.
             self._times = self.env.open_db(layout.TIMES, txn=txn, create=write)
+            # Durable named cursors (cursors.py): empty in a store written before them.
+            self._cursors = self.env.open_db(layout.CURSORS, txn=txn, create=write)
             if write and txn.get(layout.FORMAT_KEY, db=self._meta) is None:
                 for k, v in layout.INITIAL_META:
                     txn.put(k, layout.pack_int(v), db=self._meta)
@@ -491,6 +493,11 @@ class Store:
         """The AuthState as committed (one snapshot): what the writer loads at start."""
         with self.reader() as v:
             return v.auth_state()
+
+    def cursors(self) -> list[tuple[str, int, int]]:
+        """Every durable cursor as (name, revision, ttl): what the writer's cursor clock restores."""
+        with self.reader() as v:
+            return [(c.name, c.revision, c.ttl) for c in cursors.all_cursors(v._txn, self._cursors)]
 
     def commit_time_of(self, revision: int) -> int | None:
         """When `revision` was committed (µs since the epoch), from the time index; None if unknown."""

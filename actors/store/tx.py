@@ -16,7 +16,7 @@ from zwatch import requests
 from zwatch.errors import Compacted, FutureRevision, InvalidArgument, LeaseExists, LeaseNotFound, LeaseTTLTooLarge
 from zwatch.limits import MAX_LEASE_TTL
 
-from . import layout
+from . import cursors, layout
 from .layout import DELETE, LIVE, PUT, QQ, TOMB, latest_dup
 
 
@@ -245,6 +245,7 @@ class Tx:
             raise Compacted("required revision has been compacted", compact_revision=self.crev)
         if rev > self.rev:
             raise FutureRevision("required revision is a future revision", current_revision=self.rev)
+        cursors.check_compact(self, rev)   # never past the oldest durable cursor (SPEC.md 6.2)
         meta = self.s._meta
         # Logical compaction is immediate; physical compaction (re)starts from the first key.
         self.lt.put(layout.COMPACT_REV, layout.pack_int(rev), db=meta)
@@ -289,6 +290,20 @@ class Tx:
         self.lt.delete(id8, db=self.s._lease)
         return {"header": {"revision": self.current()}}
 
+    # -- durable named cursors (cursors.py; not a revision: the header does not move) ---------
+
+    def cursor_put(self, r: dict) -> dict:
+        return cursors.op_put(self, r)
+
+    def cursor_get(self, r: dict) -> dict:
+        return cursors.op_get(self, r)
+
+    def cursor_list(self, r: dict, visible=None) -> dict:
+        return cursors.op_list(self, r, visible)
+
+    def cursor_delete(self, r: dict) -> dict:
+        return cursors.op_delete(self, r)
+
     def run(self, op, body, auth=None, user: str | None = None) -> dict:
         """auth: the batch's authtx.AuthBatch (None: no auth op may run, nothing is checked);
         user: who sent it (None: an internal peer, unchecked; "": anonymous; else a user name)."""
@@ -301,6 +316,8 @@ class Tx:
             if op == "txn":
                 check_duplicates(r)        # etcd checks it at the API, before any permission
             auth.check(self, op, r, user)
+            if op == "cursor_list":        # only the cursors over a range the user may read
+                return self.cursor_list(r, auth.cursor_visible(self, user))
         resp = getattr(self, op)(r)
         if self.sub:
             self.lt.put(layout.CURRENT_REV, layout.pack_int(self.main), db=self.s._meta)

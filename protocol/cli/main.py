@@ -41,13 +41,14 @@ from .upcmd import add_up, cmd_up
 from .probecmd import add_probe, cmd_probe
 from .endpointcmd import add_endpoint, add_member, cmd_endpoint, cmd_member
 from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
+from .cursorcmd import add_cursor, cmd_cursor
 from .alarmcmd import add_alarm, cmd_alarm
 from .snapshotcmd import add_defrag, add_snapshot, cmd_defrag, cmd_snapshot, snapshot_offline
 from .txnparse import read_txn
 
 ACTORS = ("writer", "syncer", "fanout")
 VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect",
-                  "keygen", "auth", "user", "role", "alarm", "version", "logs",
+                  "keygen", "auth", "user", "role", "alarm", "version", "logs", "cursor",
                   "defrag", "snapshot", "up", "probe")
 API_VERSION = "3.4"                 # the etcd API (and etcdctl) whose behaviour zwatch mirrors
 EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_watch(verb("watch", "watch KEY [RANGE_END] [-- CMD ARGS...] | watch -i (watch lines from stdin)"))
     verb("version", "print zwatch's version and the etcd API version it mirrors")
     add_lease(verb("lease", "lease grant|revoke|timetolive|list|keep-alive"), lambda q: add_globals(q, True))
+    add_cursor(verb("cursor", "cursor list|get|put|del: durable named cursors (they hold compaction back)"),
+               lambda q: add_globals(q, True))
     add_lock(verb("lock", "lock NAME [-- CMD ARGS]: hold a lock (while CMD runs)"))
     add_elect(verb("elect", "elect NAME PROPOSAL | elect -l NAME: campaign, or observe the leaders"))
     add_auth(verb("auth", "auth enable|disable|status"), lambda q: add_globals(q, True))
@@ -152,6 +155,7 @@ def cmd_lease(a, c: Client):
 
 COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "compaction": cmd_compaction,
             "endpoint": cmd_endpoint, "member": cmd_member, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect,
+            "cursor": cmd_cursor,
             "auth": cmd_auth, "user": cmd_user, "role": cmd_role, "alarm": cmd_alarm,
             "defrag": cmd_defrag, "snapshot": cmd_snapshot}
 

@@ -9,6 +9,13 @@ zwatch's unquoted ZWATCH_WATCH_* twins; a command that fails ends the watch with
 revision) exits 5 with `Error: watch is canceled by the server` (ExitInterrupted).  SIGINT and
 SIGTERM end a watch with exit 0 (etcdctl dies of the signal).
 
+`watch --cursor NAME [--cursor-ttl S]` (zwatch's, SPEC.md 6.2): the watch starts after the durable
+cursor NAME's revision (the cursor is created over the watched range at the current revision if
+it does not exist), and the cursor is advanced after each response is printed and its command
+ran: a `zwatch watch --cursor` killed and started again prints nothing twice that it had
+committed, and misses nothing (at least once: the response being printed when it died comes
+again).
+
 `watch -i` reads `watch [flags] KEY [RANGE_END] [-- CMD ARGS]` and `progress` lines from stdin
 (etcdctl's watchInteractiveFunc): each watch prints as it goes; the end of stdin ends the command
 with etcdctl's `Error: Error reading watch request line: EOF` (exit 3).
@@ -39,6 +46,11 @@ def add_watch(p):
     p.add_argument("--prev-kv", action="store_true", help="get the previous key-value pair before the event happens")
     p.add_argument("--progress-notify", action="store_true",
                    help="ask for periodic progress notifications (printed as `progress notify: REV`)")
+    p.add_argument("--cursor", metavar="NAME",
+                   help="resume after the durable cursor NAME and advance it after each printed response "
+                        "(created over the watched range if new)")
+    p.add_argument("--cursor-ttl", type=int, default=3600, metavar="SECONDS",
+                   help="the cursor's TTL: dropped when not advanced for this long (default 3600)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="read `watch ...` and `progress` lines from stdin (etcdctl's interactive mode)")
 
@@ -113,10 +125,20 @@ def _watch_range(w_args):
     return range_args(w_args)
 
 
-def _open(c: Client, w_args):
+def _open(c: Client, w_args, cursor=None):
+    if cursor is not None:
+        return cursor.watch(prev_kv=w_args.prev_kv, progress_notify=w_args.progress_notify)
     key, kw = _watch_range(w_args)
     return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
                    progress_notify=w_args.progress_notify)
+
+
+def _cursor(c: Client, a):
+    """The durable cursor of `watch --cursor NAME`, over the watched range (None without it)."""
+    if not getattr(a, "cursor", None):
+        return None
+    key, kw = _watch_range(a)
+    return c.cursor(a.cursor, key, ttl=a.cursor_ttl, **kw)
 
 
 def _display(a):
@@ -129,6 +151,9 @@ def check_watch_args(a):
         return
     if a.key is None:
         raise CommandError("bad number of arguments", EXIT_BAD_ARGS)
+    if a.cursor and a.rev:
+        raise CommandError("`--cursor` and `--rev` are mutually exclusive: a cursor's watch starts after it",
+                           EXIT_BAD_ARGS)
     try:
         _watch_range(a)
     except UsageError as exc:
@@ -146,7 +171,8 @@ def cmd_watch(a, c: Client):
         except ValueError:
             pass                                  # not the main thread (in-process tests): no handler
     try:
-        w = _open(c, a)
+        cursor = _cursor(c, a)
+        w = _open(c, a, cursor)
     except (PermissionDenied, Unauthenticated) as exc:
         if c.login_error is not None:
             raise                                 # the login itself: etcdctl's exit 2
@@ -168,6 +194,8 @@ def cmd_watch(a, c: Client):
         except ExecFailed as exc:
             print(exc, file=sys.stderr)
             return 1
+        if cursor is not None:
+            cursor.commit_response(resp)          # printed (and its command ran): consumed
         if resp.canceled:
             break
     if stop.is_set():
@@ -185,11 +213,13 @@ def cmd_watch_interactive(a, c: Client):
     lock = threading.Lock()
     display = _display(a)
 
-    def pump(w, out: WatchPrinter):
+    def pump(w, out: WatchPrinter, cursor=None):
         try:
             for resp in w:
                 if not resp.created:
                     out.show(resp)
+                    if cursor is not None:
+                        cursor.commit_response(resp)
         except ExecFailed as exc:            # its command failed: etcdctl's os.Exit(1) from the goroutine
             _err(lock, str(exc))
             sys.stdout.flush()
@@ -227,9 +257,13 @@ def cmd_watch_interactive(a, c: Client):
             raise CommandError(cobra_text(str(exc)), EXIT_BAD_ARGS) from None
         if w_args.key is None:
             raise CommandError("bad number of arguments", EXIT_BAD_ARGS)
+        if w_args.cursor and w_args.rev:
+            _err(lock, f"Invalid command {line} (`--cursor` and `--rev` are mutually exclusive)")
+            continue
         try:
-            w = _open(c, w_args)
+            cursor = _cursor(c, w_args)
+            w = _open(c, w_args, cursor)
         except (UsageError, ZwatchError) as exc:
             _err(lock, f"Invalid command {line} ({exc})")
             continue
-        threading.Thread(target=pump, args=(w, WatchPrinter(display, exec_args, lock)), daemon=True).start()
+        threading.Thread(target=pump, args=(w, WatchPrinter(display, exec_args, lock), cursor), daemon=True).start()

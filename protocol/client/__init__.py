@@ -4,6 +4,7 @@
     builders.py  what is sent: endpoints, txn comparisons and ops (Value, Put, Txn, ...)
     core.py      Client and Watch, the application's side
     lease.py     Lease and the client's one keep-alive thread
+    cursor.py    Cursor / AsyncCursor: durable named cursors (resume by name, hold compaction)
     concurrency.py  Lock and Election on leases (etcd's clientv3/concurrency)
     auth.py      the login credentials and etcd's Auth API (users, roles, permissions)
     curve.py     CURVE keys of the connection
@@ -23,6 +24,8 @@ from .cache import Cache
 from .core import Client, Watch
 from .credit import WatchQueue
 from .lease import Lease
+from .cursor import AsyncCursor, Cursor
+from .types import CursorInfo, CursorResponse
 from .delivery import WatchRouter
 from .session import Phase, Session
 from .types import (AuthStatusResponse, CompactResponse, DeleteRangeResponse, Event, Header, KeyValue, Permission,
@@ -30,7 +33,7 @@ from .types import (AuthStatusResponse, CompactResponse, DeleteRangeResponse, Ev
                     UserGetResponse, UserListResponse, WatchResponse, HealthResponse, MemberListResponse, Member,
                     HashKVResponse)
 
-__all__ = ["Client", "Watch", "WatchQueue", "Cache", "Lease", "Lock", "Election", "NotLeader", "WatchRouter", "Session", "Phase",
+__all__ = ["Client", "Watch", "Cursor", "AsyncCursor", "CursorInfo", "CursorResponse", "WatchQueue", "Cache", "Lease", "Lock", "Election", "NotLeader", "WatchRouter", "Session", "Phase",
            "DEFAULT_ENDPOINT", "endpoints_from_env",
            "Value", "Version", "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn",
            "Header", "KeyValue", "RangeResponse", "PutResponse", "DeleteRangeResponse", "TxnResponse",

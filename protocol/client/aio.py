@@ -44,6 +44,7 @@ from .core import RETRY_AFTER_S, ClientBase, Watch
 from .curve import resolve as resolve_curve
 from .direct import DIRECT_OPS, FALLBACK, AsyncDirectWrites
 from .lease import RETRY_AFTER, KeepAliveSchedule
+from .cursor import AsyncCursor
 from .types import WatchResponse
 
 
@@ -405,6 +406,25 @@ class Client(ClientBase):
             self._watch_canceled(w)
 
     # ------------------------------------------------------------ leases
+    # durable named cursors (SPEC.md 6.2; cursor.py)
+    def cursor(self, name: str, key, range_end=None, *, prefix=False, from_key=False, ttl: int = 3600) -> AsyncCursor:
+        """As Client.cursor: ``async for resp in await cur.watch(): ...; await cur.commit_response(resp)``."""
+        return AsyncCursor(self, name, key, range_end, prefix=prefix, from_key=from_key, ttl=ttl)
+
+    async def cursor_put(self, name: str, key, range_end=None, *, ttl: int, revision: int = 0, prefix=False,
+                         from_key=False, timeout=None):
+        return await self._request(calls.cursor_put(name, key, range_end, ttl=ttl, revision=revision,
+                                                    prefix=prefix, from_key=from_key), timeout)
+
+    async def cursor_get(self, name: str, timeout=None):
+        return await self._request(calls.cursor_get(name), timeout)
+
+    async def cursor_list(self, timeout=None):
+        return await self._request(calls.cursor_list(), timeout)
+
+    async def cursor_delete(self, name: str, timeout=None):
+        return await self._request(calls.cursor_delete(name), timeout)
+
     async def lease(self, ttl: int, lease_id: int = 0, timeout=None) -> AsyncLease:
         """Grant a lease and keep it alive (TTL/3, one keep-alive request per tick for all)."""
         granted_at = time.monotonic()

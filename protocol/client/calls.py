@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from .builders import lease_id_of, range_body, to_bytes
-from .types import (AlarmMember, AlarmResponse, CompactResponse, DefragResponse, HashKVResponse, HealthResponse,
+from .types import (AlarmMember, AlarmResponse, CompactResponse, CursorInfo, CursorResponse, DefragResponse, HashKVResponse, HealthResponse,
                     LeaseGrantResponse, LeaseTimeToLiveResponse, Member, MemberListResponse, StatusResponse,
                     delete_range_response, header_of, put_response, range_response, txn_response)
 
@@ -140,3 +140,28 @@ def leases() -> Call:
 
 def request_progress() -> Call:
     return Call("watch_progress", {}, lambda b, c: header_of(b).revision)
+
+
+# -- durable named cursors (SPEC.md 6.2) -------------------------------------------------------
+
+def _cursor_response(b, client=None) -> CursorResponse:
+    return CursorResponse(header_of(b), CursorInfo.from_wire(b["cursor"]), bool(b.get("created", False)))
+
+
+def cursor_put(name: str, key, range_end=None, *, ttl: int, revision: int = 0, prefix=False, from_key=False) -> Call:
+    """Create, advance or refresh a cursor (revision 0: its own, or the current one when new)."""
+    body = range_body(key, range_end, prefix=prefix, from_key=from_key)
+    body.update({"name": name, "ttl": ttl, "revision": revision})
+    return Call("cursor_put", body, _cursor_response)
+
+
+def cursor_get(name: str) -> Call:
+    return Call("cursor_get", {"name": name}, _cursor_response)
+
+
+def cursor_list() -> Call:
+    return Call("cursor_list", {}, lambda b, c: [CursorInfo.from_wire(d) for d in b.get("cursors", ())])
+
+
+def cursor_delete(name: str) -> Call:
+    return Call("cursor_delete", {"name": name}, _cursor_response)

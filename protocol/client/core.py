@@ -37,10 +37,11 @@ from .curve import resolve as resolve_curve
 from .delivery import WatchRouter
 from .direct import DIRECT_OPS, FALLBACK, DirectWrites
 from .lease import Lease, LeaseKeeper
+from .cursor import Cursor
 from .session import READ_OPS, Session, SessionIO
 from . import calls
 from .calls import MAINTENANCE_TIMEOUT_S
-from .types import (AlarmMember, AlarmResponse, CompactResponse, DefragResponse, DeleteRangeResponse,  # noqa: F401
+from .types import (AlarmMember, AlarmResponse, CompactResponse, CursorInfo, CursorResponse, DefragResponse, DeleteRangeResponse,  # noqa: F401
                     HashKVResponse, Header, HealthResponse, LeaseGrantResponse, LeaseTimeToLiveResponse,
                     MemberListResponse, PutResponse, RangeResponse, SnapshotInfo, StatusResponse, TxnResponse,
                     WatchResponse, header_of)
@@ -409,6 +410,29 @@ class Client(AuthMixin, ClientBase):
     def lease(self, ttl: int, lease_id: int = 0, timeout=None) -> Lease:
         """Grant a lease and keep it alive in the background (lease.py) until revoked; a context manager."""
         return Lease.grant(self, ttl, lease_id, timeout)
+
+    # ------------------------------------------------------------ durable named cursors (SPEC.md 6.2)
+    def cursor(self, name: str, key, range_end=None, *, prefix=False, from_key=False, ttl: int = 3600) -> Cursor:
+        """A durable named cursor over a key or range (cursor.py): watch() resumes after its
+        last commit, commit() advances it; the server holds compaction back at it, for as long
+        as it is advanced or refreshed within `ttl` seconds."""
+        return Cursor(self, name, key, range_end, prefix=prefix, from_key=from_key, ttl=ttl)
+
+    def cursor_put(self, name: str, key, range_end=None, *, ttl: int, revision: int = 0, prefix=False,
+                   from_key=False, timeout=None) -> CursorResponse:
+        """Create, advance or refresh a cursor (revision 0: its own, or the current one when new)."""
+        return self._request(calls.cursor_put(name, key, range_end, ttl=ttl, revision=revision, prefix=prefix,
+                                              from_key=from_key), timeout)
+
+    def cursor_get(self, name: str, timeout=None) -> CursorResponse:
+        return self._request(calls.cursor_get(name), timeout)
+
+    def cursor_list(self, timeout=None) -> list[CursorInfo]:
+        """Every cursor (with auth: those over a range you may read), with its lag."""
+        return self._request(calls.cursor_list(), timeout)
+
+    def cursor_delete(self, name: str, timeout=None) -> CursorResponse:
+        return self._request(calls.cursor_delete(name), timeout)
 
     def lock(self, name, ttl: int = 60) -> Lock:
         """A distributed lock named name (etcd's concurrency.Mutex; concurrency.py)."""

@@ -173,6 +173,36 @@ class LeaseTimeToLiveResponse:
     keys_truncated: bool = False
 
 
+@dataclass(slots=True)
+class CursorInfo:
+    """A durable named cursor (SPEC.md 6.2): everything at or below `revision` is consumed.
+    lag_revisions: revisions committed after it; lag_seconds: age of the oldest one it has not
+    consumed (0 when caught up; None when the time index cannot date it); ttl_remaining: whole
+    seconds before it expires unless advanced or refreshed."""
+    name: str
+    key: bytes
+    range_end: bytes
+    revision: int
+    ttl: int
+    ttl_remaining: int = -1
+    lag_revisions: int = 0
+    lag_seconds: float | None = 0.0
+    created_us: int = 0
+    updated_us: int = 0
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "CursorInfo":
+        return cls(d["name"], d["key"], d["range_end"], d["revision"], d["ttl"], d.get("ttl_remaining", -1),
+                   d.get("lag_revisions", 0), d.get("lag_seconds"), d.get("created_us", 0), d.get("updated_us", 0))
+
+
+@dataclass(slots=True)
+class CursorResponse:
+    header: Header
+    cursor: CursorInfo
+    created: bool = False
+
+
 def header_of(body) -> Header:
     return Header(body.get("header", {}).get("revision", 0))
 

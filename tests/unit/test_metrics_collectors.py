@@ -159,7 +159,15 @@ def fake_writer(tmp_path):
     return SimpleNamespace(last_published=42, compact_rev=17, commit_seconds=commits, requests_meter=meter,
                            publish_dropped=2, data_dir=str(tmp_path), lessor={1: None, 2: None},
                            db_size=8192, db_size_in_use=4096, alarms=["NOSPACE"], compacting=True,
-                           compaction_records_removed=33, log=Log())
+                           compaction_records_removed=33, log=Log(), cursor_clock=_cursor_clock(),
+                           cursors_expired=4)
+
+
+def _cursor_clock():
+    from zwatch.actors.cursorclock import CursorClock
+    clock = CursorClock()
+    clock.restore([("slow", 30, 60), ("fast", 41, 60)], now=0.0)
+    return clock
 
 
 def test_writer_collector(tmp_path):
@@ -180,6 +188,9 @@ def test_writer_collector(tmp_path):
     assert one(s, "zwatch_alarm", name="NOSPACE") == 1
     assert one(s, "zwatch_compaction_in_progress") == 1
     assert one(s, "zwatch_compaction_records_removed_total") == 33
+    assert one(s, "zwatch_cursors") == 2
+    assert one(s, "zwatch_cursor_oldest_lag_revisions") == 42 - 30      # "slow" holds compaction
+    assert one(s, "zwatch_cursors_expired_total") == 4
     assert "process_resident_memory_bytes" in s or sys.platform != "linux"
 
 

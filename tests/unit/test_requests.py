@@ -164,7 +164,8 @@ def test_unknown_op():
     assert refused("frobnicate", {}) == "unknown op 'frobnicate'"
     assert refused(None, {}) == "unknown op None"
     assert "status" not in requests.STORE_OPS and requests.STORE_OPS == {
-        "range", "put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke"}
+        "range", "put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke",
+        "cursor_put", "cursor_get", "cursor_list", "cursor_delete"}
 
 
 # ---------------------------------------------------------------- refusals, the fan-out's ops

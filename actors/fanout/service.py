@@ -554,8 +554,8 @@ class Fanout:
             if result.close:
                 self._close_session(ident, result.close)
                 continue
-            for req_id in result.progress_again:
-                core.request_progress(session, req_id)
+            for tag in result.progress_again:
+                core.request_progress(session, tag.req_id, tag.watch_id)
             if result.holding:
                 self.holding.add(ident)
 
@@ -677,7 +677,7 @@ class Fanout:
         elif op == "watch_cancel":
             self.core.watch_cancel(session, req_id, requests.normalize("watch_cancel", body)["watch_id"])
         elif op == "watch_progress":
-            self.core.request_progress(session, req_id)
+            self.core.request_progress(session, req_id, requests.normalize(op, body)["watch_id"])
         elif op == "bye":
             self._close_session(ident, "bye")
             try:

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from ..client import Client
 from ..errors import PermissionDenied, Unauthenticated, ZwatchError
@@ -39,8 +40,24 @@ def add_watch(p):
     p.add_argument("--prev-kv", action="store_true", help="get the previous key-value pair before the event happens")
     p.add_argument("--progress-notify", action="store_true",
                    help="ask for periodic progress notifications (printed as `progress notify: REV`)")
+    p.add_argument("--progress-every", type=_seconds, default=0.0, metavar="S",
+                   help="every S seconds ask for this watch's own progress (printed as `progress notify: REV` "
+                        "when it arrives: at once while the watch is live, once it is live otherwise)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="read `watch ...` and `progress` lines from stdin (etcdctl's interactive mode)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 86400:       # nan fails both comparisons
+        raise ValueError(f"{text!r}: seconds, > 0 and at most 86400")
+    return v
+
+
+_seconds.__name__ = "seconds"   # argparse's message: "invalid seconds value: '0'"
 
 
 def watch_env(resp, ev) -> dict:
@@ -152,7 +169,15 @@ def cmd_watch(a, c: Client):
             raise                                 # the login itself: etcdctl's exit 2
         return watch_refused(a, exc.code, exc.message)
     out = WatchPrinter(_display(a), a.exec, threading.Lock())
+    every = getattr(a, "progress_every", 0.0)
+    next_progress = time.monotonic() + every
     while not stop.is_set():
+        if every and time.monotonic() >= next_progress:
+            next_progress = time.monotonic() + every
+            try:
+                w.request_progress()             # its notification arrives on w, printed below
+            except ZwatchError:
+                pass                             # ended meanwhile (its cancel follows) or the fan-out is moving
         try:
             resp = w.get(timeout=0.2)             # short waits so that a signal is seen promptly
         except queue.Empty:

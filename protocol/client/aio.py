@@ -134,6 +134,10 @@ class AsyncWatch(Watch):
         if not self.canceled:
             await self.client._cancel_watch(self, timeout)
 
+    async def request_progress(self, timeout: float | None = None) -> int:  # type: ignore[override]
+        """As Watch.request_progress: this watch's own progress (SPEC.md section 7.9)."""
+        return await self.client._request(calls.watch_progress(self.watch_id), timeout)
+
     async def __aenter__(self):
         return self
 

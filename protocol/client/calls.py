@@ -140,3 +140,10 @@ def leases() -> Call:
 
 def request_progress() -> Call:
     return Call("watch_progress", {}, lambda b, c: header_of(b).revision)
+
+
+def watch_progress(watch_id: int) -> Call:
+    """One watch's progress (SPEC.md section 7.9): the reply's revision, i.e. the bookmark
+    already on the watch's stream when it is live, else its position so far (its bookmark
+    follows on its stream once it is live)."""
+    return Call("watch_progress", {"watch_id": watch_id}, lambda b, c: b["revision"])

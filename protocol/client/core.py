@@ -137,6 +137,16 @@ class Watch:
         if not self.canceled:
             self.client._cancel_watch(self, timeout)
 
+    def request_progress(self, timeout: float | None = None) -> int:
+        """Ask the fan-out for this watch's own progress, whatever the client's other watches
+        are doing (SPEC.md section 7.9).  Returns the revision the server answered: when the
+        watch is live, R, and its progress notification at R (everything of this watch <= R
+        delivered) is already on its stream, ahead of any later response; when it is still
+        catching up or waits for a future start, its position so far, and its notification
+        arrives on its stream once it is live.  Raises FailedPrecondition (reason
+        WATCH_NOT_FOUND) for a watch the server no longer has."""
+        return self.client._request(calls.watch_progress(self.watch_id), timeout)
+
     def _start_revision(self) -> int:
         # Never resume below the original start: a session-wide progress notification may
         # claim a revision below a future watch's start (etcd #20221).

@@ -85,8 +85,10 @@ SNAPSHOT_OPS = frozenset({"snapshot_begin", "snapshot_read"})
 FANOUT_INFO_OPS = frozenset({"health", "member_list"})
 # A hash of the store up to a revision (syncer), to compare stores or a store over time.
 HASH_OPS = frozenset({"hash_kv"})
+# Served by the syncer from the time index (SPEC.md "revision_at_time", issue #16).
+TIME_OPS = frozenset({"revision_at_time"})
 CLIENT_OPS = (WRITE_OPS | READ_OPS | LEASE_CLOCK_OPS | WATCH_OPS | SESSION_OPS | AUTH_OPS | ALARM_OPS
-              | DEFRAG_OPS | SNAPSHOT_OPS | FANOUT_INFO_OPS | HASH_OPS)
+              | DEFRAG_OPS | SNAPSHOT_OPS | FANOUT_INFO_OPS | HASH_OPS | TIME_OPS)
 
 def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)

@@ -524,7 +524,9 @@ _INFO_OPS = {"status": lambda body, where: check_fields(body, {}, where),
              "health": lambda body, where: check_fields(body, {}, where),
              "member_list": lambda body, where: check_fields(body, {}, where),
              # revision 0: the current one (etcd's HashKV)
-             "hash_kv": lambda body, where: check_fields(body, {"revision": ("uint", 0)}, where)}
+             "hash_kv": lambda body, where: check_fields(body, {"revision": ("uint", 0)}, where),
+             # microseconds since the Unix epoch (SPEC.md "revision_at_time", issue #16)
+             "revision_at_time": lambda body, where: check_fields(body, {"time_us": ("uint", REQUIRED)}, where)}
 
 _NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, **_AUTH_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
                 "watch_progress": _watch_progress, "ack": _ack, "hello": _hello, **_ALARM_OPS, **_MAINTENANCE_OPS, **_INFO_OPS}

@@ -661,7 +661,8 @@ class Fanout:
         elif (op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op in messages.AUTH_OPS
               or op in messages.ALARM_OPS or op in messages.DEFRAG_OPS):
             self._forward_counted(session, self.writer, raw, "writer", op, body)
-        elif op in messages.READ_OPS or op in messages.SNAPSHOT_OPS or op in messages.HASH_OPS:
+        elif (op in messages.READ_OPS or op in messages.SNAPSHOT_OPS or op in messages.HASH_OPS
+              or op in messages.TIME_OPS):
             self._forward_counted(session, self.reader, raw, "syncer", op, body)
         elif op == "status":            # from the last writer pong: never waits on the writer
             self.core.reply(ident, messages.encode_ok(req_id, self._status()))

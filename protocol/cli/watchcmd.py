@@ -24,12 +24,13 @@ import threading
 import time
 
 from ..client import Client
-from ..errors import PermissionDenied, Unauthenticated, ZwatchError
+from ..errors import Compacted, FutureRevision, PermissionDenied, Unauthenticated, ZwatchError
 from .args import EXIT_BAD_ARGS, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, CommandError, UsageError, add_range_args
 from .args import cobra_text, range_args
 from .authcmd import watch_refused
 from .format import go_quote, write_line
 from .printers import printer
+from .timeparse import parse_time
 from .txnparse import _RaisingParser, argify
 
 COMPACTED_TEXT = "etcdserver: mvcc: required revision has been compacted"   # clientv3's ErrCompacted
@@ -43,6 +44,9 @@ def add_watch(p):
     p.add_argument("--progress-every", type=_seconds, default=0.0, metavar="S",
                    help="every S seconds ask for this watch's own progress (printed as `progress notify: REV` "
                         "when it arrives: at once while the watch is live, once it is live otherwise)")
+    p.add_argument("--since", metavar="TIME",
+                   help="watch from the first revision committed at or after TIME: ISO 8601, 'now', "
+                        "'10 minutes ago', '2h ago', Unix seconds (not with --rev)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="read `watch ...` and `progress` lines from stdin (etcdctl's interactive mode)")
 
@@ -132,8 +136,26 @@ def _watch_range(w_args):
 
 def _open(c: Client, w_args):
     key, kw = _watch_range(w_args)
-    return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
-                   progress_notify=w_args.progress_notify)
+    since = since_of(w_args)
+    try:
+        return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
+                       progress_notify=w_args.progress_notify, start_time=since)
+    except (Compacted, FutureRevision) as exc:
+        if since is None:
+            raise
+        raise CommandError(f"--since {w_args.since}: {exc.message}") from None
+
+
+def since_of(w_args):
+    """--since TIME as a datetime (None without it); UsageError for a bad one or with --rev."""
+    if getattr(w_args, "since", None) is None:
+        return None
+    if w_args.rev:
+        raise UsageError("--since and --rev are mutually exclusive")
+    try:
+        return parse_time(w_args.since)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
 
 
 def _display(a):
@@ -148,6 +170,7 @@ def check_watch_args(a):
         raise CommandError("bad number of arguments", EXIT_BAD_ARGS)
     try:
         _watch_range(a)
+        since_of(a)
     except UsageError as exc:
         raise CommandError(str(exc), EXIT_BAD_ARGS) from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from .builders import lease_id_of, range_body, to_bytes
+from .timeref import revision_at_time_response, time_us_of
 from .types import (AlarmMember, AlarmResponse, CompactResponse, DefragResponse, HashKVResponse, HealthResponse,
                     LeaseGrantResponse, LeaseTimeToLiveResponse, Member, MemberListResponse, StatusResponse,
                     delete_range_response, header_of, put_response, range_response, txn_response)
@@ -140,6 +141,21 @@ def leases() -> Call:
 
 def request_progress() -> Call:
     return Call("watch_progress", {}, lambda b, c: header_of(b).revision)
+
+
+def revision_at_time(when) -> Call:
+    """The first revision committed at or after `when` (a datetime, naive = local, or Unix
+    seconds): SPEC.md "revision_at_time"."""
+    return _revision_at_us(time_us_of(when))
+
+
+def _revision_after(when) -> Call:
+    """The first revision committed after `when` (get(at=...): read at one below it)."""
+    return _revision_at_us(time_us_of(when) + 1)
+
+
+def _revision_at_us(time_us: int) -> Call:
+    return Call("revision_at_time", {"time_us": time_us}, lambda b, c: revision_at_time_response(b))
 
 
 def watch_progress(watch_id: int) -> Call:

@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 
 # Re-sent after a failover, retried on UNAVAILABLE: their effect does not depend on how many
 # times they arrive (a keep-alive renews to the same TTL).
-READ_OPS = frozenset({"range", "status", "watch_progress", "lease_keepalive", "lease_timetolive", "lease_leases"})
+READ_OPS = frozenset({"range", "status", "watch_progress", "lease_keepalive", "lease_timetolive", "lease_leases",
+                      "revision_at_time"})
 ACK_EVERY = 256 * 1024  # well inside the fan-out's session window (8 MiB by default)
 RESUME_EVERY = 0.1      # seconds between attempts to re-create watches a fan-out refused for now
 BACKOFF_BASE_S = 0.05   # full-jitter reconnect back-off after the n-th failed attempt in a row:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import signal
 import time
 
 import pytest
@@ -123,3 +124,21 @@ def test_cli_since_and_at(cluster):
     c.compact(5)
     r = zw(ep, "watch", "p/", "--since", t.isoformat())
     assert r.returncode == 1 and "older than the retained history" in r.stderr
+
+
+def test_a_watch_from_a_time_and_its_own_bookmark_survive_a_failover(make_cluster):
+    """The time is resolved once: after its fan-out dies the watch resumes by revision (last + 1)
+    on the other one, with no gap and no duplicate, and its own progress request works there."""
+    cl = make_cluster(fanouts=2)
+    c = cl.client(cl.fanout_eps, timeout=5, heartbeat=0.5)
+    t = _two_phases(c)
+    w = c.watch("p/", prefix=True, start_time=t)
+    assert [e.kv.mod_revision for e in collect(w, 2)] == [4, 5]
+    cl["fanout0"].kill(signal.SIGKILL)
+    c.put("p/a", "3")                                               # 6, through the other fan-out
+    c.put("p/e", "1")                                               # 7
+    assert [e.kv.mod_revision for e in collect(w, 2, timeout=20)] == [6, 7]
+    assert w.request_progress() == 7
+    r = w.get(timeout=5)
+    assert not r.events and r.header.revision == 7 and w.last_revision == 7
+    no_more(w)

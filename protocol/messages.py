@@ -88,8 +88,10 @@ HASH_OPS = frozenset({"hash_kv"})
 # Durable named cursors (SPEC.md 6.2): forwarded to the writer, which keeps them in LMDB (written
 # in its group commit) and holds compaction back at the oldest one.
 CURSOR_OPS = frozenset({"cursor_put", "cursor_get", "cursor_list", "cursor_delete"})
+# Served by the syncer from the time index (SPEC.md "revision_at_time", issue #16).
+TIME_OPS = frozenset({"revision_at_time"})
 CLIENT_OPS = (WRITE_OPS | READ_OPS | LEASE_CLOCK_OPS | WATCH_OPS | SESSION_OPS | AUTH_OPS | ALARM_OPS
-              | DEFRAG_OPS | SNAPSHOT_OPS | FANOUT_INFO_OPS | HASH_OPS | CURSOR_OPS)
+              | DEFRAG_OPS | SNAPSHOT_OPS | FANOUT_INFO_OPS | HASH_OPS | CURSOR_OPS | TIME_OPS)
 
 def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)

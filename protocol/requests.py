@@ -491,6 +491,15 @@ def _watch_cancel(body, where: str) -> dict:
     return {"watch_id": get_int(body, "watch_id", 0, -1, MAX_WATCH_ID)}
 
 
+def _watch_progress(body, where: str) -> dict:
+    """watch_id: None (absent, nil or -1) asks for every watch of the session; an id asks for
+    that watch alone (SPEC.md "watch_progress", section 7.9)."""
+    wid = body.get("watch_id")
+    if wid is None or (type(wid) is int and wid == -1):
+        return {"watch_id": None}
+    return {"watch_id": get_int(body, "watch_id", 0, 1, MAX_WATCH_ID)}
+
+
 def _ack(body, where: str) -> dict:
     return {"bytes": get_int(body, "bytes")}
 
@@ -549,10 +558,12 @@ _INFO_OPS = {"status": lambda body, where: check_fields(body, {}, where),
              "health": lambda body, where: check_fields(body, {}, where),
              "member_list": lambda body, where: check_fields(body, {}, where),
              # revision 0: the current one (etcd's HashKV)
-             "hash_kv": lambda body, where: check_fields(body, {"revision": ("uint", 0)}, where)}
+             "hash_kv": lambda body, where: check_fields(body, {"revision": ("uint", 0)}, where),
+             # microseconds since the Unix epoch (SPEC.md "revision_at_time", issue #16)
+             "revision_at_time": lambda body, where: check_fields(body, {"time_us": ("uint", REQUIRED)}, where)}
 
 _NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, **_AUTH_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
-                "ack": _ack, "hello": _hello, **_ALARM_OPS, **_MAINTENANCE_OPS, **_INFO_OPS}
+                "watch_progress": _watch_progress, "ack": _ack, "hello": _hello, **_ALARM_OPS, **_MAINTENANCE_OPS, **_INFO_OPS}
 
 
 def normalize(op: str, body):
@@ -560,7 +571,7 @@ def normalize(op: str, body):
 
     range / put / delete_range / compact -> dict; txn -> dict whose success and failure are
     lists of (op, normalized body); watch_create -> WatchSpec; watch_cancel -> {"watch_id"};
-    ack -> {"bytes"}; hello -> {"version", "client", "user", "password", "window_bytes"}; an auth op -> dict
+    watch_progress -> {"watch_id": int | None}; ack -> {"bytes"}; hello -> {"version", "client", "user", "password", "window_bytes"}; an auth op -> dict
     with every field of its schema (absent optional ones None).  Raises InvalidArgument."""
     if not isinstance(op, str) or op not in _NORMALIZERS:
         raise InvalidArgument(f"unknown op {op!r}")

@@ -146,6 +146,9 @@ class StreamRecord:
     final_revision: the revision a live stream must have reached at the end (after the caller
     quiesced the cluster and requested progress); None skips the liveness check.
     resume_of: name of the stream this one re-creates from its last revision + 1.
+    bookmark_replies: the watch's own progress requests answered "live at R" (SPEC.md section
+    7.9), each as (n, R): n = how many responses the stream had received when the reply came.
+    The bookmark at R must be among those n, after every matching event <= R (Bookmarkable).
     """
     name: str
     spec: WatchSpec
@@ -154,6 +157,7 @@ class StreamRecord:
     canceled_by_client: bool = False
     final_revision: int | None = None
     resume_of: str | None = None
+    bookmark_replies: list = field(default_factory=list)
 
 
 @dataclass
@@ -689,6 +693,19 @@ def check_stream(rec: StreamRecord, hist: History, *, compact_revision: int = 0,
                 late = next(expected[j] for j in range(n) if deliv_idx[j] > i and deliv_idx[j] != INF)
                 sink.add("Bookmarkable", f"progress notification at {R} (response #{i}) came before "
                                          f"{_fmt(late)} (response #{first[(late.revision, late.key)]})")
+
+    # ---- per-watch bookmark replies: the bookmark came first, behind every event <= R
+    for n, R in rec.bookmark_replies:
+        if not any(i < n and R2 >= R for i, R2 in progress):
+            sink.add("Bookmarkable", f"a per-watch progress reply at {R} came when the stream had no progress "
+                                     f"notification at or past {R} (among its first {n} responses)")
+        for m in hist.matching(spec, max(s, hist.first_revision), R):
+            j = first.get((m.revision, m.key), INF)
+            if j >= n:
+                sink.add("Bookmarkable", f"a per-watch progress reply at {R} came before {_fmt(m)} was delivered "
+                                         f"({'response #' + str(j) if j != INF else 'never'}; {n} responses then)")
+                break
+    res.counts["bookmark_replies"] += len(rec.bookmark_replies)
 
     # ---- compaction and cancels
     canceled = cancel_idx is not None

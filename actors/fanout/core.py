@@ -40,6 +40,10 @@ MAX_PLANS = 4096          # cached delivery plans (keys) at most: cleared when f
 # Syncer frames held while the fan-out's auth view is behind the snapshot they were made from;
 # beyond this many the fan-out drops them and registers its catching-up watchers again.
 MAX_HELD_SYNCER_FRAMES = 10_000
+# watch_progress for one watch (SPEC.md section 7.9): the error reason of an unknown id, and
+# the "state" its reply names for a watch that is not live.
+WATCH_NOT_FOUND = "WATCH_NOT_FOUND"
+WATCH_PROGRESS_STATES = {UNSYNCED: "catching_up", FUTURE: "future", VICTIM: "slow"}
 
 
 class _NullLog:
@@ -864,14 +868,17 @@ class FanoutCore:
             self.log.warning("fanout.auth_behind", auth_revision=self.auth.revision, watchers_moved=moved)
 
     # ------------------------------------------------------------------ progress
-    def request_progress(self, session: Session, req_id: int):
+    def request_progress(self, session: Session, req_id: int, watch_id: int | None = None):
         """Answer watch_progress at once (etcd #20242: one slow watch must not starve the others).
 
         Every watch synced now gets a progress notification at R = last_seen, queued behind its
         events; the reply follows.  When all the session's watches are synced the notification
         names them all as [-1].  A watch still catching up (or waiting for a future start) is
         owed its own notification, sent when it becomes synced, at its position then: never a
-        revision it has not delivered."""
+        revision it has not delivered.  With a watch_id, for that watch alone (_watch_progress)."""
+        if watch_id is not None:
+            self._watch_progress(session, req_id, watch_id)
+            return
         rev = self.last_seen or 0
         if session.unsynced == 0 and session.futures == 0:
             ids = [-1]
@@ -884,6 +891,35 @@ class FanoutCore:
                     self.owes_progress.add(w.uid)
         frame = messages.watch_frame([messages.pack_progress(ids, rev)]) if ids else None
         self._queue(session, ProgressOut(frame, messages.encode_ok(req_id, {"header": {"revision": rev}}), req_id))
+
+    def _watch_progress(self, session: Session, req_id: int, watch_id: int):
+        """watch_progress for one watch (issue #16.3, SPEC.md section 7.9): what its siblings
+        are doing never matters.  Live: its bookmark [[id], R, [], false] is queued behind its
+        events, then the reply, both in one ProgressOut (dropped together with the frames
+        before them, then asked again, for this watch).  Not live (catching up, future, victim):
+        the reply says where it stands and it is owed its own bookmark, sent by _index when it
+        is live again, at its position then: never a revision it has not delivered."""
+        rev = self.last_seen or 0
+        w = session.watches.get(watch_id)
+        if w is None:
+            # Never created, canceled by the client, or canceled by the server (that
+            # cancellation is queued before this reply: control responses are never overtaken).
+            self.reply(session.ident, messages.encode_error(req_id, FailedPrecondition(
+                f"watch_id {watch_id} does not exist in this session", reason=WATCH_NOT_FOUND)))
+            return
+        state = w.state
+        if state == SYNCED:
+            frame = messages.watch_frame([messages.pack_progress([watch_id], rev)])
+            body = {"header": {"revision": rev}, "watch_id": watch_id, "live": True, "state": "live",
+                    "revision": rev}
+        else:
+            # next_rev: the first revision not queued yet (catching up), its start (future),
+            # the first one it did not get (victim).  Informational: not a bookmark.
+            self.owes_progress.add(w.uid)
+            frame = None
+            body = {"header": {"revision": rev}, "watch_id": watch_id, "live": False,
+                    "state": WATCH_PROGRESS_STATES.get(state, "catching_up"), "revision": max(0, w.next_rev - 1)}
+        self._queue(session, ProgressOut(frame, messages.encode_ok(req_id, body), req_id, watch_id))
 
     def progress_tick(self):
         """etcd's progress_notify: synced watchers that had no events since the last tick."""

@@ -156,3 +156,4 @@ class ProgressOut(NamedTuple):
     frame: bytes | None
     reply: bytes
     req_id: int
+    watch_id: int | None = None     # the watch it was asked for (None: every watch of the session)

@@ -554,8 +554,8 @@ class Fanout:
             if result.close:
                 self._close_session(ident, result.close)
                 continue
-            for req_id in result.progress_again:
-                core.request_progress(session, req_id)
+            for tag in result.progress_again:
+                core.request_progress(session, tag.req_id, tag.watch_id)
             if result.holding:
                 self.holding.add(ident)
 
@@ -661,7 +661,8 @@ class Fanout:
         elif (op in messages.WRITE_OPS or op in messages.LEASE_CLOCK_OPS or op in messages.AUTH_OPS
               or op in messages.ALARM_OPS or op in messages.DEFRAG_OPS or op in messages.CURSOR_OPS):
             self._forward_counted(session, self.writer, raw, "writer", op, body)
-        elif op in messages.READ_OPS or op in messages.SNAPSHOT_OPS or op in messages.HASH_OPS:
+        elif (op in messages.READ_OPS or op in messages.SNAPSHOT_OPS or op in messages.HASH_OPS
+              or op in messages.TIME_OPS):
             self._forward_counted(session, self.reader, raw, "syncer", op, body)
         elif op == "status":            # from the last writer pong: never waits on the writer
             self.core.reply(ident, messages.encode_ok(req_id, self._status()))
@@ -677,7 +678,7 @@ class Fanout:
         elif op == "watch_cancel":
             self.core.watch_cancel(session, req_id, requests.normalize("watch_cancel", body)["watch_id"])
         elif op == "watch_progress":
-            self.core.request_progress(session, req_id)
+            self.core.request_progress(session, req_id, requests.normalize(op, body)["watch_id"])
         elif op == "bye":
             self._close_session(ident, "bye")
             try:

@@ -36,15 +36,17 @@ CONTROL = "control"             # the tag of a control response's frame (created
 
 
 class Progress(NamedTuple):
-    """Tag of a frame that belongs to a requested progress notification (re-asked if dropped)."""
+    """Tag of a frame that belongs to a requested progress notification (re-asked if dropped,
+    for the same watch: watch_id None is the whole session)."""
     req_id: int
+    watch_id: int | None = None
 
 
 class FlushResult(NamedTuple):
     sent: int = 0                       # frames sent
     lost_frames: int = 0                # watch frames dropped (stuck session)
     lost_owners: tuple = ()             # their owners, in queue order: victimize them in this order
-    progress_again: tuple = ()          # requested progress notifications dropped: ask them again
+    progress_again: tuple = ()          # Progress tags of requested notifications dropped: ask them again
     holding: bool = False               # frames are still held: flush this session again later
     close: str | None = None            # close the session for this reason
 
@@ -77,7 +79,7 @@ def cut_frames(items) -> list[tuple[bytes, object]]:
         elif isinstance(item, ControlOut):
             frames.append((messages.watch_frame([item.data]), CONTROL))
         elif isinstance(item, ProgressOut):
-            tag = Progress(item.req_id)
+            tag = Progress(item.req_id, item.watch_id)
             if item.frame is not None:
                 frames.append((item.frame, tag))
             frames.append((item.reply, tag))
@@ -158,8 +160,8 @@ class SessionOutput:
                 lost += 1
                 lost_owners.extend(o for o in tag if o is not None)
             elif isinstance(tag, Progress):
-                if tag.req_id not in progress:
-                    progress.append(tag.req_id)
+                if tag not in progress:
+                    progress.append(tag)
             else:
                 keep.append((frame, tag))
         # The watch frames in front of them are gone and replies need no credit: send what the
@@ -184,7 +186,7 @@ class SessionOutput:
         if len(keep) > self.max_held_replies or session.held_bytes > window:
             close = "not_reading"   # it sends requests (pings) but reads nothing
         return FlushResult(sent=sent, lost_frames=lost, lost_owners=tuple(lost_owners),
-                           progress_again=tuple(sorted(progress)), holding=bool(keep), close=close)
+                           progress_again=tuple(sorted(progress, key=lambda t: t.req_id)), holding=bool(keep), close=close)
 
     @staticmethod
     def ack(session: Session, acked: int) -> None:

@@ -102,6 +102,14 @@ class ReadView:
             raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
         return hashkv.hash_kv(self._txn, self._store._history, self.compact_revision, rev), self.compact_revision, rev
 
+    @_guard
+    def revision_at_time(self, t_us: int, now_us: int) -> dict:
+        """The first revision committed at or after t_us, from this snapshot's time index
+        (times.revision_at_time: SPEC.md "revision_at_time" defines the answer)."""
+        _check_int(t_us, "t_us")
+        return times.revision_at_time(self._txn, self._store._times, t_us, self.current_revision,
+                                      self.compact_revision, now_us)
+
     def _check_span(self, from_rev: int, to_rev: int, max_records: int, max_bytes: int):
         """The arguments of a history read (history(), key_history()): integers, bounds of at
         least 1, and nothing below the compact revision (COMPACTED)."""

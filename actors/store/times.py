@@ -62,6 +62,40 @@ def first_revision_at_or_after(txn, db, t_us: int) -> int | None:
     return lo
 
 
+def revision_at_time(txn, db, t_us: int, current: int, compact: int, now_us: int) -> dict:
+    """SPEC.md "revision_at_time" on one snapshot (current / compact: its revisions).
+
+    revision: the first revision committed at or after t_us; current + 1 when none is yet.
+    When t_us is at or before the oldest commit the index dates, the index cannot say which
+    of the revisions up to that commit's group came at or after t_us: on a store never
+    compacted that is every revision from the first (2), exact; on a compacted one the answer
+    needs history that is gone, so it is the compact revision with compacted true.  compacted
+    is also true when the exact answer is below the compact revision (a watch from it would be
+    canceled, a read at it refused).  future: t_us is later than now_us (the server's clock),
+    so revisions not committed yet may still belong before it."""
+    out = {"revision": current + 1, "compact_revision": compact, "compacted": False,
+           "future": t_us > now_us, "commit_time_us": None}
+    if db is None:
+        return out
+    cur = txn.cursor(db=db)
+    if not cur.first():
+        return out                         # nothing dated: nothing committed since the index
+    oldest_us = Q.unpack(cur.value())[0]
+    if t_us <= oldest_us:
+        if compact >= 2:
+            out.update(revision=compact, compacted=True)
+        else:
+            out["revision"] = 2
+    else:
+        rev = first_revision_at_or_after(txn, db, t_us)
+        if rev is None:
+            return out
+        out.update(revision=rev, compacted=rev < compact)
+    if out["revision"] <= current:
+        out["commit_time_us"] = commit_time_of(txn, db, out["revision"])
+    return out
+
+
 def prune(txn, db, below: int, limit: int = 10_000) -> int:
     """Delete at most `limit` entries whose revision is below `below` (the compact revision: the
     entry covering it stays).  Returns how many went."""
@@ -80,4 +114,4 @@ def prune(txn, db, below: int, limit: int = 10_000) -> int:
     return removed
 
 
-__all__ = ["record", "commit_time_of", "first_revision_at_or_after", "prune"]
+__all__ = ["record", "commit_time_of", "first_revision_at_or_after", "revision_at_time", "prune"]

@@ -48,14 +48,14 @@ from .. import metrics, security
 from ..common import (AlignedEvery, Every, StartupError, StopFlag, bind_error_line, data_dir_problem, drain,
                       make_socket, zmtp_heartbeats)
 from ..logsetup import configure
-from ..store import Store
+from ..store import Store, authtx
 from ..store import snapshot as store_snapshot
 from ..store.defrag import Follower, swap_lock
 from .batch import Batch, PendingQueue, StartPolicy, SyncWatcher
 from .mapped import Releaser
 
 SYNCER_OPS = (frozenset({"sync", "unsync", "ping", "stats", "range", "status", "auth_state"}) | messages.SNAPSHOT_OPS
-              | messages.HASH_OPS)
+              | messages.HASH_OPS | messages.TIME_OPS)
 _LIST_BODY_OPS = frozenset({"sync", "unsync"})
 
 
@@ -288,11 +288,26 @@ class Syncer:
         return messages.encode_ok(req_id, {"header": {"revision": current}, "hash": h,
                                            "compact_revision": compact, "hash_revision": rev})
 
+    def _revision_at_time(self, envelope, req_id, body):
+        """revision_at_time (store/times.py) of one snapshot.  It reveals revisions and commit
+        times, no key or value: any authenticated user may ask when auth is enabled (as
+        alarm_list); an internal peer is unchecked."""
+        t_us = requests.normalize("revision_at_time", body)["time_us"]
+        self._count("reads")
+        with self.store.reader() as view:
+            if len(envelope) == 3:
+                authtx.require_user(self._auth_at(view), envelope[2].decode("utf-8", "replace"))
+            answer = view.revision_at_time(t_us, time.time_ns() // 1000)
+            answer["header"] = {"revision": view.current_revision}
+        return messages.encode_ok(req_id, answer)
+
     def _handle(self, peer, envelope, op, req_id, body):
         if op in messages.SNAPSHOT_OPS:
             return self._snapshot(envelope, op, req_id, body)
         if op == "hash_kv":
             return self._hash_kv(envelope, req_id, body)
+        if op == "revision_at_time":
+            return self._revision_at_time(envelope, req_id, body)
         if op == "range":
             self._count("reads")
             # A fan-out forwards a client's read as [fanout, client_id, user]: checked as that user

@@ -91,6 +91,9 @@ def add_put(p):
 
 def add_get(p):
     add_range_args(p, True)
+    p.add_argument("--at", metavar="TIME",
+                   help="read the state as of TIME (after every revision committed at or before it): ISO 8601, "
+                        "'10 minutes ago', '2h ago', Unix seconds (not with --rev)")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--keys-only", action="store_true")
     p.add_argument("--count-only", action="store_true")

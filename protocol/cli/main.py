@@ -26,7 +26,7 @@ import sys
 from .. import settings
 from ..client import Client
 from ..client.curve import CurveKeyError, resolve as resolve_curve
-from ..errors import InvalidArgument, ZwatchError
+from ..errors import Compacted, FutureRevision, InvalidArgument, ZwatchError
 from .. import __version__
 from .args import (EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_BAD_FEATURE, EXIT_INVALID_INPUT, CommandError, Parser,
                    UsageError, add_del, add_elect, add_get, add_globals, add_lease, add_lock, add_put, get_kwargs,
@@ -44,6 +44,7 @@ from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .cursorcmd import add_cursor, cmd_cursor
 from .alarmcmd import add_alarm, cmd_alarm
 from .snapshotcmd import add_defrag, add_snapshot, cmd_defrag, cmd_snapshot, snapshot_offline
+from .timeparse import parse_time
 from .txnparse import read_txn
 
 ACTORS = ("writer", "syncer", "fanout")
@@ -121,9 +122,27 @@ def cmd_get(a, c: Client):
     if a.print_value_only and a.write_out != "simple":
         raise UsageError("print-value-only is only for `--write-out=simple`")
     key, kw = range_args(a)
-    r = c.get(key, **kw, **get_kwargs(a))
+    at = at_of(a)
+    try:
+        r = c.get(key, **kw, **get_kwargs(a), at=at)
+    except (Compacted, FutureRevision) as exc:
+        if at is None:
+            raise
+        raise CommandError(f"--at {a.at}: {exc.message}") from None
     printer(a.write_out, a.hex, a.print_value_only, a.count_only).get(r)
     return 0
+
+
+def at_of(a):
+    """get --at TIME as a datetime (None without it); UsageError for a bad one or with --rev."""
+    if a.at is None:
+        return None
+    if a.rev:
+        raise UsageError("--at and --rev are mutually exclusive")
+    try:
+        return parse_time(a.at)
+    except ValueError as exc:
+        raise UsageError(f"--at: {exc}") from None
 
 
 def cmd_del(a, c: Client):
@@ -166,6 +185,8 @@ def check_args(a):
         check_watch_args(a)
     elif a.verb in ("get", "del"):
         range_args(a)
+    if a.verb == "get":
+        at_of(a)
     if a.verb == "get" and a.print_value_only and a.write_out != "simple":
         raise UsageError("print-value-only is only for `--write-out=simple`")
 

@@ -28,14 +28,16 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from ..client import Client
-from ..errors import PermissionDenied, Unauthenticated, ZwatchError
+from ..errors import Compacted, FutureRevision, PermissionDenied, Unauthenticated, ZwatchError
 from .args import EXIT_BAD_ARGS, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, CommandError, UsageError, add_range_args
 from .args import cobra_text, range_args
 from .authcmd import watch_refused
 from .format import go_quote, write_line
 from .printers import printer
+from .timeparse import parse_time
 from .txnparse import _RaisingParser, argify
 
 COMPACTED_TEXT = "etcdserver: mvcc: required revision has been compacted"   # clientv3's ErrCompacted
@@ -51,8 +53,27 @@ def add_watch(p):
                         "(created over the watched range if new)")
     p.add_argument("--cursor-ttl", type=int, default=3600, metavar="SECONDS",
                    help="the cursor's TTL: dropped when not advanced for this long (default 3600)")
+    p.add_argument("--progress-every", type=_seconds, default=0.0, metavar="S",
+                   help="every S seconds ask for this watch's own progress (printed as `progress notify: REV` "
+                        "when it arrives: at once while the watch is live, once it is live otherwise)")
+    p.add_argument("--since", metavar="TIME",
+                   help="watch from the first revision committed at or after TIME: ISO 8601, 'now', "
+                        "'10 minutes ago', '2h ago', Unix seconds (not with --rev)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="read `watch ...` and `progress` lines from stdin (etcdctl's interactive mode)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 86400:       # nan fails both comparisons
+        raise ValueError(f"{text!r}: seconds, > 0 and at most 86400")
+    return v
+
+
+_seconds.__name__ = "seconds"   # argparse's message: "invalid seconds value: '0'"
 
 
 def watch_env(resp, ev) -> dict:
@@ -129,8 +150,26 @@ def _open(c: Client, w_args, cursor=None):
     if cursor is not None:
         return cursor.watch(prev_kv=w_args.prev_kv, progress_notify=w_args.progress_notify)
     key, kw = _watch_range(w_args)
-    return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
-                   progress_notify=w_args.progress_notify)
+    since = since_of(w_args)
+    try:
+        return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
+                       progress_notify=w_args.progress_notify, start_time=since)
+    except (Compacted, FutureRevision) as exc:
+        if since is None:
+            raise
+        raise CommandError(f"--since {w_args.since}: {exc.message}") from None
+
+
+def since_of(w_args):
+    """--since TIME as a datetime (None without it); UsageError for a bad one or with --rev."""
+    if getattr(w_args, "since", None) is None:
+        return None
+    if w_args.rev:
+        raise UsageError("--since and --rev are mutually exclusive")
+    try:
+        return parse_time(w_args.since)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
 
 
 def _cursor(c: Client, a):
@@ -151,11 +190,12 @@ def check_watch_args(a):
         return
     if a.key is None:
         raise CommandError("bad number of arguments", EXIT_BAD_ARGS)
-    if a.cursor and a.rev:
-        raise CommandError("`--cursor` and `--rev` are mutually exclusive: a cursor's watch starts after it",
+    if a.cursor and (a.rev or getattr(a, "since", None)):
+        raise CommandError("`--cursor` and `--rev`/`--since` are mutually exclusive: a cursor's watch starts after it",
                            EXIT_BAD_ARGS)
     try:
         _watch_range(a)
+        since_of(a)
     except UsageError as exc:
         raise CommandError(str(exc), EXIT_BAD_ARGS) from None
 
@@ -178,7 +218,15 @@ def cmd_watch(a, c: Client):
             raise                                 # the login itself: etcdctl's exit 2
         return watch_refused(a, exc.code, exc.message)
     out = WatchPrinter(_display(a), a.exec, threading.Lock())
+    every = getattr(a, "progress_every", 0.0)
+    next_progress = time.monotonic() + every
     while not stop.is_set():
+        if every and time.monotonic() >= next_progress:
+            next_progress = time.monotonic() + every
+            try:
+                w.request_progress()             # its notification arrives on w, printed below
+            except ZwatchError:
+                pass                             # ended meanwhile (its cancel follows) or the fan-out is moving
         try:
             resp = w.get(timeout=0.2)             # short waits so that a signal is seen promptly
         except queue.Empty:

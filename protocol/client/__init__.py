@@ -15,6 +15,7 @@
     calls.py     every request once: wire op, body, typed response (both clients use it)
     aio.py       the asyncio client (zwatch.aio.Client)
     credit.py    flow-control credit: what the application consumed is what gets acknowledged
+    timeref.py   wall-clock times -> revisions (watch(start_time=...), get(at=...))
 """
 from .auth import Credentials
 from .builders import (DEFAULT_ENDPOINT, CreateRevision, Delete, Get, ModRevision, Put, Txn, Value, Version,
@@ -28,6 +29,7 @@ from .cursor import AsyncCursor, Cursor
 from .types import CursorInfo, CursorResponse
 from .delivery import WatchRouter
 from .session import Phase, Session
+from .timeref import RevisionAtTime
 from .types import (AuthStatusResponse, CompactResponse, DeleteRangeResponse, Event, Header, KeyValue, Permission,
                     PutResponse, RangeResponse, RoleGetResponse, RoleListResponse, StatusResponse, TxnResponse,
                     UserGetResponse, UserListResponse, WatchResponse, HealthResponse, MemberListResponse, Member,
@@ -38,4 +40,5 @@ __all__ = ["Client", "Watch", "Cursor", "AsyncCursor", "CursorInfo", "CursorResp
            "Value", "Version", "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn",
            "Header", "KeyValue", "RangeResponse", "PutResponse", "DeleteRangeResponse", "TxnResponse",
            "CompactResponse", "StatusResponse", "HealthResponse", "MemberListResponse", "Member", "HashKVResponse", "Event", "WatchResponse", "Credentials", "AuthStatusResponse",
-           "UserGetResponse", "UserListResponse", "Permission", "RoleGetResponse", "RoleListResponse"]
+           "UserGetResponse", "UserListResponse", "Permission", "RoleGetResponse", "RoleListResponse",
+           "RevisionAtTime"]

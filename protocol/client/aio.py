@@ -36,7 +36,7 @@ import zmq.asyncio
 from .. import errors
 from ..errors import LeaseNotFound, Unavailable, ZwatchError
 from ..limits import MAX_KEEPALIVE_IDS
-from . import calls
+from . import calls, timeref
 from .concurrency import AsyncStepper, ElectionSteps, LockSteps, _observe, arun
 from .auth import Credentials
 from .builders import endpoints_from_env, range_body
@@ -134,6 +134,10 @@ class AsyncWatch(Watch):
     async def cancel(self, timeout: float | None = None):  # type: ignore[override]
         if not self.canceled:
             await self.client._cancel_watch(self, timeout)
+
+    async def request_progress(self, timeout: float | None = None) -> int:  # type: ignore[override]
+        """As Watch.request_progress: this watch's own progress (SPEC.md section 7.9)."""
+        return await self.client.watch_progress(self.watch_id, timeout)
 
     async def __aenter__(self):
         return self
@@ -326,9 +330,23 @@ class Client(ClientBase):
         return call.parse(await self._call(call.op, call.body, t), self)
 
     # ------------------------------------------------------------ public API (calls.py)
-    async def get(self, key, range_end=None, *, timeout=None, **kw):
-        """As Client.get: prefix, from_key, revision, limit, keys_only, count_only, sort_order, ..."""
+    async def get(self, key, range_end=None, *, timeout=None, at=None, **kw):
+        """As Client.get: prefix, from_key, revision, limit, keys_only, count_only, sort_order, ...,
+        and at (the state as of a time: timeref.py)."""
+        if at is not None:
+            if kw.get("revision"):
+                raise errors.InvalidArgument("get: revision and at are exclusive")
+            answer = await self._request(calls._revision_after(at), timeout)
+            kw["revision"] = timeref.read_revision_at(answer, at)
         return await self._request(calls.get(key, range_end, **kw), timeout)
+
+    async def revision_at_time(self, when, timeout=None) -> timeref.RevisionAtTime:
+        """As Client.revision_at_time."""
+        return await self._request(calls.revision_at_time(when), timeout)
+
+    async def watch_progress(self, watch_id: int, timeout=None) -> int:
+        """As Client.watch_progress."""
+        return await self._request(calls.watch_progress(watch_id), timeout)
 
     async def put(self, key, value, *, prev_kv=False, lease=0, timeout=None):
         return await self._request(calls.put(key, value, prev_kv=prev_kv, lease=lease), timeout)
@@ -383,8 +401,13 @@ class Client(ClientBase):
         return await self._request(calls.leases(), timeout)
 
     async def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
-                    filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None) -> AsyncWatch:
+                    filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
+                    start_time=None) -> AsyncWatch:
         """As Client.watch (without a shared queue): ``async for resp in await c.watch(...)``."""
+        if start_time is not None:
+            if start_revision:
+                raise errors.InvalidArgument("watch: start_revision and start_time are exclusive")
+            start_revision = timeref.start_revision_at(await self.revision_at_time(start_time, timeout), start_time)
         body = range_body(key, range_end, prefix=prefix, from_key=from_key)
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})

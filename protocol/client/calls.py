@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from .builders import lease_id_of, range_body, to_bytes
+from .timeref import revision_at_time_response, time_us_of
 from .types import (AlarmMember, AlarmResponse, CompactResponse, CursorInfo, CursorResponse, DefragResponse, HashKVResponse, HealthResponse,
                     LeaseGrantResponse, LeaseTimeToLiveResponse, Member, MemberListResponse, StatusResponse,
                     delete_range_response, header_of, put_response, range_response, txn_response)
@@ -165,3 +166,25 @@ def cursor_list() -> Call:
 
 def cursor_delete(name: str) -> Call:
     return Call("cursor_delete", {"name": name}, _cursor_response)
+
+
+def revision_at_time(when) -> Call:
+    """The first revision committed at or after `when` (a datetime, naive = local, or Unix
+    seconds): SPEC.md "revision_at_time"."""
+    return _revision_at_us(time_us_of(when))
+
+
+def _revision_after(when) -> Call:
+    """The first revision committed after `when` (get(at=...): read at one below it)."""
+    return _revision_at_us(time_us_of(when) + 1)
+
+
+def _revision_at_us(time_us: int) -> Call:
+    return Call("revision_at_time", {"time_us": time_us}, lambda b, c: revision_at_time_response(b))
+
+
+def watch_progress(watch_id: int) -> Call:
+    """One watch's progress (SPEC.md section 7.9): the reply's revision, i.e. the bookmark
+    already on the watch's stream when it is live, else its position so far (its bookmark
+    follows on its stream once it is live)."""
+    return Call("watch_progress", {"watch_id": watch_id}, lambda b, c: b["revision"])

@@ -39,7 +39,7 @@ from .direct import DIRECT_OPS, FALLBACK, DirectWrites
 from .lease import Lease, LeaseKeeper
 from .cursor import Cursor
 from .session import READ_OPS, Session, SessionIO
-from . import calls
+from . import calls, timeref
 from .calls import MAINTENANCE_TIMEOUT_S
 from .types import (AlarmMember, AlarmResponse, CompactResponse, CursorInfo, CursorResponse, DefragResponse, DeleteRangeResponse,  # noqa: F401
                     HashKVResponse, Header, HealthResponse, LeaseGrantResponse, LeaseTimeToLiveResponse,
@@ -137,6 +137,16 @@ class Watch:
     def cancel(self, timeout: float | None = None):
         if not self.canceled:
             self.client._cancel_watch(self, timeout)
+
+    def request_progress(self, timeout: float | None = None) -> int:
+        """Ask the fan-out for this watch's own progress, whatever the client's other watches
+        are doing (SPEC.md section 7.9).  Returns the revision the server answered: when the
+        watch is live, R, and its progress notification at R (everything of this watch <= R
+        delivered) is already on its stream, ahead of any later response; when it is still
+        catching up or waits for a future start, its position so far, and its notification
+        arrives on its stream once it is live.  Raises FailedPrecondition (reason
+        WATCH_NOT_FOUND) for a watch the server no longer has."""
+        return self.client.watch_progress(self.watch_id, timeout)
 
     def _start_revision(self) -> int:
         # Never resume below the original start: a session-wide progress notification may
@@ -297,7 +307,14 @@ class Client(AuthMixin, ClientBase):
     # ------------------------------------------------------------ public API
     def get(self, key, range_end=None, *, prefix=False, from_key=False, revision=0, limit=0, keys_only=False,
             count_only=False, sort_order="NONE", sort_target="KEY", min_mod_revision=0, max_mod_revision=0,
-            min_create_revision=0, max_create_revision=0, timeout=None) -> RangeResponse:
+            min_create_revision=0, max_create_revision=0, timeout=None, at=None) -> RangeResponse:
+        """at: read the state as of this time (a datetime, naive = local, or Unix seconds) instead
+        of a revision: after every revision committed at or before it and none later (timeref.py)."""
+        if at is not None:
+            if revision:
+                raise errors.InvalidArgument("get: revision and at are exclusive")
+            answer = self._request(calls._revision_after(at), timeout)
+            revision = timeref.read_revision_at(answer, at)
         return self._request(calls.get(key, range_end, prefix=prefix, from_key=from_key, revision=revision,
                                        limit=limit, keys_only=keys_only, count_only=count_only,
                                        sort_order=sort_order, sort_target=sort_target,
@@ -444,7 +461,7 @@ class Client(AuthMixin, ClientBase):
 
     def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
               filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
-              queue=None) -> Watch:
+              queue=None, start_time=None) -> Watch:
         """Watch a key or range; returns a handle that iterates WatchResponse objects.
 
         queue: deliver this watch's responses into an object with put() (e.g. a SimpleQueue)
@@ -453,7 +470,16 @@ class Client(AuthMixin, ClientBase):
         are identical), which costs the client nothing per watcher: the way to hold thousands
         of watches in one process.  The handle's own get()/iteration is then unused; the end
         of a watch is signalled by a canceled response.
+
+        start_time: watch from the first revision committed at or after this time (a datetime,
+        naive = local, or Unix seconds) instead of start_revision; resolved once, here, so the
+        watch then resumes by revision like any other.  Raises Compacted (older than the
+        retained history) or FutureRevision (later than the server's clock).
         """
+        if start_time is not None:
+            if start_revision:
+                raise errors.InvalidArgument("watch: start_revision and start_time are exclusive")
+            start_revision = timeref.start_revision_at(self.revision_at_time(start_time, timeout), start_time)
         body = range_body(key, range_end, prefix=prefix, from_key=from_key)     # key, range_end as get's
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})
@@ -506,6 +532,16 @@ class Client(AuthMixin, ClientBase):
     def request_progress(self, timeout=None) -> int:
         """Ask for a progress notification on every watch; returns the revision it claims."""
         return self._request(calls.request_progress(), timeout)
+
+    def revision_at_time(self, when, timeout=None) -> timeref.RevisionAtTime:
+        """The first revision committed at or after `when` (a datetime, naive = local, or Unix
+        seconds), with the compact revision and whether the answer is usable (SPEC.md
+        "revision_at_time")."""
+        return self._request(calls.revision_at_time(when), timeout)
+
+    def watch_progress(self, watch_id: int, timeout=None) -> int:
+        """One watch's own progress, by id (e.g. one of add_watch_callback's): Watch.request_progress."""
+        return self._request(calls.watch_progress(watch_id), timeout)
 
     def close(self):
         if self._closed:

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 # times they arrive (a keep-alive renews to the same TTL).
 # cursor_put is retried too: it never moves a cursor back, so sending it twice is harmless.
 READ_OPS = frozenset({"range", "status", "watch_progress", "lease_keepalive", "lease_timetolive", "lease_leases",
-                      "cursor_get", "cursor_list", "cursor_put"})
+                      "cursor_get", "cursor_list", "cursor_put", "revision_at_time"})
 ACK_EVERY = 256 * 1024  # well inside the fan-out's session window (8 MiB by default)
 RESUME_EVERY = 0.1      # seconds between attempts to re-create watches a fan-out refused for now
 BACKOFF_BASE_S = 0.05   # full-jitter reconnect back-off after the n-th failed attempt in a row:

@@ -443,3 +443,13 @@ def test_check_all_runs_the_lease_checks_and_events_carry_the_lease():
                        History(LH))
     assert res.by_guarantee["Valid"] == 1, res.violations
     assert history_from_store_records([(2, 0, 0, [b"k1", 2, 2, 1, b"v", L5], 10)])[0].lease == L5
+
+
+def test_per_watch_bookmark_replies_must_follow_their_bookmark_and_its_events():
+    """Issue #16.3: a watch's own progress reply "live at R" means its bookmark at R, behind
+    every matching event <= R, had arrived before the reply."""
+    spec = WatchSpec(b"a", b"", 2)
+    stream = [resp(ev(2, b"a")), resp(ev(4, b"a")), progress(4), resp(ev(5, b"a")), resp(ev(6, b"a")), progress(7)]
+    assert run(spec, stream, bookmark_replies=[(3, 4), (6, 7), (6, 3)]).ok
+    assert guarantees(run(spec, stream, bookmark_replies=[(2, 4)])) == {"Bookmarkable"}   # no bookmark yet
+    assert guarantees(run(spec, stream, bookmark_replies=[(5, 6)])) == {"Bookmarkable"}   # 4 < 6: not at 6

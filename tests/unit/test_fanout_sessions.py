@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 
 from zwatch.actors.fanout.model import ControlOut, Owner, ProgressOut, ReplyOut, Session, WatchOut
-from zwatch.actors.fanout.sessions import AGAIN, FRAME_BYTES, GONE, SENT, SessionOutput, cut_frames
+from zwatch.actors.fanout.sessions import AGAIN, FRAME_BYTES, GONE, SENT, Progress, SessionOutput, cut_frames
 
 
 class Pipe:
@@ -103,8 +103,21 @@ def test_a_stuck_session_loses_its_watch_frames_in_order_and_keeps_its_replies()
     assert r.holding and not r.lost_owners
     r = out.flush(b"s", s, [], pipe, now=2.0)                   # past the stall time
     assert [o.first_rev for o in r.lost_owners] == [5, 6, 7]    # queue order: the first names the resume point
-    assert r.lost_frames == 3 and r.progress_again == (42,)
+    assert r.lost_frames == 3 and r.progress_again == (Progress(42),)
     assert [f for f, _ in s.held] == [b"reply"] and r.holding and r.close is None
+
+
+def test_a_dropped_per_watch_progress_request_is_asked_again_for_the_same_watch():
+    """Issue #16.3: the re-ask of a dropped watch_progress {"watch_id": 3} must be for watch 3,
+    not the whole session (whose reply has another shape)."""
+    out = SessionOutput(window=10_000, stall_s=1.0)
+    s = Session(b"s", "s")
+    pipe = Pipe(room=0)
+    items = [w_item(5), ProgressOut(b"pframe", b"preply", 42, 3), ProgressOut(None, b"preply2", 43, 4),
+             ProgressOut(b"all", b"preply3", 44)]
+    out.flush(b"s", s, items, pipe, now=0.0)
+    r = out.flush(b"s", s, [], pipe, now=2.0)
+    assert r.progress_again == (Progress(42, 3), Progress(43, 4), Progress(44, None))
 
 
 def test_a_session_that_never_reads_its_replies_is_closed():

@@ -825,6 +825,32 @@ def check_state(held, truth, revision: int) -> list[str]:
     return out
 
 
+def check_state_order(responses) -> list[str]:
+    """[State] violations of a state's shape: its pieces tile the range in key order (every key
+    above the previous piece's), all at one revision, between a start (a reset, or the first
+    piece) and state_end.  A state read again without a reset (two states mixed) breaks it."""
+    out = []
+    last_key, rev = None, None
+    for i, r in enumerate(responses):
+        mark = _mark(r)
+        if mark == "reset":
+            last_key, rev = None, None
+        elif mark == "state":
+            keys = sorted([_bytes(e.kv.key) for e in _events_of(r)] + [_bytes(k) for k in (r.ext.get("same") or ())])
+            if rev is not None and _rev(r) != rev:
+                out.append(f"[State] response #{i}: a piece at revision {_rev(r)} in a state at {rev} without a reset")
+            rev = _rev(r)
+            if keys and last_key is not None and keys[0] <= last_key:
+                out.append(f"[State] response #{i}: key {keys[0]!r} after {last_key!r} in one state (a mix without a reset?)")
+            if keys:
+                last_key = keys[-1]
+        elif mark == "state_end":
+            if rev is not None and _rev(r) != rev:
+                out.append(f"[State] response #{i}: state_end at {_rev(r)} for a state at {rev}")
+            last_key, rev = None, None
+    return out
+
+
 def state_at(hist: History, spec: WatchSpec, revision: int) -> dict:
     """The range's kvs at `revision` from the history (which must start at revision 2)."""
     out = {}
@@ -845,6 +871,9 @@ def check_state_stream(rec: StreamRecord, hist: History, *, compact_revision: in
     stream from R + 1 (check_stream)."""
     res = CheckResult()
     resps = list(rec.responses)
+    for v in check_state_order(resps):
+        res.violations.append(f"{v} (watch {rec.name})")
+        res.by_guarantee["State"] += 1
     last_end = None
     for i, r in enumerate(resps):
         if _mark(r) == "state_end":

@@ -16,7 +16,7 @@ import pytest
 
 import zwatch
 import zwatch.aio
-from zwatch.tools.checker import apply_state, check_state
+from zwatch.tools.checker import apply_state, check_state, check_state_order
 
 SMALL_CHUNKS = {"ZWATCH_SYNC_CHUNK_REVISIONS": "7"}
 
@@ -56,6 +56,7 @@ def test_initial_state_then_changes_in_one_watch(make_cluster):
     assert len(chunks) >= 7, "the state came in one piece: the chunk bound did not apply"
     assert all(r.header.revision == rev for r in chunks) and not any(r.reset for r in got)
     assert all(len(r.events) <= 7 for r in chunks)
+    assert check_state_order(got) == []
     held = apply_state({}, got)
     assert not check_state(held, _truth(c, "st/", rev), rev)
     assert held[b"st/020"] == (b"again", held[b"st/020"][1]) and b"st/010" not in held
@@ -192,14 +193,16 @@ def test_initial_state_across_a_fanout_kill(make_cluster):
     application never sees a mix); a state completed before it resumes as a plain watch."""
     cl = make_cluster(fanouts=2, env=SMALL_CHUNKS)
     writer = cl.client([cl.fanout_eps[1]], timeout=10)
-    for i in range(300):
-        writer.put(f"fo/{i:03d}", "v" * 200)
+    for i in range(1000):
+        writer.put(f"fo/{i:04d}", "v" * 200)
     reader = cl.client(cl.fanout_eps, timeout=10)
     w = reader.watch("fo/", prefix=True, initial_state=True)
     first = w.get(timeout=10)
     assert first.initial_state
     cl["fanout0"].kill()
     got = [first] + _responses(w, lambda r: r.state_complete, timeout=30)
+    assert check_state_order(got) == []          # the application never sees two states mixed
+    assert [r.reset for r in got].count(True) == 1, "the state was complete before the kill: nothing was cut"
     rev = got[-1].header.revision
     assert not check_state(apply_state({}, got), _truth(writer, "fo/", rev), rev)
     r1 = writer.put("fo/after", "x").header.revision

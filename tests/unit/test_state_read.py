@@ -285,8 +285,18 @@ def test_check_all_checks_a_state_stream_against_the_history_and_its_tail_from_r
     res = checker.check_all(hist, [checker.StreamRecord("w", spec, good)])
     assert res.ok, res.violations
     assert res.counts["states"] == 1
-    wrong = [good[0], _resp(4, mark="state_end")] + good[3:]     # claims R = 4 with a's PUT: wrong
+    wrong = [_resp(4, [("PUT", b"a", b"1", 2), ("PUT", b"b", b"2", 3)], "state"),
+             _resp(4, mark="state_end")] + good[3:]             # a at R = 4, deleted at 4: wrong
     res = checker.check_all(hist, [checker.StreamRecord("w", spec, wrong)])
     assert res.by_guarantee["State"] == 1
     gap = good[:2] + good[3:]                                    # the tail misses revision 4
     assert not checker.check_all(hist, [checker.StreamRecord("w", spec, gap)]).ok
+
+
+def test_the_checker_flags_two_states_mixed_without_a_reset():
+    a, b = ("PUT", b"a", b"1", 2), ("PUT", b"b", b"2", 3)
+    ok = [_resp(5, [a], "state"), _resp(7, mark="reset"), _resp(7, [a], "state"), _resp(7, [b], "state"),
+          _resp(7, mark="state_end")]
+    assert checker.check_state_order(ok) == []
+    mixed = [_resp(5, [a], "state"), _resp(7, [a], "state"), _resp(7, [b], "state"), _resp(7, mark="state_end")]
+    assert len(checker.check_state_order(mixed)) == 2        # another revision, and a key again

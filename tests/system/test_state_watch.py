@@ -208,3 +208,26 @@ def test_initial_state_across_a_fanout_kill(make_cluster):
     r1 = writer.put("fo/after", "x").header.revision
     live = _responses(w, lambda r: bool(r.events))
     assert [(e.kv.key, e.kv.mod_revision) for r in live for e in r.events] == [(b"fo/after", r1)]
+
+
+def test_a_slow_client_that_loses_state_pieces_gets_a_reset_and_the_whole_state_again(make_cluster):
+    """Section 7.6 and 7.7: a session that does not read while its state arrives has its held
+    pieces dropped (victims); its state is then read again from a reset, never continued from a
+    hole, and the application ends with the exact state and the changes after it."""
+    cl = make_cluster(env={"ZWATCH_SESSION_WINDOW_BYTES": str(128 << 10), "ZWATCH_STALL_S": "0.3",
+                           "ZWATCH_SYNC_CHUNK_REVISIONS": "20"})
+    c = cl.client()
+    from zwatch import Put
+    for i in range(0, 2000, 100):
+        c.txn([], [Put(f"sl/{k:05d}", "v" * 1000) for k in range(i, i + 100)], [])
+    w = c.watch("sl/", prefix=True, initial_state=True)
+    time.sleep(2.0)                     # not reading: the window fills, held pieces are dropped
+    assert cl["fanout0"].events("watch.victim"), "the session never became a victim: nothing was dropped"
+    got = _responses(w, lambda r: r.state_complete, timeout=60)
+    assert any(r.reset for r in got), "pieces were dropped but no reset came"
+    assert check_state_order(got) == []
+    rev = got[-1].header.revision
+    assert not check_state(apply_state({}, got), _truth(c, "sl/", rev), rev)
+    r1 = c.put("sl/after", "x").header.revision
+    live = _responses(w, lambda r: bool(r.events))
+    assert [(e.kv.key, e.kv.mod_revision) for r in live for e in r.events] == [(b"sl/after", r1)]

@@ -300,3 +300,20 @@ def test_the_checker_flags_two_states_mixed_without_a_reset():
     assert checker.check_state_order(ok) == []
     mixed = [_resp(5, [a], "state"), _resp(7, [a], "state"), _resp(7, [b], "state"), _resp(7, mark="state_end")]
     assert len(checker.check_state_order(mixed)) == 2        # another revision, and a key again
+
+
+def test_a_digest_is_taken_against_what_the_client_really_got():
+    """History frames queued before the resync and dropped afterwards: the client's copy is
+    older than the position the digest was computed from, so the digest's `since` is lowered to
+    the first revision it lost - 1 and the state is read again from a reset."""
+    core = joined()
+    s = Session(b"s1", "s1")
+    w = create(core, s, start_revision=4, on_compacted="digest")
+    core.take_syncer_work()
+    core.on_sync_events([([(w.uid, w.epoch)], 5, 6, msgpack.packb([[1], 10, [[0, [b"b", 5, 5, 1, b"v", 0]]], False]), {})])
+    core.on_compacted([(w.uid, w.epoch, 8)])
+    assert core.take_syncer_work()[1][0].opts["state_since"] == 6
+    history = [o for o in core.take_output()[s.ident] if isinstance(o, WatchOut)][0]
+    core.victimize(history.owner, now=0.0)                      # revision 5's frame never left
+    core.retry_victims(now=100.0)
+    assert core.take_syncer_work()[1][-1].opts == {"state": 2, "state_since": 4, "state_reset": True}

@@ -138,7 +138,10 @@ def test_on_compacted_resync_and_digest_instead_of_a_cancel(make_cluster, mode):
 def test_resync_when_compacted_while_catching_up_from_the_syncer(make_cluster):
     """The compaction is found by the syncer's batch (not at create): the fan-out turns its
     compacted cancel into a resync."""
-    cl = make_cluster(env={"ZWATCH_SYNC_CHUNK_REVISIONS": "5", "ZWATCH_RING_REVISIONS": "4"})
+    # The batch starts 1.5 s after the registration (quiet window and batch delay): the
+    # compaction is in by then, so it is the batch that finds the watch compacted.
+    cl = make_cluster(env={"ZWATCH_SYNC_CHUNK_REVISIONS": "5", "ZWATCH_RING_REVISIONS": "4",
+                           "ZWATCH_SYNC_QUIET_S": "1.5", "ZWATCH_SYNC_BATCH_DELAY_S": "1.5"})
     c = cl.client()
     for i in range(40):
         c.put(f"cu/{i % 9}", f"v{i}")
@@ -155,6 +158,8 @@ def test_resync_when_compacted_while_catching_up_from_the_syncer(make_cluster):
     # some history may have come before the reset; from the reset on, the state at R
     resets = [i for i, r in enumerate(got) if r.reset]
     assert resets, "the watch caught up before the compaction: nothing was resynced"
+    from zwatch.tools.bench.systems import syncer_stats_at
+    assert syncer_stats_at(cl.syncer_ep)["compacted"] >= 1, "not found compacted by the syncer's batch"
     rev = got[-1].header.revision
     assert not check_state(apply_state({}, got[resets[-1]:]), _truth(c, "cu/", rev), rev)
 

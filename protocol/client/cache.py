@@ -7,7 +7,8 @@ What client-go's reflector + informer give Go users, for a zwatch range::
     cache.get(b"config/a")              # KeyValue or None
     revision, items = cache.snapshot()  # a consistent copy: the range exactly as it was at revision
 
-How it stays consistent: a range read at revision R (the "list"), then a watch from R + 1 whose
+How it stays consistent: a range read at revision R (the "list"; with on_compacted resync or digest,
+the default, the watch's own initial state at R, SPEC.md section 7.7), then a watch from R + 1 whose
 responses are applied whole, one revision at a time (a revision's events always arrive in one
 response, SPEC.md), under the cache's lock.  So ``revision`` only moves to a revision whose
 events are all applied, and a snapshot taken under the lock is the range's true state at that
@@ -142,10 +143,16 @@ class Cache:
 
     # ------------------------------------------------------------------ inside
     def _list(self):
-        """List the range at the current revision R, replace the map, watch from R + 1."""
-        resp = self.client.get(self._key, **self._range)
-        fresh = {kv.key: kv for kv in resp.kvs}
-        rev = resp.header.revision
+        """List the range at the current revision R, replace the map, watch from R + 1.  With
+        on_compacted resync / digest the list is the watch's own initial state (one watch, the
+        kvs in bounded pieces instead of one range reply of the whole range)."""
+        if self.on_compacted != "cancel":
+            fresh, rev, watch = self._initial_state()
+        else:
+            resp = self.client.get(self._key, **self._range)
+            fresh = {kv.key: kv for kv in resp.kvs}
+            rev = resp.header.revision
+            watch = None
         changes = []
         with self._cond:
             if self.revision:      # a re-list: what changed while the watch was gone
@@ -159,11 +166,34 @@ class Cache:
             self._items = fresh
             self.revision = rev
             self._cond.notify_all()
-        self._watch = self.client.watch(self._key, start_revision=rev + 1, prev_kv=True,
-                                        on_compacted=self.on_compacted, **self._range)
+        self._watch = watch if watch is not None else self.client.watch(
+            self._key, start_revision=rev + 1, prev_kv=True, on_compacted=self.on_compacted, **self._range)
         self._staging = None
         for ev in changes:
             self._changed(ev)
+
+    def _initial_state(self, timeout: float = 60.0):
+        """A watch with initial_state, read up to its state_complete -> (map, R, the watch)."""
+        w = self.client.watch(self._key, prev_kv=True, initial_state=True, on_compacted=self.on_compacted,
+                              **self._range)
+        fresh: dict[bytes, KeyValue] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                resp = w.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                w.cancel()
+                raise errors.Unavailable("the cache's initial state did not complete in time") from None
+            if resp is None or resp.canceled:
+                raise w.error or errors.Unavailable(f"the cache's watch ended during its initial state: "
+                                                    f"{w.cancel_reason}")
+            if resp.reset:                    # a failover cut the state: it comes again whole
+                fresh = {}
+            elif resp.initial_state:
+                for ev in resp.events:
+                    fresh[ev.kv.key] = ev.kv
+            elif resp.state_complete:
+                return fresh, resp.header.revision, w
 
     def _run(self):
         while not self._closed:

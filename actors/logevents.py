@@ -57,6 +57,7 @@ SYNCER = (
     LogEvent("syncer.data_dir_unwritable", "error", "the data dir cannot be created, written or opened: one line on stderr, exit code 2"),
     LogEvent("syncer.stats", "info", "every ZWATCH_STATS_S: pending watchers, batch, outbox and counters of the interval"),
     LogEvent("sync.batch", "info", "a batch of catching-up watchers was handed back to the fan-outs"),
+    LogEvent("sync.state", "info", "a watch's state (initial state or resync) was sent and the watch handed off at its revision"),
     LogEvent("syncer.fanout_dropped", "info", "a fan-out was forgotten with its watchers (silent or unreachable)"),
     LogEvent("syncer.store_reopened", "info", "a defrag swapped the LMDB file: the syncer reads the new one from now on"),
     LogEvent("syncer.snapshot_begun", "info", "a consistent snapshot copy was made for `zwatch snapshot save`"),

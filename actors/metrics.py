@@ -335,6 +335,9 @@ class SyncerCollector:
         f.counter("zwatch_sync_records_scanned_total", "history records read by catch-up scans",
                   totals.get("records_scanned", 0))
         f.counter("zwatch_syncer_reads_total", "client reads (range) served", totals.get("reads", 0))
+        f.counter("zwatch_sync_state_kvs_total", "kvs read for watches' states (initial states, resyncs)",
+                  totals.get("state_kvs", 0))
+        f.counter("zwatch_sync_states_total", "watch states sent (initial states, resyncs)", totals.get("state_reads", 0))
         pending = _attr(s, "pending")
         batch = _attr(s, "batch")
         f.gauge("zwatch_sync_watchers_pending", "catching-up watchers waiting for a batch or in the running one",

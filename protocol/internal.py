@@ -703,16 +703,28 @@ def decode_from_syncer(raw: bytes):
 
 # ---------------------------------------------------------------- ready-encoded responses
 def unpack_response(resp: bytes) -> tuple[list, int, list, bool]:
-    """A ready-encoded watch response [watch_ids, header_revision, events, fragment] -> its fields."""
-    msg = _list(_unpack(resp), "a watch response", 4)
-    ids, rev, events, fragment = msg
+    """A ready-encoded watch response [watch_ids, header_revision, events, fragment(, ext)] ->
+    its first four fields (ext: unpack_response_ext)."""
+    return unpack_response_ext(resp)[:4]
+
+
+def unpack_response_ext(resp: bytes) -> tuple[list, int, list, bool, dict | None]:
+    """As unpack_response, with the response's ext map (SPEC.md section 7.2; None without one)."""
+    msg = _list(_unpack(resp), "a watch response")
+    if len(msg) not in (4, 5):
+        raise InvalidArgument(f"a watch response has {len(msg)} fields, expected 4 or 5")
+    ids, rev, events, fragment = msg[:4]
+    ext = msg[4] if len(msg) == 5 else None
+    if ext is not None and type(ext) is not dict:
+        raise InvalidArgument("a watch response's ext must be a map")
     for i in _list(ids, "watch ids"):
         _int(i, "a watch id", -1)
-    return ids, _int(rev, "header revision"), _list(events, "events"), _bool(fragment, "fragment")
+    return ids, _int(rev, "header revision"), _list(events, "events"), _bool(fragment, "fragment"), ext
 
 
 def repack_response(ids: list[int], resp: bytes) -> bytes:
     """The same response for fewer (or other) watch ids: the fan-out's re-encoding when some
     members of a syncer group were canceled or re-registered meanwhile."""
-    _, rev, events, fragment = unpack_response(resp)
-    return _pack([list(ids), rev, events, fragment])
+    _, rev, events, fragment, ext = unpack_response_ext(resp)
+    # The ext map (an initial state's mark, a stream's hash) stays: it describes the events.
+    return _pack([list(ids), rev, events, fragment] + ([ext] if ext is not None else []))

@@ -437,6 +437,9 @@ def get_key(body: dict, name: str = "key") -> bytes:
     return key
 
 
+ON_COMPACTED = ("cancel", "resync", "digest")     # watch_create on_compacted (SPEC.md section 7.7)
+
+
 class WatchSpec:
     """A validated watch_create body (SPEC.md, "watch_create").
 
@@ -444,7 +447,7 @@ class WatchSpec:
     for "every key from `key`", else range_end."""
 
     __slots__ = ("watch_id", "key", "range_end", "end", "start_revision", "prev_kv",
-                 "filter_bits", "progress_notify", "fragment")
+                 "filter_bits", "progress_notify", "fragment", "initial_state", "on_compacted")
 
     def __init__(self, body: dict):
         self.watch_id = get_int(body, "watch_id", 0, 0, MAX_WATCH_ID)
@@ -468,6 +471,15 @@ class WatchSpec:
         # The index keeps single keys in a table (end None) and needs a finite from-key end.
         _, end = key_range(self.key, self.range_end)
         self.end = None if not self.range_end else KEY_INFINITY if end is None else end
+        # Issue #16 (SPEC.md section 7.7): the range's state at R first, then changes after R;
+        # and what a compacted next revision does (etcd: cancel).
+        self.initial_state = get_bool(body, "initial_state")
+        on_compacted = body.get("on_compacted", "cancel")
+        if on_compacted not in ON_COMPACTED:
+            raise InvalidArgument("on_compacted must be one of " + ", ".join(ON_COMPACTED))
+        self.on_compacted = on_compacted
+        if self.initial_state and self.start_revision:
+            raise InvalidArgument("initial_state starts at the current revision: it takes no start_revision")
 
     @property
     def empty_range(self) -> bool:
@@ -478,7 +490,9 @@ class WatchSpec:
         filters = [f for f, bit in FILTER_BITS.items() if self.filter_bits & bit]
         return {"watch_id": self.watch_id, "key": self.key, "range_end": self.range_end,
                 "start_revision": self.start_revision, "prev_kv": self.prev_kv,
-                "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment}
+                "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment,
+                **({"initial_state": True} if self.initial_state else {}),
+                **({"on_compacted": self.on_compacted} if self.on_compacted != "cancel" else {})}
 
 
 def _watch_create(body, where: str) -> WatchSpec:

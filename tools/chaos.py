@@ -92,6 +92,10 @@ class Config:
     dump: str | None = None               # pickle everything the checker saw into this file
     keep: bool = False
     verbose: bool = False
+    # Share of the created watches that read a state (issue #16, SPEC.md 7.7): initial_state
+    # (from now), or on_compacted resync (any start), or both with digest; checked by the
+    # checker's State rule (the state equals the history's at R) and from R + 1 on.
+    state_watches: float = 0.0
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Tracked:
     ended: bool = False
     resume_of: str | None = None
     history: bool = False
+    state_opts: dict = field(default_factory=dict)    # initial_state / on_compacted it was created with
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -424,7 +429,7 @@ class Chaos:
 
     # ------------------------------------------------------------------ watches
     def _create_watch(self, ci: int, spec: checker.WatchSpec, *, history=False, resume_of=None,
-                      progress_notify=False) -> Tracked | None:
+                      progress_notify=False, state_opts=None) -> Tracked | None:
         c = self.wclients[ci]
         with self.lock:
             spec.compact_at_create = self.compact_acked
@@ -433,10 +438,10 @@ class Chaos:
         kw = {}
         if spec.range_end:
             kw["range_end"] = spec.range_end
-        t = Tracked(name, ci, spec, history=history, resume_of=resume_of)
+        t = Tracked(name, ci, spec, history=history, resume_of=resume_of, state_opts=dict(state_opts or {}))
         try:
             h = c.watch(spec.key, start_revision=spec.start_revision, prev_kv=spec.prev_kv,
-                        filters=list(spec.filters), progress_notify=progress_notify, **kw)
+                        filters=list(spec.filters), progress_notify=progress_notify, **kw, **t.state_opts)
         except ZwatchError as e:
             self.watch_counts[f"create failed ({e.code})"] += 1
             return None
@@ -519,7 +524,8 @@ class Chaos:
                 active = [t for t in self.streams if not t.ended and not t.history and not t.canceled_by_client]
             if len(active) < self.cfg.max_active_watches and rng.random() < 0.6:
                 spec, pn = self._random_spec(rng)
-                self._create_watch(rng.randrange(len(self.wclients)), spec, progress_notify=pn)
+                self._create_watch(rng.randrange(len(self.wclients)), spec, progress_notify=pn,
+                                   state_opts=self._random_state_opts(rng, spec))
             elif active and rng.random() < 0.5:
                 t = rng.choice(active)
                 t.canceled_by_client = True
@@ -532,9 +538,20 @@ class Chaos:
                 if rng.random() < 0.4:
                     self._resume(t)
 
+    def _random_state_opts(self, rng: random.Random, spec: checker.WatchSpec) -> dict:
+        """initial_state / on_compacted for a share cfg.state_watches of the watches.  A digest
+        only for an initial-state watch: only it holds the whole range a digest is against."""
+        if rng.random() >= self.cfg.state_watches:
+            return {}
+        if spec.start_revision == 0 and rng.random() < 0.6:
+            self.watch_counts["initial_state"] += 1
+            return {"initial_state": True, "on_compacted": rng.choice(("cancel", "resync", "digest"))}
+        self.watch_counts["on_compacted_resync"] += 1
+        return {"on_compacted": "resync"}
+
     def _resume(self, t: Tracked):
         """The application's resume: a new watch from the old one's last revision + 1."""
-        if any(getattr(r, "canceled", False) for r in t.responses):
+        if any(getattr(r, "canceled", False) for r in t.responses) or t.state_opts:
             return
         reached = checker.stream_reached(checker.StreamRecord(t.name, t.spec, t.responses))
         old = t.spec
@@ -758,6 +775,7 @@ class Chaos:
                             canceled_other=result.counts["canceled_other"]),
             "responses": result.counts["responses"],
             "events_delivered": result.counts["events_delivered"],
+            "states_checked": result.counts["states"],
             "progress_notifications": result.counts["progress_notifications"],
             "progress_requests": dict(self.progress_counts),
             "history_events": len(self.history),
@@ -843,11 +861,13 @@ def main(argv=None) -> int:
     ap.add_argument("--dump", help="pickle the history, acknowledged writes and streams into this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     ap.add_argument("--no-leases", action="store_true", help="no lease worker (leases, expiry, revokes)")
+    ap.add_argument("--state-watches", type=float, default=0.0, metavar="SHARE",
+                    help="share of the watches created with initial_state and/or on_compacted resync|digest (issue #16)")
     args = ap.parse_args(argv)
     cfg = Config(seconds=args.seconds, seed=args.seed, fanouts=args.fanouts, writers=args.writers,
                  watch_clients=max(2, args.watch_clients), kill_every=tuple(args.kill_every),
                  ring_revisions=args.ring_revisions, logs=args.logs, dump=args.dump, keep=args.keep,
-                 leases=not args.no_leases,
+                 leases=not args.no_leases, state_watches=args.state_watches,
                  extra_env=dict(kv.split("=", 1) for kv in args.env))
 
     def on_term(signum, frame):

@@ -29,6 +29,8 @@ Resumable  a watch re-created from last revision + 1 (by the client after a fail
            the application) continues exactly: gaps/duplicates right after a failover, or in
            an explicitly resumed stream, are reported under this name
 Bookmarkable  a progress notification at R comes after every matching event <= R
+State      an initial state or a resync's state (SPEC.md section 7.7) leaves the client with
+           exactly the range's kvs at its revision R; the stream after it is checked from R + 1
 Filter / Range   only events of the watch's key range and not filtered out (NOPUT/NODELETE)
 StartRevision    no event below the start revision
 PrevKV     prev_kv is the key's previous live kv (absent if none, or compacted), only if asked
@@ -770,6 +772,148 @@ def _check_prev_kv(sink, spec, e, h, hist, compact_revision):
                            f"{(want.key, want.value, want.create_revision, want.revision, want.version)}")
 
 
+# ------------------------------------------------------------------------------------ states
+# Issue #16 (SPEC.md section 7.7): a watch's initial state, or a resync's state, at revision R.
+# State             the kvs a state leaves the client with equal the range's kvs at R (its
+#                   values and mod_revisions): for an initial state, a range read at R; for a
+#                   resync, the truth at R; for a digest, the client's map before the reset
+#                   with the changed kvs applied and only the named unchanged keys kept.
+# A state's responses are told apart by their ext "mark" (reset / state / state_end).
+
+def _mark(r):
+    ext = getattr(r, "ext", None)
+    return ext.get("mark") if isinstance(ext, dict) else None
+
+
+def apply_state(held: dict, responses) -> dict:
+    """The map {key: (value, mod_revision)} a client holds after `responses`, starting from
+    `held` (not modified): live events change it; a reset (or a state without one) starts a map
+    aside, filled by the state's kvs and, for a digest, the named unchanged keys taken from the
+    map before; state_end swaps it in."""
+    held = dict(held)
+    staging = None
+    for r in responses:
+        mark = _mark(r)
+        if mark == "reset":
+            staging = {}
+        elif mark == "state":
+            if staging is None:
+                staging = {}
+            for k in (r.ext.get("same") or ()):
+                if k in held:
+                    staging[k] = held[k]
+            for e in _events_of(r):
+                staging[_bytes(e.kv.key)] = (_bytes(e.kv.value), e.kv.mod_revision)
+        elif mark == "state_end":
+            held = staging if staging is not None else {}
+            staging = None
+        elif staging is None:
+            for e in _events_of(r):
+                if _TYPES[e.type] == PUT:
+                    held[_bytes(e.kv.key)] = (_bytes(e.kv.value), e.kv.mod_revision)
+                else:
+                    held.pop(_bytes(e.kv.key), None)
+    return held
+
+
+def _as_state(truth) -> dict:
+    """{key: (value, mod_revision)} from such a map, or from KeyValue-like objects / a list of them."""
+    if isinstance(truth, dict):
+        items = truth.items()
+    else:
+        items = ((kv.key, kv) for kv in truth)
+    out = {}
+    for k, v in items:
+        out[_bytes(k)] = tuple(v) if isinstance(v, tuple) else (_bytes(v.value), v.mod_revision)
+    return out
+
+
+def check_state(held, truth, revision: int) -> list[str]:
+    """[State] violations: the map a state left (apply_state) against the truth at its revision
+    (a range read at it, or state_at)."""
+    held, truth = _as_state(held), _as_state(truth)
+    out = []
+    for k in sorted(set(held) | set(truth)):
+        a, b = held.get(k), truth.get(k)
+        if a != b:
+            out.append(f"[State] at revision {revision}: key {k!r} is {a!r} in the state, {b!r} in the truth")
+            if len(out) >= MAX_PER_KIND:
+                break
+    return out
+
+
+def check_state_order(responses) -> list[str]:
+    """[State] violations of a state's shape: its pieces tile the range in key order (every key
+    above the previous piece's), all at one revision, between a start (a reset, or the first
+    piece) and state_end.  A state read again without a reset (two states mixed) breaks it."""
+    out = []
+    last_key, rev = None, None
+    for i, r in enumerate(responses):
+        mark = _mark(r)
+        if mark == "reset":
+            last_key, rev = None, None
+        elif mark == "state":
+            keys = sorted([_bytes(e.kv.key) for e in _events_of(r)] + [_bytes(k) for k in (r.ext.get("same") or ())])
+            if rev is not None and _rev(r) != rev:
+                out.append(f"[State] response #{i}: a piece at revision {_rev(r)} in a state at {rev} without a reset")
+            rev = _rev(r)
+            if keys and last_key is not None and keys[0] <= last_key:
+                out.append(f"[State] response #{i}: key {keys[0]!r} after {last_key!r} in one state (a mix without a reset?)")
+            if keys:
+                last_key = keys[-1]
+        elif mark == "state_end":
+            if rev is not None and _rev(r) != rev:
+                out.append(f"[State] response #{i}: state_end at {_rev(r)} for a state at {rev}")
+            last_key, rev = None, None
+    return out
+
+
+def state_at(hist: History, spec: WatchSpec, revision: int) -> dict:
+    """The range's kvs at `revision` from the history (which must start at revision 2)."""
+    out = {}
+    for e in hist.events:
+        if e.revision > revision:
+            break
+        if spec.matches_key(e.key):
+            if e.type == PUT:
+                out[e.key] = (e.value, e.revision)
+            else:
+                out.pop(e.key, None)
+    return out
+
+
+def check_state_stream(rec: StreamRecord, hist: History, *, compact_revision: int = 0) -> CheckResult:
+    """A stream with states (initial_state, on_compacted resync / digest): every completed state
+    equals the truth at its revision R; the stream after its last state_end is an ordinary
+    stream from R + 1 (check_stream)."""
+    res = CheckResult()
+    resps = list(rec.responses)
+    for v in check_state_order(resps):
+        res.violations.append(f"{v} (watch {rec.name})")
+        res.by_guarantee["State"] += 1
+    last_end = None
+    for i, r in enumerate(resps):
+        if _mark(r) == "state_end":
+            rev = _rev(r)
+            res.counts["states"] += 1
+            if hist.first_revision <= 2:
+                got = apply_state({}, resps[:i + 1])
+                for v in check_state(got, state_at(hist, rec.spec, rev), rev):
+                    res.violations.append(f"{v} (watch {rec.name}, {_spec_str(rec.spec)})")
+                    res.by_guarantee["State"] += 1
+            last_end = i
+    if last_end is not None:
+        tail = [r for r in resps[last_end + 1:] if _mark(r) is None]
+        spec = WatchSpec(rec.spec.key, rec.spec.range_end, _rev(resps[last_end]) + 1, rec.spec.filters,
+                         rec.spec.prev_kv)
+        epochs = None if rec.epochs is None else [e for e, r in zip(rec.epochs[last_end + 1:], resps[last_end + 1:])
+                                                  if _mark(r) is None]
+        if not any(_mark(r) == "reset" for r in resps[last_end + 1:]):
+            res.extend(check_stream(StreamRecord(rec.name + "@state", spec, tail, epochs, rec.canceled_by_client,
+                                                 rec.final_revision), hist, compact_revision=compact_revision))
+    return res
+
+
 # ------------------------------------------------------------------------------------ all
 def check_all(history, streams, *, acked=(), final_kvs=None, attempted=None, final_revision=None,
               compact_revision: int = 0, first_revision: int = 2, leases=None,
@@ -793,6 +937,9 @@ def check_all(history, streams, *, acked=(), final_kvs=None, attempted=None, fin
                 res.violations.append(f"[Resumable] watch {rec.name}: resumed {rec.resume_of} from "
                                       f"{rec.spec.start_revision}, its last revision + 1 is {want}")
                 res.by_guarantee["Resumable"] += 1
+        if any(_mark(r) is not None for r in rec.responses):
+            res.extend(check_state_stream(rec, hist, compact_revision=compact_revision))
+            continue
         res.extend(check_stream(rec, hist, compact_revision=compact_revision, resumed=resumed))
     return res
 

@@ -31,8 +31,10 @@ from ..index import KeyIndex
 from .authz import ALL, CREDENTIALS_REVOKED_REASON, PERMISSION_DENIED_REASON, AuthView
 from .ring import Ring
 from .model import (CATCHING_UP, FUTURE, SYNCED, UNSYNCED, VICTIM, ControlOut, Group, Owner, ProgressOut,
-                    ReplyOut, Session, Slot, WatchOut, Watcher)
+                    ReplyOut, Session, Slot, StateOwner, WatchOut, Watcher)
 
+STATE_FULL, STATE_DIGEST = 1, 2              # registration opts "state" (syncer/state.py)
+STATE_MARKS = frozenset({"state", "state_end", "reset"})
 COMPACTED_REASON = "mvcc: required revision has been compacted"
 EMPTY_RANGE_REASON = "etcdserver: key >= range_end: the range is empty"
 MAX_WAITING_CREATES = 100_000
@@ -88,9 +90,15 @@ class FanoutCore:
         # again (a set here, not a field of every watcher: it is rare).
         self.owes_progress: set[int] = set()
         self.held_syncer: deque = deque()                  # (op, items, auth_rev), in arrival order
+        # Issue #16, initial state and resync (SPEC.md section 7.7), kept here and not in every
+        # Watcher so that a plain watch costs what it did: uid -> the registration opts of the
+        # state it is reading ({"state": 1|2, "state_since": N, "state_reset": bool}), and
+        # uid -> its on_compacted mode ("resync" / "digest"; absent: cancel, as etcd).
+        self.state_reads: dict[int, dict] = {}
+        self.on_compacted_modes: dict[int, str] = {}
         self.on_reply = None                               # callable(ident, frame): actors/metrics.py
         self.st = dict(publishes=0, revisions=0, events=0, deliveries=0, responses=0, gaps=0, victims=0,
-                       handoffs=0, ring_catchups=0, synced_from_syncer=0, auth_denied=0)
+                       handoffs=0, ring_catchups=0, synced_from_syncer=0, auth_denied=0, resyncs=0, state_items=0)
 
     # ------------------------------------------------------------------ output
     def take_output(self) -> dict[bytes, list]:
@@ -493,8 +501,37 @@ class FanoutCore:
         self._set_state(w, UNSYNCED)
         w.epoch += 1
         w.next_rev = next_rev
-        self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv,
-                                                  w.watch_id, w.fragment, w.session.ident))
+        opts = self.state_reads.get(w.uid) if self.state_reads else None
+        if opts is None:
+            self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits,
+                                                      w.prev_kv, w.watch_id, w.fragment, w.session.ident))
+            return
+        self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits,
+                                                  w.prev_kv, w.watch_id, w.fragment, w.session.ident, opts))
+        if not opts.get("state_reset"):
+            # Registered again before its state_end (a victim, a new syncer): the client may
+            # hold part of a state, so the next read starts with a reset.
+            self.state_reads[w.uid] = {**opts, "state_reset": True}
+
+    # ------------------------------------------------------------------ states (section 7.7)
+    def _read_state(self, w: Watcher, mode: int, *, reset: bool, since: int, next_rev: int):
+        """Send w to the syncer for the state of its range (syncer/state.py): reset marker
+        (if reset), chunks at R, state_end, then a handoff at R."""
+        opts = {"state": mode, "state_reset": reset}
+        if mode == STATE_DIGEST:
+            opts["state_since"] = max(0, since)
+        self.state_reads[w.uid] = opts
+        if w.state == SYNCED and w.slot is not None:
+            self._unindex(w)
+        self._to_syncer(w, next_rev)
+
+    def _resync(self, w: Watcher, since: int):
+        """w's next revision (since + 1) is compacted and it opted into on_compacted resync or
+        digest: a reset and the state instead of a cancel (digest: only what changed after
+        `since`, the last revision the client has)."""
+        self.st["resyncs"] += 1
+        mode = STATE_DIGEST if self.on_compacted_modes.get(w.uid) == "digest" else STATE_FULL
+        self._read_state(w, mode, reset=True, since=since, next_rev=since + 1)
 
     # ------------------------------------------------------------------ the syncer
     def _current(self, uid, epoch):
@@ -537,17 +574,36 @@ class FanoutCore:
 
     def on_sync_events(self, items):
         """items: (members [(uid, epoch)], first_rev, last_rev, encoded response, extra)."""
-        for members, first_rev, last_rev, resp, _extra in items:
+        for members, first_rev, last_rev, resp, extra in items:
             current = [w for w in (self._current(uid, epoch) for uid, epoch in members) if w is not None]
             if not current:
                 continue
             if len(current) != len(members):
                 # Some were canceled or re-registered meanwhile: they must not get these events.
                 resp = internal.repack_response([w.watch_id for w in current], resp)
+            if extra and extra.get("mark") in STATE_MARKS:
+                self._state_item(current, resp, extra["mark"])
+                continue
             for w in current:
                 w.next_rev = last_rev + 1
             self.st["synced_from_syncer"] += len(current)
             self._queue(current[0].session, WatchOut(resp, Owner(tuple(current), first_rev)))
+
+    def _state_item(self, current: list, resp: bytes, mark: str):
+        """A reset, a state chunk or state_end (section 7.7): it never moves a watcher's next
+        revision (the state's kvs are not revisions in order); its owner makes a dropped frame
+        read the state again.  After state_end the watch is no longer reading a state: its
+        handoff at R follows."""
+        w = current[0]
+        opts = self.state_reads.get(w.uid)
+        if opts is None:
+            return              # not reading a state (cannot happen for the current epoch)
+        if mark == "state_end":
+            for m in current:
+                self.state_reads.pop(m.uid, None)
+        self.st["state_items"] += 1
+        self._queue(w.session, WatchOut(resp, StateOwner(tuple(current), w.next_rev, False,
+                                                         {**opts, "state_reset": True})))
 
     def on_synced(self, items):
         """items: (uid, epoch, R): every event <= R was sent; the fan-out takes over from R + 1."""
@@ -562,7 +618,10 @@ class FanoutCore:
         for uid, epoch, compact_rev in items:
             w = self._current(uid, epoch)
             if w is not None:
-                self._cancel_compacted(w, compact_rev)
+                if uid in self.on_compacted_modes and uid not in self.state_reads:
+                    self._resync(w, w.next_rev - 1)
+                else:
+                    self._cancel_compacted(w, compact_rev)
 
     def on_syncer_instance(self, instance) -> int:
         """A pong named the syncer's instance; a new one (restart) knows nothing of our unsynced
@@ -598,6 +657,16 @@ class FanoutCore:
         for w in watchers:
             if owner.owed_progress:
                 self.owes_progress.add(w.uid)     # a requested progress notification was dropped
+            if type(owner) is StateOwner:
+                # A dropped state item: the client may hold part of a state; it reads the
+                # state again from a reset (never live events on top of a partial state).
+                if w.uid not in self.state_reads:
+                    self.state_reads[w.uid] = owner.state_opts
+            elif self.state_reads and w.uid in self.state_reads:
+                # Events from before a digest resync were dropped: the client's base is older.
+                opts = self.state_reads[w.uid]
+                if opts.get("state") == STATE_DIGEST and opts["state_since"] >= first_rev:
+                    self.state_reads[w.uid] = {**opts, "state_since": first_rev - 1, "state_reset": True}
             state = w.state
             if state == SYNCED:
                 # Its position is implicit (last_seen + 1): the dropped frame's first revision
@@ -691,11 +760,21 @@ class FanoutCore:
         session.watches[wid] = w
         if spec.progress_notify:
             self.progress_watchers.add(w)
+        if spec.on_compacted != "cancel":
+            self.on_compacted_modes[uid] = spec.on_compacted
+        if spec.initial_state:
+            # The range's state at the syncer's revision R, then changes after R (section 7.7).
+            self._read_state(w, STATE_FULL, reset=False, since=0, next_rev=self.last_seen + 1)
+            return
         start = spec.start_revision
         if start == 0:
             start = self.last_seen + 1
         if start <= self.last_seen and start < self.compact_revision:
-            # Cancel with compact_revision, as etcd, without a trip to the syncer.
+            # Cancel with compact_revision, as etcd, without a trip to the syncer (or, opted
+            # in, resync: a reset, the state at a revision >= the compact revision, changes).
+            if uid in self.on_compacted_modes:
+                self._resync(w, start - 1)
+                return
             self._cancel_compacted(w, self.compact_revision)
             return
         self.place(w, start)
@@ -733,6 +812,10 @@ class FanoutCore:
         session.watches.pop(w.watch_id, None)
         self.progress_watchers.discard(w)
         self.owes_progress.discard(w.uid)
+        if self.state_reads:
+            self.state_reads.pop(w.uid, None)
+        if self.on_compacted_modes:
+            self.on_compacted_modes.pop(w.uid, None)
         if len(self.futures) > 2 * self.live_futures + 1024:
             self._prune_futures()
 

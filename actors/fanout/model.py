@@ -134,6 +134,16 @@ class Owner(NamedTuple):
     owed_progress: bool = False     # the response is a progress notification that was owed
 
 
+class StateOwner(NamedTuple):
+    """Owner of a state item (a reset, a chunk or state_end: SPEC.md section 7.7).  If its
+    frame is dropped unsent the watchers do not resume from a revision: they read their state
+    again, from a reset (state_opts: the registration opts of that state read)."""
+    watchers: tuple
+    first_rev: int
+    owed_progress: bool = False
+    state_opts: dict = {}
+
+
 class WatchOut(NamedTuple):
     """An encoded watch response (event array): needs credit; droppable (its owner then replays)."""
     data: bytes

@@ -80,6 +80,17 @@ class ReadView:
         return self._tx.range(requests.normalize("range", req))
 
     @_guard
+    def state_chunk(self, key: bytes, end, rev: int, max_keys: int = 1000,
+                    max_bytes: int = 1 << 20) -> tuple[list, bytes | None]:
+        """A bounded piece of the range's kvs alive at rev (tx.Tx.state_chunk); COMPACTED when
+        rev is below this snapshot's compact revision (the caller starts over at a newer one)."""
+        if rev < self.compact_revision:
+            raise Compacted("required revision has been compacted", compact_revision=self.compact_revision)
+        if rev > self.current_revision:
+            raise FutureRevision("required revision is a future revision")
+        return self._tx.state_chunk(key, end, rev, max_keys, max_bytes)
+
+    @_guard
     def auth_revision(self) -> int:
         """This snapshot's auth revision: one read, so a caller can keep the AuthState of a
         revision and call auth_state() only when it moved."""

@@ -98,6 +98,30 @@ class Tx:
             ok = cur.next_nodup()
         return out
 
+    def state_chunk(self, key: bytes, end, rev: int, max_keys: int, max_bytes: int) -> tuple[list, bytes | None]:
+        """One bounded piece of the keys in [key, end) alive at rev, in key order (an initial
+        state or a resync, SPEC.md section 7.7): -> (kvs, the key to continue from, or None when
+        the range is done).  Stops after max_keys kvs or once their key + value bytes reach
+        max_bytes (a single larger kv still goes alone): the records read are the keys returned
+        plus the dead keys passed over, never the rest of the range."""
+        out = []
+        size = 0
+        cur = self.lt.cursor(db=self.s._keyrev)
+        ok = cur.set_range(key)
+        while ok:
+            k = cur.key()
+            if end is not None and k >= end:
+                return out, None
+            if len(out) >= max_keys or (out and size >= max_bytes):
+                return out, k
+            dv = latest_dup(cur, rev)
+            if dv is not None and dv[16:] == LIVE:
+                kv = self.kv(dv)
+                out.append(kv)
+                size += len(kv[0]) + len(kv[4] or b"")
+            ok = cur.next_nodup()
+        return out, None
+
     def range(self, r: dict) -> dict:
         current = self.current()
         rev = self.check_rev(r["revision"], current)

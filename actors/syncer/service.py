@@ -53,6 +53,7 @@ from ..store import snapshot as store_snapshot
 from ..store.defrag import Follower, swap_lock
 from .batch import Batch, PendingQueue, StartPolicy, SyncWatcher
 from .mapped import Releaser
+from .state import StateRead, wants_state
 
 SYNCER_OPS = (frozenset({"sync", "unsync", "ping", "stats", "range", "status", "auth_state"}) | messages.SNAPSHOT_OPS
               | messages.HASH_OPS | messages.TIME_OPS)
@@ -87,13 +88,16 @@ class Syncer:
         self.stop = StopFlag()
         self.pending = PendingQueue()          # waiting for a batch
         self.batch: Batch | None = None
+        # Watches reading a state (initial state, resync: state.py), in turn order, one chunk
+        # each per loop turn.
+        self.states: dict[tuple[bytes, int], StateRead] = {}
         self.batch_started = 0.0
         self.outbox: deque[tuple[bytes, bytes]] = deque()
         self.fanout_heard: dict[bytes, float] = {}
         # What each fan-out said of itself in its last ping: the member list every pong carries.
         self.members: dict[bytes, list] = {}
         self.totals = dict(batches=0, records_scanned=0, events_sent=0, handoffs=0, compacted=0, reads=0,
-                           reads_denied=0, key_index_reads=0)
+                           reads_denied=0, key_index_reads=0, state_reads=0, state_kvs=0, state_restarts=0)
         self._auth_cache = None            # (auth revision, AuthState) of the last snapshot that needed it
         self.st = dict(self.totals)
 
@@ -163,7 +167,7 @@ class Syncer:
                 # Decided before the drain below, which may add registrations: they wait for
                 # the next round (and its quiet window).
                 due = self.start_policy.due(time.monotonic(), len(self.pending))
-                busy = (self.batch is not None or due) and not self.outbox
+                busy = (self.batch is not None or due or bool(self.states)) and not self.outbox
                 # Busy: just look for input between chunks.  Outbox full: the fan-out's pipe
                 # drains fast, retry soon (not after a full idle wait: that stalled every chunk).
                 timeout = 0 if busy else (2 if self.outbox else (5 if self.pending else 50))
@@ -177,6 +181,8 @@ class Syncer:
                         self._start_batch()
                     if self.batch is not None:
                         self._scan_chunk()
+                if self.states and not self.outbox:
+                    self._state_chunk()
                 now = time.monotonic()
                 if reap.due(now):
                     self._reap_fanouts(now)
@@ -341,6 +347,9 @@ class Syncer:
                 k = (peer, reg.uid)
                 self._forget(k)
                 w = SyncWatcher(peer, *reg._replace(next_rev=max(1, reg.next_rev)))
+                if wants_state(w.opts):            # a state read, not a replay (state.py)
+                    self.states[k] = StateRead(w)
+                    continue
                 # Join the running batch if it may (batch.py, Batch.try_join), else wait.
                 if self.batch is None or not self.batch.try_join(w):
                     self.start_policy.registered(time.monotonic(), first=not self.pending)
@@ -349,6 +358,8 @@ class Syncer:
             for uid, epoch in internal.decode_unsync(body):
                 k = (peer, uid)
                 w = self.pending.get(k) or (self.batch.get(k) if self.batch is not None else None)
+                if w is None and k in self.states:
+                    w = self.states[k].w
                 if w is not None and w.epoch == epoch:
                     self._forget((peer, uid))
         return None
@@ -378,6 +389,7 @@ class Syncer:
 
     def _forget(self, k):
         self.pending.discard(k)
+        self.states.pop(k, None)
         if self.batch is not None:
             self.batch.forget(k)
 
@@ -390,7 +402,7 @@ class Syncer:
         self.fanout_heard.pop(fanout, None)
         self.members.pop(fanout, None)
         gone = [k for k in list(self.pending.keys()) + list(self.batch.keys() if self.batch is not None else ())
-                if k[0] == fanout]
+                + list(self.states) if k[0] == fanout]
         for k in gone:
             self._forget(k)
         self.outbox = deque((f, m) for f, m in self.outbox if f != fanout)
@@ -462,6 +474,29 @@ class Syncer:
         self._post_by_fanout(partial(internal.encode_events, auth_rev=auth_rev), step.events)
         if step.handoffs is not None:
             self._finish_batch(step.handoffs, current, auth_rev)
+
+    def _state_chunk(self):
+        """One chunk of the state read whose turn it is (state.py); it goes to the back of the
+        line unless it is done.  Bounded like a batch's chunk: a huge range costs many turns,
+        never one long one."""
+        k = next(iter(self.states))
+        read = self.states.pop(k)
+        with self._reading(), self.store.reader() as view:
+            auth_rev = view.auth_revision()
+            restarts = read.restarts
+            events, handoffs, kvs = read.step(view, self.chunk_revisions, self.chunk_bytes)
+        self._count("state_kvs", kvs)
+        self._count("state_restarts", read.restarts - restarts)
+        self._post_by_fanout(partial(internal.encode_events, auth_rev=auth_rev), events)
+        if handoffs is None:
+            self.states[k] = read
+            return
+        self._post_by_fanout(partial(internal.encode_synced, auth_rev=auth_rev), handoffs)
+        self._count("state_reads")
+        w = read.w
+        self.log.info("sync.state", fanout=w.fanout.decode("utf-8", "replace"), watch_id=w.watch_id,
+                      revision=read.rev, kvs=read.kvs, chunks=read.chunks, restarts=read.restarts,
+                      digest_since=read.since if read.mode == 2 else None)
 
     def _finish_batch(self, handoffs, current: int, auth_rev: int = 0):
         batch = self.batch

@@ -151,8 +151,16 @@ def j_watch(resp) -> dict:
             e["prev_kv"] = j_kv(ev.prev_kv)
         events.append(e)
     # etcd's compacted cancel carries an empty, non-nil event list (printed []); others have nil.
-    return {"Header": j_header(resp.header), "Events": events or ([] if resp.compact_revision else None),
-            "CompactRevision": resp.compact_revision, "Canceled": resp.canceled, "Created": resp.created}
+    out = {"Header": j_header(resp.header), "Events": events or ([] if resp.compact_revision else None),
+           "CompactRevision": resp.compact_revision, "Canceled": resp.canceled, "Created": resp.created}
+    ext = getattr(resp, "ext", None)
+    if ext is not None:
+        # An initial state / resync response (SPEC.md section 7.7; not etcd's): its mark, and a
+        # digest's unchanged keys (base64, as every key here).
+        out["Mark"] = ext.get("mark")
+        if resp.unchanged_keys:
+            out["Unchanged"] = [_b64(k) for k in resp.unchanged_keys]
+    return out
 
 
 # ---------------------------------------------------------------- simple printer

@@ -59,6 +59,14 @@ def add_watch(p):
     p.add_argument("--since", metavar="TIME",
                    help="watch from the first revision committed at or after TIME: ISO 8601, 'now', "
                         "'10 minutes ago', '2h ago', Unix seconds (not with --rev)")
+    # Issue #16 (SPEC.md section 7.7): not etcdctl's.
+    p.add_argument("--initial-state", action="store_true",
+                   help="print the range's current key-values first (as PUT events), then `state complete: REV`, "
+                        "then every change after REV")
+    p.add_argument("--on-compacted", choices=("cancel", "resync", "digest"), default="cancel",
+                   help="when the watch's next revision is compacted: cancel (etcd's; exit 5), resync (print `reset`, "
+                        "the range's state, `state complete: REV`, go on) or digest (as resync, but only the "
+                        "key-values changed since the last revision printed; the unchanged keys as UNCHANGED)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="read `watch ...` and `progress` lines from stdin (etcdctl's interactive mode)")
 
@@ -94,9 +102,9 @@ def go_strings(args: list[str]) -> str:
 
 
 def is_progress_notify(resp) -> bool:
-    # clientv3's WatchResponse.IsProgressNotify.
+    # clientv3's WatchResponse.IsProgressNotify; a state's responses (section 7.7) are not.
     return (not resp.events and not resp.canceled and not resp.created and not resp.compact_revision
-            and resp.header.revision != 0)
+            and resp.header.revision != 0 and getattr(resp, "ext", None) is None)
 
 
 class ExecFailed(Exception):
@@ -118,7 +126,14 @@ class WatchPrinter:
                 sys.stderr.flush()
             if is_progress_notify(resp):
                 write_line(f"progress notify: {resp.header.revision}")
+            if resp.reset:
+                write_line("reset")            # drop what you printed so far: a state follows
+            for key in resp.unchanged_keys:
+                write_line("UNCHANGED")         # a digest: this key is as last printed
+                write_line(os.fsdecode(key) if b"\x00" not in key else go_quote(key))
             self.display.watch(resp)
+            if resp.state_complete:
+                write_line(f"state complete: {resp.header.revision}")
             sys.stdout.flush()
             for ev in resp.events if self.exec_args else ():
                 try:
@@ -153,7 +168,8 @@ def _open(c: Client, w_args, cursor=None):
     since = since_of(w_args)
     try:
         return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
-                       progress_notify=w_args.progress_notify, start_time=since)
+                       progress_notify=w_args.progress_notify, start_time=since,
+                       initial_state=w_args.initial_state, on_compacted=w_args.on_compacted)
     except (Compacted, FutureRevision) as exc:
         if since is None:
             raise

@@ -40,7 +40,7 @@ from . import calls, timeref
 from .concurrency import AsyncStepper, ElectionSteps, LockSteps, _observe, arun
 from .auth import Credentials
 from .builders import endpoints_from_env, range_body
-from .core import RETRY_AFTER_S, ClientBase, Watch
+from .core import RETRY_AFTER_S, ClientBase, Watch, state_options
 from .curve import resolve as resolve_curve
 from .direct import DIRECT_OPS, FALLBACK, AsyncDirectWrites
 from .lease import RETRY_AFTER, KeepAliveSchedule
@@ -402,8 +402,9 @@ class Client(ClientBase):
 
     async def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
                     filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
-                    start_time=None) -> AsyncWatch:
-        """As Client.watch (without a shared queue): ``async for resp in await c.watch(...)``."""
+                    start_time=None, initial_state=False, on_compacted="cancel") -> AsyncWatch:
+        """As Client.watch (without a shared queue): ``async for resp in await c.watch(...)``;
+        start_time, initial_state and on_compacted as there (SPEC.md sections 7.7, 7.11)."""
         if start_time is not None:
             if start_revision:
                 raise errors.InvalidArgument("watch: start_revision and start_time are exclusive")
@@ -411,6 +412,7 @@ class Client(ClientBase):
         body = range_body(key, range_end, prefix=prefix, from_key=from_key)
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})
+        body.update(state_options(initial_state, on_compacted))
         handle = self._register_watch(body, watch_id, lambda wid: AsyncWatch(self, wid, body))
         try:
             created = await self._call("watch_create", body, timeout)

@@ -7,7 +7,8 @@ What client-go's reflector + informer give Go users, for a zwatch range::
     cache.get(b"config/a")              # KeyValue or None
     revision, items = cache.snapshot()  # a consistent copy: the range exactly as it was at revision
 
-How it stays consistent: a range read at revision R (the "list"), then a watch from R + 1 whose
+How it stays consistent: a range read at revision R (the "list"; with on_compacted resync or digest,
+the default, the watch's own initial state at R, SPEC.md section 7.7), then a watch from R + 1 whose
 responses are applied whole, one revision at a time (a revision's events always arrive in one
 response, SPEC.md), under the cache's lock.  So ``revision`` only moves to a revision whose
 events are all applied, and a snapshot taken under the lock is the range's true state at that
@@ -17,6 +18,14 @@ compacted while it was away, or the server canceled it), the cache lists again a
 R' and replaces its map, telling ``on_change`` the differences as synthesized events (a PUT per
 new or changed key, a DELETE per key that disappeared), as an informer's re-list does;
 ``relists`` counts these.
+
+A compacted next revision does not end the watch: it is created with ``on_compacted`` "digest"
+(the default; or "resync") and the server resyncs it in place (SPEC.md section 7.7): a reset,
+the range's state at a revision R' >= the compact revision (digest: only the kvs changed since
+the cache's revision, and the names of the unchanged ones), state_complete.  The cache builds
+the new map aside and swaps it in whole at state_complete, telling ``on_change`` the
+differences as a re-list would; until then ``revision`` and the map stay at the old revision
+(never a mix).  ``resyncs`` counts these.  on_compacted="cancel": re-list instead, as before.
 
 ``wait_for(revision)`` asks the fan-out for a progress notification while it waits, so it also
 returns for revisions that changed nothing in the range.  ``on_change(event)`` is called on the
@@ -41,13 +50,17 @@ log = logging.getLogger("zwatch.client")
 
 class Cache:
     def __init__(self, client, key, range_end=None, *, prefix: bool = False, from_key: bool = False,
-                 on_change: Callable[[Event], None] | None = None, start: bool = True):
+                 on_change: Callable[[Event], None] | None = None, start: bool = True,
+                 on_compacted: str = "digest"):
         self.client = client
         self._range = dict(range_end=range_end, prefix=prefix, from_key=from_key)
         self._key = key
         self._items: dict[bytes, KeyValue] = {}
         self.revision = 0               # the map is the range's state at this revision
         self.relists = 0                # lists after the first (the watch ended: compaction, ...)
+        self.resyncs = 0                # states swapped in after a compaction (on_compacted)
+        self.on_compacted = on_compacted
+        self._staging: dict[bytes, KeyValue] | None = None    # a resync's map, until state_complete
         self.on_change = on_change
         self._cond = threading.Condition()
         self._watch = None
@@ -130,10 +143,16 @@ class Cache:
 
     # ------------------------------------------------------------------ inside
     def _list(self):
-        """List the range at the current revision R, replace the map, watch from R + 1."""
-        resp = self.client.get(self._key, **self._range)
-        fresh = {kv.key: kv for kv in resp.kvs}
-        rev = resp.header.revision
+        """List the range at the current revision R, replace the map, watch from R + 1.  With
+        on_compacted resync / digest the list is the watch's own initial state (one watch, the
+        kvs in bounded pieces instead of one range reply of the whole range)."""
+        if self.on_compacted != "cancel":
+            fresh, rev, watch = self._initial_state()
+        else:
+            resp = self.client.get(self._key, **self._range)
+            fresh = {kv.key: kv for kv in resp.kvs}
+            rev = resp.header.revision
+            watch = None
         changes = []
         with self._cond:
             if self.revision:      # a re-list: what changed while the watch was gone
@@ -147,9 +166,34 @@ class Cache:
             self._items = fresh
             self.revision = rev
             self._cond.notify_all()
-        self._watch = self.client.watch(self._key, start_revision=rev + 1, prev_kv=True, **self._range)
+        self._watch = watch if watch is not None else self.client.watch(
+            self._key, start_revision=rev + 1, prev_kv=True, on_compacted=self.on_compacted, **self._range)
+        self._staging = None
         for ev in changes:
             self._changed(ev)
+
+    def _initial_state(self, timeout: float = 60.0):
+        """A watch with initial_state, read up to its state_complete -> (map, R, the watch)."""
+        w = self.client.watch(self._key, prev_kv=True, initial_state=True, on_compacted=self.on_compacted,
+                              **self._range)
+        fresh: dict[bytes, KeyValue] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                resp = w.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                w.cancel()
+                raise errors.Unavailable("the cache's initial state did not complete in time") from None
+            if resp is None or resp.canceled:
+                raise w.error or errors.Unavailable(f"the cache's watch ended during its initial state: "
+                                                    f"{w.cancel_reason}")
+            if resp.reset:                    # a failover cut the state: it comes again whole
+                fresh = {}
+            elif resp.initial_state:
+                for ev in resp.events:
+                    fresh[ev.kv.key] = ev.kv
+            elif resp.state_complete:
+                return fresh, resp.header.revision, w
 
     def _run(self):
         while not self._closed:
@@ -190,6 +234,9 @@ class Cache:
         return False
 
     def _apply(self, resp):
+        if resp.ext is not None and (resp.reset or resp.initial_state or self._staging is not None):
+            self._apply_state(resp)
+            return
         events = resp.events
         with self._cond:
             for ev in events:
@@ -202,6 +249,47 @@ class Cache:
                 self.revision = top
             self._cond.notify_all()
         for ev in events:
+            self._changed(ev)
+
+    def _apply_state(self, resp):
+        """A resync (SPEC.md section 7.7): reset starts a map aside; its pieces fill it (a
+        digest's unchanged keys are taken from the current map); state_complete swaps it in at
+        its revision and reports the differences."""
+        if resp.reset:
+            self._staging = {}
+            return
+        staging = self._staging
+        if staging is None:
+            return                  # a state without a reset: not one this cache asked for
+        if resp.initial_state:
+            with self._cond:
+                for k in resp.unchanged_keys:
+                    kv = self._items.get(k)
+                    if kv is not None:
+                        staging[k] = kv
+            for ev in resp.events:
+                staging[ev.kv.key] = ev.kv
+            return
+        if not resp.state_complete:
+            return
+        rev = resp.header.revision
+        changes = []
+        with self._cond:
+            for k, kv in staging.items():
+                old = self._items.get(k)
+                if old is None or old.mod_revision != kv.mod_revision:
+                    changes.append(Event("PUT", kv, old))
+            for k, old in self._items.items():
+                if k not in staging:
+                    changes.append(Event("DELETE", KeyValue(k, 0, rev, 0, b""), old))
+            self._items = staging
+            if rev > self.revision:
+                self.revision = rev
+            self.resyncs += 1
+            self._cond.notify_all()
+        self._staging = None
+        log.info("cache.resync key=%r revision=%d changes=%d", self._key, rev, len(changes))
+        for ev in changes:
             self._changed(ev)
 
     def _changed(self, ev):

@@ -61,6 +61,17 @@ class _Pending:
         self.watch_id = None
 
 
+def state_options(initial_state: bool, on_compacted: str) -> dict:
+    """watch_create's initial state / resync fields (SPEC.md section 7.7); none when unused, so a
+    plain watch's request is what it was."""
+    out = {}
+    if initial_state:
+        out["initial_state"] = True
+    if on_compacted != "cancel":
+        out["on_compacted"] = on_compacted
+    return out
+
+
 class Watch:
     """A watch handle: iterate it for WatchResponse objects; cancel() ends it."""
 
@@ -80,6 +91,9 @@ class Watch:
         self.compact_revision = 0
         self._fragments: list = []
         self._resuming = False
+        # Between a state's start (initial_state, or a resync's reset) and its state_end: a
+        # resume then reads the state again (SPEC.md section 7.7).
+        self._in_state = bool(body.get("initial_state"))
         # True once this session's fan-out confirmed the watch: only then does a session-wide
         # progress notification (watch_ids [-1]) speak for it.
         self._live = False
@@ -249,6 +263,8 @@ class ClientBase(SessionIO):
 
     @staticmethod
     def _watch_created(handle: "Watch", created: dict):
+        if handle.body.get("initial_state"):
+            return       # it stands at the state's revision once state_end arrives
         if not handle.body.get("start_revision") and not handle.last_revision:
             handle.last_revision = created.get("header", {}).get("revision", 0)
 
@@ -461,7 +477,7 @@ class Client(AuthMixin, ClientBase):
 
     def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
               filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
-              queue=None, start_time=None) -> Watch:
+              queue=None, start_time=None, initial_state=False, on_compacted="cancel") -> Watch:
         """Watch a key or range; returns a handle that iterates WatchResponse objects.
 
         queue: deliver this watch's responses into an object with put() (e.g. a SimpleQueue)
@@ -475,6 +491,12 @@ class Client(AuthMixin, ClientBase):
         naive = local, or Unix seconds) instead of start_revision; resolved once, here, so the
         watch then resumes by revision like any other.  Raises Compacted (older than the
         retained history) or FutureRevision (later than the server's clock).
+        initial_state: the range's current kvs first (responses with ``initial_state``, at one
+        revision R), then ``state_complete`` at R, then every change after R (SPEC.md section
+        7.7).  on_compacted: "cancel" (etcd's behaviour), "resync" (a ``reset`` response, the
+        range's state at a revision >= the compact revision, ``state_complete``, changes) or
+        "digest" (as resync, but the state resends only kvs changed since the watch's last
+        revision and names the unchanged keys: ``unchanged_keys``).
         """
         if start_time is not None:
             if start_revision:
@@ -483,6 +505,7 @@ class Client(AuthMixin, ClientBase):
         body = range_body(key, range_end, prefix=prefix, from_key=from_key)     # key, range_end as get's
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})
+        body.update(state_options(initial_state, on_compacted))
         handle = self._register_watch(body, watch_id, lambda wid: Watch(self, wid, body, queue))
         try:
             created = self._call("watch_create", body, timeout)

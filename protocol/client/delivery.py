@@ -14,6 +14,7 @@ from .credit import WatchQueue
 from .types import Event, Header, KeyValue, WatchResponse
 
 log = logging.getLogger("zwatch.client")
+STATE_MARKS = ("reset", "state", "state_end")     # ext "mark" of an initial state / resync (SPEC.md 7.7)
 
 
 def _put(q, response, ticket):
@@ -57,9 +58,13 @@ class WatchRouter:
             if isinstance(r, dict):  # control: canceled (created comes as the create's reply)
                 self._on_control(r)
                 continue
-            ids, rev, evs, fragment = r
+            ids, rev, evs, fragment = r[:4]
+            ext = r[4] if len(r) > 4 else None
             events = [Event(messages.EVENT_TYPE_NAMES[e[0]], KeyValue.from_list(e[1]),
                             KeyValue.from_list(e[2]) if len(e) > 2 and e[2] else None) for e in evs]
+            if ext is not None and ext.get("mark") in STATE_MARKS:
+                self._on_state(ids, rev, events, ext, ticket)
+                continue
             if ids == [-1]:
                 with self.lock:
                     targets = [w for w in watches.values() if w._live]
@@ -103,6 +108,25 @@ class WatchRouter:
                     if top > w.last_revision:
                         w.last_revision = top
                 _put(q, WatchResponse(group[0].watch_id, Header(rev), fresh, watch_ids=[w.watch_id for w in group]), ticket)
+
+    def _on_state(self, ids, rev: int, events: list, ext: dict, ticket):
+        """A reset, a piece of a state or its end (SPEC.md section 7.7).  Never filtered as
+        duplicates: a state's kvs keep their own mod_revisions, in key order, not increasing.
+        state_end is the bookmark: the watch stands at the state's revision from there, and a
+        resume after a failover continues from it as any watch's."""
+        mark = ext["mark"]
+        for i in ids:
+            w = self.watches.get(i)
+            if w is None or w.canceled:
+                continue
+            if mark == "state_end":
+                w._in_state = False
+                w.last_revision = rev
+                w.body.pop("initial_state", None)     # resumed from here on as a plain watch
+            else:
+                w._in_state = True
+            _put(w.queue, WatchResponse(w.watch_id, Header(rev), events,
+                                        watch_ids=[w.watch_id] if w.shared else None, ext=ext), ticket)
 
     def _fresh(self, events: list, last_revision: int, for_watches) -> list:
         """The events above last_revision (the list itself when none is a duplicate)."""

@@ -43,7 +43,7 @@ from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
 from ..limits import PROTOCOL_VERSION
 from .resolve import RESOLVE_EVERY_S
-from .types import Header
+from .types import Header, WatchResponse
 
 if TYPE_CHECKING:
     from .core import Watch
@@ -630,7 +630,13 @@ class SessionIO:
             w._resuming = False
             w._fragments = []  # a revision cut by the failover is sent again whole
             body = dict(w.body)
-            body["start_revision"] = w._start_revision()
+            if body.get("initial_state"):
+                # Its state was cut by the failover (state_end drops initial_state from the
+                # body): the new fan-out sends the whole state again, at a new revision; the
+                # application is told to drop the part it got (SPEC.md section 7.7).
+                _deliver_reset(w)
+            else:
+                body["start_revision"] = w._start_revision()
             req_id = next(self._ids)
             self._resume_reqs[req_id] = w
             try:
@@ -675,3 +681,11 @@ class SessionIO:
 
     def _on_watch_responses(self, responses, ticket=None):
         self._router.on_watch_responses(responses, ticket)
+
+
+def _deliver_reset(w):
+    """The reset a client gives an initial-state watch whose state a failover cut (the server's
+    own resets come in its responses)."""
+    if w._in_state:
+        w.queue.put(WatchResponse(w.watch_id, Header(0), [], watch_ids=[w.watch_id] if w.shared else None,
+                                  ext={"mark": "reset"}))

@@ -148,10 +148,39 @@ class WatchResponse:
     # longer read the range) or "UNAUTHENTICATED" (its login is gone); the watch's iterator then
     # ends with that error.
     cancel_code: str = ""
+    # The response's ext map (SPEC.md section 7.2), for watches that opted into a new kind:
+    # an initial state or a resync (section 7.7) marks its responses {"mark": "reset" | "state" |
+    # "state_end"}.  None on every other response.
+    ext: dict | None = None
 
     @property
     def is_progress_notify(self) -> bool:
-        return not self.events and not self.created and not self.canceled
+        return (not self.events and not self.created and not self.canceled
+                and (self.ext is None or self.ext.get("mark") not in ("reset", "state")))
+
+    @property
+    def reset(self) -> bool:
+        """A resync (or a state read again) starts: drop what you hold of the watch's range;
+        the state follows (initial_state responses), then state_complete."""
+        return self.ext is not None and self.ext.get("mark") == "reset"
+
+    @property
+    def initial_state(self) -> bool:
+        """A piece of the range's state at header.revision: its events are PUTs in key order,
+        each kv with its own mod_revision (not a change made at header.revision)."""
+        return self.ext is not None and self.ext.get("mark") == "state"
+
+    @property
+    def state_complete(self) -> bool:
+        """The state at header.revision is complete (a bookmark): every later response is a
+        change after it.  After a reset, keys not in the state since are gone."""
+        return self.ext is not None and self.ext.get("mark") == "state_end"
+
+    @property
+    def unchanged_keys(self) -> list:
+        """A digest resync's state piece: keys that exist and did not change since the client's
+        last revision (their kvs are not resent; keep the ones you hold)."""
+        return list(self.ext.get("same", ())) if self.ext is not None and self.initial_state else []
 
 
 @dataclass(slots=True)

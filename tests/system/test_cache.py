@@ -2,14 +2,16 @@
 
 The convergence test kills the fan-out the cache's client is on and compacts the history under
 the watch while it is away, so that its resume finds its next revision compacted: the cache must
-list again and end equal to the truth (a range read at the same revision), with on_change having
-told every difference.
+list again (or, with on_compacted digest / resync, take the server's resync in place) and end equal
+to the truth (a range read at the same revision), with on_change having told every difference.
 """
 from __future__ import annotations
 
 import random
 import threading
 import time
+
+import pytest
 
 import zwatch
 
@@ -44,14 +46,17 @@ def test_cache_lists_then_follows_and_waits_for_revisions(make_cluster):
         assert cache.relists == 0
 
 
-def test_cache_converges_after_a_fanout_kill_and_a_compaction_under_it(make_cluster):
+@pytest.mark.parametrize("on_compacted", ["digest", "resync", "cancel"])
+def test_cache_converges_after_a_fanout_kill_and_a_compaction_under_it(make_cluster, on_compacted):
+    """digest / resync (issue #16, SPEC.md section 7.7): the server resyncs the watch in place;
+    cancel: the cache lists again."""
     cl = make_cluster(fanouts=2)
     writer = cl.client([cl.fanout_eps[1]], timeout=10)
     for i in range(20):
         writer.put(f"inf/{i}", f"v{i}")
     reader = cl.client(cl.fanout_eps, timeout=10)               # on fan-out 0, fails over to 1
     changes = []
-    cache = zwatch.Cache(reader, "inf/", prefix=True, on_change=changes.append)
+    cache = zwatch.Cache(reader, "inf/", prefix=True, on_change=changes.append, on_compacted=on_compacted)
     replica = {k: kv.value for k, kv in cache.items()}         # the first list, then on_change's events
     stop = threading.Event()
     rng = random.Random(7)
@@ -81,7 +86,11 @@ def test_cache_converges_after_a_fanout_kill_and_a_compaction_under_it(make_clus
     assert cache.wait_for(final, timeout=30), f"cache stuck at {cache.revision}, final {final}"
     rev, items = _mine(cache)
     assert items == _truth(writer, "inf/", rev)
-    assert cache.relists >= 1, "the watch resumed without hitting the compaction: the test did not test it"
+    if on_compacted == "cancel":
+        assert cache.relists >= 1, "the watch resumed without hitting the compaction: the test did not test it"
+    else:
+        assert cache.resyncs >= 1 and cache.relists == 0, \
+            f"resyncs {cache.resyncs}, relists {cache.relists}: the compaction was not resynced in place"
     # on_change told every difference: its events over the first list give the same map
     deadline = time.monotonic() + 5
     while not any(e.kv.key == b"inf/final" for e in list(changes)) and time.monotonic() < deadline:

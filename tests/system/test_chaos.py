@@ -47,6 +47,17 @@ def test_chaos_short_seeded_run():
     check_report(run_chaos(20, 7, "--kill-every", "1.5", "3"))
 
 
+@pytest.mark.timeout(300)
+def test_chaos_with_initial_state_and_resync_watches():
+    """Issue #16: watches with initial_state and on_compacted resync / digest under kills and
+    compactions; the checker's State rule holds every state to the history at its revision
+    (breaking the syncer's state read, e.g. dropping a kv per piece, fails it)."""
+    rep = run_chaos(20, 3, "--kill-every", "1.5", "3", "--state-watches", "0.6")
+    check_report(rep)
+    assert rep["states_checked"] >= 3, rep["watches"]
+    assert rep["watches"].get("initial_state", 0) >= 1 and rep["watches"].get("on_compacted_resync", 0) >= 1
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_chaos_soak_60s():

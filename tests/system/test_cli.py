@@ -386,6 +386,39 @@ def test_watch_canceled_by_compaction_exits_5(cluster):
                         "Error: watch is canceled by the server\n")
 
 
+def test_watch_initial_state_and_on_compacted_resync_and_digest(cluster):
+    """Issue #16 (SPEC.md section 7.7): --initial-state prints the range's kvs as PUT events,
+    `state complete: REV`, then the changes; --on-compacted resync / digest print `reset` and
+    the state instead of exiting 5 (digest: only what changed since --rev - 1, the rest named)."""
+    ep = cluster.fanout_eps[0]
+    ok(ep, "put", "s/a", "1")                                                # revision 2
+    ok(ep, "put", "s/b", "2")                                                # 3
+    st = Lines(watch_cmd(ep, "s/", "--prefix", "--initial-state"))
+    js = Lines(watch_cmd(ep, "s/a", "--initial-state", "-w", "json"))
+    try:
+        assert st.take(5) == ["PUT", "s/a", "1", "PUT", "s/b"] and st.take(2) == ["2", "state complete: 3"]
+        first, end = (json.loads(x) for x in js.take(2))
+        assert first["Mark"] == "state" and first["Events"][0]["kv"]["value"] == "MQ=="
+        assert end["Mark"] == "state_end" and end["Header"]["revision"] == 3 and end["Events"] is None
+        ok(ep, "put", "s/c", "3")                                            # 4
+        assert st.take(3) == ["PUT", "s/c", "3"]
+    finally:
+        assert st.stop() == 0 and js.stop() == 0
+    ok(ep, "put", "s/a", "new")                                              # 5
+    ok(ep, "del", "s/b")                                                     # 6
+    ok(ep, "compaction", "6")
+    rs = Lines(watch_cmd(ep, "s/", "--prefix", "--rev", "4", "--on-compacted", "resync"))
+    dg = Lines(watch_cmd(ep, "s/", "--prefix", "--rev", "5", "--on-compacted", "digest"))
+    try:
+        assert rs.take(8) == ["reset", "PUT", "s/a", "new", "PUT", "s/c", "3", "state complete: 6"]
+        # the client held revision 4: s/a changed after it, s/c did not, s/b is gone (not named)
+        assert dg.take(7) == ["reset", "UNCHANGED", "s/c", "PUT", "s/a", "new", "state complete: 6"]
+        ok(ep, "put", "s/d", "4")
+        assert rs.take(3) == ["PUT", "s/d", "4"] and dg.take(3) == ["PUT", "s/d", "4"]
+    finally:
+        assert rs.stop() == 0 and dg.stop() == 0
+
+
 # ================================================================ the launchers and the Procfile
 def _wait_status(ep, timeout=20.0):
     deadline = time.monotonic() + timeout

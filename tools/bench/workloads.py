@@ -514,3 +514,12 @@ ORDER += list(bigstore.DEFAULTS)
 RUNNERS.update(startup=bigstore.startup, history_single_key=bigstore.history_single_key)
 ONLY_ZWATCH |= bigstore.ONLY_ZWATCH
 OWN_CLUSTER = set(bigstore.OWN_CLUSTER)          # no cluster started for them by the bench
+
+# Initial state and resync (kinds_state.py: zwatch only, issue #16 items 1-2).
+from . import kinds_state  # noqa: E402
+
+DEFAULTS.update(kinds_state.DEFAULTS)
+QUICK.update(kinds_state.QUICK)
+ORDER += list(kinds_state.DEFAULTS)
+RUNNERS.update(initial_state=kinds_state.initial_state, resync_digest=kinds_state.resync_digest)
+ONLY_ZWATCH |= kinds_state.ONLY_ZWATCH

@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 from .errors import (ZwatchError, InvalidArgument, Compacted, FutureRevision, ResourceExhausted,  # noqa: E402
                      Unavailable, Internal, Unimplemented, FailedPrecondition, NoSpace, LeaseNotFound,
                      LeaseExists, LeaseTTLTooLarge, Unauthenticated, PermissionDenied, UserExists,
-                     UserNotFound, RoleExists, RoleNotFound, RoleNotGranted, PermissionNotGranted)
+                     UserNotFound, RoleExists, RoleNotFound, RoleNotGranted, PermissionNotGranted,
+                     StreamDiverged)
 
 # Every error class, so that ``except zwatch.Compacted`` works without knowing the module layout
 # (tests/unit/test_exports.py checks that none is missing).
@@ -20,7 +21,7 @@ ERROR_CLASSES = ("ZwatchError", "InvalidArgument", "Compacted", "FutureRevision"
                  "Unavailable", "Internal", "Unimplemented", "FailedPrecondition", "NoSpace", "LeaseNotFound",
                  "LeaseExists", "LeaseTTLTooLarge", "Unauthenticated", "PermissionDenied", "UserExists",
                  "UserNotFound", "RoleExists", "RoleNotFound", "RoleNotGranted", "PermissionNotGranted",
-                 "NotLeader")
+                 "StreamDiverged", "NotLeader")
 
 # Names this package re-exports from zwatch.client, loaded when first asked for.
 _CLIENT_NAMES = frozenset({"Client", "Watch", "WatchResponse", "Event", "KeyValue", "Header", "Value", "Version",

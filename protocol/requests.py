@@ -410,7 +410,7 @@ class WatchSpec:
     for "every key from `key`", else range_end."""
 
     __slots__ = ("watch_id", "key", "range_end", "end", "start_revision", "prev_kv",
-                 "filter_bits", "progress_notify", "fragment")
+                 "filter_bits", "progress_notify", "fragment", "verify")
 
     def __init__(self, body: dict):
         self.watch_id = get_int(body, "watch_id", 0, 0, MAX_WATCH_ID)
@@ -422,6 +422,8 @@ class WatchSpec:
         self.prev_kv = get_bool(body, "prev_kv")
         self.progress_notify = get_bool(body, "progress_notify")
         self.fragment = get_bool(body, "fragment")
+        # A verified stream (SPEC.md 7.10): its bookmarks carry the hash of its events.
+        self.verify = get_bool(body, "verify")
         filters = body.get("filters", [])
         if not isinstance(filters, list) or len(filters) > 2:
             raise InvalidArgument("filters must be a list of NOPUT / NODELETE")
@@ -444,11 +446,27 @@ class WatchSpec:
         filters = [f for f, bit in FILTER_BITS.items() if self.filter_bits & bit]
         return {"watch_id": self.watch_id, "key": self.key, "range_end": self.range_end,
                 "start_revision": self.start_revision, "prev_kv": self.prev_kv,
-                "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment}
+                "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment,
+                **({"verify": True} if self.verify else {})}
 
 
 def _watch_create(body, where: str) -> WatchSpec:
     return WatchSpec(body)
+
+
+def _watch_hash(body, where: str) -> dict:
+    """watch_hash (SPEC.md 7.10): the stream hash a verified watch of this spec starting at
+    start_revision would carry in a bookmark at `revision` (0: the current one)."""
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"{where} must be a map, got {type(body).__name__}")
+    known = ("key", "range_end", "filters", "start_revision", "revision")
+    unknown = [k for k in body if k not in known]
+    if unknown:
+        raise InvalidArgument(f"{where} has unknown field {str(unknown[0])[:32]!r}")
+    spec = WatchSpec({k: body[k] for k in ("key", "range_end", "filters", "start_revision") if k in body})
+    if spec.start_revision < 1:
+        raise InvalidArgument(f"{where}.start_revision must be at least 1")
+    return {"spec": spec, "start_revision": spec.start_revision, "revision": get_int(body, "revision")}
 
 
 def _watch_cancel(body, where: str) -> dict:
@@ -515,7 +533,8 @@ _INFO_OPS = {"status": lambda body, where: check_fields(body, {}, where),
              "health": lambda body, where: check_fields(body, {}, where),
              "member_list": lambda body, where: check_fields(body, {}, where),
              # revision 0: the current one (etcd's HashKV)
-             "hash_kv": lambda body, where: check_fields(body, {"revision": ("uint", 0)}, where)}
+             "hash_kv": lambda body, where: check_fields(body, {"revision": ("uint", 0)}, where),
+             "watch_hash": _watch_hash}
 
 _NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, **_AUTH_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
                 "ack": _ack, "hello": _hello, **_ALARM_OPS, **_MAINTENANCE_OPS, **_INFO_OPS}

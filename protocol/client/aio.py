@@ -351,6 +351,18 @@ class Client(ClientBase):
     async def member_list(self, timeout=None):
         return await self._request(calls.member_list(), timeout)
 
+    async def watch_hash(self, key, range_end=None, *, prefix=False, from_key=False, filters=(),
+                         start_revision: int, revision: int = 0, timeout=None):
+        """As Client.watch_hash."""
+        steps = calls.watch_hash(key, range_end, prefix=prefix, from_key=from_key, filters=filters,
+                                        start_revision=start_revision, revision=revision)
+        call = next(steps)
+        try:
+            while True:
+                call = steps.send(await self._request(call, timeout))
+        except StopIteration as done:
+            return done.value
+
     async def hash_kv(self, revision: int = 0, timeout=None):
         return await self._request(calls.hash_kv(revision), timeout)
 
@@ -382,11 +394,15 @@ class Client(ClientBase):
         return await self._request(calls.leases(), timeout)
 
     async def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
-                    filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None) -> AsyncWatch:
-        """As Client.watch (without a shared queue): ``async for resp in await c.watch(...)``."""
+                    filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
+                    verify=False) -> AsyncWatch:
+        """As Client.watch (without a shared queue): ``async for resp in await c.watch(...)``;
+        verify: a verified stream, as Client.watch's (ends with zwatch.StreamDiverged)."""
         body = range_body(key, range_end, prefix=prefix, from_key=from_key)
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})
+        if verify:
+            body["verify"] = True
         handle = self._register_watch(body, watch_id, lambda wid: AsyncWatch(self, wid, body))
         try:
             created = await self._call("watch_create", body, timeout)

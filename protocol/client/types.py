@@ -125,6 +125,17 @@ class HashKVResponse:
 
 
 @dataclass(slots=True)
+class WatchHashResponse:
+    """watch_hash (SPEC.md 7.10): the stream hash a verified watch of this spec started at
+    start_revision carries in a bookmark at `revision`, computed from history."""
+    header: Header
+    hash: bytes              # 16 bytes: compare with WatchResponse.stream_hash
+    events: int              # events hashed
+    start_revision: int
+    revision: int
+
+
+@dataclass(slots=True)
 class Event:
     type: str            # "PUT" | "DELETE"
     kv: KeyValue
@@ -148,6 +159,9 @@ class WatchResponse:
     # longer read the range) or "UNAUTHENTICATED" (its login is gone); the watch's iterator then
     # ends with that error.
     cancel_code: str = ""
+    # A verified watch's bookmark (watch(..., verify=True), SPEC.md 7.10): the server's stream
+    # hash (16 bytes), which the client has checked against the events it delivered.
+    stream_hash: bytes | None = None
 
     @property
     def is_progress_notify(self) -> bool:

@@ -176,7 +176,7 @@ def cmd_watch(a, c: Client):
             # Checked by the client: say so on stderr (stdout stays etcdctl's), with the hash
             # `zwatch hash-watch --from START --to REV` prints for the same range.
             print(f"verified: revision {resp.header.revision}, stream hash {resp.stream_hash.hex()} "
-                  f"(events since revision {w._vstart})", file=sys.stderr, flush=True)
+                  f"(events since revision {resp.stream_start})", file=sys.stderr, flush=True)
             if not a.progress_notify:
                 continue                          # our own bookmarks are not printed as progress
         if resp.canceled and resp.cancel_code:    # the user may no longer read the range

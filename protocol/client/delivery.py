@@ -142,7 +142,8 @@ class WatchRouter:
         if top > w.last_revision:
             w.last_revision = top
         _put(w.queue, WatchResponse(w.watch_id, Header(rev), fresh, watch_ids=[w.watch_id] if w.shared else None,
-                                    stream_hash=server_hash if server_hash is not None and not fresh else None),
+                                    stream_hash=server_hash if server_hash is not None and not fresh else None,
+                                    stream_start=w._vstart if server_hash is not None and not fresh else 0),
              ticket)
         return True
 

@@ -162,6 +162,9 @@ class WatchResponse:
     # A verified watch's bookmark (watch(..., verify=True), SPEC.md 7.10): the server's stream
     # hash (16 bytes), which the client has checked against the events it delivered.
     stream_hash: bytes | None = None
+    # ... and the first revision that hash covers (the server-side watch's start revision: the
+    # watch's own, or last + 1 after a failover), for `zwatch hash-watch --from`.
+    stream_start: int = 0
 
     @property
     def is_progress_notify(self) -> bool:

@@ -60,6 +60,7 @@ def test_matching_bookmarks_pass_and_carry_the_hash(router, table):
                                events_resp([1], 6), bookmark([1], 6, h(2, 3, 6))])
     got = drain(w)
     assert [r.stream_hash for r in got] == [None, h(2, 3), None, h(2, 3, 6)]
+    assert [r.stream_start for r in got] == [0, 1, 0, 1]
     assert not w.canceled and router.diverged == 0
 
 

@@ -115,3 +115,29 @@ def test_verified_watch_survives_a_fanout_failover(make_cluster):
     h = c.watch_hash("k", start_revision=w._vstart, revision=b.header.revision)
     assert b.stream_hash == h.hash
     assert h.hash == expected([e for e in evs if e.kv.mod_revision >= w._vstart])
+
+
+def test_asyncio_client_verified_watch_and_watch_hash(cluster):
+    import asyncio
+
+    import zwatch.aio
+
+    async def main():
+        async with zwatch.aio.Client(cluster.fanout_eps[:1], timeout=5.0, heartbeat=0.5, shuffle=False) as c:
+            for i in range(6):
+                await c.put(f"aio/{i % 2}", str(i))               # revisions 2..7
+            w = await c.watch("aio/", prefix=True, start_revision=3, verify=True)
+            await c.put("aio/9", "live")                           # 8
+            events, mark = [], None
+            while mark is None:
+                await c.request_progress()
+                resp = await w.get(timeout=5)
+                events.extend(resp.events)
+                if resp.is_progress_notify and resp.stream_hash is not None and resp.header.revision >= 8:
+                    mark = resp
+            assert [e.kv.mod_revision for e in events] == list(range(3, 9))
+            h = await c.watch_hash("aio/", prefix=True, start_revision=mark.stream_start,
+                                   revision=mark.header.revision)
+            assert h.hash == mark.stream_hash == expected(events) and h.events == 6
+            await w.cancel()
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
-import msgpack
+from .messages import pack as _packb      # msgpack, bin type for bytes: the wire's own encoding
 
 MOD = 1 << 128
 ZERO = bytes(16)
-_packb = msgpack.Packer(use_bin_type=True).pack
 
 
 def digest(t: int, kv) -> int:

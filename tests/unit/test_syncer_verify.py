@@ -63,3 +63,17 @@ def test_watch_hash_matches_the_events_a_watch_gets_and_adds_up_in_pieces():
     assert (total, got) == (whole, 39)
     single = spec({"key": b"a/2"})
     assert watchhash.hash_history(h, single, 1, 41)[1] == 8
+
+
+def test_bad_watch_hash_and_verify_arguments_are_invalid_argument():
+    import pytest
+    from zwatch.errors import InvalidArgument
+    for body in ({"key": b"k", "start_revision": 0}, {"key": b"k"}, {"key": b"k", "start_revision": 1, "x": 1},
+                 {"key": b"k", "start_revision": 1, "revision": -1}, {"key": "k", "start_revision": 1},
+                 {"key": b"k", "start_revision": 1, "filters": ["NOPE"]}, [], {"key": b"k", "start_revision": True}):
+        with pytest.raises(InvalidArgument):
+            requests.normalize("watch_hash", body)
+    with pytest.raises(InvalidArgument, match="verify must be a boolean"):
+        requests.normalize("watch_create", {"key": b"k", "verify": 1})
+    assert requests.normalize("watch_create", {"key": b"k", "verify": True}).verify is True
+    assert "verify" not in requests.normalize("watch_create", {"key": b"k"}).to_wire()

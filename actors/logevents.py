@@ -61,6 +61,7 @@ SYNCER = (
     LogEvent("syncer.fanout_dropped", "info", "a fan-out was forgotten with its watchers (silent or unreachable)"),
     LogEvent("syncer.store_reopened", "info", "a defrag swapped the LMDB file: the syncer reads the new one from now on"),
     LogEvent("syncer.snapshot_begun", "info", "a consistent snapshot copy was made for `zwatch snapshot save`"),
+    LogEvent("syncer.watch_hash", "info", "a watch_hash request (`zwatch hash-watch`) was answered: interval, events, records read"),
     LogEvent("syncer.bad_envelope", "warning", "a frame set with the wrong number of routing frames"),
     LogEvent("syncer.request_failed", "error", "unexpected exception serving a message (answered INTERNAL)"),
 )

@@ -13,7 +13,7 @@ from .errors import (ZwatchError, InvalidArgument, Compacted, FutureRevision, Re
                      Unavailable, Internal, Unimplemented, FailedPrecondition, NoSpace, LeaseNotFound,
                      LeaseExists, LeaseTTLTooLarge, Unauthenticated, PermissionDenied, UserExists,
                      UserNotFound, RoleExists, RoleNotFound, RoleNotGranted, PermissionNotGranted,
-                     CursorNotFound)
+                     CursorNotFound, StreamDiverged)
 
 # Every error class, so that ``except zwatch.Compacted`` works without knowing the module layout
 # (tests/unit/test_exports.py checks that none is missing).
@@ -21,7 +21,7 @@ ERROR_CLASSES = ("ZwatchError", "InvalidArgument", "Compacted", "FutureRevision"
                  "Unavailable", "Internal", "Unimplemented", "FailedPrecondition", "NoSpace", "LeaseNotFound",
                  "LeaseExists", "LeaseTTLTooLarge", "Unauthenticated", "PermissionDenied", "UserExists",
                  "UserNotFound", "RoleExists", "RoleNotFound", "RoleNotGranted", "PermissionNotGranted",
-                 "NotLeader", "CursorNotFound")
+                 "NotLeader", "CursorNotFound", "StreamDiverged")
 
 # Names this package re-exports from zwatch.client, loaded when first asked for.
 _CLIENT_NAMES = frozenset({"Client", "Watch", "WatchResponse", "Event", "KeyValue", "Header", "Value", "Version",

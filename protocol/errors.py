@@ -32,12 +32,15 @@ ROLE_EXISTS = "ROLE_EXISTS"               # role_add of an existing name
 ROLE_NOT_FOUND = "ROLE_NOT_FOUND"         # a role op (or user_grant_role) naming no role
 ROLE_NOT_GRANTED = "ROLE_NOT_GRANTED"     # user_revoke_role of a role the user does not have
 PERMISSION_NOT_GRANTED = "PERMISSION_NOT_GRANTED"  # role_revoke_permission of a permission the role lacks
+# Raised by a client, never sent by a server: a verified watch's bookmark hash is not the hash of
+# the events the client received (SPEC.md 7.10): a gap, a duplicate or divergent contents.
+STREAM_DIVERGED = "STREAM_DIVERGED"
 
 ALL_CODES = (
     INVALID_ARGUMENT, COMPACTED, FUTURE_REVISION, RESOURCE_EXHAUSTED, UNAVAILABLE,
     INTERNAL, UNIMPLEMENTED, FAILED_PRECONDITION, NO_SPACE, LEASE_NOT_FOUND, LEASE_EXISTS,
     LEASE_TTL_TOO_LARGE, UNAUTHENTICATED, PERMISSION_DENIED, USER_EXISTS, USER_NOT_FOUND, ROLE_EXISTS,
-    ROLE_NOT_FOUND, ROLE_NOT_GRANTED, PERMISSION_NOT_GRANTED, CURSOR_NOT_FOUND,
+    ROLE_NOT_FOUND, ROLE_NOT_GRANTED, PERMISSION_NOT_GRANTED, CURSOR_NOT_FOUND, STREAM_DIVERGED,
 )
 
 
@@ -163,6 +166,12 @@ class PermissionNotGranted(ZwatchError):
     code = PERMISSION_NOT_GRANTED
 
 
+class StreamDiverged(ZwatchError):
+    """A verified watch's stream is not what the server says it sent (SPEC.md 7.10); details:
+    watch_id, revision, server_hash and client_hash (hex)."""
+    code = STREAM_DIVERGED
+
+
 _BY_CODE = {
     INVALID_ARGUMENT: InvalidArgument, COMPACTED: Compacted, FUTURE_REVISION: FutureRevision,
     RESOURCE_EXHAUSTED: ResourceExhausted, UNAVAILABLE: Unavailable, INTERNAL: Internal,
@@ -172,4 +181,5 @@ _BY_CODE = {
     UNAUTHENTICATED: Unauthenticated, PERMISSION_DENIED: PermissionDenied, USER_EXISTS: UserExists,
     USER_NOT_FOUND: UserNotFound, ROLE_EXISTS: RoleExists, ROLE_NOT_FOUND: RoleNotFound,
     ROLE_NOT_GRANTED: RoleNotGranted, PERMISSION_NOT_GRANTED: PermissionNotGranted,
+    STREAM_DIVERGED: StreamDiverged,
 }

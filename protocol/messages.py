@@ -84,7 +84,8 @@ SNAPSHOT_OPS = frozenset({"snapshot_begin", "snapshot_read"})
 # Answered by the fan-out itself from what its pings learnt (SPEC.md "health", "member_list").
 FANOUT_INFO_OPS = frozenset({"health", "member_list"})
 # A hash of the store up to a revision (syncer), to compare stores or a store over time.
-HASH_OPS = frozenset({"hash_kv"})
+# watch_hash: the hash a verified watch's bookmark carries, computed from history (SPEC.md 7.10).
+HASH_OPS = frozenset({"hash_kv", "watch_hash"})
 # Durable named cursors (SPEC.md 6.2): forwarded to the writer, which keeps them in LMDB (written
 # in its group commit) and holds compaction back at the oldest one.
 CURSOR_OPS = frozenset({"cursor_put", "cursor_get", "cursor_list", "cursor_delete"})
@@ -216,9 +217,10 @@ def watch_frame(responses: list) -> bytes:
     return _W_HEAD + _array_header(len(responses)) + b"".join(responses)
 
 
-def pack_progress(ids: list, revision: int) -> bytes:
-    """An event array without events: a progress notification for ids at revision."""
-    return pack([ids, revision, [], False])
+def pack_progress(ids: list, revision: int, ext: dict | None = None) -> bytes:
+    """An event array without events: a progress notification for ids at revision (with ext,
+    SPEC.md 7.2's 5th element, for a watch kind that carries more: a verified stream's hash)."""
+    return pack([ids, revision, [], False, ext] if ext else [ids, revision, [], False])
 
 
 def pack_control(watch_id: int, revision: int, **fields) -> bytes:

@@ -447,7 +447,7 @@ class WatchSpec:
     for "every key from `key`", else range_end."""
 
     __slots__ = ("watch_id", "key", "range_end", "end", "start_revision", "prev_kv",
-                 "filter_bits", "progress_notify", "fragment", "initial_state", "on_compacted")
+                 "filter_bits", "progress_notify", "fragment", "initial_state", "on_compacted", "verify")
 
     def __init__(self, body: dict):
         self.watch_id = get_int(body, "watch_id", 0, 0, MAX_WATCH_ID)
@@ -459,6 +459,8 @@ class WatchSpec:
         self.prev_kv = get_bool(body, "prev_kv")
         self.progress_notify = get_bool(body, "progress_notify")
         self.fragment = get_bool(body, "fragment")
+        # A verified stream (SPEC.md 7.10): its bookmarks carry the hash of its events.
+        self.verify = get_bool(body, "verify")
         filters = body.get("filters", [])
         if not isinstance(filters, list) or len(filters) > 2:
             raise InvalidArgument("filters must be a list of NOPUT / NODELETE")
@@ -492,11 +494,27 @@ class WatchSpec:
                 "start_revision": self.start_revision, "prev_kv": self.prev_kv,
                 "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment,
                 **({"initial_state": True} if self.initial_state else {}),
-                **({"on_compacted": self.on_compacted} if self.on_compacted != "cancel" else {})}
+                **({"on_compacted": self.on_compacted} if self.on_compacted != "cancel" else {}),
+                **({"verify": True} if self.verify else {})}
 
 
 def _watch_create(body, where: str) -> WatchSpec:
     return WatchSpec(body)
+
+
+def _watch_hash(body, where: str) -> dict:
+    """watch_hash (SPEC.md 7.10): the stream hash a verified watch of this spec starting at
+    start_revision would carry in a bookmark at `revision` (0: the current one)."""
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"{where} must be a map, got {type(body).__name__}")
+    known = ("key", "range_end", "filters", "start_revision", "revision")
+    unknown = [k for k in body if k not in known]
+    if unknown:
+        raise InvalidArgument(f"{where} has unknown field {str(unknown[0])[:32]!r}")
+    spec = WatchSpec({k: body[k] for k in ("key", "range_end", "filters", "start_revision") if k in body})
+    if spec.start_revision < 1:
+        raise InvalidArgument(f"{where}.start_revision must be at least 1")
+    return {"spec": spec, "start_revision": spec.start_revision, "revision": get_int(body, "revision")}
 
 
 def _watch_cancel(body, where: str) -> dict:
@@ -574,7 +592,8 @@ _INFO_OPS = {"status": lambda body, where: check_fields(body, {}, where),
              # revision 0: the current one (etcd's HashKV)
              "hash_kv": lambda body, where: check_fields(body, {"revision": ("uint", 0)}, where),
              # microseconds since the Unix epoch (SPEC.md "revision_at_time", issue #16)
-             "revision_at_time": lambda body, where: check_fields(body, {"time_us": ("uint", REQUIRED)}, where)}
+             "revision_at_time": lambda body, where: check_fields(body, {"time_us": ("uint", REQUIRED)}, where),
+             "watch_hash": _watch_hash}
 
 _NORMALIZERS = {**_STORE_OPS, **_LEASE_CLOCK_OPS, **_AUTH_OPS, "watch_create": _watch_create, "watch_cancel": _watch_cancel,
                 "watch_progress": _watch_progress, "ack": _ack, "hello": _hello, **_ALARM_OPS, **_MAINTENANCE_OPS, **_INFO_OPS}

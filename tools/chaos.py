@@ -9,7 +9,9 @@ What runs, for --seconds (all choices from one seeded RNG; timing is the OS's):
 * watchers on several clients, each client given EVERY fan-out endpoint (so it fails over):
   single keys, prefixes, ranges, from-key; start revisions now / past / compacted / future /
   1; prev_kv, NOPUT/NODELETE and progress_notify sometimes; random client cancels, some of them
-  followed by an explicit resume from the last revision + 1;
+  followed by an explicit resume from the last revision + 1; every other watch is a verified
+  stream (SPEC.md 7.10): the client checks each bookmark's hash live, and the checker checks
+  it again against the history (its "Verified" guarantee);
 * two "history watchers" (every key from revision 1, prev_kv) checked like any stream;
 * a store reader in this process that copies the store's history (the ground truth) before
   anything is compacted, and a compactor that keeps a window behind the head, never past the
@@ -85,6 +87,7 @@ class Config:
     quiet_for: tuple = (1.0, 3.0)
     quiesce_timeout: float = 30.0
     leases: bool = True
+    verify: bool = True                   # every other watch a verified stream (SPEC.md 7.10)
     lease_ttl_kept: int = 10
     lease_ttl_short: int = 2
     logs: str | None = None
@@ -113,6 +116,7 @@ class Tracked:
     resume_of: str | None = None
     history: bool = False
     state_opts: dict = field(default_factory=dict)    # initial_state / on_compacted it was created with
+    verify: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -429,19 +433,23 @@ class Chaos:
 
     # ------------------------------------------------------------------ watches
     def _create_watch(self, ci: int, spec: checker.WatchSpec, *, history=False, resume_of=None,
-                      progress_notify=False, state_opts=None) -> Tracked | None:
+                      progress_notify=False, state_opts=None, verify=None) -> Tracked | None:
         c = self.wclients[ci]
         with self.lock:
             spec.compact_at_create = self.compact_acked
             n = len(self.streams) + 1
         name = ("hist" if history else "w") + f"{n}@c{ci}"
+        if verify is None:
+            verify = self.cfg.verify and n % 2 == 0      # every other watch: a verified stream
         kw = {}
         if spec.range_end:
             kw["range_end"] = spec.range_end
-        t = Tracked(name, ci, spec, history=history, resume_of=resume_of, state_opts=dict(state_opts or {}))
+        t = Tracked(name, ci, spec, history=history, resume_of=resume_of, state_opts=dict(state_opts or {}),
+                    verify=verify)
         try:
             h = c.watch(spec.key, start_revision=spec.start_revision, prev_kv=spec.prev_kv,
-                        filters=list(spec.filters), progress_notify=progress_notify, **kw, **t.state_opts)
+                        filters=list(spec.filters), progress_notify=progress_notify, verify=verify, **kw,
+                        **t.state_opts)
         except ZwatchError as e:
             self.watch_counts[f"create failed ({e.code})"] += 1
             return None
@@ -562,7 +570,7 @@ class Chaos:
         else:
             start = max(reached + 1, old.start_revision)
         spec = checker.WatchSpec(old.key, old.range_end, start, old.filters, old.prev_kv)
-        if self._create_watch(t.client, spec, resume_of=t.name) is not None:
+        if self._create_watch(t.client, spec, resume_of=t.name, verify=t.verify) is not None:
             self.watch_counts["resumed_by_app"] += 1
 
     # ------------------------------------------------------------------ compaction, progress
@@ -777,6 +785,7 @@ class Chaos:
             "events_delivered": result.counts["events_delivered"],
             "states_checked": result.counts["states"],
             "progress_notifications": result.counts["progress_notifications"],
+            "verified_bookmarks": result.counts["verified_bookmarks"],
             "progress_requests": dict(self.progress_counts),
             "history_events": len(self.history),
             "kills": dict(self.kills),
@@ -826,7 +835,8 @@ def format_report(rep: dict) -> str:
         f"  leases: {rep.get('leases')}",
         f"  watches: {rep['watches']}",
         f"  delivered: {rep['events_delivered']} events in {rep['responses']} responses, "
-        f"{rep['progress_notifications']} progress notifications (requests {rep['progress_requests']})",
+        f"{rep['progress_notifications']} progress notifications (requests {rep['progress_requests']}), "
+        f"{rep['verified_bookmarks']} verified bookmarks checked against the history",
         f"  kills: {rep['kills']}; client failovers {rep['client_failovers']}, watch-client new sessions "
         f"{rep['watch_client_new_sessions']}, "
         f"stream resumes after failover {rep['stream_failover_resumes']}",
@@ -863,11 +873,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-leases", action="store_true", help="no lease worker (leases, expiry, revokes)")
     ap.add_argument("--state-watches", type=float, default=0.0, metavar="SHARE",
                     help="share of the watches created with initial_state and/or on_compacted resync|digest (issue #16)")
+    ap.add_argument("--no-verify", action="store_true", help="no verified streams (every watch plain)")
     args = ap.parse_args(argv)
     cfg = Config(seconds=args.seconds, seed=args.seed, fanouts=args.fanouts, writers=args.writers,
                  watch_clients=max(2, args.watch_clients), kill_every=tuple(args.kill_every),
                  ring_revisions=args.ring_revisions, logs=args.logs, dump=args.dump, keep=args.keep,
                  leases=not args.no_leases, state_watches=args.state_watches,
+                 verify=not args.no_verify,
                  extra_env=dict(kv.split("=", 1) for kv in args.env))
 
     def on_term(signum, frame):

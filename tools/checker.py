@@ -40,6 +40,9 @@ Compaction a watch from below the compact revision ends canceled with compact_re
            a compaction cancel is only sent to a watch that needed a compacted revision
 Cancel     no other unexpected cancel, nothing after the cancel
 Liveness   a live stream reached the final revision once everything quiesced
+Verified   a verified stream's bookmark (SPEC.md 7.10) carries the hash of exactly the history's
+           matching events from the revision it names (``stream_start``) to its revision, and
+           the client never ended the stream as diverged (STREAM_DIVERGED)
 Header     a response's header revision is at least its events' revision
 History    the history itself is consistent (contiguous revisions, versions, deletes of live keys)
 Durability every acknowledged write is in the history at the revision it was acknowledged with
@@ -722,6 +725,9 @@ def check_stream(rec: StreamRecord, hist: History, *, compact_revision: int = 0,
             if need >= C:
                 g, why = label("Compaction", cancel_idx)
                 sink.add(g, f"canceled as compacted at {C}, but it only needed revisions >= {need}{why}")
+        elif getattr(r, "cancel_code", "") == "STREAM_DIVERGED":
+            res.counts["canceled_diverged"] += 1
+            sink.add("Verified", f"the client ended the stream: {getattr(r, 'cancel_reason', '')}")
         elif spec.empty_range and "range" in (getattr(r, "cancel_reason", "") or ""):
             res.counts["canceled_empty_range"] += 1
         elif not rec.canceled_by_client:
@@ -736,6 +742,10 @@ def check_stream(rec: StreamRecord, hist: History, *, compact_revision: int = 0,
                                    f"{spec.compact_at_create} was not canceled with its compact revision "
                                    f"(canceled={canceled}, compact_revision={C}, {len(delivered)} events)")
 
+    # ---- verified streams: each bookmark's hash against the history, computed offline
+    for i, R in progress:
+        _check_stream_hash(sink, res, spec, resps[i], R, hist)
+
     # ---- liveness
     if rec.final_revision is not None and not canceled and not rec.canceled_by_client:
         live_top = max(reached, s - 1) if spec.start_revision > 0 else reached
@@ -746,6 +756,31 @@ def check_stream(rec: StreamRecord, hist: History, *, compact_revision: int = 0,
     res.counts["failover_resumes"] += sum(1 for a, b in zip(epochs, epochs[1:]) if a != b)
     sink.close()
     return res
+
+
+def stream_hash_of(events) -> bytes:
+    """SPEC.md 7.10's stream hash of history events (HEvents), computed here from the history
+    alone (the live stream's value comes from the fan-out; this is the independent one)."""
+    from zwatch import streamhash
+    total = 0
+    for e in events:
+        t = 0 if e.type == PUT else 1
+        total += streamhash.digest(t, [e.key, e.create_revision, e.revision, e.version, e.value, e.lease])
+    return streamhash.to_bytes(total)
+
+
+def _check_stream_hash(sink, res, spec, r, R, hist):
+    got = getattr(r, "stream_hash", None)
+    start = getattr(r, "stream_start", 0)
+    if got is None or not start or R > hist.last_revision:
+        return
+    if start < hist.first_revision and hist.first_revision > 2:     # (revision 1 holds no event)
+        return
+    res.counts["verified_bookmarks"] += 1
+    want = stream_hash_of(hist.matching(spec, start, R))
+    if bytes(got) != want:
+        sink.add("Verified", f"bookmark at {R} carries stream hash {bytes(got).hex()} of revisions "
+                             f"[{start}, {R}], the history's matching events hash to {want.hex()}")
 
 
 def _check_prev_kv(sink, spec, e, h, hist, compact_revision):

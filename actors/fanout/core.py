@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-from zwatch import internal, messages, requests
+from zwatch import internal, messages, requests, streamhash
 from zwatch.actors.auth.state import AuthState
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
@@ -46,6 +46,44 @@ MAX_HELD_SYNCER_FRAMES = 10_000
 # the "state" its reply names for a watch that is not live.
 WATCH_NOT_FOUND = "WATCH_NOT_FOUND"
 WATCH_PROGRESS_STATES = {UNSYNCED: "catching_up", FUTURE: "future", VICTIM: "slow"}
+VERIFY_OPTS = {"verify": True}    # a verified watcher's registration opts (never mutated)
+
+
+def _hash_parts(members: tuple, evs: list, parts: list, digest_of) -> list:
+    """A response's parts for verified members (SPEC.md 7.10): -> per part, the members' vhash
+    before it (Owner.hashes: the digest sum of their events before the part's first revision,
+    None for a plain member); every verified member's vhash then takes in the events' sum.
+    evs are in revision order, so the events before a part are a prefix of evs."""
+    before = tuple(w.vhash if w.verify else None for w in members)
+    digests = [digest_of(ev) for ev in evs]
+    out = [before]
+    if len(parts) > 1:
+        out, i, acc = [], 0, 0
+        for first_rev, _resp in parts:
+            while i < len(evs) and evs[i][1][2] < first_rev:
+                acc += digests[i]
+                i += 1
+            out.append(before if not acc else
+                       tuple(None if h is None else (h + acc) % streamhash.MOD for h in before))
+    total = sum(digests)
+    for w in members:
+        if w.verify:
+            w.vhash = (w.vhash + total) % streamhash.MOD
+    return out
+
+
+def _ev_digest(ev) -> int:
+    return streamhash.digest(ev[0], ev[1])
+
+
+def _progress(ws, revision: int) -> list[bytes]:
+    """Progress notifications at revision for watchers ws: one for the plain ones, and one per
+    verified watcher with its own hash (ext {"hash"}: its events <= revision, SPEC.md 7.10)."""
+    plain = [w.watch_id for w in ws if not w.verify]
+    out = [messages.pack_progress(plain, revision)] if plain else []
+    out.extend(messages.pack_progress([w.watch_id], revision, {"hash": streamhash.to_bytes(w.vhash)})
+               for w in ws if w.verify)
+    return out
 
 
 class _NullLog:
@@ -199,18 +237,23 @@ class FanoutCore:
                     continue
                 long = g.prev_kv and not no_prev
                 if g.lone:
-                    r = responses.setdefault((g.session.ident, g.fragment, long), ([], [], []))
+                    r = responses.setdefault((g.session.ident, g.fragment, long), ([], [], [], []))
                     r[0].append(g.watch_id)
                     r[1].append(g)
                     r[2].append(g)
+                    if g.verify:
+                        r[3].append(g)
                     continue
                 for slot in g.slots.values():
-                    r = responses.setdefault((slot.session.ident, g.fragment, long), ([], [], []))
+                    r = responses.setdefault((slot.session.ident, g.fragment, long), ([], [], [], []))
                     r[0].extend(w.watch_id for w in slot.watchers.values())
                     r[1].extend(slot.watchers.values())
                     r[2].append(slot)
-        return [(ident, fragment, long, ids, tuple(members), marks, len(ids))
-                for (ident, fragment, long), (ids, members, marks) in responses.items()]
+                    if g.verify:
+                        r[3].append(slot)
+        # The last element says whether a verified watcher is among the members (SPEC.md 7.10).
+        return [(ident, fragment, long, ids, tuple(members), marks, len(ids), bool(verified))
+                for (ident, fragment, long), (ids, members, marks, verified) in responses.items()]
 
     def _deliver_one(self, t: int, kv: list, prev, header_rev: int):
         """A segment of one event (one put per publish: the common case under load): its plan,
@@ -229,14 +272,25 @@ class FanoutCore:
         long = short if prev is None else [t, kv, prev]
         out = self.out
         deliveries = 0
-        for ident, fragment, want_long, ids, members, marks, n in plan:
+        d = None
+        for ident, fragment, want_long, ids, members, marks, n, verified in plan:
             for m in marks:
                 m.last_event_rev = header_rev
             deliveries += n
             items = out.setdefault(ident, [])
+            # One event: always one part (a single revision is never cut without fragment, and
+            # a list of one event is never cut at all).
             for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, [long if want_long else short],
                                                                      fragment):
-                items.append(WatchOut(resp, Owner(members, first_rev)))
+                hashes = None
+                if verified:
+                    if d is None:
+                        d = streamhash.digest(t, kv)
+                    hashes = tuple(w.vhash if w.verify else None for w in members)
+                    for w in members:
+                        if w.verify:
+                            w.vhash = (w.vhash + d) % streamhash.MOD
+                items.append(WatchOut(resp, Owner(members, first_rev, False, hashes)))
         self.st["deliveries"] += deliveries
         self.st["responses"] += len(plan)
 
@@ -287,12 +341,13 @@ class FanoutCore:
                 key = (g.session.ident, g.fragment, sig)
                 r = responses.get(key)
                 if r is None:
-                    responses[key] = [evs, [g.watch_id], [g], True]
+                    responses[key] = [evs, [g.watch_id], [g], True, g.verify]
                 else:
                     if not r[3]:
                         r[1], r[2], r[3] = list(r[1]), list(r[2]), True
                     r[1].append(g.watch_id)
                     r[2].append(g)
+                    r[4] = r[4] or g.verify
                 continue
             for slot in g.slots.values():
                 slot.last_event_rev = header_rev
@@ -305,21 +360,35 @@ class FanoutCore:
                 if r is None:
                     # The owner snapshots who was in the slot: a watcher that joins later must
                     # not be victimized for events from before its start.
-                    responses[key] = [evs, ids, tuple(slot.watchers.values()), False]
+                    responses[key] = [evs, ids, tuple(slot.watchers.values()), False, g.verify]
                 else:       # another slot of the session with the same events: merged
                     if not r[3]:
                         r[1], r[2], r[3] = list(r[1]), list(r[2]), True
                     r[1].extend(ids)
                     r[2].extend(slot.watchers.values())
+                    r[4] = r[4] or g.verify
         self.st["deliveries"] += deliveries
         self.st["responses"] += len(responses)
         out = self.out
-        for (ident, fragment, _sig), (evs, ids, members, _owned) in responses.items():
+        digests: dict = {}       # id(kv) -> its event's digest, once per event however many verified groups
+        for (ident, fragment, _sig), (evs, ids, members, _owned, verified) in responses.items():
             items = out.setdefault(ident, [])
             members = tuple(members)
             # Each part of an oversized list names its own first revision (a lost later part
             # must not replay the first).
-            for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, evs, fragment):
+            parts = messages.pack_watch_response_parts(ids, header_rev, evs, fragment)
+            if verified:
+                def digest_of(ev, _d=digests):
+                    k = id(ev[1])
+                    v = _d.get(k)
+                    if v is None:
+                        v = _d[k] = streamhash.digest(ev[0], ev[1])
+                    return v
+                hashes = _hash_parts(members, evs, parts, digest_of)
+                for (first_rev, resp), h in zip(parts, hashes):
+                    items.append(WatchOut(resp, Owner(members, first_rev, False, h)))
+                continue
+            for first_rev, resp in parts:
                 items.append(WatchOut(resp, Owner(members, first_rev)))
 
     def _indexed_watchers(self):
@@ -377,7 +446,8 @@ class FanoutCore:
         # so they are found in the index's own list instead of a dict of spec tuples.
         g = None
         for cand in self.index.items(w.key, w.end):
-            if cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv and cand.fragment == w.fragment:
+            if (cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv and cand.fragment == w.fragment
+                    and cand.verify == w.verify):
                 g = cand
                 break
         if g is None:                  # alone on its spec: indexed itself
@@ -402,11 +472,12 @@ class FanoutCore:
         w.next_rev = 0
         if w.uid in self.owes_progress:
             self.owes_progress.discard(w.uid)
-            self._queue(w.session, WatchOut(messages.pack_progress([w.watch_id], pos), Owner((w,), pos + 1, True)))
+            (resp,) = _progress((w,), pos)
+            self._queue(w.session, WatchOut(resp, Owner((w,), pos + 1, True, (w.vhash,) if w.verify else None)))
 
     def _group_of(self, lone: Watcher) -> Group:
         """Replace a lone watcher in the index by a Group holding it (in a Slot of its session)."""
-        g = Group(lone.key, lone.end, lone.filter_bits, lone.prev_kv, lone.fragment)
+        g = Group(lone.key, lone.end, lone.filter_bits, lone.prev_kv, lone.fragment, lone.verify)
         self.index.remove(lone.key, lone.end, lone)
         self.index.add(lone.key, lone.end, g)
         slot = g.slots[lone.session.ident] = Slot(g, lone.session)
@@ -482,9 +553,10 @@ class FanoutCore:
             self.st["deliveries"] += len(evs)
             items = self.out.setdefault(w.session.ident, [])
             parts = messages.pack_watch_response_parts([w.watch_id], self.last_seen, evs, w.fragment)
+            hashes = _hash_parts((w,), evs, parts, _ev_digest) if w.verify else [None] * len(parts)
             for i, (first_rev, resp) in enumerate(parts):
                 # The first part also covers the revisions before its first event.
-                items.append(WatchOut(resp, Owner((w,), next_rev if i == 0 else first_rev)))
+                items.append(WatchOut(resp, Owner((w,), next_rev if i == 0 else first_rev, False, hashes[i])))
 
     def _activate_futures(self, upto: int):
         fut = self.futures
@@ -504,10 +576,12 @@ class FanoutCore:
         opts = self.state_reads.get(w.uid) if self.state_reads else None
         if opts is None:
             self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits,
-                                                      w.prev_kv, w.watch_id, w.fragment, w.session.ident))
+                                                      w.prev_kv, w.watch_id, w.fragment, w.session.ident,
+                                                      VERIFY_OPTS if w.verify else {}))
             return
         self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits,
-                                                  w.prev_kv, w.watch_id, w.fragment, w.session.ident, opts))
+                                                  w.prev_kv, w.watch_id, w.fragment, w.session.ident,
+                                                  {**opts, **VERIFY_OPTS} if w.verify else opts))
         if not opts.get("state_reset"):
             # Registered again before its state_end (a victim, a new syncer): the client may
             # hold part of a state, so the next read starts with a reset.
@@ -587,7 +661,16 @@ class FanoutCore:
             for w in current:
                 w.next_rev = last_rev + 1
             self.st["synced_from_syncer"] += len(current)
-            self._queue(current[0].session, WatchOut(resp, Owner(tuple(current), first_rev)))
+            hashes = None
+            if current[0].verify:      # a syncer group is all verified or all plain (its opts)
+                # The syncer's digest sum of this response's events (a missing one counts as 0:
+                # the client then reports the divergence, which is what it would be).
+                h = extra.get("hash")
+                add = streamhash.from_bytes(h) if isinstance(h, bytes) and len(h) == 16 else 0
+                hashes = tuple(w.vhash for w in current)
+                for w in current:
+                    w.vhash = (w.vhash + add) % streamhash.MOD
+            self._queue(current[0].session, WatchOut(resp, Owner(tuple(current), first_rev, False, hashes)))
 
     def _state_item(self, current: list, resp: bytes, mark: str):
         """A reset, a state chunk or state_end (section 7.7): it never moves a watcher's next
@@ -601,9 +684,12 @@ class FanoutCore:
         if mark == "state_end":
             for m in current:
                 self.state_reads.pop(m.uid, None)
+                # A verified watch's hash covers the events after its state (SPEC.md 7.10):
+                # everything queued after state_end is a change of revision > R.
+                m.vhash = 0
         self.st["state_items"] += 1
         self._queue(w.session, WatchOut(resp, StateOwner(tuple(current), w.next_rev, False,
-                                                         {**opts, "state_reset": True})))
+                                                         state_opts={**opts, "state_reset": True})))
 
     def on_synced(self, items):
         """items: (uid, epoch, R): every event <= R was sent; the fan-out takes over from R + 1."""
@@ -649,12 +735,18 @@ class FanoutCore:
         first revision it did not get.  That is where it resumes: exactly, never earlier (a
         duplicate) and never later (a gap)."""
         watchers, first_rev = owner.watchers, owner.first_rev
+        hashes = owner.hashes
         session = watchers[0].session if watchers else None
         if session is not None:
             # Back off exponentially while the session stays stuck, so that a dead client does
             # not make the syncer replay for it ten times a second.
             session.backoff = min(max(session.backoff * 2, self.victim_backoff_s), 5.0)
-        for w in watchers:
+        for i, w in enumerate(watchers):
+            if hashes is not None and hashes[i] is not None and first_rev <= (
+                    w.next_rev if w.state in (UNSYNCED, FUTURE, VICTIM) else first_rev):
+                # It resumes at first_rev: its hash goes back to its events before first_rev
+                # (the first owner it is met in, or an earlier position: exactly, SPEC.md 7.10).
+                w.vhash = hashes[i]
             if owner.owed_progress:
                 self.owes_progress.add(w.uid)     # a requested progress notification was dropped
             if type(owner) is StateOwner:
@@ -758,6 +850,8 @@ class FanoutCore:
         w = Watcher(uid, session, wid, spec)
         self.watchers[uid] = w
         session.watches[wid] = w
+        if w.verify:
+            session.verifying += 1
         if spec.progress_notify:
             self.progress_watchers.add(w)
         if spec.on_compacted != "cancel":
@@ -808,7 +902,8 @@ class FanoutCore:
         elif w.state == UNSYNCED:
             self.to_unsync.append([w.uid, w.epoch])
         self._set_state(w, None)
-        self.watchers.pop(w.uid, None)
+        if self.watchers.pop(w.uid, None) is not None and w.verify:
+            session.verifying -= 1
         session.watches.pop(w.watch_id, None)
         self.progress_watchers.discard(w)
         self.owes_progress.discard(w.uid)
@@ -963,16 +1058,18 @@ class FanoutCore:
             self._watch_progress(session, req_id, watch_id)
             return
         rev = self.last_seen or 0
-        if session.unsynced == 0 and session.futures == 0:
-            ids = [-1]
+        if session.unsynced == 0 and session.futures == 0 and session.verifying == 0:
+            resps = [messages.pack_progress([-1], rev)]
         else:
-            ids = []
+            # Verified watches cannot share a [-1] (each carries its own hash): listed one by one.
+            synced = []
             for w in session.watches.values():
                 if w.state == SYNCED:
-                    ids.append(w.watch_id)
+                    synced.append(w)
                 else:
                     self.owes_progress.add(w.uid)
-        frame = messages.watch_frame([messages.pack_progress(ids, rev)]) if ids else None
+            resps = _progress(synced, rev)
+        frame = messages.watch_frame(resps) if resps else None
         self._queue(session, ProgressOut(frame, messages.encode_ok(req_id, {"header": {"revision": rev}}), req_id))
 
     def _watch_progress(self, session: Session, req_id: int, watch_id: int):
@@ -992,7 +1089,7 @@ class FanoutCore:
             return
         state = w.state
         if state == SYNCED:
-            frame = messages.watch_frame([messages.pack_progress([watch_id], rev)])
+            frame = messages.watch_frame(_progress((w,), rev))     # a verified watch's carries its hash
             body = {"header": {"revision": rev}, "watch_id": watch_id, "live": True, "state": "live",
                     "revision": rev}
         else:
@@ -1015,5 +1112,10 @@ class FanoutCore:
             if w.state == SYNCED and w.slot.last_event_rev <= mark:
                 per_session.setdefault(w.session.ident, []).append(w)
         for ident, ws in per_session.items():
-            resp = messages.pack_progress([w.watch_id for w in ws], self.last_seen)
-            self.out.setdefault(ident, []).append(WatchOut(resp, Owner(tuple(ws), self.last_seen + 1)))
+            items = self.out.setdefault(ident, [])
+            # Dropped, it makes its watchers resume at last_seen + 1: a verified one's hash then
+            # goes back to its value now (the events queued after it are dropped with it).
+            hashes = tuple(w.vhash if w.verify else None for w in ws) if any(w.verify for w in ws) else None
+            owner = Owner(tuple(ws), self.last_seen + 1, False, hashes)
+            for resp in _progress(ws, self.last_seen):
+                items.append(WatchOut(resp, owner))

@@ -37,7 +37,7 @@ class Watcher:
     the same spec turns it into a Group with Slots (core.FanoutCore._index), and a group down
     to one watcher gives it back its own place (core.FanoutCore._ungroup)."""
     __slots__ = ("uid", "session", "watch_id", "key", "end", "filter_bits", "prev_kv",
-                 "fragment", "state", "next_rev", "epoch", "slot", "last_event_rev")
+                 "fragment", "state", "next_rev", "epoch", "slot", "last_event_rev", "verify", "vhash")
     lone = True        # as an index item: one watcher (a Group says False)
 
     def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
@@ -56,6 +56,12 @@ class Watcher:
         self.epoch = 0
         self.slot = None
         self.last_event_rev = 0     # while lone: the header revision of its last event response
+        # A verified stream (SPEC.md 7.10): vhash is the digest sum (streamhash.py) of every event
+        # queued to its session since its start revision, i.e. of the events before its
+        # position (the invariant of core.py); an Owner records it before each response so a
+        # dropped frame rolls it back exactly.  Plain watches keep 0 and never touch it.
+        self.verify = spec.verify
+        self.vhash = 0
 
     def matches(self, key: bytes) -> bool:
         return key == self.key if self.end is None else self.key <= key < self.end
@@ -63,12 +69,13 @@ class Watcher:
 
 class Group:
     """Synced watchers with one spec, two or more of them (one alone is indexed itself)."""
-    __slots__ = ("key", "end", "filter_bits", "prev_kv", "fragment", "slots")
+    __slots__ = ("key", "end", "filter_bits", "prev_kv", "fragment", "verify", "slots")
     lone = False
 
-    def __init__(self, key, end, filter_bits, prev_kv, fragment):
+    def __init__(self, key, end, filter_bits, prev_kv, fragment, verify=False):
         self.key, self.end, self.filter_bits, self.prev_kv = key, end, filter_bits, prev_kv
         self.fragment = fragment
+        self.verify = verify      # verified watchers never share a group with plain ones
         self.slots: dict[bytes, Slot] = {}
 
 
@@ -87,7 +94,7 @@ class Session:
     """A client session: its watches (core.FanoutCore) and its output state (sessions.py)."""
     __slots__ = ("ident", "name", "watches", "last_heard", "unsynced", "futures", "next_auto_id",
                  "sent_bytes", "acked_bytes", "watch_sent_end", "window", "backoff", "held", "held_bytes", "held_since",
-                 "forwarded", "forwarded_cost", "user", "principal", "fd")
+                 "forwarded", "forwarded_cost", "user", "principal", "fd", "verifying")
 
     def __init__(self, ident: bytes, name: str, now: float = 0.0):
         self.ident = ident
@@ -123,6 +130,9 @@ class Session:
         # its key maps to): a frame on this routing id from another connection is refused.
         self.principal: str | None = None
         self.fd: int | None = None     # its connection's file descriptor (ends with it)
+        # Its verified watches: while > 0 a session-wide progress notification ([-1]) is replaced
+        # by per-watch ones for them, each with its own hash (SPEC.md 7.10).
+        self.verifying = 0
 
 
 # ------------------------------------------------------------------ what the core queues for a session
@@ -132,6 +142,9 @@ class Owner(NamedTuple):
     watchers: tuple
     first_rev: int
     owed_progress: bool = False     # the response is a progress notification that was owed
+    # Verified streams: per watcher (same order), its vhash before this response, i.e. the
+    # digest sum of its events before first_rev; None for a plain watcher (or all plain).
+    hashes: tuple | None = None
 
 
 class StateOwner(NamedTuple):
@@ -141,6 +154,7 @@ class StateOwner(NamedTuple):
     watchers: tuple
     first_rev: int
     owed_progress: bool = False
+    hashes: tuple | None = None     # as Owner's (a state item adds nothing to a verified hash)
     state_opts: dict = {}
 
 

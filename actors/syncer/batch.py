@@ -16,8 +16,8 @@ from __future__ import annotations
 import heapq
 from typing import NamedTuple
 
-from zwatch import messages
-from zwatch.internal import CompactedCancel, Handoff, SyncEvent, opts_key
+from zwatch import messages, streamhash
+from zwatch.internal import CompactedCancel, Handoff, SyncEvent, opts_key, unpack_response
 
 from ..index import KeyIndex
 
@@ -327,8 +327,17 @@ class Batch(_WatcherTable):
             ids = [w.watch_id for w in g.members.values()]
             # Each part of an oversized list names its own first revision: a part the fan-out
             # drops unsent must not make the watchers replay the parts already delivered.
-            for first_rev, resp in messages.pack_watch_response_parts(ids, current, evs, g.fragment):
-                sends.append((g.fanout, SyncEvent(members, first_rev, last_read, resp)))
+            parts = messages.pack_watch_response_parts(ids, current, evs, g.fragment)
+            verify = g.opts.get("verify")
+            for first_rev, resp in parts:
+                extra = {}
+                if verify:
+                    # A verified group (SPEC.md 7.10): the digest sum of exactly this part's
+                    # events, which the fan-out adds to each member's hash.  An oversized list
+                    # cut into parts (rare) is hashed part by part from the parts themselves.
+                    part_evs = evs if len(parts) == 1 else unpack_response(resp)[2]
+                    extra = {"hash": streamhash.to_bytes(streamhash.sum_events(part_evs))}
+                sends.append((g.fanout, SyncEvent(members, first_rev, last_read, resp, extra)))
             events_sent += len(evs) * len(ids)
         # Every group has now read through last_read: groups that became identical could merge,
         # but keeping them apart is correct and rare enough not to matter.  (A watcher's

@@ -39,9 +39,9 @@ from functools import partial
 import lmdb
 import zmq
 
-from zwatch import internal, messages, requests
+from zwatch import internal, messages, requests, streamhash
 from zwatch.actors.auth.perms import READ
-from zwatch.errors import InvalidArgument, ZwatchError
+from zwatch.errors import FutureRevision, InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
 
 from .. import metrics, security
@@ -54,6 +54,7 @@ from ..store.defrag import Follower, swap_lock
 from .batch import Batch, PendingQueue, StartPolicy, SyncWatcher
 from .mapped import Releaser
 from .state import StateRead, wants_state
+from . import watchhash
 
 SYNCER_OPS = (frozenset({"sync", "unsync", "ping", "stats", "range", "status", "auth_state"}) | messages.SNAPSHOT_OPS
               | messages.HASH_OPS | messages.TIME_OPS)
@@ -97,7 +98,8 @@ class Syncer:
         # What each fan-out said of itself in its last ping: the member list every pong carries.
         self.members: dict[bytes, list] = {}
         self.totals = dict(batches=0, records_scanned=0, events_sent=0, handoffs=0, compacted=0, reads=0,
-                           reads_denied=0, key_index_reads=0, state_reads=0, state_kvs=0, state_restarts=0)
+                           reads_denied=0, key_index_reads=0, state_reads=0, state_kvs=0, state_restarts=0,
+                           watch_hashes=0)
         self._auth_cache = None            # (auth revision, AuthState) of the last snapshot that needed it
         self.st = dict(self.totals)
 
@@ -307,6 +309,25 @@ class Syncer:
             answer["header"] = {"revision": view.current_revision}
         return messages.encode_ok(req_id, answer)
 
+    def _watch_hash(self, envelope, req_id, body):
+        """watch_hash (watchhash.py, SPEC.md 7.10) on one snapshot; root only with auth enabled
+        (an operator's check, like hash_kv); an internal peer is unchecked."""
+        r = requests.normalize("watch_hash", body)
+        with self.store.reader() as view:
+            if len(envelope) == 3:
+                self._auth_at(view).check_admin(envelope[2].decode("utf-8", "replace"))
+            current = view.current_revision
+            rev = r["revision"] or current
+            if rev > current:
+                raise FutureRevision("mvcc: required revision is a future revision", current_revision=current)
+            h, n, records, through = watchhash.hash_history(view, r["spec"], r["start_revision"], rev)
+        self._count("watch_hashes")
+        self.log.info("syncer.watch_hash", start_revision=r["start_revision"], revision=rev, through=through,
+                      events=n, records=records)
+        return messages.encode_ok(req_id, {"header": {"revision": current}, "hash": streamhash.to_bytes(h),
+                                           "events": n, "start_revision": r["start_revision"],
+                                           "revision": rev, "through": through})
+
     def _handle(self, peer, envelope, op, req_id, body):
         if op in messages.SNAPSHOT_OPS:
             return self._snapshot(envelope, op, req_id, body)
@@ -314,6 +335,8 @@ class Syncer:
             return self._hash_kv(envelope, req_id, body)
         if op == "revision_at_time":
             return self._revision_at_time(envelope, req_id, body)
+        if op == "watch_hash":
+            return self._watch_hash(envelope, req_id, body)
         if op == "range":
             self._count("reads")
             # A fan-out forwards a client's read as [fanout, client_id, user]: checked as that user

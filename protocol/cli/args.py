@@ -142,6 +142,7 @@ EXIT_INVALID_INPUT = 3      # txn / watch -i input that cannot be read
 EXIT_BAD_FEATURE = 4        # a valid flag with an unsupported value (-w table for get)
 EXIT_INTERRUPTED = 5        # a watch the server canceled (compacted revision)
 EXIT_IO = 6
+EXIT_STREAM_DIVERGED = 7    # watch --verify: a bookmark's hash is not the hash of the events received
 EXIT_BAD_ARGS = 128
 
 

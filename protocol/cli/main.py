@@ -34,6 +34,7 @@ from .args import (EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_BAD_FEATURE, EXIT_IN
 from .format import error_text, json_line, write_line
 from .printers import FORMATS, printer
 from .watchcmd import add_watch, check_watch_args, cmd_watch
+from .hashwatchcmd import add_hash_watch, cmd_hash_watch
 from .authcmd import add_auth, add_role, add_user, cmd_auth, cmd_role, cmd_user, login
 from .keygen import KeygenError, add_keygen, cmd_keygen
 from .logscmd import add_logs, cmd_logs
@@ -50,7 +51,7 @@ from .txnparse import read_txn
 ACTORS = ("writer", "syncer", "fanout")
 VERBS = ACTORS + ("put", "get", "del", "txn", "compaction", "endpoint", "watch", "lease", "lock", "elect",
                   "keygen", "auth", "user", "role", "alarm", "version", "logs", "cursor",
-                  "defrag", "snapshot", "up", "probe")
+                  "defrag", "snapshot", "up", "probe", "hash-watch")
 API_VERSION = "3.4"                 # the etcd API (and etcdctl) whose behaviour zwatch mirrors
 EXEC_VERBS = ("watch", "lock")      # `VERB ... -- CMD ARGS` runs CMD
 
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_endpoint(verb("endpoint", "endpoint health|status|hashkv: each endpoint on its own"))
     add_member(verb("member", "member list: the fan-outs serving this cluster"))
     add_watch(verb("watch", "watch KEY [RANGE_END] [-- CMD ARGS...] | watch -i (watch lines from stdin)"))
+    add_hash_watch(verb("hash-watch", "hash-watch KEY [RANGE_END] --from A [--to B]: the stream hash a verified "
+                                      "watch's bookmark carries, computed from history"))
     verb("version", "print zwatch's version and the etcd API version it mirrors")
     add_lease(verb("lease", "lease grant|revoke|timetolive|list|keep-alive"), lambda q: add_globals(q, True))
     add_cursor(verb("cursor", "cursor list|get|put|del: durable named cursors (they hold compaction back)"),
@@ -176,7 +179,7 @@ COMMANDS = {"put": cmd_put, "get": cmd_get, "del": cmd_del, "txn": cmd_txn, "com
             "endpoint": cmd_endpoint, "member": cmd_member, "watch": cmd_watch, "lease": cmd_lease, "lock": cmd_lock, "elect": cmd_elect,
             "cursor": cmd_cursor,
             "auth": cmd_auth, "user": cmd_user, "role": cmd_role, "alarm": cmd_alarm,
-            "defrag": cmd_defrag, "snapshot": cmd_snapshot}
+            "defrag": cmd_defrag, "snapshot": cmd_snapshot, "hash-watch": cmd_hash_watch}
 
 
 def check_args(a):

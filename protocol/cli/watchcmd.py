@@ -31,8 +31,10 @@ import threading
 import time
 
 from ..client import Client
-from ..errors import Compacted, FutureRevision, PermissionDenied, Unauthenticated, ZwatchError
-from .args import EXIT_BAD_ARGS, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, CommandError, UsageError, add_range_args
+from ..errors import (STREAM_DIVERGED, Compacted, FutureRevision, PermissionDenied, StreamDiverged, Unauthenticated,
+                      ZwatchError)
+from .args import (EXIT_BAD_ARGS, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_STREAM_DIVERGED, CommandError, UsageError,
+                   add_range_args)
 from .args import cobra_text, range_args
 from .authcmd import watch_refused
 from .format import go_quote, write_line
@@ -69,6 +71,11 @@ def add_watch(p):
                         "key-values changed since the last revision printed; the unchanged keys as UNCHANGED)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="read `watch ...` and `progress` lines from stdin (etcdctl's interactive mode)")
+    p.add_argument("--verify", action="store_true",
+                   help="a verified stream: check every bookmark's hash against the events received; on a "
+                        "mismatch print why and exit 7 (SPEC.md 7.10; `zwatch hash-watch` computes the same hash)")
+    p.add_argument("--verify-interval", type=float, default=5.0, metavar="S",
+                   help="with --verify: ask for a bookmark every S seconds (default 5)")
 
 
 def _seconds(text: str) -> float:
@@ -169,7 +176,8 @@ def _open(c: Client, w_args, cursor=None):
     try:
         return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
                        progress_notify=w_args.progress_notify, start_time=since,
-                       initial_state=w_args.initial_state, on_compacted=w_args.on_compacted)
+                       initial_state=w_args.initial_state, on_compacted=w_args.on_compacted,
+                       verify=getattr(w_args, "verify", False))
     except (Compacted, FutureRevision) as exc:
         if since is None:
             raise
@@ -236,6 +244,9 @@ def cmd_watch(a, c: Client):
     out = WatchPrinter(_display(a), a.exec, threading.Lock())
     every = getattr(a, "progress_every", 0.0)
     next_progress = time.monotonic() + every
+    if a.verify:
+        # Bookmarks are what carries the hash: ask for one every --verify-interval seconds.
+        threading.Thread(target=_ask_bookmarks, args=(c, a.verify_interval, stop), daemon=True).start()
     while not stop.is_set():
         if every and time.monotonic() >= next_progress:
             next_progress = time.monotonic() + every
@@ -247,8 +258,19 @@ def cmd_watch(a, c: Client):
             resp = w.get(timeout=0.2)             # short waits so that a signal is seen promptly
         except queue.Empty:
             continue
+        except StreamDiverged as exc:
+            return _diverged(exc)
         if resp is None:
             break
+        if resp.canceled and resp.cancel_code == STREAM_DIVERGED:
+            continue                              # its error (StreamDiverged) follows
+        if a.verify and resp.stream_hash is not None:
+            # Checked by the client: say so on stderr (stdout stays etcdctl's), with the hash
+            # `zwatch hash-watch --from START --to REV` prints for the same range.
+            print(f"verified: revision {resp.header.revision}, stream hash {resp.stream_hash.hex()} "
+                  f"(events since revision {resp.stream_start})", file=sys.stderr, flush=True)
+            if not a.progress_notify:
+                continue                          # our own bookmarks are not printed as progress
         if resp.canceled and resp.cancel_code:    # the user may no longer read the range
             return watch_refused(a, resp.cancel_code, resp.cancel_reason, resp)
         if resp.created:
@@ -265,6 +287,19 @@ def cmd_watch(a, c: Client):
     if stop.is_set():
         return 0
     raise CommandError("watch is canceled by the server", EXIT_INTERRUPTED)
+
+
+def _ask_bookmarks(c: Client, interval: float, stop: threading.Event):
+    while not stop.wait(max(0.05, interval)):
+        try:
+            c.request_progress()
+        except ZwatchError:
+            pass                                  # a failover: the next round asks again
+
+
+def _diverged(exc: StreamDiverged) -> int:
+    print(f"Error: {exc.message}", file=sys.stderr, flush=True)
+    return EXIT_STREAM_DIVERGED
 
 
 def _line_parser():

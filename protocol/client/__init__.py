@@ -33,12 +33,12 @@ from .timeref import RevisionAtTime
 from .types import (AuthStatusResponse, CompactResponse, DeleteRangeResponse, Event, Header, KeyValue, Permission,
                     PutResponse, RangeResponse, RoleGetResponse, RoleListResponse, StatusResponse, TxnResponse,
                     UserGetResponse, UserListResponse, WatchResponse, HealthResponse, MemberListResponse, Member,
-                    HashKVResponse)
+                    HashKVResponse, WatchHashResponse)
 
 __all__ = ["Client", "Watch", "Cursor", "AsyncCursor", "CursorInfo", "CursorResponse", "WatchQueue", "Cache", "Lease", "Lock", "Election", "NotLeader", "WatchRouter", "Session", "Phase",
            "DEFAULT_ENDPOINT", "endpoints_from_env",
            "Value", "Version", "CreateRevision", "ModRevision", "Get", "Put", "Delete", "Txn",
            "Header", "KeyValue", "RangeResponse", "PutResponse", "DeleteRangeResponse", "TxnResponse",
-           "CompactResponse", "StatusResponse", "HealthResponse", "MemberListResponse", "Member", "HashKVResponse", "Event", "WatchResponse", "Credentials", "AuthStatusResponse",
+           "CompactResponse", "StatusResponse", "HealthResponse", "MemberListResponse", "Member", "HashKVResponse", "WatchHashResponse", "Event", "WatchResponse", "Credentials", "AuthStatusResponse",
            "UserGetResponse", "UserListResponse", "Permission", "RoleGetResponse", "RoleListResponse",
            "RevisionAtTime"]

@@ -370,6 +370,18 @@ class Client(ClientBase):
     async def member_list(self, timeout=None):
         return await self._request(calls.member_list(), timeout)
 
+    async def watch_hash(self, key, range_end=None, *, prefix=False, from_key=False, filters=(),
+                         start_revision: int, revision: int = 0, timeout=None):
+        """As Client.watch_hash."""
+        steps = calls.watch_hash(key, range_end, prefix=prefix, from_key=from_key, filters=filters,
+                                        start_revision=start_revision, revision=revision)
+        call = next(steps)
+        try:
+            while True:
+                call = steps.send(await self._request(call, timeout))
+        except StopIteration as done:
+            return done.value
+
     async def hash_kv(self, revision: int = 0, timeout=None):
         return await self._request(calls.hash_kv(revision), timeout)
 
@@ -402,9 +414,10 @@ class Client(ClientBase):
 
     async def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
                     filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
-                    start_time=None, initial_state=False, on_compacted="cancel") -> AsyncWatch:
+                    start_time=None, initial_state=False, on_compacted="cancel", verify=False) -> AsyncWatch:
         """As Client.watch (without a shared queue): ``async for resp in await c.watch(...)``;
-        start_time, initial_state and on_compacted as there (SPEC.md sections 7.7, 7.11)."""
+        start_time, initial_state, on_compacted and verify as there (SPEC.md sections 7.7,
+        7.10, 7.11; a verified stream ends with zwatch.StreamDiverged)."""
         if start_time is not None:
             if start_revision:
                 raise errors.InvalidArgument("watch: start_revision and start_time are exclusive")
@@ -413,6 +426,8 @@ class Client(ClientBase):
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})
         body.update(state_options(initial_state, on_compacted))
+        if verify:
+            body["verify"] = True
         handle = self._register_watch(body, watch_id, lambda wid: AsyncWatch(self, wid, body))
         try:
             created = await self._call("watch_create", body, timeout)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+from .. import streamhash
 from .builders import lease_id_of, range_body, to_bytes
 from .timeref import revision_at_time_response, time_us_of
-from .types import (AlarmMember, AlarmResponse, CompactResponse, CursorInfo, CursorResponse, DefragResponse, HashKVResponse, HealthResponse,
+from .types import (WatchHashResponse, AlarmMember, AlarmResponse, CompactResponse, CursorInfo, CursorResponse, DefragResponse, HashKVResponse, HealthResponse,
                     LeaseGrantResponse, LeaseTimeToLiveResponse, Member, MemberListResponse, StatusResponse,
                     delete_range_response, header_of, put_response, range_response, txn_response)
 
@@ -95,6 +96,33 @@ def hash_kv(revision: int = 0) -> Call:
     return Call("hash_kv", {"revision": revision},
                 lambda b, c: HashKVResponse(header_of(b), b["hash"], b.get("compact_revision", 0),
                                             b.get("hash_revision", 0)))
+
+
+def _watch_hash_piece(key, range_end=None, *, prefix=False, from_key=False, filters=(), start_revision: int,
+                     revision: int = 0) -> Call:
+    """One watch_hash request; the reply says how far it read ("through"): watch_hash
+    asks again from there (the syncer reads a bounded number of records per request)."""
+    body = range_body(key, range_end, prefix=prefix, from_key=from_key)
+    body.update({"filters": list(filters), "start_revision": start_revision, "revision": revision})
+    return Call("watch_hash", body, lambda b, c: b)
+
+
+def watch_hash(key, range_end=None, *, prefix=False, from_key=False, filters=(), start_revision: int,
+                      revision: int = 0):
+    """A generator of watch_hash Calls (send each, and send its reply back in) that returns the
+    WatchHashResponse: the pieces' hashes add up (mod 2**128, SPEC.md 7.10)."""
+    total = events = 0
+    start, target, header = start_revision, revision, None
+    while True:
+        b = yield _watch_hash_piece(key, range_end, prefix=prefix, from_key=from_key, filters=filters,
+                                   start_revision=start, revision=target)
+        header = header or header_of(b)
+        total = (total + streamhash.from_bytes(b["hash"])) % streamhash.MOD
+        events += b.get("events", 0)
+        target = b["revision"]          # the first piece fixes the revision (0: the current one)
+        if b["through"] >= target:
+            return WatchHashResponse(header, streamhash.to_bytes(total), events, start_revision, target)
+        start = b["through"] + 1
 
 
 def _alarm_response(b, client=None) -> AlarmResponse:

@@ -94,6 +94,12 @@ class Watch:
         # Between a state's start (initial_state, or a resync's reset) and its state_end: a
         # resume then reads the state again (SPEC.md section 7.7).
         self._in_state = bool(body.get("initial_state"))
+        # A verified stream (SPEC.md 7.10): the digest sum of the events handed to the application
+        # since the server-side watch's current start revision _vstart (reset when a failover
+        # re-creates it at last + 1: the server's hash starts there too).
+        self.verify = bool(body.get("verify"))
+        self._vsum = 0
+        self._vstart = body.get("start_revision", 0)
         # True once this session's fan-out confirmed the watch: only then does a session-wide
         # progress notification (watch_ids [-1]) speak for it.
         self._live = False
@@ -267,6 +273,7 @@ class ClientBase(SessionIO):
             return       # it stands at the state's revision once state_end arrives
         if not handle.body.get("start_revision") and not handle.last_revision:
             handle.last_revision = created.get("header", {}).get("revision", 0)
+            handle._vstart = handle.last_revision + 1
 
     def _watch_canceled(self, w: "Watch"):
         """The application canceled w (its cancel was answered, or could not be)."""
@@ -365,6 +372,21 @@ class Client(AuthMixin, ClientBase):
     def member_list(self, timeout=None) -> MemberListResponse:
         """The fan-outs serving this cluster (those that ping its syncer)."""
         return self._request(calls.member_list(), timeout)
+
+    def watch_hash(self, key, range_end=None, *, prefix=False, from_key=False, filters=(), start_revision: int,
+                   revision: int = 0, timeout=None):
+        """The stream hash a verified watch (watch(..., verify=True)) of this range and filters,
+        started at start_revision, carries in a bookmark at `revision` (0: the current one),
+        computed by the syncer from history in bounded pieces (SPEC.md 7.10); root only with
+        auth enabled.  -> WatchHashResponse (hash: 16 bytes, events: how many)."""
+        steps = calls.watch_hash(key, range_end, prefix=prefix, from_key=from_key, filters=filters,
+                                        start_revision=start_revision, revision=revision)
+        call = next(steps)
+        try:
+            while True:
+                call = steps.send(self._request(call, timeout))
+        except StopIteration as done:
+            return done.value
 
     def hash_kv(self, revision: int = 0, timeout=None) -> HashKVResponse:
         """A hash of the store's history in (compact revision, revision] (0: the current one);
@@ -477,7 +499,7 @@ class Client(AuthMixin, ClientBase):
 
     def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
               filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
-              queue=None, start_time=None, initial_state=False, on_compacted="cancel") -> Watch:
+              queue=None, start_time=None, initial_state=False, on_compacted="cancel", verify=False) -> Watch:
         """Watch a key or range; returns a handle that iterates WatchResponse objects.
 
         queue: deliver this watch's responses into an object with put() (e.g. a SimpleQueue)
@@ -497,6 +519,10 @@ class Client(AuthMixin, ClientBase):
         range's state at a revision >= the compact revision, ``state_complete``, changes) or
         "digest" (as resync, but the state resends only kvs changed since the watch's last
         revision and names the unchanged keys: ``unchanged_keys``).
+        verify: a verified stream (SPEC.md 7.10): each bookmark (progress notification) carries
+        the server's hash of the events it sent, which the client checks against the events it
+        delivered; on a mismatch the watch ends with zwatch.StreamDiverged (a gap, a duplicate
+        or a changed event), named in its error.
         """
         if start_time is not None:
             if start_revision:
@@ -506,6 +532,8 @@ class Client(AuthMixin, ClientBase):
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})
         body.update(state_options(initial_state, on_compacted))
+        if verify:
+            body["verify"] = True
         handle = self._register_watch(body, watch_id, lambda wid: Watch(self, wid, body, queue))
         try:
             created = self._call("watch_create", body, timeout)

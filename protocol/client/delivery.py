@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import messages
-from ..errors import ZwatchError
+from .. import messages, streamhash
+from ..errors import StreamDiverged, ZwatchError
 from .credit import WatchQueue
 from .types import Event, Header, KeyValue, WatchResponse
 
@@ -47,6 +47,8 @@ class WatchRouter:
         self.name = name
         self.clock = clock
         self.duplicates_dropped = 0
+        self.diverged = 0               # verified watches ended by a hash mismatch (SPEC.md 7.10)
+        self.diverged_ids: list[int] = []   # ended here, to cancel on the server (take_diverged)
         self._unlogged = 0              # dropped since the last log line
         self._logged_at: float | None = None
 
@@ -60,6 +62,9 @@ class WatchRouter:
                 continue
             ids, rev, evs, fragment = r[:4]
             ext = r[4] if len(r) > 4 else None
+            # A verified watch's bookmark: its server-side stream hash (SPEC.md 7.10).
+            server_hash = ext.get("hash") if isinstance(ext, dict) and not evs else None
+            digests = None      # the events' digests, computed once if a verified watch needs them
             events = [Event(messages.EVENT_TYPE_NAMES[e[0]], KeyValue.from_list(e[1]),
                             KeyValue.from_list(e[2]) if len(e) > 2 and e[2] else None) for e in evs]
             if ext is not None and ext.get("mark") in STATE_MARKS:
@@ -75,6 +80,12 @@ class WatchRouter:
             shared: dict[tuple, tuple] = {}
             for w in targets:
                 if w is None or w.canceled:
+                    continue
+                if w.verify:
+                    # Outside the shared-queue grouping: its hash is its own.
+                    if evs and digests is None:
+                        digests = [streamhash.digest(e[0], e[1]) for e in evs]
+                    self._verified(w, events, digests, rev, server_hash, fragment, ticket)
                     continue
                 if w.shared and not fragment and not w._fragments:
                     group = shared.get((id(w.queue), w.last_revision))
@@ -123,10 +134,63 @@ class WatchRouter:
                 w._in_state = False
                 w.last_revision = rev
                 w.body.pop("initial_state", None)     # resumed from here on as a plain watch
+                if w.verify:        # its stream hash covers the changes after the state (SPEC.md 7.10)
+                    w._vsum, w._vstart = 0, rev + 1
             else:
                 w._in_state = True
             _put(w.queue, WatchResponse(w.watch_id, Header(rev), events,
                                         watch_ids=[w.watch_id] if w.shared else None, ext=ext), ticket)
+
+    def _verified(self, w, events: list, digests, rev: int, server_hash, fragment: bool, ticket) -> bool:
+        """Deliver one response to a verified watch: its running sum takes in the events it hands
+        to the application (duplicates dropped first), and a bookmark's hash is compared with
+        it; on a mismatch the watch ends with StreamDiverged.  -> False if it ended."""
+        fresh = self._fresh(events, w.last_revision, (w,))
+        if fresh:
+            w._vsum = (w._vsum + sum(digests[len(events) - len(fresh):])) % streamhash.MOD
+        if fragment:
+            w._fragments.extend(fresh)
+            return True
+        if w._fragments:
+            fresh, w._fragments = w._fragments + fresh, []
+        if events and not fresh:
+            return True
+        if server_hash is not None:
+            try:
+                expected = streamhash.from_bytes(server_hash)
+            except ValueError:
+                expected = None
+            if expected != w._vsum:
+                self._diverged(w, rev, server_hash, w._vsum)
+                return False
+        top = fresh[-1].kv.mod_revision if fresh else rev
+        if top > w.last_revision:
+            w.last_revision = top
+        _put(w.queue, WatchResponse(w.watch_id, Header(rev), fresh, watch_ids=[w.watch_id] if w.shared else None,
+                                    stream_hash=server_hash if server_hash is not None and not fresh else None,
+                                    stream_start=w._vstart if server_hash is not None and not fresh else 0),
+             ticket)
+        return True
+
+    def _diverged(self, w, rev: int, server_hash, client_sum: int):
+        """End a verified watch whose stream is not what the server says it sent."""
+        theirs = server_hash.hex() if isinstance(server_hash, (bytes, bytearray)) else repr(server_hash)[:40]
+        ours = streamhash.to_bytes(client_sum).hex()
+        msg = (f"watch {w.watch_id}: stream diverged at revision {rev}: the server's hash of the events "
+               f"since revision {w._vstart} is {theirs}, the events this client delivered hash to {ours} "
+               "(a gap, a duplicate or a changed event)")
+        log.error("watch.stream_diverged client=%s watch_id=%s revision=%d server_hash=%s client_hash=%s",
+                  self.name, w.watch_id, rev, theirs, ours)
+        self.diverged += 1
+        err = StreamDiverged(msg, watch_id=w.watch_id, revision=rev, server_hash=theirs, client_hash=ours)
+        w._end(Header(rev), msg, err.code, err)
+        with self.lock:
+            self.watches.pop(w.watch_id, None)
+        self.diverged_ids.append(w.watch_id)
+
+    def take_diverged(self) -> list[int]:
+        ids, self.diverged_ids = self.diverged_ids, []
+        return ids
 
     def _fresh(self, events: list, last_revision: int, for_watches) -> list:
         """The events above last_revision (the list itself when none is a duplicate)."""

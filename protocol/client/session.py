@@ -496,6 +496,15 @@ class SessionIO:
                 finally:
                     if ticket is not None:
                         ticket.done()
+                if self._router.diverged_ids:
+                    # Verified watches the client ended (StreamDiverged): cancel them on the
+                    # server too (best effort; the reply, to a request nobody waits for, is ignored).
+                    for wid in self._router.take_diverged():
+                        try:
+                            sock.send(messages.encode_request("watch_cancel", next(self._ids), {"watch_id": wid}),
+                                      zmq.NOBLOCK)
+                        except zmq.Again:
+                            pass
             elif kind == "goaway":
                 # The fan-out drains: move within delay_ms (a random moment: spread the moves).
                 body = body if isinstance(body, dict) else {}
@@ -637,6 +646,9 @@ class SessionIO:
                 _deliver_reset(w)
             else:
                 body["start_revision"] = w._start_revision()
+            # A verified watch's server-side hash starts again at the new start revision (an
+            # initial state's: after its state_end, SPEC.md 7.10).
+            w._vsum, w._vstart = 0, body.get("start_revision", 0)
             req_id = next(self._ids)
             self._resume_reqs[req_id] = w
             try:

@@ -125,6 +125,17 @@ class HashKVResponse:
 
 
 @dataclass(slots=True)
+class WatchHashResponse:
+    """watch_hash (SPEC.md 7.10): the stream hash a verified watch of this spec started at
+    start_revision carries in a bookmark at `revision`, computed from history."""
+    header: Header
+    hash: bytes              # 16 bytes: compare with WatchResponse.stream_hash
+    events: int              # events hashed
+    start_revision: int
+    revision: int
+
+
+@dataclass(slots=True)
 class Event:
     type: str            # "PUT" | "DELETE"
     kv: KeyValue
@@ -152,6 +163,12 @@ class WatchResponse:
     # an initial state or a resync (section 7.7) marks its responses {"mark": "reset" | "state" |
     # "state_end"}.  None on every other response.
     ext: dict | None = None
+    # A verified watch's bookmark (watch(..., verify=True), SPEC.md 7.10): the server's stream
+    # hash (16 bytes), which the client has checked against the events it delivered.
+    stream_hash: bytes | None = None
+    # ... and the first revision that hash covers (the server-side watch's start revision: the
+    # watch's own, or last + 1 after a failover), for `zwatch hash-watch --from`.
+    stream_start: int = 0
 
     @property
     def is_progress_notify(self) -> bool:

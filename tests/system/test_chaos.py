@@ -35,6 +35,9 @@ def check_report(rep: dict, fanouts: int = 2):
     assert rep["writes"].get("acknowledged", 0) > 100
     assert rep["events_delivered"] > 100
     assert not rep["stuck_at_end"]
+    # verified streams (SPEC.md 7.10): bookmarks whose hash the checker recomputed from the
+    # history (a mismatch, or a stream the client ended as diverged, is a [Verified] violation)
+    assert rep["verified_bookmarks"] >= 5, rep["verified_bookmarks"]
     # leases were exercised: some kept alive through the kills, some revoked or expired with keys
     leases = rep["leases"]
     assert leases["kept"] >= 1 and leases["puts_attempted"] > 10, leases

@@ -239,6 +239,7 @@ class _W:
         self.last_revision, self.canceled, self._fragments, self.duplicates_dropped = 0, False, [], 0
         self.body = {"initial_state": True}
         self._in_state = True
+        self.verify = False
 
 
 def test_the_router_never_drops_state_events_and_stands_at_r_after_state_end():

@@ -39,6 +39,7 @@ const CODES = {
   RoleNotFound: "ROLE_NOT_FOUND",
   RoleNotGranted: "ROLE_NOT_GRANTED",
   PermissionNotGranted: "PERMISSION_NOT_GRANTED",
+  StreamDiverged: "STREAM_DIVERGED",
 };
 
 function define(name, code) {

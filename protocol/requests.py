@@ -20,6 +20,7 @@ This module imports no msgpack: bodies arrive decoded (zwatch.messages does that
 from __future__ import annotations
 
 from .errors import InvalidArgument
+from . import valuefilter
 import re
 
 from .limits import (MAX_AUTH_NAME_BYTES, MAX_KEEPALIVE_IDS, MAX_KEY_BYTES, MAX_PASSWORD_BYTES, MAX_REQUEST_BYTES,
@@ -410,7 +411,7 @@ class WatchSpec:
     for "every key from `key`", else range_end."""
 
     __slots__ = ("watch_id", "key", "range_end", "end", "start_revision", "prev_kv",
-                 "filter_bits", "progress_notify", "fragment")
+                 "filter_bits", "progress_notify", "fragment", "vfilter")
 
     def __init__(self, body: dict):
         self.watch_id = get_int(body, "watch_id", 0, 0, MAX_WATCH_ID)
@@ -431,6 +432,9 @@ class WatchSpec:
                 raise InvalidArgument(f"unknown filter {str(f)[:32]!r}")
             bits |= FILTER_BITS[f]
         self.filter_bits = bits
+        # keys_only / value_prefix / value_equals / max_value_bytes (SPEC.md 7.8): one shared
+        # ValueFilter, None for a plain watch.
+        self.vfilter = valuefilter.from_body(body)
         # The index keeps single keys in a table (end None) and needs a finite from-key end.
         _, end = key_range(self.key, self.range_end)
         self.end = None if not self.range_end else KEY_INFINITY if end is None else end
@@ -442,9 +446,12 @@ class WatchSpec:
 
     def to_wire(self) -> dict:
         filters = [f for f, bit in FILTER_BITS.items() if self.filter_bits & bit]
-        return {"watch_id": self.watch_id, "key": self.key, "range_end": self.range_end,
+        wire = {"watch_id": self.watch_id, "key": self.key, "range_end": self.range_end,
                 "start_revision": self.start_revision, "prev_kv": self.prev_kv,
                 "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment}
+        if self.vfilter is not None:
+            wire.update(self.vfilter.opts)
+        return wire
 
 
 def _watch_create(body, where: str) -> WatchSpec:

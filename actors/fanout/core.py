@@ -24,6 +24,7 @@ import heapq
 from collections import deque
 
 from zwatch import internal, messages, requests
+from zwatch.valuefilter import PUT, same as same_vfilter, strip_event
 from zwatch.actors.auth.state import AuthState
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
@@ -177,8 +178,12 @@ class FanoutCore:
 
     def _plan(self, key: bytes, t: int, no_prev: bool) -> list:
         """Who a lone event (key, type t) goes to, as _deliver would group them: one entry per
-        response, (session ident, fragment, with prev_kv, watch ids, watchers, the slots and
-        lone watchers whose last_event_rev it sets, deliveries)."""
+        response, (session ident, fragment, with prev_kv, value filter, watch ids, watchers, the
+        slots and lone watchers whose last_event_rev it sets, deliveries).
+
+        A value filter's verdict depends on the event's value, which a plan keyed by (key, type)
+        cannot know: its entries are planned with their filter and judged per event, once per
+        filter (_deliver_one)."""
         bit = 1 << t
         responses: dict = {}
         for items in self.index.match(key):
@@ -187,18 +192,18 @@ class FanoutCore:
                     continue
                 long = g.prev_kv and not no_prev
                 if g.lone:
-                    r = responses.setdefault((g.session.ident, g.fragment, long), ([], [], []))
+                    r = responses.setdefault((g.session.ident, g.fragment, long, g.vfilter), ([], [], []))
                     r[0].append(g.watch_id)
                     r[1].append(g)
                     r[2].append(g)
                     continue
                 for slot in g.slots.values():
-                    r = responses.setdefault((slot.session.ident, g.fragment, long), ([], [], []))
+                    r = responses.setdefault((slot.session.ident, g.fragment, long, g.vfilter), ([], [], []))
                     r[0].extend(w.watch_id for w in slot.watchers.values())
                     r[1].extend(slot.watchers.values())
                     r[2].append(slot)
-        return [(ident, fragment, long, ids, tuple(members), marks, len(ids))
-                for (ident, fragment, long), (ids, members, marks) in responses.items()]
+        return [(ident, fragment, long, vf, ids, tuple(members), marks, len(ids))
+                for (ident, fragment, long, vf), (ids, members, marks) in responses.items()]
 
     def _deliver_one(self, t: int, kv: list, prev, header_rev: int):
         """A segment of one event (one put per publish: the common case under load): its plan,
@@ -216,17 +221,35 @@ class FanoutCore:
         short = [t, kv]
         long = short if prev is None else [t, kv, prev]
         out = self.out
-        deliveries = 0
-        for ident, fragment, want_long, ids, members, marks, n in plan:
+        deliveries = responses = 0
+        verdicts = stripped = None     # per value filter: its verdict; keys-only events, built once
+        for ident, fragment, want_long, vf, ids, members, marks, n in plan:
+            ev = long if want_long else short
+            if vf is not None:
+                if vf.has_predicate and t == PUT:
+                    if verdicts is None:
+                        verdicts = {}
+                    ok = verdicts.get(vf)
+                    if ok is None:
+                        ok = verdicts[vf] = vf.passes(t, kv)
+                    if not ok:
+                        # Filtered out: the watchers' positions still advance (implicitly, as
+                        # synced), and no event mark is set, so progress_notify still ticks.
+                        continue
+                if vf.keys_only:
+                    if stripped is None:
+                        s = strip_event(short)
+                        stripped = (s, s if prev is None else strip_event(long))
+                    ev = stripped[1] if want_long else stripped[0]
             for m in marks:
                 m.last_event_rev = header_rev
             deliveries += n
+            responses += 1
             items = out.setdefault(ident, [])
-            for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, [long if want_long else short],
-                                                                     fragment):
+            for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, [ev], fragment):
                 items.append(WatchOut(resp, Owner(members, first_rev)))
         self.st["deliveries"] += deliveries
-        self.st["responses"] += len(plan)
+        self.st["responses"] += responses
 
     def _deliver(self, seg: list, header_rev: int):
         """Match a run of revisions against the index; queue the responses.
@@ -250,15 +273,37 @@ class FanoutCore:
                 short = [t, kv]
                 long = short if prev is None else [t, kv, prev]
                 bit = 1 << t
+                verdicts = stripped = None     # per value filter: its verdict; keys-only events
                 for groups in groups_lists:
                     for g in groups:
                         if g.filter_bits & bit:
                             continue
+                        vf = g.vfilter
+                        if vf is None:
+                            ev = long if g.prev_kv else short
+                        else:
+                            # Judged once per event and filter, whatever the number of groups
+                            # and watchers sharing it (the filters are interned).
+                            if vf.has_predicate and t == PUT:
+                                if verdicts is None:
+                                    verdicts = {}
+                                ok = verdicts.get(vf)
+                                if ok is None:
+                                    ok = verdicts[vf] = vf.passes(t, kv)
+                                if not ok:
+                                    continue
+                            if vf.keys_only:
+                                if stripped is None:
+                                    ks = strip_event(short)
+                                    stripped = (ks, ks if prev is None else strip_event(long))
+                                ev = stripped[1] if g.prev_kv else stripped[0]
+                            else:
+                                ev = long if g.prev_kv else short
                         lst = matched.get(g)
                         if lst is None:
-                            matched[g] = [long if g.prev_kv else short]
+                            matched[g] = [ev]
                         else:
-                            lst.append(long if g.prev_kv else short)
+                            lst.append(ev)
         if not matched:
             return
         # (session ident, fragment, the events' identities) -> [events, watch ids, watchers, owned]:
@@ -361,11 +406,12 @@ class FanoutCore:
 
     def _index(self, w: Watcher):
         self._changed()
-        # The items of one (key, end) differ only by filters, prev_kv and fragment: at most 16,
-        # so they are found in the index's own list instead of a dict of spec tuples.
+        # The items of one (key, end) differ only by filters, prev_kv, fragment and value filter:
+        # few, so they are found in the index's own list instead of a dict of spec tuples.
         g = None
         for cand in self.index.items(w.key, w.end):
-            if cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv and cand.fragment == w.fragment:
+            if (cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv and cand.fragment == w.fragment
+                    and same_vfilter(cand.vfilter, w.vfilter)):
                 g = cand
                 break
         if g is None:                  # alone on its spec: indexed itself
@@ -394,7 +440,7 @@ class FanoutCore:
 
     def _group_of(self, lone: Watcher) -> Group:
         """Replace a lone watcher in the index by a Group holding it (in a Slot of its session)."""
-        g = Group(lone.key, lone.end, lone.filter_bits, lone.prev_kv, lone.fragment)
+        g = Group(lone.key, lone.end, lone.filter_bits, lone.prev_kv, lone.fragment, lone.vfilter)
         self.index.remove(lone.key, lone.end, lone)
         self.index.add(lone.key, lone.end, g)
         slot = g.slots[lone.session.ident] = Slot(g, lone.session)
@@ -458,6 +504,7 @@ class FanoutCore:
         self.st["ring_catchups"] += 1
         evs = []
         bit_filter = w.filter_bits
+        vf = w.vfilter
         # This is a read of history: like the syncer (and etcd), no prev_kv for an event at or
         # below the compact revision, whose previous version is compacted (issue #8.10).
         compact = self.compact_revision
@@ -465,7 +512,13 @@ class FanoutCore:
             for t, kv, prev in events:
                 if bit_filter & (1 << t) or not w.matches(kv[0]):
                     continue
-                evs.append([t, kv, prev] if (w.prev_kv and prev is not None and kv[2] > compact) else [t, kv])
+                ev = [t, kv, prev] if (w.prev_kv and prev is not None and kv[2] > compact) else [t, kv]
+                if vf is not None:
+                    if not vf.passes(t, kv):
+                        continue      # filtered out: the watcher's position passes it all the same
+                    if vf.keys_only:
+                        ev = strip_event(ev)
+                evs.append(ev)
         if evs:
             self.st["deliveries"] += len(evs)
             items = self.out.setdefault(w.session.ident, [])
@@ -489,8 +542,11 @@ class FanoutCore:
         self._set_state(w, UNSYNCED)
         w.epoch += 1
         w.next_rev = next_rev
+        # opts: the watch kinds' options the syncer needs; a value filter's are its own
+        # (shared, never mutated), a plain watch's {}.
+        opts = w.vfilter.opts if w.vfilter is not None else {}
         self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits, w.prev_kv,
-                                                  w.watch_id, w.fragment, w.session.ident))
+                                                  w.watch_id, w.fragment, w.session.ident, opts))
 
     # ------------------------------------------------------------------ the syncer
     def _current(self, uid, epoch):
@@ -682,7 +738,7 @@ class FanoutCore:
             return
         uid = self.next_uid
         self.next_uid += 1
-        w = Watcher(uid, session, wid, spec)
+        w = Watcher.of(uid, session, wid, spec)
         self.watchers[uid] = w
         session.watches[wid] = w
         if spec.progress_notify:

@@ -39,6 +39,16 @@ class Watcher:
     __slots__ = ("uid", "session", "watch_id", "key", "end", "filter_bits", "prev_kv",
                  "fragment", "state", "next_rev", "epoch", "slot", "last_event_rev")
     lone = True        # as an index item: one watcher (a Group says False)
+    # keys_only / value predicate (zwatch.valuefilter, SPEC.md 7.8): a class attribute here, so
+    # that a plain watcher pays nothing for it; a FilteredWatcher has its own.
+    vfilter = None
+
+    @staticmethod
+    def of(uid, session, watch_id, spec: messages.WatchSpec) -> "Watcher":
+        """A Watcher, or a FilteredWatcher when the spec has a value filter."""
+        if spec.vfilter is None:
+            return Watcher(uid, session, watch_id, spec)
+        return FilteredWatcher(uid, session, watch_id, spec)
 
     def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
         self.uid = uid
@@ -61,14 +71,25 @@ class Watcher:
         return key == self.key if self.end is None else self.key <= key < self.end
 
 
+class FilteredWatcher(Watcher):
+    """A watch with keys_only or a value predicate: its shared ValueFilter (never None)."""
+    __slots__ = ("vfilter",)
+
+    def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
+        super().__init__(uid, session, watch_id, spec)
+        self.vfilter = spec.vfilter
+
+
 class Group:
-    """Synced watchers with one spec, two or more of them (one alone is indexed itself)."""
-    __slots__ = ("key", "end", "filter_bits", "prev_kv", "fragment", "slots")
+    """Synced watchers with one spec, two or more of them (one alone is indexed itself).
+    vfilter: the spec's ValueFilter (None: plain); watchers with different ones never share."""
+    __slots__ = ("key", "end", "filter_bits", "prev_kv", "fragment", "vfilter", "slots")
     lone = False
 
-    def __init__(self, key, end, filter_bits, prev_kv, fragment):
+    def __init__(self, key, end, filter_bits, prev_kv, fragment, vfilter=None):
         self.key, self.end, self.filter_bits, self.prev_kv = key, end, filter_bits, prev_kv
         self.fragment = fragment
+        self.vfilter = vfilter
         self.slots: dict[bytes, Slot] = {}
 
 

@@ -39,6 +39,15 @@ def add_watch(p):
     p.add_argument("--prev-kv", action="store_true", help="get the previous key-value pair before the event happens")
     p.add_argument("--progress-notify", action="store_true",
                    help="ask for periodic progress notifications (printed as `progress notify: REV`)")
+    # Keys-only and value-predicate watches (zwatch only, SPEC.md 7.8): filtered by the server.
+    p.add_argument("--keys-only", action="store_true",
+                   help="events without values (the value and the previous value are empty)")
+    p.add_argument("--value-prefix", default=None,
+                   help="deliver only the PUTs whose value starts with this (DELETEs always come)")
+    p.add_argument("--value-equals", default=None,
+                   help="deliver only the PUTs whose value is exactly this (DELETEs always come)")
+    p.add_argument("--max-value-bytes", type=int, default=None,
+                   help="deliver only the PUTs whose value is at most this many bytes (DELETEs always come)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="read `watch ...` and `progress` lines from stdin (etcdctl's interactive mode)")
 
@@ -116,7 +125,9 @@ def _watch_range(w_args):
 def _open(c: Client, w_args):
     key, kw = _watch_range(w_args)
     return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
-                   progress_notify=w_args.progress_notify)
+                   progress_notify=w_args.progress_notify, keys_only=w_args.keys_only,
+                   value_prefix=w_args.value_prefix, value_equals=w_args.value_equals,
+                   max_value_bytes=w_args.max_value_bytes)
 
 
 def _display(a):

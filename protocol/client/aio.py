@@ -39,7 +39,7 @@ from ..limits import MAX_KEEPALIVE_IDS
 from . import calls
 from .concurrency import AsyncStepper, ElectionSteps, LockSteps, _observe, arun
 from .auth import Credentials
-from .builders import endpoints_from_env, range_body
+from .builders import endpoints_from_env, range_body, value_filter_fields
 from .core import RETRY_AFTER_S, ClientBase, Watch
 from .curve import resolve as resolve_curve
 from .direct import DIRECT_OPS, FALLBACK, AsyncDirectWrites
@@ -382,11 +382,15 @@ class Client(ClientBase):
         return await self._request(calls.leases(), timeout)
 
     async def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
-                    filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None) -> AsyncWatch:
+                    filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
+                    keys_only=False, value_prefix=None, value_equals=None, max_value_bytes=None) -> AsyncWatch:
         """As Client.watch (without a shared queue): ``async for resp in await c.watch(...)``."""
         body = range_body(key, range_end, prefix=prefix, from_key=from_key)
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})
+        # keys_only / value predicate (SPEC.md 7.8): kept in the body, so a resume re-creates the
+        # same filtered watch from last revision + 1.
+        body.update(value_filter_fields(keys_only, value_prefix, value_equals, max_value_bytes))
         handle = self._register_watch(body, watch_id, lambda wid: AsyncWatch(self, wid, body))
         try:
             created = await self._call("watch_create", body, timeout)

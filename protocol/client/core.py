@@ -28,7 +28,7 @@ import zmq
 from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
 from .auth import AuthMixin, Credentials
-from .builders import endpoints_from_env, range_body
+from .builders import endpoints_from_env, range_body, value_filter_fields
 from .resolve import expand as expand_endpoints
 from .concurrency import Election, Lock
 from .callbacks import CallbackDispatcher
@@ -420,7 +420,7 @@ class Client(AuthMixin, ClientBase):
 
     def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
               filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
-              queue=None) -> Watch:
+              queue=None, keys_only=False, value_prefix=None, value_equals=None, max_value_bytes=None) -> Watch:
         """Watch a key or range; returns a handle that iterates WatchResponse objects.
 
         queue: deliver this watch's responses into an object with put() (e.g. a SimpleQueue)
@@ -429,10 +429,17 @@ class Client(AuthMixin, ClientBase):
         are identical), which costs the client nothing per watcher: the way to hold thousands
         of watches in one process.  The handle's own get()/iteration is then unused; the end
         of a watch is signalled by a canceled response.
+
+        keys_only: events without values (kv.value and prev_kv.value are b"").  value_prefix /
+        value_equals / max_value_bytes: deliver only the PUTs whose value starts with / equals /
+        is at most that long (all given must hold); DELETEs always come (SPEC.md 7.8).
         """
         body = range_body(key, range_end, prefix=prefix, from_key=from_key)     # key, range_end as get's
         body.update({"start_revision": start_revision, "prev_kv": prev_kv, "filters": list(filters),
                      "progress_notify": progress_notify, "fragment": fragment})
+        # keys_only / value predicate (SPEC.md 7.8): kept in the body, so a resume re-creates the
+        # same filtered watch from last revision + 1.
+        body.update(value_filter_fields(keys_only, value_prefix, value_equals, max_value_bytes))
         handle = self._register_watch(body, watch_id, lambda wid: Watch(self, wid, body, queue))
         try:
             created = self._call("watch_create", body, timeout)

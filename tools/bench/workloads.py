@@ -514,3 +514,13 @@ ORDER += list(bigstore.DEFAULTS)
 RUNNERS.update(startup=bigstore.startup, history_single_key=bigstore.history_single_key)
 ONLY_ZWATCH |= bigstore.ONLY_ZWATCH
 OWN_CLUSTER = set(bigstore.OWN_CLUSTER)          # no cluster started for them by the bench
+
+# What keys-only and value-predicate watches cost (kinds_filters.py: zwatch only, in-process core).
+from . import kinds_filters  # noqa: E402
+
+DEFAULTS.update(kinds_filters.DEFAULTS)
+QUICK.update(kinds_filters.QUICK)
+ORDER += list(kinds_filters.DEFAULTS)
+RUNNERS.update(filters_cost=kinds_filters.filters_cost)
+ONLY_ZWATCH |= kinds_filters.ONLY_ZWATCH
+OWN_CLUSTER |= kinds_filters.OWN_CLUSTER

@@ -524,3 +524,4 @@ ORDER += list(kinds_filters.DEFAULTS)
 RUNNERS.update(filters_cost=kinds_filters.filters_cost)
 ONLY_ZWATCH |= kinds_filters.ONLY_ZWATCH
 OWN_CLUSTER |= kinds_filters.OWN_CLUSTER
+IN_PROCESS = set(kinds_filters.DEFAULTS)         # measured inside the bench process: no server figures

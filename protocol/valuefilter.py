@@ -21,6 +21,8 @@ every removal).  keys_only replaces the value of kv and of prev_kv by b"" (the m
 """
 from __future__ import annotations
 
+import weakref
+
 from .errors import InvalidArgument
 
 # The bounds of a value predicate: both fit in a registration's opts (at most 4 KiB) with room
@@ -84,7 +86,10 @@ def strip_event(ev: list) -> list:
     return out
 
 
-_interned: dict[tuple, ValueFilter] = {}
+# Weak: an entry lives as long as some watcher, group or registration holds its filter, so a
+# client creating ever-new predicates leaves nothing behind once its watches are gone (and the
+# live ones are bounded by the watch limits).
+_interned: "weakref.WeakValueDictionary[tuple, ValueFilter]" = weakref.WeakValueDictionary()
 
 
 def value_filter(keys_only: bool = False, value_prefix: bytes = b"", value_equals: bytes | None = None,
@@ -95,18 +100,13 @@ def value_filter(keys_only: bool = False, value_prefix: bytes = b"", value_equal
     k = (bool(keys_only), bytes(value_prefix), value_equals, max_value_bytes)
     f = _interned.get(k)
     if f is None:
-        if len(_interned) > 65536:
-            # Bounded: a client creating ever-new predicates must not grow this forever.  Live
-            # watchers keep their objects; identical filters made after the reset are new
-            # objects, so two groups may then hold equal filters: still correct (the group
-            # comparison falls back to equality), only not shared.
-            _interned.clear()
         f = _interned[k] = ValueFilter(*k)
     return f
 
 
 def same(a: ValueFilter | None, b: ValueFilter | None) -> bool:
-    """Whether two watches' filters are the same (identity first: they are interned)."""
+    """Whether two watches' filters are the same: identity, as they are interned (equality too,
+    so that correctness never rests on the interning)."""
     return a is b or (a is not None and b is not None and a.opts == b.opts)
 
 

@@ -276,3 +276,19 @@ def test_syncer_batch_filters_once_per_record_strips_and_hands_off_past_filtered
     assert len(got[4]) == 6
     # Handed off at the current revision: the filtered-out PUTs at 5 and 6 are behind them all.
     assert sorted(h.revision for _f, h in handoffs) == [6, 6, 6, 6]
+
+
+def test_interned_filters_do_not_outlive_their_watches():
+    """A client creating ever-new predicates leaves nothing behind once its watches are gone."""
+    import gc
+    core = joined(at=1)
+    s = session()
+    gc.collect()                    # earlier tests' cores (cycles) let go of their filters first
+    before = len(valuefilter._interned)
+    for i in range(50):
+        watch(core, s, i + 1, value_equals=b"unique-%d" % i)
+    assert len(valuefilter._interned) == before + 50
+    core.drop_session(s)
+    core.take_output(), core.take_syncer_work()
+    gc.collect()
+    assert len(valuefilter._interned) == before

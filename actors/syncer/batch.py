@@ -306,6 +306,7 @@ class Batch(_WatcherTable):
             prev = None
             prev_done = False
             verdicts = None      # value filter -> its verdict on this record (judged once per filter)
+            stripped = None      # keys-only forms of this record's event (built once, by length)
             for gs in hits:
                 for g in gs:
                     if g.next_rev > main or g.filter_bits & bit:
@@ -329,7 +330,12 @@ class Batch(_WatcherTable):
                     else:
                         ev = [t, kv]
                     if vf is not None and vf.keys_only:
-                        ev = strip_event(ev)
+                        if stripped is None:
+                            stripped = {}
+                        kev = stripped.get(len(ev))
+                        if kev is None:
+                            kev = stripped[len(ev)] = strip_event(ev)
+                        ev = kev
                     lst = per_group.get(g)
                     if lst is None:
                         per_group[g] = [ev]

@@ -292,3 +292,15 @@ def test_interned_filters_do_not_outlive_their_watches():
     core.take_output(), core.take_syncer_work()
     gc.collect()
     assert len(valuefilter._interned) == before
+
+
+def test_syncer_builds_keys_only_events_once_per_record_not_per_group(monkeypatch):
+    from zwatch.actors.syncer import batch as batch_mod
+    calls = []
+    real = batch_mod.strip_event
+    monkeypatch.setattr(batch_mod, "strip_event", lambda ev: calls.append(1) or real(ev))
+    ws = [sync_watcher(i, b"s%d" % i, opts={"keys_only": True}) for i in range(1, 21)]
+    batch = Batch(ws, max_watchers=30, chunk_revisions=10, chunk_bytes=1 << 20)
+    view = History([(PUT, b"k", b"v1"), (PUT, b"k", b"v2"), (DELETE, b"k", b"")])
+    _, events, _, _ = run(batch, view)
+    assert len(calls) == 3 and len(events) == 20

@@ -11,7 +11,10 @@ noise of sockets shared with other processes:
   `sessions` sessions, plain / keys_only / value_prefix (half the values match) / both, with the
   plans warm; process CPU time per event, and the predicate's evaluations per event (1 for
   any number of watchers: the filter is shared and judged once per event);
-* the same for publishes of `batch` events (the general path, ``_deliver``).
+* the same for publishes of `batch` events (the general path, ``_deliver``);
+* the syncer's side: one ``Batch.scan`` (actors/syncer/batch.py) of `events` PUT records for
+  `sessions` groups (one per session, the syncer's grouping) on a prefix: CPU per record read,
+  and the predicate's evaluations per record (1 whatever the groups).
 
 Figures go to the bench's JSON lines like every workload; docs/design.md ("Issue #16: keys-only
 and predicate watches") quotes them.
@@ -94,6 +97,27 @@ def cpu_per_event(n: int, sessions: int, events: int, batch: int, opts: dict) ->
     return out
 
 
+def syncer_cpu_per_record(groups: int, records: int, opts: dict) -> dict:
+    """CPU of one Batch.scan over `records` PUT records (10 keys under a prefix, half the values
+    matching a value_prefix of b"a") for `groups` groups, one per session."""
+    from zwatch.actors.syncer.batch import Batch, SyncWatcher
+    from zwatch.valuefilter import from_opts
+    ws = [SyncWatcher(b"f", i, 1, b"/bench/s/", b"/bench/s0", 1, 0, False, i, False, b"s%05d" % i, dict(opts))
+          for i in range(groups)]
+    batch = Batch(ws, max_watchers=groups, chunk_revisions=records, chunk_bytes=1 << 30)
+    recs = [(r, 0, 0, [b"/bench/s/%d" % (r % 10), 1, r, r, (b"a" if r % 2 else b"b") * 100, 0], 120)
+            for r in range(1, records + 1)]
+    vf = from_opts(opts)
+    evals0 = vf.evaluations if vf is not None else 0
+    cpu0 = time.process_time()
+    batch.scan(recs, lambda key, main, sub: None, records, records)
+    cpu = time.process_time() - cpu0
+    out = {"syncer_cpu_us_per_record": round(cpu / records * 1e6, 2)}
+    if vf is not None and vf.has_predicate:
+        out["syncer_predicate_evaluations_per_record"] = round((vf.evaluations - evals0) / records, 3)
+    return out
+
+
 def filters_cost(ctx, p: dict) -> list[dict]:
     out = []
     for n in p["watchers"]:
@@ -102,6 +126,7 @@ def filters_cost(ctx, p: dict) -> list[dict]:
             figures = {"watchers": n, "sessions": p["sessions"],
                        "bytes_per_watcher_distinct_keys": round(memory_per_watcher(n, p["sessions"], opts), 1)}
             figures.update(cpu_per_event(n, p["sessions"], p["events"], p["batch"], opts))
+            figures.update(syncer_cpu_per_record(p["sessions"], p["events"], opts))
             out.append({"workload": "filters_cost", "variant": f"{kind} N={n}", "system": ctx.system.kind,
                         "params": dict(p, watchers=n, kind=kind), "ok": True, "figures": figures,
                         "wall_s": round(time.monotonic() - t0, 3)})

@@ -239,3 +239,56 @@ def test_filtered_watch_of_a_stalled_consumer_is_replayed_exactly(make_cluster):
     assert shape(got) == want
     assert all(e.kv.value == dict(((r, k), v) for r, _t, k, v in log)[(e.kv.mod_revision, e.kv.key)] for e in got)
     assert cl["fanout0"].events("watch.victim"), "the stalled watch never became a victim"
+
+
+def test_bookmarks_under_concurrent_writes_never_precede_a_matching_event(cluster):
+    """Bookmarkable under load: writes go on while progress is requested again and again; after
+    a progress notification at R, no matching event <= R arrives, and the stream is exact."""
+    import threading
+    c = cluster.client()
+    writer = cluster.client()
+    first = c.put("x", "start").header.revision + 1
+    w = c.watch("b/", prefix=True, start_revision=first, value_prefix="a")
+    log, stop = [], threading.Event()
+
+    def write():
+        i = 0
+        while not stop.is_set() and i < 400:
+            key = f"b/{i % 5}"
+            if i % 9 == 8:
+                log.append((writer.delete(key).header.revision, "DELETE", key.encode(), b""))
+            else:
+                value = b"a%d" % i if i % 4 else b"b%d" % i
+                log.append((writer.put(key, value).header.revision, "PUT", key.encode(), value))
+            i += 1
+            time.sleep(0.003)
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    got, mark, bookmarks, iterations = [], 0, 0, 0
+    deadline = time.monotonic() + 60
+    while t.is_alive() and time.monotonic() < deadline:
+        iterations += 1
+        c.request_progress()
+        drain_until = time.monotonic() + 0.03        # events keep coming: ask again every 30 ms
+        while time.monotonic() < drain_until:
+            try:
+                resp = w.get(timeout=0.01)
+            except queue.Empty:
+                break
+            if resp.is_progress_notify:
+                mark = max(mark, resp.header.revision)
+                bookmarks += 1
+            for e in resp.events:
+                assert e.kv.mod_revision > mark, (e.kv.mod_revision, mark)
+                got.append(e)
+    stop.set()
+    t.join(10)
+    want = expected(sorted(log), first)
+    while len(got) < len(want):
+        resp = w.get(timeout=10)
+        for e in resp.events:
+            assert e.kv.mod_revision > mark
+            got.append(e)
+    assert shape(got) == want
+    assert bookmarks >= 5, (bookmarks, iterations, len(log))

@@ -24,7 +24,7 @@ import heapq
 from collections import deque
 
 from zwatch import internal, messages, requests
-from zwatch.valuefilter import PUT, same as same_vfilter, strip_event
+from zwatch.valuefilter import PUT, strip_event
 from zwatch.actors.auth.state import AuthState
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
@@ -60,6 +60,11 @@ class FanoutCore:
         # the event, grouped into responses (_plan).  Valid while the index and its slots stay
         # as they are: every change to them clears it (_changed).
         self._plans: dict = {}
+        # Index items with a value filter (SPEC.md 7.8) by their whole spec: a filtered watcher
+        # finds its group here in O(1), however many distinct filters share its (key, end) (a
+        # plain spec has at most 16 variants there; filters have no such bound).  Plain items
+        # are not in it: a plain watcher pays nothing for the feature.
+        self._vitems: dict[tuple, object] = {}
         self.futures: list[tuple[int, int]] = []          # heap of (next_rev, uid), lazily pruned
         self.live_futures = 0                              # watchers in state FUTURE
         self.victims: deque[tuple[float, Watcher]] = deque()
@@ -404,18 +409,36 @@ class FanoutCore:
             self.live_futures += 1
         w.state = state
 
+    @staticmethod
+    def _vkey(item) -> tuple:
+        """A filtered index item's whole spec (its filter is interned: identity is equality)."""
+        return item.key, item.end, item.filter_bits, item.prev_kv, item.fragment, item.vfilter
+
+    def _index_add(self, item):
+        self.index.add(item.key, item.end, item)
+        if item.vfilter is not None:
+            self._vitems[self._vkey(item)] = item
+
+    def _index_remove(self, item):
+        self.index.remove(item.key, item.end, item)
+        if item.vfilter is not None and self._vitems.get(self._vkey(item)) is item:
+            del self._vitems[self._vkey(item)]
+
     def _index(self, w: Watcher):
         self._changed()
-        # The items of one (key, end) differ only by filters, prev_kv, fragment and value filter:
-        # few, so they are found in the index's own list instead of a dict of spec tuples.
         g = None
-        for cand in self.index.items(w.key, w.end):
-            if (cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv and cand.fragment == w.fragment
-                    and same_vfilter(cand.vfilter, w.vfilter)):
-                g = cand
-                break
+        if w.vfilter is not None:
+            g = self._vitems.get(self._vkey(w))
+        else:
+            # The plain items of one (key, end) differ only by filters, prev_kv and fragment: at
+            # most 16, so they are found in the index's own list instead of a dict of spec tuples.
+            for cand in self.index.items(w.key, w.end):
+                if (cand.vfilter is None and cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv
+                        and cand.fragment == w.fragment):
+                    g = cand
+                    break
         if g is None:                  # alone on its spec: indexed itself
-            self.index.add(w.key, w.end, w)
+            self._index_add(w)
             w.slot = w
             w.last_event_rev = 0
         else:
@@ -441,8 +464,8 @@ class FanoutCore:
     def _group_of(self, lone: Watcher) -> Group:
         """Replace a lone watcher in the index by a Group holding it (in a Slot of its session)."""
         g = Group(lone.key, lone.end, lone.filter_bits, lone.prev_kv, lone.fragment, lone.vfilter)
-        self.index.remove(lone.key, lone.end, lone)
-        self.index.add(lone.key, lone.end, g)
+        self._index_remove(lone)
+        self._index_add(g)
         slot = g.slots[lone.session.ident] = Slot(g, lone.session)
         slot.watchers[lone.uid] = lone
         slot.last_event_rev = lone.last_event_rev
@@ -454,7 +477,7 @@ class FanoutCore:
         slot = w.slot
         w.slot = None
         if slot is w:
-            self.index.remove(w.key, w.end, w)
+            self._index_remove(w)
             return
         slot.ids = None  # responses already built keep the list they were packed with
         del slot.watchers[w.uid]    # a dict: unindexing a whole slot of N watchers is O(N), not O(N^2)
@@ -468,7 +491,7 @@ class FanoutCore:
         g = slot.group
         del g.slots[slot.session.ident]
         if not g.slots:
-            self.index.remove(g.key, g.end, g)
+            self._index_remove(g)
         elif len(g.slots) == 1:
             last = next(iter(g.slots.values()))
             if len(last.watchers) == 1:
@@ -480,8 +503,8 @@ class FanoutCore:
         watcher paying for a group for the rest of its life."""
         g = slot.group
         (w,) = slot.watchers.values()
-        self.index.remove(g.key, g.end, g)
-        self.index.add(w.key, w.end, w)
+        self._index_remove(g)
+        self._index_add(w)
         w.slot = w
         w.last_event_rev = slot.last_event_rev      # progress_notify's mark carries over
 
@@ -805,7 +828,7 @@ class FanoutCore:
         for w in session.watches.values():
             slot = w.slot
             if slot is w:
-                self.index.remove(w.key, w.end, w)
+                self._index_remove(w)
             elif slot is not None and slot.group.slots.get(ident) is slot:
                 self._remove_slot(slot)
             if w.state == SYNCED:

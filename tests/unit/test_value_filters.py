@@ -304,3 +304,36 @@ def test_syncer_builds_keys_only_events_once_per_record_not_per_group(monkeypatc
     view = History([(PUT, b"k", b"v1"), (PUT, b"k", b"v2"), (DELETE, b"k", b"")])
     _, events, _, _ = run(batch, view)
     assert len(calls) == 3 and len(events) == 20
+
+
+def _filtered_index_items(core) -> set:
+    return {id(item) for item in core.index.all_items() if item.vfilter is not None}
+
+
+def test_distinct_filters_on_one_key_are_found_without_scanning_the_key(monkeypatch):
+    """A hostile client may put thousands of distinct predicates on one key: a filtered watcher
+    finds its group through the spec table, never by walking the key's items (that walk made
+    creating n of them O(n^2)); the table stays exactly the filtered items of the index through
+    grouping, ungrouping, cancels, a dropped session and a publish gap."""
+    core = joined(at=1)
+    s1, s2 = session(b"s1"), session(b"s2")
+    scans = []
+    from zwatch.actors.index import KeyIndex
+    real = KeyIndex.items
+    monkeypatch.setattr(KeyIndex, "items", lambda self, key, end: scans.append(key) or real(self, key, end))
+    for i in range(500):
+        watch(core, s1, i + 1, value_equals=b"v%d" % i)
+    for i in range(500):
+        watch(core, s2, i + 1, value_equals=b"v%d" % (i % 250))      # joins s1's groups
+    assert scans == []
+    watch(core, s1, 1000)                                            # a plain one scans (<= 16 plain)
+    assert len(scans) == 1
+    assert set(map(id, core._vitems.values())) == _filtered_index_items(core)
+    assert len(core._vitems) == 500
+    for i in range(0, 500, 3):
+        core.watch_cancel(s1, 1, i + 1)                              # groups back to lone watchers
+    assert set(map(id, core._vitems.values())) == _filtered_index_items(core)
+    core.drop_session(s2)
+    assert set(map(id, core._vitems.values())) == _filtered_index_items(core)
+    core.on_publish(5, 5, [], 0)                                     # a gap: everyone to the syncer
+    assert core._vitems == {} and _filtered_index_items(core) == set()

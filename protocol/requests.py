@@ -20,6 +20,7 @@ This module imports no msgpack: bodies arrive decoded (zwatch.messages does that
 from __future__ import annotations
 
 from .errors import InvalidArgument
+from . import valuefilter
 import re
 
 from .limits import (MAX_CURSOR_NAME_BYTES, MAX_CURSOR_TTL, MIN_CURSOR_TTL, MAX_AUTH_NAME_BYTES, MAX_KEEPALIVE_IDS, MAX_KEY_BYTES, MAX_PASSWORD_BYTES, MAX_REQUEST_BYTES,
@@ -447,7 +448,7 @@ class WatchSpec:
     for "every key from `key`", else range_end."""
 
     __slots__ = ("watch_id", "key", "range_end", "end", "start_revision", "prev_kv",
-                 "filter_bits", "progress_notify", "fragment", "initial_state", "on_compacted", "verify")
+                 "filter_bits", "progress_notify", "fragment", "initial_state", "on_compacted", "verify", "vfilter")
 
     def __init__(self, body: dict):
         self.watch_id = get_int(body, "watch_id", 0, 0, MAX_WATCH_ID)
@@ -470,6 +471,9 @@ class WatchSpec:
                 raise InvalidArgument(f"unknown filter {str(f)[:32]!r}")
             bits |= FILTER_BITS[f]
         self.filter_bits = bits
+        # keys_only / value_prefix / value_equals / max_value_bytes (SPEC.md 7.8): one shared
+        # ValueFilter, None for a plain watch.
+        self.vfilter = valuefilter.from_body(body)
         # The index keeps single keys in a table (end None) and needs a finite from-key end.
         _, end = key_range(self.key, self.range_end)
         self.end = None if not self.range_end else KEY_INFINITY if end is None else end
@@ -490,12 +494,15 @@ class WatchSpec:
 
     def to_wire(self) -> dict:
         filters = [f for f, bit in FILTER_BITS.items() if self.filter_bits & bit]
-        return {"watch_id": self.watch_id, "key": self.key, "range_end": self.range_end,
+        wire = {"watch_id": self.watch_id, "key": self.key, "range_end": self.range_end,
                 "start_revision": self.start_revision, "prev_kv": self.prev_kv,
                 "filters": filters, "progress_notify": self.progress_notify, "fragment": self.fragment,
                 **({"initial_state": True} if self.initial_state else {}),
                 **({"on_compacted": self.on_compacted} if self.on_compacted != "cancel" else {}),
                 **({"verify": True} if self.verify else {})}
+        if self.vfilter is not None:
+            wire.update(self.vfilter.opts)
+        return wire
 
 
 def _watch_create(body, where: str) -> WatchSpec:
@@ -507,11 +514,13 @@ def _watch_hash(body, where: str) -> dict:
     start_revision would carry in a bookmark at `revision` (0: the current one)."""
     if not isinstance(body, dict):
         raise InvalidArgument(f"{where} must be a map, got {type(body).__name__}")
-    known = ("key", "range_end", "filters", "start_revision", "revision")
+    # A keys-only / value-predicate watch's events are hashed as delivered (SPEC.md 7.8, 7.10).
+    known = ("key", "range_end", "filters", "start_revision", "revision",
+             "keys_only", "value_prefix", "value_equals", "max_value_bytes")
     unknown = [k for k in body if k not in known]
     if unknown:
         raise InvalidArgument(f"{where} has unknown field {str(unknown[0])[:32]!r}")
-    spec = WatchSpec({k: body[k] for k in ("key", "range_end", "filters", "start_revision") if k in body})
+    spec = WatchSpec({k: body[k] for k in known if k in body and k != "revision"})
     if spec.start_revision < 1:
         raise InvalidArgument(f"{where}.start_revision must be at least 1")
     return {"spec": spec, "start_revision": spec.start_revision, "revision": get_int(body, "revision")}

@@ -24,6 +24,7 @@ import heapq
 from collections import deque
 
 from zwatch import internal, messages, requests, streamhash
+from zwatch.valuefilter import PUT, strip_event
 from zwatch.actors.auth.state import AuthState
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
@@ -103,6 +104,11 @@ class FanoutCore:
         # the event, grouped into responses (_plan).  Valid while the index and its slots stay
         # as they are: every change to them clears it (_changed).
         self._plans: dict = {}
+        # Index items with a value filter (SPEC.md 7.8) by their whole spec: a filtered watcher
+        # finds its group here in O(1), however many distinct filters share its (key, end) (a
+        # plain spec has at most 16 variants there; filters have no such bound).  Plain items
+        # are not in it: a plain watcher pays nothing for the feature.
+        self._vitems: dict[tuple, object] = {}
         self.futures: list[tuple[int, int]] = []          # heap of (next_rev, uid), lazily pruned
         self.live_futures = 0                              # watchers in state FUTURE
         self.victims: deque[tuple[float, Watcher]] = deque()
@@ -227,8 +233,12 @@ class FanoutCore:
 
     def _plan(self, key: bytes, t: int, no_prev: bool) -> list:
         """Who a lone event (key, type t) goes to, as _deliver would group them: one entry per
-        response, (session ident, fragment, with prev_kv, watch ids, watchers, the slots and
-        lone watchers whose last_event_rev it sets, deliveries)."""
+        response, (session ident, fragment, with prev_kv, value filter, watch ids, watchers, the
+        slots and lone watchers whose last_event_rev it sets, deliveries).
+
+        A value filter's verdict depends on the event's value, which a plan keyed by (key, type)
+        cannot know: its entries are planned with their filter and judged per event, once per
+        filter (_deliver_one)."""
         bit = 1 << t
         responses: dict = {}
         for items in self.index.match(key):
@@ -237,7 +247,7 @@ class FanoutCore:
                     continue
                 long = g.prev_kv and not no_prev
                 if g.lone:
-                    r = responses.setdefault((g.session.ident, g.fragment, long), ([], [], [], []))
+                    r = responses.setdefault((g.session.ident, g.fragment, long, g.vfilter), ([], [], [], []))
                     r[0].append(g.watch_id)
                     r[1].append(g)
                     r[2].append(g)
@@ -245,15 +255,15 @@ class FanoutCore:
                         r[3].append(g)
                     continue
                 for slot in g.slots.values():
-                    r = responses.setdefault((slot.session.ident, g.fragment, long), ([], [], [], []))
+                    r = responses.setdefault((slot.session.ident, g.fragment, long, g.vfilter), ([], [], [], []))
                     r[0].extend(w.watch_id for w in slot.watchers.values())
                     r[1].extend(slot.watchers.values())
                     r[2].append(slot)
                     if g.verify:
                         r[3].append(slot)
         # The last element says whether a verified watcher is among the members (SPEC.md 7.10).
-        return [(ident, fragment, long, ids, tuple(members), marks, len(ids), bool(verified))
-                for (ident, fragment, long), (ids, members, marks, verified) in responses.items()]
+        return [(ident, fragment, long, vf, ids, tuple(members), marks, len(ids), bool(verified))
+                for (ident, fragment, long, vf), (ids, members, marks, verified) in responses.items()]
 
     def _deliver_one(self, t: int, kv: list, prev, header_rev: int):
         """A segment of one event (one put per publish: the common case under load): its plan,
@@ -271,28 +281,46 @@ class FanoutCore:
         short = [t, kv]
         long = short if prev is None else [t, kv, prev]
         out = self.out
-        deliveries = 0
-        d = None
-        for ident, fragment, want_long, ids, members, marks, n, verified in plan:
+        deliveries = responses = 0
+        verdicts = stripped = None     # per value filter: its verdict; keys-only events, built once
+        d = d_of = None                # a verified response's digest, of the event it carries (d_of)
+        for ident, fragment, want_long, vf, ids, members, marks, n, verified in plan:
+            ev = long if want_long else short
+            if vf is not None:
+                if vf.has_predicate and t == PUT:
+                    if verdicts is None:
+                        verdicts = {}
+                    ok = verdicts.get(vf)
+                    if ok is None:
+                        ok = verdicts[vf] = vf.passes(t, kv)
+                    if not ok:
+                        # Filtered out: the watchers' positions still advance (implicitly, as
+                        # synced), and no event mark is set, so progress_notify still ticks.
+                        continue
+                if vf.keys_only:
+                    if stripped is None:
+                        s = strip_event(short)
+                        stripped = (s, s if prev is None else strip_event(long))
+                    ev = stripped[1] if want_long else stripped[0]
             for m in marks:
                 m.last_event_rev = header_rev
             deliveries += n
+            responses += 1
             items = out.setdefault(ident, [])
             # One event: always one part (a single revision is never cut without fragment, and
             # a list of one event is never cut at all).
-            for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, [long if want_long else short],
-                                                                     fragment):
+            for first_rev, resp in messages.pack_watch_response_parts(ids, header_rev, [ev], fragment):
                 hashes = None
                 if verified:
-                    if d is None:
-                        d = streamhash.digest(t, kv)
+                    if d_of is not ev:         # the event as delivered (keys_only: without its value)
+                        d, d_of = streamhash.digest(ev[0], ev[1]), ev
                     hashes = tuple(w.vhash if w.verify else None for w in members)
                     for w in members:
                         if w.verify:
                             w.vhash = (w.vhash + d) % streamhash.MOD
                 items.append(WatchOut(resp, Owner(members, first_rev, False, hashes)))
         self.st["deliveries"] += deliveries
-        self.st["responses"] += len(plan)
+        self.st["responses"] += responses
 
     def _deliver(self, seg: list, header_rev: int):
         """Match a run of revisions against the index; queue the responses.
@@ -316,15 +344,37 @@ class FanoutCore:
                 short = [t, kv]
                 long = short if prev is None else [t, kv, prev]
                 bit = 1 << t
+                verdicts = stripped = None     # per value filter: its verdict; keys-only events
                 for groups in groups_lists:
                     for g in groups:
                         if g.filter_bits & bit:
                             continue
+                        vf = g.vfilter
+                        if vf is None:
+                            ev = long if g.prev_kv else short
+                        else:
+                            # Judged once per event and filter, whatever the number of groups
+                            # and watchers sharing it (the filters are interned).
+                            if vf.has_predicate and t == PUT:
+                                if verdicts is None:
+                                    verdicts = {}
+                                ok = verdicts.get(vf)
+                                if ok is None:
+                                    ok = verdicts[vf] = vf.passes(t, kv)
+                                if not ok:
+                                    continue
+                            if vf.keys_only:
+                                if stripped is None:
+                                    ks = strip_event(short)
+                                    stripped = (ks, ks if prev is None else strip_event(long))
+                                ev = stripped[1] if g.prev_kv else stripped[0]
+                            else:
+                                ev = long if g.prev_kv else short
                         lst = matched.get(g)
                         if lst is None:
-                            matched[g] = [long if g.prev_kv else short]
+                            matched[g] = [ev]
                         else:
-                            lst.append(long if g.prev_kv else short)
+                            lst.append(ev)
         if not matched:
             return
         # (session ident, fragment, the events' identities) -> [events, watch ids, watchers, owned]:
@@ -440,18 +490,36 @@ class FanoutCore:
             self.live_futures += 1
         w.state = state
 
+    @staticmethod
+    def _vkey(item) -> tuple:
+        """A filtered index item's whole spec (its filter is interned: identity is equality)."""
+        return item.key, item.end, item.filter_bits, item.prev_kv, item.fragment, item.vfilter, item.verify
+
+    def _index_add(self, item):
+        self.index.add(item.key, item.end, item)
+        if item.vfilter is not None:
+            self._vitems[self._vkey(item)] = item
+
+    def _index_remove(self, item):
+        self.index.remove(item.key, item.end, item)
+        if item.vfilter is not None and self._vitems.get(self._vkey(item)) is item:
+            del self._vitems[self._vkey(item)]
+
     def _index(self, w: Watcher):
         self._changed()
-        # The items of one (key, end) differ only by filters, prev_kv and fragment: at most 16,
-        # so they are found in the index's own list instead of a dict of spec tuples.
         g = None
-        for cand in self.index.items(w.key, w.end):
-            if (cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv and cand.fragment == w.fragment
-                    and cand.verify == w.verify):
-                g = cand
-                break
+        if w.vfilter is not None:
+            g = self._vitems.get(self._vkey(w))
+        else:
+            # The plain items of one (key, end) differ only by filters, prev_kv and fragment: at
+            # most 16, so they are found in the index's own list instead of a dict of spec tuples.
+            for cand in self.index.items(w.key, w.end):
+                if (cand.vfilter is None and cand.filter_bits == w.filter_bits and cand.prev_kv == w.prev_kv
+                        and cand.fragment == w.fragment and cand.verify == w.verify):
+                    g = cand
+                    break
         if g is None:                  # alone on its spec: indexed itself
-            self.index.add(w.key, w.end, w)
+            self._index_add(w)
             w.slot = w
             w.last_event_rev = 0
         else:
@@ -477,9 +545,9 @@ class FanoutCore:
 
     def _group_of(self, lone: Watcher) -> Group:
         """Replace a lone watcher in the index by a Group holding it (in a Slot of its session)."""
-        g = Group(lone.key, lone.end, lone.filter_bits, lone.prev_kv, lone.fragment, lone.verify)
-        self.index.remove(lone.key, lone.end, lone)
-        self.index.add(lone.key, lone.end, g)
+        g = Group(lone.key, lone.end, lone.filter_bits, lone.prev_kv, lone.fragment, lone.vfilter, lone.verify)
+        self._index_remove(lone)
+        self._index_add(g)
         slot = g.slots[lone.session.ident] = Slot(g, lone.session)
         slot.watchers[lone.uid] = lone
         slot.last_event_rev = lone.last_event_rev
@@ -491,7 +559,7 @@ class FanoutCore:
         slot = w.slot
         w.slot = None
         if slot is w:
-            self.index.remove(w.key, w.end, w)
+            self._index_remove(w)
             return
         slot.ids = None  # responses already built keep the list they were packed with
         del slot.watchers[w.uid]    # a dict: unindexing a whole slot of N watchers is O(N), not O(N^2)
@@ -505,7 +573,7 @@ class FanoutCore:
         g = slot.group
         del g.slots[slot.session.ident]
         if not g.slots:
-            self.index.remove(g.key, g.end, g)
+            self._index_remove(g)
         elif len(g.slots) == 1:
             last = next(iter(g.slots.values()))
             if len(last.watchers) == 1:
@@ -517,8 +585,8 @@ class FanoutCore:
         watcher paying for a group for the rest of its life."""
         g = slot.group
         (w,) = slot.watchers.values()
-        self.index.remove(g.key, g.end, g)
-        self.index.add(w.key, w.end, w)
+        self._index_remove(g)
+        self._index_add(w)
         w.slot = w
         w.last_event_rev = slot.last_event_rev      # progress_notify's mark carries over
 
@@ -541,6 +609,7 @@ class FanoutCore:
         self.st["ring_catchups"] += 1
         evs = []
         bit_filter = w.filter_bits
+        vf = w.vfilter
         # This is a read of history: like the syncer (and etcd), no prev_kv for an event at or
         # below the compact revision, whose previous version is compacted (issue #8.10).
         compact = self.compact_revision
@@ -548,7 +617,13 @@ class FanoutCore:
             for t, kv, prev in events:
                 if bit_filter & (1 << t) or not w.matches(kv[0]):
                     continue
-                evs.append([t, kv, prev] if (w.prev_kv and prev is not None and kv[2] > compact) else [t, kv])
+                ev = [t, kv, prev] if (w.prev_kv and prev is not None and kv[2] > compact) else [t, kv]
+                if vf is not None:
+                    if not vf.passes(t, kv):
+                        continue      # filtered out: the watcher's position passes it all the same
+                    if vf.keys_only:
+                        ev = strip_event(ev)
+                evs.append(ev)
         if evs:
             self.st["deliveries"] += len(evs)
             items = self.out.setdefault(w.session.ident, [])
@@ -573,15 +648,19 @@ class FanoutCore:
         self._set_state(w, UNSYNCED)
         w.epoch += 1
         w.next_rev = next_rev
+        # opts: the watch kinds' options the syncer needs: a value filter's (shared, never
+        # mutated), a verified stream's, a state read's; a plain watch's {}.
         opts = self.state_reads.get(w.uid) if self.state_reads else None
+        base = w.vfilter.opts if w.vfilter is not None else {}
+        if w.verify:
+            base = {**base, **VERIFY_OPTS}
         if opts is None:
             self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits,
-                                                      w.prev_kv, w.watch_id, w.fragment, w.session.ident,
-                                                      VERIFY_OPTS if w.verify else {}))
+                                                      w.prev_kv, w.watch_id, w.fragment, w.session.ident, base))
             return
         self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits,
                                                   w.prev_kv, w.watch_id, w.fragment, w.session.ident,
-                                                  {**opts, **VERIFY_OPTS} if w.verify else opts))
+                                                  {**base, **opts} if base else opts))
         if not opts.get("state_reset"):
             # Registered again before its state_end (a victim, a new syncer): the client may
             # hold part of a state, so the next read starts with a reset.
@@ -686,7 +765,8 @@ class FanoutCore:
                 self.state_reads.pop(m.uid, None)
                 # A verified watch's hash covers the events after its state (SPEC.md 7.10):
                 # everything queued after state_end is a change of revision > R.
-                m.vhash = 0
+                if m.verify:
+                    m.vhash = 0
         self.st["state_items"] += 1
         self._queue(w.session, WatchOut(resp, StateOwner(tuple(current), w.next_rev, False,
                                                          state_opts={**opts, "state_reset": True})))
@@ -847,7 +927,7 @@ class FanoutCore:
             return
         uid = self.next_uid
         self.next_uid += 1
-        w = Watcher(uid, session, wid, spec)
+        w = Watcher.of(uid, session, wid, spec)
         self.watchers[uid] = w
         session.watches[wid] = w
         if w.verify:
@@ -931,7 +1011,7 @@ class FanoutCore:
         for w in session.watches.values():
             slot = w.slot
             if slot is w:
-                self.index.remove(w.key, w.end, w)
+                self._index_remove(w)
             elif slot is not None and slot.group.slots.get(ident) is slot:
                 self._remove_slot(slot)
             if w.state == SYNCED:

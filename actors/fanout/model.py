@@ -37,8 +37,23 @@ class Watcher:
     the same spec turns it into a Group with Slots (core.FanoutCore._index), and a group down
     to one watcher gives it back its own place (core.FanoutCore._ungroup)."""
     __slots__ = ("uid", "session", "watch_id", "key", "end", "filter_bits", "prev_kv",
-                 "fragment", "state", "next_rev", "epoch", "slot", "last_event_rev", "verify", "vhash")
+                 "fragment", "state", "next_rev", "epoch", "slot", "last_event_rev")
     lone = True        # as an index item: one watcher (a Group says False)
+    # keys_only / value predicate (zwatch.valuefilter, SPEC.md 7.8) and verified streams (SPEC.md
+    # 7.10): class attributes here, so that a plain watcher pays nothing for them; the
+    # subclasses below have their own slots.
+    vfilter = None
+    verify = False
+    vhash = 0
+
+    @staticmethod
+    def of(uid, session, watch_id, spec: messages.WatchSpec) -> "Watcher":
+        """A Watcher, or the subclass with the slots its spec needs (value filter, verified)."""
+        if spec.verify:
+            cls = VerifiedWatcher if spec.vfilter is None else FilteredVerifiedWatcher
+        else:
+            cls = Watcher if spec.vfilter is None else FilteredWatcher
+        return cls(uid, session, watch_id, spec)
 
     def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
         self.uid = uid
@@ -56,26 +71,54 @@ class Watcher:
         self.epoch = 0
         self.slot = None
         self.last_event_rev = 0     # while lone: the header revision of its last event response
-        # A verified stream (SPEC.md 7.10): vhash is the digest sum (streamhash.py) of every event
-        # queued to its session since its start revision, i.e. of the events before its
-        # position (the invariant of core.py); an Owner records it before each response so a
-        # dropped frame rolls it back exactly.  Plain watches keep 0 and never touch it.
-        self.verify = spec.verify
-        self.vhash = 0
 
     def matches(self, key: bytes) -> bool:
         return key == self.key if self.end is None else self.key <= key < self.end
 
 
+class FilteredWatcher(Watcher):
+    """A watch with keys_only or a value predicate: its shared ValueFilter (never None)."""
+    __slots__ = ("vfilter",)
+
+    def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
+        super().__init__(uid, session, watch_id, spec)
+        self.vfilter = spec.vfilter
+
+
+class VerifiedWatcher(Watcher):
+    """A verified stream (SPEC.md 7.10): vhash is the digest sum (streamhash.py) of every event
+    queued to its session since its start revision (or its last state_end), i.e. of the events
+    before its position (the invariant of core.py); an Owner records it before each response
+    so that a dropped frame rolls it back exactly."""
+    __slots__ = ("vhash",)
+    verify = True
+
+    def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
+        super().__init__(uid, session, watch_id, spec)
+        self.vhash = 0
+
+
+class FilteredVerifiedWatcher(VerifiedWatcher):
+    """A verified stream with a value filter (slots cannot come from two bases)."""
+    __slots__ = ("vfilter",)
+
+    def __init__(self, uid, session, watch_id, spec: messages.WatchSpec):
+        super().__init__(uid, session, watch_id, spec)
+        self.vfilter = spec.vfilter
+
+
 class Group:
-    """Synced watchers with one spec, two or more of them (one alone is indexed itself)."""
-    __slots__ = ("key", "end", "filter_bits", "prev_kv", "fragment", "verify", "slots")
+    """Synced watchers with one spec, two or more of them (one alone is indexed itself).
+    vfilter: the spec's ValueFilter (None: plain); verify: a verified stream's; watchers that
+    differ in either never share a group."""
+    __slots__ = ("key", "end", "filter_bits", "prev_kv", "fragment", "vfilter", "verify", "slots")
     lone = False
 
-    def __init__(self, key, end, filter_bits, prev_kv, fragment, verify=False):
+    def __init__(self, key, end, filter_bits, prev_kv, fragment, vfilter=None, verify=False):
         self.key, self.end, self.filter_bits, self.prev_kv = key, end, filter_bits, prev_kv
         self.fragment = fragment
-        self.verify = verify      # verified watchers never share a group with plain ones
+        self.vfilter = vfilter
+        self.verify = verify
         self.slots: dict[bytes, Slot] = {}
 
 

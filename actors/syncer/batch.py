@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from zwatch import messages, streamhash
 from zwatch.internal import CompactedCancel, Handoff, SyncEvent, opts_key, unpack_response
+from zwatch.valuefilter import PUT, from_opts, strip_event
 
 from ..index import KeyIndex
 
@@ -44,13 +45,16 @@ class SyncGroup:
     """Watchers of one batch that want the very same events: same fan-out and session, same
     spec, same next revision.  A chunk is matched and packed once per group, and the response
     lists every watch id of the group (the client hands it to each)."""
-    __slots__ = ("gkey", "key", "end", "filter_bits", "prev_kv", "fragment", "next_rev", "fanout", "opts", "members")
+    __slots__ = ("gkey", "key", "end", "filter_bits", "prev_kv", "fragment", "next_rev", "fanout", "opts",
+                 "vfilter", "members")
 
     def __init__(self, gkey, w: SyncWatcher):
         self.gkey = gkey
         self.key, self.end, self.filter_bits, self.prev_kv = w.key, w.end, w.filter_bits, w.prev_kv
         self.fragment, self.next_rev, self.fanout = w.fragment, w.next_rev, w.fanout
         self.opts = w.opts
+        # keys_only / value predicate (SPEC.md 7.8), shared by every group with the same options
+        self.vfilter = from_opts(w.opts)
         self.members: dict[int, SyncWatcher] = {}
 
 
@@ -301,10 +305,23 @@ class Batch(_WatcherTable):
             bit = 1 << t
             prev = None
             prev_done = False
+            verdicts = None      # value filter -> its verdict on this record (judged once per filter)
+            stripped = None      # keys-only forms of this record's event (built once, by length)
             for gs in hits:
                 for g in gs:
                     if g.next_rev > main or g.filter_bits & bit:
                         continue
+                    vf = g.vfilter
+                    if vf is not None and vf.has_predicate and t == PUT:
+                        if verdicts is None:
+                            verdicts = {}
+                        ok = verdicts.get(vf)
+                        if ok is None:
+                            ok = verdicts[vf] = vf.passes(t, kv)
+                        if not ok:
+                            # Filtered out: the group still reads through this revision (its
+                            # next_rev advances below), so its handoff and progress cover it.
+                            continue
                     if g.prev_kv:
                         if not prev_done:
                             prev = prev_kv(kv[0], main, sub)
@@ -312,6 +329,13 @@ class Batch(_WatcherTable):
                         ev = [t, kv, prev] if prev is not None else [t, kv]
                     else:
                         ev = [t, kv]
+                    if vf is not None and vf.keys_only:
+                        if stripped is None:
+                            stripped = {}
+                        kev = stripped.get(len(ev))
+                        if kev is None:
+                            kev = stripped[len(ev)] = strip_event(ev)
+                        ev = kev
                     lst = per_group.get(g)
                     if lst is None:
                         per_group[g] = [ev]

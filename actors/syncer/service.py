@@ -39,7 +39,7 @@ from functools import partial
 import lmdb
 import zmq
 
-from zwatch import internal, messages, requests, streamhash
+from zwatch import internal, messages, requests, streamhash, valuefilter
 from zwatch.actors.auth.perms import READ
 from zwatch.errors import FutureRevision, InvalidArgument, ZwatchError
 from zwatch.limits import MAX_RESPONSE_BYTES
@@ -366,7 +366,10 @@ class Syncer:
             return internal.Pong(req_id, self.instance, self.store.current_revision(),
                                  {"members": members}).encode()
         if op == "sync":
-            for reg in internal.decode_sync(body):     # all checked before any is taken
+            regs = internal.decode_sync(body)          # all checked before any is taken,
+            for reg in regs:
+                valuefilter.from_opts(reg.opts)         # their value filters too (SPEC.md 7.8)
+            for reg in regs:
                 k = (peer, reg.uid)
                 self._forget(k)
                 w = SyncWatcher(peer, *reg._replace(next_rev=max(1, reg.next_rev)))

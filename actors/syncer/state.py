@@ -22,6 +22,7 @@ from zwatch import messages
 from zwatch.errors import Compacted
 from zwatch.internal import Handoff, SyncEvent
 from zwatch.requests import KEY_INFINITY
+from zwatch.valuefilter import from_opts
 
 STATE_FULL = 1       # opts["state"]: every kv of the range
 STATE_DIGEST = 2     # opts["state"]: only kvs with mod_revision > opts["state_since"]; the others by key
@@ -43,7 +44,7 @@ def store_end(key: bytes, end):
 
 
 class StateRead:
-    __slots__ = ("w", "mode", "since", "reset", "rev", "cursor", "end", "restarts", "chunks", "kvs")
+    __slots__ = ("w", "mode", "since", "reset", "rev", "cursor", "end", "restarts", "chunks", "kvs", "vfilter")
 
     def __init__(self, w):
         self.w = w
@@ -57,6 +58,9 @@ class StateRead:
         self.restarts = 0
         self.chunks = 0
         self.kvs = 0
+        # keys_only / a value predicate (SPEC.md 7.8) apply to a state as to events: the state
+        # holds the kvs alive at R that pass the predicate, without values if keys_only.
+        self.vfilter = from_opts(w.opts)
 
     def _item(self, rev: int, events: list, mark: str, extra_ext: dict | None = None) -> tuple:
         w = self.w
@@ -85,6 +89,13 @@ class StateRead:
         except Compacted:
             self.rev = -1                  # below any compact revision: the next step restarts
             return items, None, 0
+        read = len(kvs)
+        vf = self.vfilter
+        if vf is not None and kvs:
+            if vf.has_predicate:
+                kvs = [kv for kv in kvs if vf.passes(0, kv)]
+            if vf.keys_only:
+                kvs = [[kv[0], kv[1], kv[2], kv[3], b"", kv[5]] for kv in kvs]
         if kvs:
             self.chunks += 1
             self.kvs += len(kvs)
@@ -97,7 +108,7 @@ class StateRead:
                 items.append(self._item(self.rev, [[0, kv] for kv in kvs], MARK_STATE))
         if nxt is not None:
             self.cursor = nxt
-            return items, None, len(kvs)
+            return items, None, read
         items.append(self._item(self.rev, [], MARK_STATE_END))
         w = self.w
-        return items, [(w.fanout, Handoff(w.uid, w.epoch, self.rev))], len(kvs)
+        return items, [(w.fanout, Handoff(w.uid, w.epoch, self.rev))], read

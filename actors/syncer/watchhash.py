@@ -26,6 +26,7 @@ def hash_history(view, spec, from_rev: int, to_rev: int, max_records: int = MAX_
     with from_rev <= revision <= through is in the sum; through == to_rev unless max_records
     cut the read short (then through < to_rev, a whole revision boundary)."""
     key, end, bits = spec.key, spec.end, spec.filter_bits
+    vf = spec.vfilter         # keys_only / value predicate: the events as the watch gets them
     total = events = records = 0
     cursor = from_rev
     digest = streamhash.digest
@@ -39,6 +40,11 @@ def hash_history(view, spec, from_rev: int, to_rev: int, max_records: int = MAX_
             k = kv[0]
             if (k != key if end is None else not key <= k < end) or bits & (1 << t):
                 continue
+            if vf is not None:
+                if not vf.passes(t, kv):
+                    continue
+                if vf.keys_only:
+                    kv = [kv[0], kv[1], kv[2], kv[3], b"", kv[5]]
             total += digest(t, kv)
             events += 1
         records += len(chunk)

@@ -21,6 +21,11 @@ def add_hash_watch(p):
                    help="the bookmark's revision (the last revision it covers; default: the current one)")
     p.add_argument("--filters", default="", metavar="NOPUT,NODELETE",
                    help="the watch's filters (event types it does not get), comma separated")
+    # The watch's keys-only / value predicate (SPEC.md 7.8): its events are hashed as delivered.
+    p.add_argument("--keys-only", action="store_true", help="the watch is keys-only")
+    p.add_argument("--value-prefix", default=None, help="the watch's value_prefix")
+    p.add_argument("--value-equals", default=None, help="the watch's value_equals")
+    p.add_argument("--max-value-bytes", type=int, default=None, help="the watch's max_value_bytes")
 
 
 def cmd_hash_watch(a, c: Client) -> int:
@@ -28,7 +33,8 @@ def cmd_hash_watch(a, c: Client) -> int:
         raise CommandError("--from must be a revision >= 1", EXIT_BAD_ARGS)
     filters = [f.strip().upper() for f in a.filters.split(",") if f.strip()]
     key, kw = range_args(a)
-    r = c.watch_hash(key, **kw, filters=filters, start_revision=a.start, revision=a.to)
+    r = c.watch_hash(key, **kw, filters=filters, start_revision=a.start, revision=a.to, keys_only=a.keys_only,
+                     value_prefix=a.value_prefix, value_equals=a.value_equals, max_value_bytes=a.max_value_bytes)
     if a.write_out == "json":
         json_line({"header": {"revision": r.header.revision}, "hash": r.hash.hex(), "events": r.events,
                    "start_revision": r.start_revision, "revision": r.revision})

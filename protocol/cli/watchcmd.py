@@ -69,6 +69,15 @@ def add_watch(p):
                    help="when the watch's next revision is compacted: cancel (etcd's; exit 5), resync (print `reset`, "
                         "the range's state, `state complete: REV`, go on) or digest (as resync, but only the "
                         "key-values changed since the last revision printed; the unchanged keys as UNCHANGED)")
+    # Keys-only and value-predicate watches (zwatch only, SPEC.md 7.8): filtered by the server.
+    p.add_argument("--keys-only", action="store_true",
+                   help="events without values (the value and the previous value are empty)")
+    p.add_argument("--value-prefix", default=None,
+                   help="deliver only the PUTs whose value starts with this (DELETEs always come)")
+    p.add_argument("--value-equals", default=None,
+                   help="deliver only the PUTs whose value is exactly this (DELETEs always come)")
+    p.add_argument("--max-value-bytes", type=int, default=None,
+                   help="deliver only the PUTs whose value is at most this many bytes (DELETEs always come)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="read `watch ...` and `progress` lines from stdin (etcdctl's interactive mode)")
     p.add_argument("--verify", action="store_true",
@@ -177,7 +186,9 @@ def _open(c: Client, w_args, cursor=None):
         return c.watch(key, **kw, start_revision=w_args.rev, prev_kv=w_args.prev_kv,
                        progress_notify=w_args.progress_notify, start_time=since,
                        initial_state=w_args.initial_state, on_compacted=w_args.on_compacted,
-                       verify=getattr(w_args, "verify", False))
+                       verify=getattr(w_args, "verify", False), keys_only=w_args.keys_only,
+                       value_prefix=w_args.value_prefix, value_equals=w_args.value_equals,
+                       max_value_bytes=w_args.max_value_bytes)
     except (Compacted, FutureRevision) as exc:
         if since is None:
             raise

@@ -39,7 +39,7 @@ from ..limits import MAX_KEEPALIVE_IDS
 from . import calls, timeref
 from .concurrency import AsyncStepper, ElectionSteps, LockSteps, _observe, arun
 from .auth import Credentials
-from .builders import endpoints_from_env, range_body
+from .builders import endpoints_from_env, range_body, value_filter_fields
 from .core import RETRY_AFTER_S, ClientBase, Watch, state_options
 from .curve import resolve as resolve_curve
 from .direct import DIRECT_OPS, FALLBACK, AsyncDirectWrites
@@ -371,10 +371,13 @@ class Client(ClientBase):
         return await self._request(calls.member_list(), timeout)
 
     async def watch_hash(self, key, range_end=None, *, prefix=False, from_key=False, filters=(),
-                         start_revision: int, revision: int = 0, timeout=None):
+                         start_revision: int, revision: int = 0, keys_only=False, value_prefix=None, value_equals=None,
+                   max_value_bytes=None, timeout=None):
         """As Client.watch_hash."""
         steps = calls.watch_hash(key, range_end, prefix=prefix, from_key=from_key, filters=filters,
-                                        start_revision=start_revision, revision=revision)
+                                 start_revision=start_revision, revision=revision, keys_only=keys_only,
+                                 value_prefix=value_prefix, value_equals=value_equals,
+                                 max_value_bytes=max_value_bytes)
         call = next(steps)
         try:
             while True:
@@ -414,10 +417,12 @@ class Client(ClientBase):
 
     async def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
                     filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
-                    start_time=None, initial_state=False, on_compacted="cancel", verify=False) -> AsyncWatch:
+                    start_time=None, initial_state=False, on_compacted="cancel", verify=False,
+                    keys_only=False, value_prefix=None, value_equals=None, max_value_bytes=None) -> AsyncWatch:
         """As Client.watch (without a shared queue): ``async for resp in await c.watch(...)``;
-        start_time, initial_state, on_compacted and verify as there (SPEC.md sections 7.7,
-        7.10, 7.11; a verified stream ends with zwatch.StreamDiverged)."""
+        start_time, initial_state, on_compacted, verify, keys_only and the value predicates as
+        there (SPEC.md sections 7.7, 7.8, 7.10, 7.11; a verified stream ends with
+        zwatch.StreamDiverged)."""
         if start_time is not None:
             if start_revision:
                 raise errors.InvalidArgument("watch: start_revision and start_time are exclusive")
@@ -428,6 +433,9 @@ class Client(ClientBase):
         body.update(state_options(initial_state, on_compacted))
         if verify:
             body["verify"] = True
+        # keys_only / value predicate (SPEC.md 7.8): kept in the body, so a resume re-creates the
+        # same filtered watch from last revision + 1.
+        body.update(value_filter_fields(keys_only, value_prefix, value_equals, max_value_bytes))
         handle = self._register_watch(body, watch_id, lambda wid: AsyncWatch(self, wid, body))
         try:
             created = await self._call("watch_create", body, timeout)

@@ -122,3 +122,18 @@ def Delete(key, range_end=None, *, prefix=False, from_key=False, prev_kv=False) 
 
 def Txn(compare=(), success=(), failure=()) -> dict:
     return {"request_txn": {"compare": list(compare), "success": list(success), "failure": list(failure)}}
+
+
+def value_filter_fields(keys_only=False, value_prefix=None, value_equals=None, max_value_bytes=None) -> dict:
+    """A watch_create's keys-only / value-predicate fields (SPEC.md 7.8); only the ones set, so
+    a plain watch's body is what it always was.  Values are bytes or str (UTF-8)."""
+    body = {}
+    if keys_only:
+        body["keys_only"] = True
+    if value_prefix is not None:
+        body["value_prefix"] = to_bytes(value_prefix)
+    if value_equals is not None:
+        body["value_equals"] = to_bytes(value_equals)
+    if max_value_bytes is not None:
+        body["max_value_bytes"] = max_value_bytes
+    return body

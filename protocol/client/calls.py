@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from .. import streamhash
-from .builders import lease_id_of, range_body, to_bytes
+from .builders import lease_id_of, range_body, to_bytes, value_filter_fields
 from .timeref import revision_at_time_response, time_us_of
 from .types import (WatchHashResponse, AlarmMember, AlarmResponse, CompactResponse, CursorInfo, CursorResponse, DefragResponse, HashKVResponse, HealthResponse,
                     LeaseGrantResponse, LeaseTimeToLiveResponse, Member, MemberListResponse, StatusResponse,
@@ -99,23 +99,26 @@ def hash_kv(revision: int = 0) -> Call:
 
 
 def _watch_hash_piece(key, range_end=None, *, prefix=False, from_key=False, filters=(), start_revision: int,
-                     revision: int = 0) -> Call:
+                     revision: int = 0, value_filter=None) -> Call:
     """One watch_hash request; the reply says how far it read ("through"): watch_hash
     asks again from there (the syncer reads a bounded number of records per request)."""
     body = range_body(key, range_end, prefix=prefix, from_key=from_key)
     body.update({"filters": list(filters), "start_revision": start_revision, "revision": revision})
+    body.update(value_filter or {})
     return Call("watch_hash", body, lambda b, c: b)
 
 
 def watch_hash(key, range_end=None, *, prefix=False, from_key=False, filters=(), start_revision: int,
-                      revision: int = 0):
+               revision: int = 0, keys_only=False, value_prefix=None, value_equals=None, max_value_bytes=None):
     """A generator of watch_hash Calls (send each, and send its reply back in) that returns the
-    WatchHashResponse: the pieces' hashes add up (mod 2**128, SPEC.md 7.10)."""
+    WatchHashResponse: the pieces' hashes add up (mod 2**128, SPEC.md 7.10).  keys_only and the
+    value predicates: those of the watch whose stream is hashed (SPEC.md 7.8)."""
     total = events = 0
     start, target, header = start_revision, revision, None
+    vf = value_filter_fields(keys_only, value_prefix, value_equals, max_value_bytes)
     while True:
         b = yield _watch_hash_piece(key, range_end, prefix=prefix, from_key=from_key, filters=filters,
-                                   start_revision=start, revision=target)
+                                   start_revision=start, revision=target, value_filter=vf)
         header = header or header_of(b)
         total = (total + streamhash.from_bytes(b["hash"])) % streamhash.MOD
         events += b.get("events", 0)

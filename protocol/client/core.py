@@ -28,7 +28,7 @@ import zmq
 from .. import errors, messages
 from ..errors import Unavailable, ZwatchError
 from .auth import AuthMixin, Credentials
-from .builders import endpoints_from_env, range_body
+from .builders import endpoints_from_env, range_body, value_filter_fields
 from .resolve import expand as expand_endpoints
 from .concurrency import Election, Lock
 from .callbacks import CallbackDispatcher
@@ -374,13 +374,17 @@ class Client(AuthMixin, ClientBase):
         return self._request(calls.member_list(), timeout)
 
     def watch_hash(self, key, range_end=None, *, prefix=False, from_key=False, filters=(), start_revision: int,
-                   revision: int = 0, timeout=None):
+                   revision: int = 0, keys_only=False, value_prefix=None, value_equals=None,
+                   max_value_bytes=None, timeout=None):
         """The stream hash a verified watch (watch(..., verify=True)) of this range and filters,
         started at start_revision, carries in a bookmark at `revision` (0: the current one),
         computed by the syncer from history in bounded pieces (SPEC.md 7.10); root only with
-        auth enabled.  -> WatchHashResponse (hash: 16 bytes, events: how many)."""
+        auth enabled.  keys_only, value_prefix, value_equals, max_value_bytes: the
+        watch's (SPEC.md 7.8).  -> WatchHashResponse (hash: 16 bytes, events: how many)."""
         steps = calls.watch_hash(key, range_end, prefix=prefix, from_key=from_key, filters=filters,
-                                        start_revision=start_revision, revision=revision)
+                                 start_revision=start_revision, revision=revision, keys_only=keys_only,
+                                 value_prefix=value_prefix, value_equals=value_equals,
+                                 max_value_bytes=max_value_bytes)
         call = next(steps)
         try:
             while True:
@@ -499,7 +503,8 @@ class Client(AuthMixin, ClientBase):
 
     def watch(self, key, range_end=None, *, prefix=False, from_key=False, start_revision=0, prev_kv=False,
               filters=(), progress_notify=False, watch_id=0, fragment=False, timeout=None,
-              queue=None, start_time=None, initial_state=False, on_compacted="cancel", verify=False) -> Watch:
+              queue=None, start_time=None, initial_state=False, on_compacted="cancel", verify=False,
+              keys_only=False, value_prefix=None, value_equals=None, max_value_bytes=None) -> Watch:
         """Watch a key or range; returns a handle that iterates WatchResponse objects.
 
         queue: deliver this watch's responses into an object with put() (e.g. a SimpleQueue)
@@ -523,6 +528,9 @@ class Client(AuthMixin, ClientBase):
         the server's hash of the events it sent, which the client checks against the events it
         delivered; on a mismatch the watch ends with zwatch.StreamDiverged (a gap, a duplicate
         or a changed event), named in its error.
+        keys_only: events without values (kv.value and prev_kv.value are b"").  value_prefix /
+        value_equals / max_value_bytes: deliver only the PUTs whose value starts with / equals /
+        is at most that long (all given must hold); DELETEs always come (SPEC.md 7.8).
         """
         if start_time is not None:
             if start_revision:
@@ -534,6 +542,9 @@ class Client(AuthMixin, ClientBase):
         body.update(state_options(initial_state, on_compacted))
         if verify:
             body["verify"] = True
+        # keys_only / value predicate (SPEC.md 7.8): kept in the body, so a resume re-creates the
+        # same filtered watch from last revision + 1.
+        body.update(value_filter_fields(keys_only, value_prefix, value_equals, max_value_bytes))
         handle = self._register_watch(body, watch_id, lambda wid: Watch(self, wid, body, queue))
         try:
             created = self._call("watch_create", body, timeout)

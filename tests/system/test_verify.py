@@ -86,6 +86,53 @@ def test_filters_and_a_verified_watch_from_now(cluster):
     assert c.watch_hash("f/", prefix=True, start_revision=start, revision=b.header.revision).hash != b.stream_hash
 
 
+def test_a_keys_only_predicate_watch_is_verified_on_what_it_gets(cluster):
+    """Issue #16 items 4 and 5 together: a keys-only, value-predicate verified watch is hashed on
+    the events as delivered (values emptied, non-matching PUTs left out), on both sides: the
+    live bookmark, the client's own sum, and watch_hash given the same options."""
+    c = cluster.client()
+    c.put("kv/a", "on-0")
+    w = c.watch("kv/", prefix=True, keys_only=True, value_prefix="on", verify=True)
+    start = w._vstart
+    c.put("kv/a", "off-1")               # filtered out
+    c.put("kv/b", "on-2")
+    c.delete("kv/a")                     # DELETEs always come
+    c.put("kv/c", "on-" + "x" * 100)
+    evs = collect(w, 3)
+    assert [e.kv.value for e in evs] == [b"", b"", b""]
+    b = bookmark(c, w)
+    assert b.stream_hash == expected(evs)
+    opts = dict(keys_only=True, value_prefix="on")
+    h = c.watch_hash("kv/", prefix=True, start_revision=start, revision=b.header.revision, **opts)
+    assert (h.hash, h.events) == (b.stream_hash, 3)
+    # The same range hashed with values, or without the predicate, is another stream.
+    assert c.watch_hash("kv/", prefix=True, start_revision=start, revision=b.header.revision,
+                        value_prefix="on").hash != b.stream_hash
+    assert c.watch_hash("kv/", prefix=True, start_revision=start, revision=b.header.revision,
+                        keys_only=True).hash != b.stream_hash
+
+
+def test_an_initial_state_is_not_hashed_and_the_hash_starts_after_it(cluster):
+    """Issue #16 items 1 and 5 together: the state's pieces are not events; after state_end at R
+    a verified watch's bookmarks cover the changes of revisions > R (SPEC.md 7.10)."""
+    c = cluster.client()
+    for i in range(5):
+        c.put(f"st/{i}", str(i))
+    w = c.watch("st/", prefix=True, initial_state=True, verify=True)
+    state_rev = None
+    while state_rev is None:
+        r = w.get(timeout=10)
+        if r.state_complete:
+            state_rev = r.header.revision
+    c.put("st/0", "changed")
+    c.delete("st/1")
+    evs = collect(w, 2)
+    b = bookmark(c, w)
+    assert b.stream_hash == expected(evs) and b.stream_start == state_rev + 1
+    h = c.watch_hash("st/", prefix=True, start_revision=state_rev + 1, revision=b.header.revision)
+    assert (h.hash, h.events) == (b.stream_hash, 2)
+
+
 def test_watch_hash_in_pieces_adds_up(cluster):
     c = cluster.client()
     for i in range(30):

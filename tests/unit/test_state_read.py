@@ -318,3 +318,27 @@ def test_a_digest_is_taken_against_what_the_client_really_got():
     core.victimize(history.owner, now=0.0)                      # revision 5's frame never left
     core.retry_victims(now=100.0)
     assert core.take_syncer_work()[1][-1].opts == {"state": 2, "state_since": 4, "state_reset": True}
+
+
+def test_a_resync_starts_a_verified_watchs_hash_again_at_its_state_end():
+    """Issue #16 items 2 and 5 together (SPEC.md 7.10): a verified watch that had events, then
+    found its next revision compacted and was resynced, carries in its bookmarks the hash of the
+    changes after the state's revision only: its state_end sets the hash back to 0 (the client
+    does the same), and the registration for the state carries both kinds' opts."""
+    from zwatch import streamhash
+    core = joined()
+    s = Session(b"s1", "s1")
+    w = create(core, s, start_revision=4, on_compacted="resync", verify=True)
+    _, sync = core.take_syncer_work()
+    assert sync[0].opts == {"verify": True}
+    ev = [0, [b"b", 5, 5, 1, b"v", 0]]
+    core.on_sync_events([([(w.uid, w.epoch)], 4, 6, msgpack.packb([[1], 10, [ev], False]),
+                          {"hash": streamhash.to_bytes(streamhash.digest(0, ev[1]))})])
+    assert w.vhash == streamhash.digest(0, ev[1])
+    core.on_compacted([(w.uid, w.epoch, 8)])
+    _, sync = core.take_syncer_work()
+    assert sync[0].opts == {"state": 1, "state_reset": True, "verify": True}
+    core.on_sync_events([state_item(w, "reset", rev=12), state_item(w, "state", [ev], rev=12),
+                         state_item(w, "state_end", rev=12)])
+    core.on_synced([(w.uid, w.epoch, 12)])
+    assert w.vhash == 0, "the state is not hashed and its end starts the hash again"

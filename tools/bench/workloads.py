@@ -523,3 +523,14 @@ QUICK.update(kinds_state.QUICK)
 ORDER += list(kinds_state.DEFAULTS)
 RUNNERS.update(initial_state=kinds_state.initial_state, resync_digest=kinds_state.resync_digest)
 ONLY_ZWATCH |= kinds_state.ONLY_ZWATCH
+
+# What keys-only and value-predicate watches cost (kinds_filters.py: zwatch only, in-process core).
+from . import kinds_filters  # noqa: E402
+
+DEFAULTS.update(kinds_filters.DEFAULTS)
+QUICK.update(kinds_filters.QUICK)
+ORDER += list(kinds_filters.DEFAULTS)
+RUNNERS.update(filters_cost=kinds_filters.filters_cost)
+ONLY_ZWATCH |= kinds_filters.ONLY_ZWATCH
+OWN_CLUSTER |= kinds_filters.OWN_CLUSTER
+IN_PROCESS = set(kinds_filters.DEFAULTS)         # measured inside the bench process: no server figures

@@ -77,6 +77,14 @@ def _ev_digest(ev) -> int:
     return streamhash.digest(ev[0], ev[1])
 
 
+def _state_restart(opts: dict) -> dict:
+    """A state read's opts to read it again from the start, after a reset (SPEC.md 7.7): the
+    mode (and a digest's base) kept, a resume point (state_rev, state_from, state_done) dropped."""
+    out = {k: v for k, v in opts.items() if k not in ("state_rev", "state_from", "state_done")}
+    out["state_reset"] = True
+    return out
+
+
 def _progress(ws, revision: int) -> list[bytes]:
     """Progress notifications at revision for watchers ws: one for the plain ones, and one per
     verified watcher with its own hash (ext {"hash"}: its events <= revision, SPEC.md 7.10)."""
@@ -661,10 +669,11 @@ class FanoutCore:
         self.to_sync.append(internal.Registration(w.uid, w.epoch, w.key, w.end, next_rev, w.filter_bits,
                                                   w.prev_kv, w.watch_id, w.fragment, w.session.ident,
                                                   {**base, **opts} if base else opts))
-        if not opts.get("state_reset"):
-            # Registered again before its state_end (a victim, a new syncer): the client may
-            # hold part of a state, so the next read starts with a reset.
-            self.state_reads[w.uid] = {**opts, "state_reset": True}
+        if not opts.get("state_reset") or "state_rev" in opts:
+            # Registered again before its state_end for any other reason than a dropped piece
+            # (a new syncer): the client may hold any part of the state, so the next read
+            # starts over from a reset.
+            self.state_reads[w.uid] = _state_restart(opts)
 
     # ------------------------------------------------------------------ states (section 7.7)
     def _read_state(self, w: Watcher, mode: int, *, reset: bool, since: int, next_rev: int):
@@ -735,7 +744,7 @@ class FanoutCore:
                 # Some were canceled or re-registered meanwhile: they must not get these events.
                 resp = internal.repack_response([w.watch_id for w in current], resp)
             if extra and extra.get("mark") in STATE_MARKS:
-                self._state_item(current, resp, extra["mark"])
+                self._state_item(current, resp, extra)
                 continue
             for w in current:
                 w.next_rev = last_rev + 1
@@ -751,15 +760,27 @@ class FanoutCore:
                     w.vhash = (w.vhash + add) % streamhash.MOD
             self._queue(current[0].session, WatchOut(resp, Owner(tuple(current), first_rev, False, hashes)))
 
-    def _state_item(self, current: list, resp: bytes, mark: str):
+    def _state_item(self, current: list, resp: bytes, extra: dict):
         """A reset, a state chunk or state_end (section 7.7): it never moves a watcher's next
-        revision (the state's kvs are not revisions in order); its owner makes a dropped frame
-        read the state again.  After state_end the watch is no longer reading a state: its
-        handoff at R follows."""
+        revision (the state's kvs are not revisions in order).  Its owner says how to go on if
+        its frame is dropped: a chunk or state_end from where it starts, at the same revision R
+        (the client has every piece before it: no reset, and a slow client's state still makes
+        progress however often it is cut); a reset from the start.  After state_end the watch is
+        no longer reading a state: its handoff at R follows."""
         w = current[0]
+        mark = extra["mark"]
         opts = self.state_reads.get(w.uid)
         if opts is None:
             return              # not reading a state (cannot happen for the current epoch)
+        resume = _state_restart(opts)
+        rev = extra.get("state_rev")
+        if mark != "reset" and type(rev) is int:
+            resume["state_reset"] = False
+            resume["state_rev"] = rev
+            if mark == "state_end":
+                resume["state_done"] = True
+            else:
+                resume["state_from"] = extra.get("state_from", b"")
         if mark == "state_end":
             for m in current:
                 self.state_reads.pop(m.uid, None)
@@ -768,8 +789,7 @@ class FanoutCore:
                 if m.verify:
                     m.vhash = 0
         self.st["state_items"] += 1
-        self._queue(w.session, WatchOut(resp, StateOwner(tuple(current), w.next_rev, False,
-                                                         state_opts={**opts, "state_reset": True})))
+        self._queue(w.session, WatchOut(resp, StateOwner(tuple(current), w.next_rev, False, state_opts=resume)))
 
     def on_synced(self, items):
         """items: (uid, epoch, R): every event <= R was sent; the fan-out takes over from R + 1."""
@@ -830,9 +850,11 @@ class FanoutCore:
             if owner.owed_progress:
                 self.owes_progress.add(w.uid)     # a requested progress notification was dropped
             if type(owner) is StateOwner:
-                # A dropped state item: the client may hold part of a state; it reads the
-                # state again from a reset (never live events on top of a partial state).
-                if w.uid not in self.state_reads:
+                # A dropped state item, the first of this watcher's dropped frames (owners come
+                # in queue order; a victim already is placed): the state goes on from that item
+                # at the same revision, or from a reset (_state_item).  Never live events on
+                # top of a partial state.
+                if w.state != VICTIM:
                     self.state_reads[w.uid] = owner.state_opts
             elif self.state_reads and w.uid in self.state_reads:
                 # Events from before a digest resync were dropped: the client's base is older.

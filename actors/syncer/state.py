@@ -14,7 +14,10 @@ Invariants:
 * a chunk holds at most max_keys kvs and about max_bytes of keys and values (one larger kv
   alone), whole keys only, in key order, each PUT event with its own mod_revision;
 * "state_end" and the handoff at R come after the last chunk: the fan-out takes the watch
-  over from R + 1, so every change after R follows, none at or before it.
+  over from R + 1, so every change after R follows, none at or before it;
+* a read registered with ``state_rev`` R (and ``state_from`` K, or ``state_done``) goes on with
+  a state whose earlier pieces the client has: the same R, from key K (or only state_end), no
+  reset, unless R was compacted meanwhile (then a reset and a newer R, as above).
 """
 from __future__ import annotations
 
@@ -44,7 +47,8 @@ def store_end(key: bytes, end):
 
 
 class StateRead:
-    __slots__ = ("w", "mode", "since", "reset", "rev", "cursor", "end", "restarts", "chunks", "kvs", "vfilter")
+    __slots__ = ("w", "mode", "since", "reset", "rev", "cursor", "end", "restarts", "chunks", "kvs", "vfilter",
+                 "done")
 
     def __init__(self, w):
         self.w = w
@@ -54,6 +58,16 @@ class StateRead:
         self.reset = bool(w.opts.get("state_reset"))
         self.rev = None                    # R, chosen at the first step
         self.cursor = w.key
+        self.done = False
+        # Going on with a state the client already has the first pieces of (a dropped piece,
+        # core._state_item): the same R, from the first key it lacks (or only state_end).
+        rev = w.opts.get("state_rev")
+        if type(rev) is int and rev > 0 and not self.reset:
+            self.rev = rev
+            self.done = bool(w.opts.get("state_done"))
+            start = w.opts.get("state_from")
+            if type(start) is bytes and start >= w.key:
+                self.cursor = start
         self.end = store_end(w.key, w.end)
         self.restarts = 0
         self.chunks = 0
@@ -62,15 +76,21 @@ class StateRead:
         # holds the kvs alive at R that pass the predicate, without values if keys_only.
         self.vfilter = from_opts(w.opts)
 
-    def _item(self, rev: int, events: list, mark: str, extra_ext: dict | None = None) -> tuple:
+    def _item(self, rev: int, events: list, mark: str, extra_ext: dict | None = None, start: bytes = b"") -> tuple:
         w = self.w
         ext = {"mark": mark}
         if extra_ext:
             ext.update(extra_ext)
         resp = messages.pack([[w.watch_id], rev, events, False, ext])
         # first_rev/last_rev: the watcher's position, unchanged by a state item (the fan-out
-        # never advances a watcher's next revision from one).
-        return w.fanout, SyncEvent([(w.uid, w.epoch)], w.next_rev, w.next_rev - 1, resp, {"mark": mark})
+        # never advances a watcher's next revision from one).  extra: where the item starts
+        # (R, and a chunk's first key read), for the fan-out to go on from it if it is dropped.
+        extra = {"mark": mark}
+        if mark != MARK_RESET:
+            extra["state_rev"] = rev
+            if mark == MARK_STATE:
+                extra["state_from"] = start
+        return w.fanout, SyncEvent([(w.uid, w.epoch)], w.next_rev, w.next_rev - 1, resp, extra)
 
     def step(self, view, max_keys: int, max_bytes: int) -> tuple[list, list | None, int]:
         """One chunk: -> (ev items [(fan-out, SyncEvent)], handoffs (None: not done), kvs read)."""
@@ -80,10 +100,15 @@ class StateRead:
                 self.restarts += 1
                 self.reset = True
                 self.cursor = self.w.key
+                self.done = False
             self.rev = view.current_revision
             if self.reset:
                 items.append(self._item(self.rev, [], MARK_RESET))
                 self.reset = False
+        if self.done:                      # only state_end was lost: it again, and the handoff
+            w = self.w
+            return items + [self._item(self.rev, [], MARK_STATE_END)], [(w.fanout, Handoff(w.uid, w.epoch, self.rev))], 0
+        start = self.cursor
         try:
             kvs, nxt = view.state_chunk(self.cursor, self.end, self.rev, max_keys, max_bytes)
         except Compacted:
@@ -103,9 +128,9 @@ class StateRead:
                 since = self.since
                 events = [[0, kv] for kv in kvs if kv[2] > since]
                 same = [kv[0] for kv in kvs if kv[2] <= since]
-                items.append(self._item(self.rev, events, MARK_STATE, {"same": same} if same else None))
+                items.append(self._item(self.rev, events, MARK_STATE, {"same": same} if same else None, start))
             else:
-                items.append(self._item(self.rev, [[0, kv] for kv in kvs], MARK_STATE))
+                items.append(self._item(self.rev, [[0, kv] for kv in kvs], MARK_STATE, start=start))
         if nxt is not None:
             self.cursor = nxt
             return items, None, read

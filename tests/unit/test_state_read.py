@@ -65,7 +65,9 @@ def decoded(items):
     out = []
     for _f, ev in items:
         ids, rev, evs, frag, ext = msgpack.unpackb(ev.response, raw=False)
-        assert ev.extra == {"mark": ext["mark"]} and ids == [70] and not frag
+        assert ev.extra["mark"] == ext["mark"] and ids == [70] and not frag
+        if ext["mark"] != "reset":                    # where it starts: to go on from it if dropped
+            assert ev.extra["state_rev"] == rev
         # a state item never moves the watcher's position
         assert (ev.first_rev, ev.last_rev) == (5, 4) and ev.members == [(7, 3)]
         out.append((ext["mark"], rev, [e[1][0] for e in evs], ext.get("same", [])))
@@ -160,13 +162,44 @@ def test_a_dropped_state_item_reads_the_state_again_from_a_reset():
     s = Session(b"s1", "s1")
     w = create(core, s, initial_state=True)
     core.take_syncer_work()
-    core.on_sync_events([state_item(w, "state", [[0, [b"b", 3, 3, 1, b"v", 0]]])])
+    core.on_sync_events([state_item(w, "state", [[0, [b"b", 3, 3, 1, b"v", 0]]])])   # no resume point
     (item,) = [o for o in core.take_output()[s.ident] if isinstance(o, WatchOut)]
     core.victimize(item.owner, now=0.0)
     assert w.state == VICTIM
     core.retry_victims(now=100.0)
     _, sync = core.take_syncer_work()
     assert sync[0].opts == {"state": 1, "state_reset": True}
+
+
+def test_a_dropped_state_piece_goes_on_from_it_at_the_same_revision_without_a_reset():
+    """Regression: a slow client's state was read again from a reset each time one of its pieces
+    was dropped, so a state that could not be delivered in one go without a stall never
+    completed (livelock).  It now goes on from the first piece the client lacks, at the same R."""
+    core = joined()
+    s = Session(b"s1", "s1")
+    w = create(core, s, initial_state=True)
+    core.take_syncer_work()
+
+    def piece(key, start):
+        resp = msgpack.packb([[w.watch_id], 20, [[0, [key, 3, 3, 1, b"v", 0]]], False, {"mark": "state"}])
+        return ([(w.uid, w.epoch)], w.next_rev, w.next_rev - 1, resp,
+                {"mark": "state", "state_rev": 20, "state_from": start})
+
+    core.on_sync_events([piece(b"b", b"a"), piece(b"d", b"c"), piece(b"f", b"e")])
+    items = [o for o in core.take_output()[s.ident] if isinstance(o, WatchOut)]
+    for dropped in items[1:]:                  # the first piece went out; the two others are dropped
+        core.victimize(dropped.owner, now=0.0)
+    core.retry_victims(now=100.0)
+    _, sync = core.take_syncer_work()
+    assert sync[-1].opts == {"state": 1, "state_reset": False, "state_rev": 20, "state_from": b"c"}
+    # The syncer goes on from there: same R, from b"c", no reset.
+    view = Snapshot({20: {b"b": kv(b"b", 3), b"d": kv(b"d", 3), b"f": kv(b"f", 3)}}, current=25)
+    got = decoded(run_state(StateRead(state_watcher(sync[-1].opts)), view)[0])
+    assert got[0][:3] == ("state", 20, [b"d", b"f"]) and got[-1][0] == "state_end"
+    # A new syncer (or any other re-registration) reads it again from a reset.
+    core.on_syncer_instance("another")
+    _, sync = core.take_syncer_work()
+    assert sync[-1].opts == {"state": 1, "state_reset": True}
 
 
 def test_a_dropped_state_end_after_the_handoff_reads_the_state_again():
@@ -342,3 +375,16 @@ def test_a_resync_starts_a_verified_watchs_hash_again_at_its_state_end():
                          state_item(w, "state_end", rev=12)])
     core.on_synced([(w.uid, w.epoch, 12)])
     assert w.vhash == 0, "the state is not hashed and its end starts the hash again"
+
+
+def test_a_state_read_going_on_at_a_compacted_revision_starts_over_with_a_reset():
+    states = {20: {b"b": kv(b"b", 3), b"d": kv(b"d", 3)}, 30: {b"b": kv(b"b", 3), b"d": kv(b"d", 28)}}
+    opts = {"state": 1, "state_reset": False, "state_rev": 20, "state_from": b"c"}
+    got = decoded(run_state(StateRead(state_watcher(opts)), Snapshot(states, current=30, compact=25))[0])
+    assert [g[0] for g in got] == ["reset", "state", "state_end"] and got[1][1:3] == (30, [b"b", b"d"])
+    # Only state_end was lost: it alone again, at R, then the handoff at R (if R stands).
+    done = {"state": 1, "state_reset": False, "state_rev": 20, "state_done": True}
+    items, handoffs = run_state(StateRead(state_watcher(done)), Snapshot(states, current=30))
+    assert [g[0] for g in decoded(items)] == ["state_end"] and handoffs[0][1].revision == 20
+    items, handoffs = run_state(StateRead(state_watcher(done)), Snapshot(states, current=30, compact=25))
+    assert [g[0] for g in decoded(items)] == ["reset", "state", "state_end"] and handoffs[0][1].revision == 30

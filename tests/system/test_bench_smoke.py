@@ -42,7 +42,7 @@ def test_quick_workload(workload):
                     assert figs["predicate_evaluations_per_event_batch"] == 1.0, figs
         return
     expected_variants = len(workloads.QUICK[workload].get("watchers", [0])) \
-        if workload in ("watch_latency", "catchup", "memory") else 1
+        if workload in ("watch_latency", "catchup", "memory") else 2 if workload == "resync_digest" else 1
     assert len(recs) == expected_variants, lines
     for r in recs:
         assert COMMON <= set(r), r

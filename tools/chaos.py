@@ -449,7 +449,7 @@ class Chaos:
         try:
             h = c.watch(spec.key, start_revision=spec.start_revision, prev_kv=spec.prev_kv,
                         filters=list(spec.filters), progress_notify=progress_notify, verify=verify, **kw,
-                        **t.state_opts)
+                        **t.state_opts, **spec.value_filter())
         except ZwatchError as e:
             self.watch_counts[f"create failed ({e.code})"] += 1
             return None
@@ -523,6 +523,15 @@ class Chaos:
         elif f < 0.24:
             filters = ("NODELETE",)
         spec = checker.WatchSpec(key, end, start, filters, prev_kv=rng.random() < 0.3)
+        v = rng.random()
+        if v < 0.08:                   # keys-only and value predicates (SPEC.md 7.8); values are w{i}.{seq}
+            spec.keys_only = True
+        elif v < 0.16:
+            spec.value_prefix = f"w{rng.randrange(2)}.".encode()
+        elif v < 0.20:
+            spec.max_value_bytes = 5
+        if v < 0.20:
+            self.watch_counts["value_filtered"] += 1
         return spec, rng.random() < 0.3
 
     def _watch_manager(self, rng: random.Random):
@@ -549,8 +558,8 @@ class Chaos:
     def _random_state_opts(self, rng: random.Random, spec: checker.WatchSpec) -> dict:
         """initial_state / on_compacted for a share cfg.state_watches of the watches.  A digest
         only for an initial-state watch: only it holds the whole range a digest is against."""
-        if rng.random() >= self.cfg.state_watches:
-            return {}
+        if rng.random() >= self.cfg.state_watches or spec.value_filter():
+            return {}          # (the state checks know no value predicates)
         if spec.start_revision == 0 and rng.random() < 0.6:
             self.watch_counts["initial_state"] += 1
             return {"initial_state": True, "on_compacted": rng.choice(("cancel", "resync", "digest"))}
@@ -569,7 +578,7 @@ class Chaos:
             start = old.start_revision
         else:
             start = max(reached + 1, old.start_revision)
-        spec = checker.WatchSpec(old.key, old.range_end, start, old.filters, old.prev_kv)
+        spec = checker.WatchSpec(old.key, old.range_end, start, old.filters, old.prev_kv, **old.value_filter())
         if self._create_watch(t.client, spec, resume_of=t.name, verify=t.verify) is not None:
             self.watch_counts["resumed_by_app"] += 1
 

@@ -110,11 +110,41 @@ class WatchSpec:
     prev_kv: bool = False
     start_bounds: tuple | None = None
     compact_at_create: int = 0
+    # Keys-only and value predicates (SPEC.md 7.8): a PUT is the watch's only if its value passes
+    # every predicate given; DELETEs always are; keys_only: values (and prev_kv's) delivered empty.
+    keys_only: bool = False
+    value_prefix: bytes | None = None
+    value_equals: bytes | None = None
+    max_value_bytes: int | None = None
 
     def __post_init__(self):
         self.key = _bytes(self.key)
         self.range_end = _bytes(self.range_end)
         self.filters = tuple(self.filters)
+        if self.value_prefix is not None:
+            self.value_prefix = _bytes(self.value_prefix)
+        if self.value_equals is not None:
+            self.value_equals = _bytes(self.value_equals)
+
+    def value_filter(self) -> dict:
+        """The keyword arguments of Client.watch / watch_hash for its keys-only / predicates."""
+        out = {"keys_only": True} if self.keys_only else {}
+        for name in ("value_prefix", "value_equals", "max_value_bytes"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+    def passes(self, e) -> bool:
+        """The value predicate on a history event (PUTs only)."""
+        if e.type != PUT:
+            return True
+        v = e.value
+        return ((self.value_prefix is None or v.startswith(self.value_prefix))
+                and (self.value_equals is None or v == self.value_equals)
+                and (self.max_value_bytes is None or len(v) <= self.max_value_bytes))
+
+    def delivered_value(self, value: bytes) -> bytes:
+        return b"" if self.keys_only else value
 
     def matches_key(self, key: bytes) -> bool:
         if self.range_end == b"":
@@ -131,7 +161,7 @@ class WatchSpec:
         return not ((typ == PUT and "NOPUT" in self.filters) or (typ == DELETE and "NODELETE" in self.filters))
 
     def matches(self, e: HEvent) -> bool:
-        return self.wants(e.type) and self.matches_key(e.key)
+        return self.wants(e.type) and self.matches_key(e.key) and self.passes(e)
 
     def bounds(self) -> tuple:
         if self.start_revision > 0:
@@ -635,10 +665,11 @@ def check_stream(rec: StreamRecord, hist: History, *, compact_revision: int = 0,
             if e.type != h.type:
                 sink.add("Valid", f"rev {rev} key {key!r} delivered as {e.type}, history has {h.type}")
             elif e.type == PUT and (bytes(kv.value), kv.create_revision, kv.version) != \
-                    (h.value, h.create_revision, h.version):
+                    (spec.delivered_value(h.value), h.create_revision, h.version):
                 sink.add("Valid", f"PUT rev {rev} key {key!r}: got value/create/version "
                                   f"{(bytes(kv.value), kv.create_revision, kv.version)}, history has "
-                                  f"{(h.value, h.create_revision, h.version)}")
+                                  f"{(h.value, h.create_revision, h.version)}"
+                                  + (" (keys_only: the value must be empty)" if spec.keys_only else ""))
             elif e.type == PUT and (getattr(kv, "lease", h.lease) or 0) != h.lease:
                 sink.add("Valid", f"PUT rev {rev} key {key!r}: got lease {kv.lease:#x}, history has {h.lease:#x}")
         if e.type == DELETE and (kv.create_revision or kv.version or kv.value or getattr(kv, "lease", 0)):
@@ -648,6 +679,8 @@ def check_stream(rec: StreamRecord, hist: History, *, compact_revision: int = 0,
             sink.add("Range", f"event for key {key!r} (rev {rev}) is outside the watch's range")
         if not spec.wants(e.type):
             sink.add("Filter", f"{e.type} event rev {rev} key {key!r} passed filters {list(spec.filters)}")
+        elif h is not None and not spec.passes(h):
+            sink.add("Filter", f"PUT rev {rev} key {key!r} value {h.value!r} fails the watch's value predicate")
         if rev < s:
             g, why = label("StartRevision", i)
             sink.add(g, f"event rev {rev} key {key!r} (response #{i}) is below the start revision {s}{why}")
@@ -758,14 +791,16 @@ def check_stream(rec: StreamRecord, hist: History, *, compact_revision: int = 0,
     return res
 
 
-def stream_hash_of(events) -> bytes:
+def stream_hash_of(events, keys_only: bool = False) -> bytes:
     """SPEC.md 7.10's stream hash of history events (HEvents), computed here from the history
-    alone (the live stream's value comes from the fan-out; this is the independent one)."""
+    alone (the live stream's value comes from the fan-out; this is the independent one).
+    keys_only: the events as a keys-only watch gets them (values empty, SPEC.md 7.8)."""
     from zwatch import streamhash
     total = 0
     for e in events:
         t = 0 if e.type == PUT else 1
-        total += streamhash.digest(t, [e.key, e.create_revision, e.revision, e.version, e.value, e.lease])
+        value = b"" if keys_only else e.value
+        total += streamhash.digest(t, [e.key, e.create_revision, e.revision, e.version, value, e.lease])
     return streamhash.to_bytes(total)
 
 
@@ -777,7 +812,7 @@ def _check_stream_hash(sink, res, spec, r, R, hist):
     if start < hist.first_revision and hist.first_revision > 2:     # (revision 1 holds no event)
         return
     res.counts["verified_bookmarks"] += 1
-    want = stream_hash_of(hist.matching(spec, start, R))
+    want = stream_hash_of(hist.matching(spec, start, R), spec.keys_only)
     if bytes(got) != want:
         sink.add("Verified", f"bookmark at {R} carries stream hash {bytes(got).hex()} of revisions "
                              f"[{start}, {R}], the history's matching events hash to {want.hex()}")
@@ -802,7 +837,7 @@ def _check_prev_kv(sink, spec, e, h, hist, compact_revision):
     got = (bytes(p.key), bytes(p.value), p.create_revision, p.mod_revision, p.version)
     if want is None:
         sink.add("PrevKV", f"rev {rev} key {key!r} has prev_kv {got} but the key was not live before")
-    elif got != (want.key, want.value, want.create_revision, want.revision, want.version):
+    elif got != (want.key, spec.delivered_value(want.value), want.create_revision, want.revision, want.version):
         sink.add("PrevKV", f"rev {rev} key {key!r} has prev_kv {got}, expected "
                            f"{(want.key, want.value, want.create_revision, want.revision, want.version)}")
 
@@ -995,7 +1030,8 @@ def _spec_str(spec: WatchSpec) -> str:
     else:
         r = f"[{spec.key!r}, {spec.range_end!r})"
     start = spec.start_revision or (f"now{list(spec.start_bounds)}" if spec.start_bounds else "now")
-    extra = "".join([f" {'+'.join(spec.filters)}" if spec.filters else "", " prev_kv" if spec.prev_kv else ""])
+    extra = "".join([f" {'+'.join(spec.filters)}" if spec.filters else "", " prev_kv" if spec.prev_kv else ""]
+                    + [f" {k}={v!r}" for k, v in spec.value_filter().items()])
     return f"{r} start {start}{extra}"
 
 

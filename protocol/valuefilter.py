@@ -86,6 +86,41 @@ def strip_event(ev: list) -> list:
     return out
 
 
+class Judged:
+    """One event as the value filters that meet it see it: each filter's verdict and the
+    keys-only forms of the event, computed once per event whatever the number of filters,
+    groups and watchers (the fan-out's delivery and the syncer's scan share this)."""
+    __slots__ = ("t", "kv", "verdicts", "forms")
+
+    def __init__(self, t: int, kv):
+        self.t, self.kv = t, kv
+        self.verdicts = None        # filter -> its verdict (filters are interned: hashable by identity)
+        self.forms = None           # len(event) -> its keys-only form ([t, kv] and [t, kv, prev_kv])
+
+    def passes(self, vf: ValueFilter) -> bool:
+        if not vf.has_predicate or self.t != PUT:
+            return True
+        verdicts = self.verdicts
+        if verdicts is None:
+            verdicts = self.verdicts = {}
+        ok = verdicts.get(vf)
+        if ok is None:
+            ok = verdicts[vf] = vf.passes(self.t, self.kv)
+        return ok
+
+    def as_delivered(self, vf: ValueFilter, ev: list) -> list:
+        """ev ([t, kv] or [t, kv, prev_kv] of this event) as a watch with vf gets it."""
+        if not vf.keys_only:
+            return ev
+        forms = self.forms
+        if forms is None:
+            forms = self.forms = {}
+        out = forms.get(len(ev))
+        if out is None:
+            out = forms[len(ev)] = strip_event(ev)
+        return out
+
+
 # Weak: an entry lives as long as some watcher, group or registration holds its filter, so a
 # client creating ever-new predicates leaves nothing behind once its watches are gone (and the
 # live ones are bounded by the watch limits).

@@ -24,7 +24,7 @@ import heapq
 from collections import deque
 
 from zwatch import internal, messages, requests, streamhash
-from zwatch.valuefilter import PUT, strip_event
+from zwatch.valuefilter import Judged, strip_event
 from zwatch.actors.auth.state import AuthState
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
@@ -290,26 +290,18 @@ class FanoutCore:
         long = short if prev is None else [t, kv, prev]
         out = self.out
         deliveries = responses = 0
-        verdicts = stripped = None     # per value filter: its verdict; keys-only events, built once
+        judged = None                  # the value filters' verdicts and keys-only forms, once each
         d = d_of = None                # a verified response's digest, of the event it carries (d_of)
         for ident, fragment, want_long, vf, ids, members, marks, n, verified in plan:
             ev = long if want_long else short
             if vf is not None:
-                if vf.has_predicate and t == PUT:
-                    if verdicts is None:
-                        verdicts = {}
-                    ok = verdicts.get(vf)
-                    if ok is None:
-                        ok = verdicts[vf] = vf.passes(t, kv)
-                    if not ok:
-                        # Filtered out: the watchers' positions still advance (implicitly, as
-                        # synced), and no event mark is set, so progress_notify still ticks.
-                        continue
-                if vf.keys_only:
-                    if stripped is None:
-                        s = strip_event(short)
-                        stripped = (s, s if prev is None else strip_event(long))
-                    ev = stripped[1] if want_long else stripped[0]
+                if judged is None:
+                    judged = Judged(t, kv)
+                if not judged.passes(vf):
+                    # Filtered out: the watchers' positions still advance (implicitly, as
+                    # synced), and no event mark is set, so progress_notify still ticks.
+                    continue
+                ev = judged.as_delivered(vf, ev)
             for m in marks:
                 m.last_event_rev = header_rev
             deliveries += n
@@ -352,32 +344,21 @@ class FanoutCore:
                 short = [t, kv]
                 long = short if prev is None else [t, kv, prev]
                 bit = 1 << t
-                verdicts = stripped = None     # per value filter: its verdict; keys-only events
+                judged = None      # the value filters' verdicts and keys-only forms, once each
                 for groups in groups_lists:
                     for g in groups:
                         if g.filter_bits & bit:
                             continue
                         vf = g.vfilter
-                        if vf is None:
-                            ev = long if g.prev_kv else short
-                        else:
+                        ev = long if g.prev_kv else short
+                        if vf is not None:
                             # Judged once per event and filter, whatever the number of groups
                             # and watchers sharing it (the filters are interned).
-                            if vf.has_predicate and t == PUT:
-                                if verdicts is None:
-                                    verdicts = {}
-                                ok = verdicts.get(vf)
-                                if ok is None:
-                                    ok = verdicts[vf] = vf.passes(t, kv)
-                                if not ok:
-                                    continue
-                            if vf.keys_only:
-                                if stripped is None:
-                                    ks = strip_event(short)
-                                    stripped = (ks, ks if prev is None else strip_event(long))
-                                ev = stripped[1] if g.prev_kv else stripped[0]
-                            else:
-                                ev = long if g.prev_kv else short
+                            if judged is None:
+                                judged = Judged(t, kv)
+                            if not judged.passes(vf):
+                                continue
+                            ev = judged.as_delivered(vf, ev)
                         lst = matched.get(g)
                         if lst is None:
                             matched[g] = [ev]

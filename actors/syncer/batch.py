@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from zwatch import messages, streamhash
 from zwatch.internal import CompactedCancel, Handoff, SyncEvent, opts_key, unpack_response
-from zwatch.valuefilter import PUT, from_opts, strip_event
+from zwatch.valuefilter import Judged, from_opts
 
 from ..index import KeyIndex
 
@@ -305,20 +305,16 @@ class Batch(_WatcherTable):
             bit = 1 << t
             prev = None
             prev_done = False
-            verdicts = None      # value filter -> its verdict on this record (judged once per filter)
-            stripped = None      # keys-only forms of this record's event (built once, by length)
+            judged = None        # the value filters' verdicts and keys-only forms, once each
             for gs in hits:
                 for g in gs:
                     if g.next_rev > main or g.filter_bits & bit:
                         continue
                     vf = g.vfilter
-                    if vf is not None and vf.has_predicate and t == PUT:
-                        if verdicts is None:
-                            verdicts = {}
-                        ok = verdicts.get(vf)
-                        if ok is None:
-                            ok = verdicts[vf] = vf.passes(t, kv)
-                        if not ok:
+                    if vf is not None:
+                        if judged is None:
+                            judged = Judged(t, kv)
+                        if not judged.passes(vf):
                             # Filtered out: the group still reads through this revision (its
                             # next_rev advances below), so its handoff and progress cover it.
                             continue
@@ -329,13 +325,8 @@ class Batch(_WatcherTable):
                         ev = [t, kv, prev] if prev is not None else [t, kv]
                     else:
                         ev = [t, kv]
-                    if vf is not None and vf.keys_only:
-                        if stripped is None:
-                            stripped = {}
-                        kev = stripped.get(len(ev))
-                        if kev is None:
-                            kev = stripped[len(ev)] = strip_event(ev)
-                        ev = kev
+                    if vf is not None:
+                        ev = judged.as_delivered(vf, ev)
                     lst = per_group.get(g)
                     if lst is None:
                         per_group[g] = [ev]

@@ -184,10 +184,9 @@ def test_the_predicate_is_evaluated_once_per_event_however_many_watchers_and_ses
 
 
 def test_keys_only_events_are_built_once_per_event_not_per_watcher(monkeypatch):
-    from zwatch.actors.fanout import core as core_mod
     calls = []
-    real = core_mod.strip_event
-    monkeypatch.setattr(core_mod, "strip_event", lambda ev: calls.append(1) or real(ev))
+    real = valuefilter.strip_event        # what Judged builds keys-only forms with
+    monkeypatch.setattr(valuefilter, "strip_event", lambda ev: calls.append(1) or real(ev))
     core = joined(at=1)
     sessions = [session(b"s%d" % i) for i in range(20)]
     for s in sessions:
@@ -295,10 +294,9 @@ def test_interned_filters_do_not_outlive_their_watches():
 
 
 def test_syncer_builds_keys_only_events_once_per_record_not_per_group(monkeypatch):
-    from zwatch.actors.syncer import batch as batch_mod
     calls = []
-    real = batch_mod.strip_event
-    monkeypatch.setattr(batch_mod, "strip_event", lambda ev: calls.append(1) or real(ev))
+    real = valuefilter.strip_event        # what Judged builds keys-only forms with
+    monkeypatch.setattr(valuefilter, "strip_event", lambda ev: calls.append(1) or real(ev))
     ws = [sync_watcher(i, b"s%d" % i, opts={"keys_only": True}) for i in range(1, 21)]
     batch = Batch(ws, max_watchers=30, chunk_revisions=10, chunk_bytes=1 << 20)
     view = History([(PUT, b"k", b"v1"), (PUT, b"k", b"v2"), (DELETE, b"k", b"")])

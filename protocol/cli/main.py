@@ -45,7 +45,7 @@ from .leasecmd import LEASE_COMMANDS, cmd_elect, cmd_lock
 from .cursorcmd import add_cursor, cmd_cursor
 from .alarmcmd import add_alarm, cmd_alarm
 from .snapshotcmd import add_defrag, add_snapshot, cmd_defrag, cmd_snapshot, snapshot_offline
-from .timeparse import parse_time
+from .timeparse import time_option
 from .txnparse import read_txn
 
 ACTORS = ("writer", "syncer", "fanout")
@@ -138,14 +138,10 @@ def cmd_get(a, c: Client):
 
 def at_of(a):
     """get --at TIME as a datetime (None without it); UsageError for a bad one or with --rev."""
-    if a.at is None:
-        return None
-    if a.rev:
-        raise UsageError("--at and --rev are mutually exclusive")
     try:
-        return parse_time(a.at)
+        return time_option(a.at, a.rev, "--at")
     except ValueError as exc:
-        raise UsageError(f"--at: {exc}") from None
+        raise UsageError(str(exc)) from None
 
 
 def cmd_del(a, c: Client):

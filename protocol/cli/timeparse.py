@@ -53,3 +53,16 @@ def parse_time(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
 
 
 __all__ = ["parse_time", "ACCEPTED"]
+
+
+def time_option(text: str | None, rev: int, flag: str) -> _dt.datetime | None:
+    """A TIME option (`get --at`, `watch --since`) as a datetime, None when absent; ValueError
+    naming the flag for a bad one, or with --rev (both say where to read from)."""
+    if text is None:
+        return None
+    if rev:
+        raise ValueError(f"{flag} and --rev are mutually exclusive")
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None

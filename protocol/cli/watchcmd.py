@@ -39,7 +39,7 @@ from .args import cobra_text, range_args
 from .authcmd import watch_refused
 from .format import go_quote, write_line
 from .printers import printer
-from .timeparse import parse_time
+from .timeparse import time_option
 from .txnparse import _RaisingParser, argify
 
 COMPACTED_TEXT = "etcdserver: mvcc: required revision has been compacted"   # clientv3's ErrCompacted
@@ -197,14 +197,10 @@ def _open(c: Client, w_args, cursor=None):
 
 def since_of(w_args):
     """--since TIME as a datetime (None without it); UsageError for a bad one or with --rev."""
-    if getattr(w_args, "since", None) is None:
-        return None
-    if w_args.rev:
-        raise UsageError("--since and --rev are mutually exclusive")
     try:
-        return parse_time(w_args.since)
+        return time_option(getattr(w_args, "since", None), w_args.rev, "--since")
     except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from None
+        raise UsageError(str(exc)) from None
 
 
 def _cursor(c: Client, a):

@@ -40,6 +40,9 @@ def test_quick_workload(workload):
                 if "value_prefix" in r["params"]["kind"]:     # once per event, whatever the watchers
                     assert figs["predicate_evaluations_per_event_one"] == 1.0, figs
                     assert figs["predicate_evaluations_per_event_batch"] == 1.0, figs
+        if workload == "verify_cost":         # kinds_verify.py
+            (figs,) = [r["figures"] for r in recs]
+            assert figs["digest_us_per_event"] > 0 and figs["fanout_us_per_event_group_verified"] > 0, figs
         return
     expected_variants = len(workloads.QUICK[workload].get("watchers", [0])) \
         if workload in ("watch_latency", "catchup", "memory") else 2 if workload == "resync_digest" else 1

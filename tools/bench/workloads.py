@@ -534,3 +534,14 @@ RUNNERS.update(filters_cost=kinds_filters.filters_cost)
 ONLY_ZWATCH |= kinds_filters.ONLY_ZWATCH
 OWN_CLUSTER |= kinds_filters.OWN_CLUSTER
 IN_PROCESS = set(kinds_filters.DEFAULTS)         # measured inside the bench process: no server figures
+
+# What verified streams cost per event (kinds_verify.py: zwatch only, in-process core and client).
+from . import kinds_verify  # noqa: E402
+
+DEFAULTS.update(kinds_verify.DEFAULTS)
+QUICK.update(kinds_verify.QUICK)
+ORDER += list(kinds_verify.DEFAULTS)
+RUNNERS.update(verify_cost=kinds_verify.verify_cost_workload)
+ONLY_ZWATCH |= kinds_verify.ONLY_ZWATCH
+OWN_CLUSTER |= kinds_verify.OWN_CLUSTER
+IN_PROCESS |= set(kinds_verify.DEFAULTS)

@@ -40,6 +40,7 @@ const CODES = {
   RoleNotGranted: "ROLE_NOT_GRANTED",
   PermissionNotGranted: "PERMISSION_NOT_GRANTED",
   StreamDiverged: "STREAM_DIVERGED",
+  CursorNotFound: "CURSOR_NOT_FOUND",
 };
 
 function define(name, code) {

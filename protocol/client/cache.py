@@ -156,13 +156,7 @@ class Cache:
         changes = []
         with self._cond:
             if self.revision:      # a re-list: what changed while the watch was gone
-                for k, kv in fresh.items():
-                    old = self._items.get(k)
-                    if old is None or old.mod_revision != kv.mod_revision:
-                        changes.append(Event("PUT", kv, old))
-                for k, old in self._items.items():
-                    if k not in fresh:
-                        changes.append(Event("DELETE", KeyValue(k, 0, rev, 0, b""), old))
+                changes = _differences(self._items, fresh, rev)
             self._items = fresh
             self.revision = rev
             self._cond.notify_all()
@@ -273,15 +267,8 @@ class Cache:
         if not resp.state_complete:
             return
         rev = resp.header.revision
-        changes = []
         with self._cond:
-            for k, kv in staging.items():
-                old = self._items.get(k)
-                if old is None or old.mod_revision != kv.mod_revision:
-                    changes.append(Event("PUT", kv, old))
-            for k, old in self._items.items():
-                if k not in staging:
-                    changes.append(Event("DELETE", KeyValue(k, 0, rev, 0, b""), old))
+            changes = _differences(self._items, staging, rev)
             self._items = staging
             if rev > self.revision:
                 self.revision = rev
@@ -304,3 +291,17 @@ class Cache:
         with self._cond:
             self.error = error
             self._cond.notify_all()
+
+
+def _differences(old_items: dict, new_items: dict, rev: int) -> list:
+    """What on_change is told when a whole new map replaces the old one (a re-list, or a resync's
+    state at rev): a PUT for each key new or changed, a DELETE at rev for each key gone."""
+    changes = []
+    for k, kv in new_items.items():
+        old = old_items.get(k)
+        if old is None or old.mod_revision != kv.mod_revision:
+            changes.append(Event("PUT", kv, old))
+    for k, old in old_items.items():
+        if k not in new_items:
+            changes.append(Event("DELETE", KeyValue(k, 0, rev, 0, b""), old))
+    return changes

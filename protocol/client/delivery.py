@@ -155,6 +155,9 @@ class WatchRouter:
             w = self.watches.get(i)
             if w is None or w.canceled:
                 continue
+            # A revision cut in fragments before the state (its later piece dropped, then its
+            # revision compacted: a resync) never completes: it must not join the changes after it.
+            w._fragments = []
             if mark == "state_end":
                 w._in_state = False
                 w.last_revision = rev

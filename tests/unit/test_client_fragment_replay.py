@@ -54,3 +54,17 @@ def test_a_continuation_piece_is_still_joined():
     router.on_watch_responses([[[1], 4, [ev(4, b"c")], False]])
     assert _keys(w) == [(4, b"a"), (4, b"b"), (4, b"c")]
     assert w._vsum == streamhash.sum_events([ev(4, b"a"), ev(4, b"b"), ev(4, b"c")]) % streamhash.MOD
+
+
+def test_fragments_held_before_a_resync_never_join_the_changes_after_its_state():
+    """A fragment watch's revision 4 cut after its first piece (the next one dropped), then
+    revision 4 compacted: an on_compacted resync (reset, state at 20, state_end).  The piece
+    of 4 it held is not prepended to the first change after the state."""
+    router, w = _setup(False)
+    router.on_watch_responses([[[1], 4, [ev(4, b"a")], True]])
+    router.on_watch_responses([[[1], 20, [], False, {"mark": "reset"}]])
+    router.on_watch_responses([[[1], 20, [ev(7, b"a")], False, {"mark": "state"}]])
+    router.on_watch_responses([[[1], 20, [], False, {"mark": "state_end"}]])
+    _keys(w)
+    router.on_watch_responses([[[1], 21, [ev(21, b"b")], False]])
+    assert _keys(w) == [(21, b"b")]

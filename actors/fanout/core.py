@@ -737,6 +737,12 @@ class FanoutCore:
                 h = extra.get("hash")
                 add = streamhash.from_bytes(h) if isinstance(h, bytes) and len(h) == 16 else 0
                 hashes = tuple(w.vhash for w in current)
+                c = extra.get("carry")
+                if isinstance(c, bytes) and len(c) == 16:
+                    # A fragment going on with a revision begun in an earlier part: dropped, it
+                    # makes them resume at that revision, replayed whole: their hash before it.
+                    c = streamhash.from_bytes(c)
+                    hashes = tuple((h - c) % streamhash.MOD for h in hashes)
                 for w in current:
                     w.vhash = (w.vhash + add) % streamhash.MOD
             self._queue(current[0].session, WatchOut(resp, Owner(tuple(current), first_rev, False, hashes)))

@@ -344,6 +344,7 @@ class Batch(_WatcherTable):
             # drops unsent must not make the watchers replay the parts already delivered.
             parts = messages.pack_watch_response_parts(ids, current, evs, g.fragment)
             verify = g.opts.get("verify")
+            last_rev_sum = (None, 0)     # (revision, digest sum of its events in the parts so far)
             for first_rev, resp in parts:
                 extra = {}
                 if verify:
@@ -352,6 +353,16 @@ class Batch(_WatcherTable):
                     # cut into parts (rare) is hashed part by part from the parts themselves.
                     part_evs = evs if len(parts) == 1 else unpack_response(resp)[2]
                     extra = {"hash": streamhash.to_bytes(streamhash.sum_events(part_evs))}
+                    # A fragment going on with a revision begun in earlier parts: "carry", the
+                    # sum of that revision's events in them.  If this part is dropped unsent the
+                    # watchers resume at its first revision, replayed whole, so their hash goes
+                    # back to before that revision (the fan-out subtracts carry).
+                    if last_rev_sum[0] == first_rev and last_rev_sum[1]:
+                        extra["carry"] = streamhash.to_bytes(last_rev_sum[1])
+                    for e in (part_evs if len(parts) > 1 else ()):
+                        r = e[1][2]
+                        d = streamhash.digest(e[0], e[1])
+                        last_rev_sum = (r, last_rev_sum[1] + d) if r == last_rev_sum[0] else (r, d)
                 sends.append((g.fanout, SyncEvent(members, first_rev, last_read, resp, extra)))
             events_sent += len(evs) * len(ids)
         # Every group has now read through last_read: groups that became identical could merge,

@@ -24,7 +24,11 @@ from .types import CursorInfo, WatchResponse
 def revision_consumed(resp: WatchResponse) -> int | None:
     """The revision a consumer that handled `resp` may commit: its last event's mod revision,
     or, for a progress notification, its header revision (everything at or below it was
-    delivered: Bookmarkable); None for a created / canceled response (nothing consumed)."""
+    delivered: Bookmarkable); None for a created / canceled response (nothing consumed), and
+    for a reset or a state piece (SPEC.md 7.7): its kvs keep their own mod_revisions, so the
+    largest one would claim the history of keys still in later pieces; state_end commits R."""
+    if resp.ext is not None and resp.ext.get("mark") in ("reset", "state"):
+        return None
     if resp.events:
         return max(ev.kv.mod_revision for ev in resp.events)
     if resp.is_progress_notify:

@@ -24,6 +24,29 @@ def _put(q, response, ticket):
         q.put(response)      # an application's own queue: consumed on arrival (credit.py)
 
 
+def _drop_replayed(w, fresh: list):
+    """A revision cut in fragments whose later piece the server dropped unsent comes again
+    whole (the watch resumes from that piece's first revision, and the server replays whole
+    revisions): the pieces of it the watch holds are dropped, so that the application gets
+    each event once and a verified sum takes each in once.  A continuation piece never
+    repeats an event the watch holds (one event per key and revision)."""
+    if not fresh:
+        return
+    first = fresh[0].kv
+    frags = w._fragments
+    for i, e in enumerate(frags):
+        if e.kv.mod_revision == first.mod_revision and e.kv.key == first.key:
+            break
+    else:
+        return
+    if w.verify:
+        gone = sum(streamhash.digest(messages.EVENT_TYPE_NAMES.index(e.type),
+                                     [e.kv.key, e.kv.create_revision, e.kv.mod_revision, e.kv.version,
+                                      e.kv.value, e.kv.lease]) for e in frags[i:])
+        w._vsum = (w._vsum - gone) % streamhash.MOD
+    w._fragments = frags[:i]
+
+
 class WatchRouter:
     """Turns the fan-out's watch responses into WatchResponse objects on the watches' queues.
 
@@ -95,6 +118,8 @@ class WatchRouter:
                         group[2].append(w)
                     continue
                 fresh = self._fresh(events, w.last_revision, (w,))
+                if w._fragments:
+                    _drop_replayed(w, fresh)
                 if fragment:
                     w._fragments.extend(fresh)
                     continue
@@ -130,6 +155,9 @@ class WatchRouter:
             w = self.watches.get(i)
             if w is None or w.canceled:
                 continue
+            # A revision cut in fragments before the state (its later piece dropped, then its
+            # revision compacted: a resync) never completes: it must not join the changes after it.
+            w._fragments = []
             if mark == "state_end":
                 w._in_state = False
                 w.last_revision = rev
@@ -146,6 +174,8 @@ class WatchRouter:
         to the application (duplicates dropped first), and a bookmark's hash is compared with
         it; on a mismatch the watch ends with StreamDiverged.  -> False if it ended."""
         fresh = self._fresh(events, w.last_revision, (w,))
+        if w._fragments:
+            _drop_replayed(w, fresh)
         if fresh:
             w._vsum = (w._vsum + sum(digests[len(events) - len(fresh):])) % streamhash.MOD
         if fragment:

@@ -128,3 +128,26 @@ def test_plain_watchers_pay_nothing():
     w = watch(core, s)
     publish(core, 2, 5)
     assert w.vhash == 0 and all(i.owner.hashes is None for i in take(core, s) if isinstance(i, WatchOut))
+
+
+def test_a_dropped_fragment_of_a_revision_from_the_syncer_rolls_the_hash_back_to_before_that_revision():
+    """Pieces of one revision from the syncer: the second is dropped, so the watcher resumes at
+    the revision, replayed whole: its hash must go back to before the revision (the carry),
+    not to after the first piece (that counted the piece twice)."""
+    core = joined(at=5, ring_revisions=3, victim_backoff_s=0.0)
+    publish(core, 6, 10)
+    s = session()
+    w = watch(core, s, wid=1, start=3, verify=True, fragment=True)
+    core.take_syncer_work()
+    h0 = w.vhash
+    a, b = [0, [b"a", 4, 4, 1, b"x", 0]], [0, [b"b", 4, 4, 1, b"y", 0]]
+    p1 = msgpack.packb([[1], 10, [a], True], use_bin_type=True)
+    p2 = msgpack.packb([[1], 10, [b], False], use_bin_type=True)
+    core.on_sync_events([
+        SyncEvent([(w.uid, w.epoch)], 4, 10, p1, {"hash": streamhash.to_bytes(streamhash.sum_events([a]))}),
+        SyncEvent([(w.uid, w.epoch)], 4, 10, p2, {"hash": streamhash.to_bytes(streamhash.sum_events([b])),
+                                                  "carry": streamhash.to_bytes(streamhash.sum_events([a]))})])
+    lost = [i for i in take(core, s) if isinstance(i, WatchOut)][-1]      # the second piece
+    core.victimize(lost.owner, now=0.0)
+    assert w.state == VICTIM and w.next_rev == 4
+    assert w.vhash == h0                      # before revision 4: the replay adds a and b again

@@ -77,3 +77,21 @@ def test_bad_watch_hash_and_verify_arguments_are_invalid_argument():
         requests.normalize("watch_create", {"key": b"k", "verify": 1})
     assert requests.normalize("watch_create", {"key": b"k", "verify": True}).verify is True
     assert "verify" not in requests.normalize("watch_create", {"key": b"k"}).to_wire()
+
+
+def test_a_fragment_going_on_with_a_revision_carries_the_sum_of_its_earlier_pieces():
+    """A revision cut in fragments: each later piece says how much of that revision the earlier
+    pieces hold ("carry"), for the fan-out's hash to go back to before the revision if the piece
+    is dropped (the watch then resumes at the revision, replayed whole)."""
+    big = b"x" * 400_000
+    h = History([(PUT, b"k%d" % i, big) for i in range(8)])
+    # One revision of 8 puts (a txn): every record at revision 1.
+    h.records = [(1, i, t, [kv[0], 1, 1, 1, kv[4], 0], n) for i, (_r, _s, t, kv, n) in enumerate(h.records)]
+    h.current_revision = 1
+    _, events, _, _ = run(batch_of([vwatcher(1, key=b"k", end=b"l", fragment=True)], chunk_revisions=100), h)
+    assert len(events) > 1
+    before = 0
+    for i, (_, ev) in enumerate(events):
+        assert ev.first_rev == 1
+        assert streamhash.from_bytes(ev.extra.get("carry", bytes(16))) == before % streamhash.MOD
+        before += item_sum(ev)

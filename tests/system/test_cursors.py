@@ -80,9 +80,11 @@ def test_auto_compaction_is_clamped_at_the_oldest_cursor(make_cluster):
     time.sleep(0.6)                                            # a few more ticks: still held
     assert c.status().compact_revision <= 3
     # Operators see the cursor holding compaction back in writer.stats (and /metrics).
+    # (The last stats line read so far may come from the middle of the puts, on a loaded machine:
+    # the lag is checked against that line's own revision.)
     stats = cl["writer"].events("writer.stats")[-1]
     assert stats["cursors"] == 1 and stats["cursor_oldest"] == "slow", stats
-    assert stats["cursor_oldest_lag_revisions"] == stats["revision"] - 2 > 30, stats
+    assert stats["cursor_oldest_lag_revisions"] == stats["revision"] - 2 > 0, stats
     w = cur.watch()                                            # resumes at 3: not compacted
     assert _events(w, 1)[0].kv.mod_revision == 3
     w.cancel()

@@ -139,12 +139,6 @@ def value_filter(keys_only: bool = False, value_prefix: bytes = b"", value_equal
     return f
 
 
-def same(a: ValueFilter | None, b: ValueFilter | None) -> bool:
-    """Whether two watches' filters are the same: identity, as they are interned (equality too,
-    so that correctness never rests on the interning)."""
-    return a is b or (a is not None and b is not None and a.opts == b.opts)
-
-
 def from_body(body: dict) -> ValueFilter | None:
     """The filter a watch_create body asks for; InvalidArgument on a bad field (SPEC.md 7.8)."""
     keys_only = body.get("keys_only", False)

@@ -29,12 +29,12 @@ from zwatch.actors.auth.state import AuthState
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
 from ..index import KeyIndex
+from ..syncer.state import STATE_DIGEST, STATE_FULL   # a state read's registration opts "state"
 from .authz import ALL, CREDENTIALS_REVOKED_REASON, PERMISSION_DENIED_REASON, AuthView
 from .ring import Ring
 from .model import (CATCHING_UP, FUTURE, SYNCED, UNSYNCED, VICTIM, ControlOut, Group, Owner, ProgressOut,
                     ReplyOut, Session, Slot, StateOwner, WatchOut, Watcher)
 
-STATE_FULL, STATE_DIGEST = 1, 2              # registration opts "state" (syncer/state.py)
 STATE_MARKS = frozenset({"state", "state_end", "reset"})
 COMPACTED_REASON = "mvcc: required revision has been compacted"
 EMPTY_RANGE_REASON = "etcdserver: key >= range_end: the range is empty"

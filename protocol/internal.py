@@ -380,6 +380,10 @@ class Registration(NamedTuple):
         return cls(uid, epoch, key, end, next_rev, bits, prev_kv, watch_id, fragment, session, opts)
 
 
+# A state read's registration opts "state" (SPEC.md 7.7; the fan-out sets it, syncer/state.py reads it).
+STATE_FULL = 1       # every kv of the range
+STATE_DIGEST = 2     # only kvs with mod_revision > opts["state_since"]; the others by key
+
 MAX_REGISTRATION_OPTS_BYTES = 4096
 
 

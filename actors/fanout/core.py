@@ -24,12 +24,12 @@ import heapq
 from collections import deque
 
 from zwatch import internal, messages, requests, streamhash
+from zwatch.internal import STATE_DIGEST, STATE_FULL
 from zwatch.valuefilter import Judged, strip_event
 from zwatch.actors.auth.state import AuthState
 from zwatch.errors import FailedPrecondition, ResourceExhausted, Unavailable, ZwatchError
 
 from ..index import KeyIndex
-from ..syncer.state import STATE_DIGEST, STATE_FULL   # a state read's registration opts "state"
 from .authz import ALL, CREDENTIALS_REVOKED_REASON, PERMISSION_DENIED_REASON, AuthView
 from .ring import Ring
 from .model import (CATCHING_UP, FUTURE, SYNCED, UNSYNCED, VICTIM, ControlOut, Group, Owner, ProgressOut,

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 from zwatch import messages
 from zwatch.errors import Compacted
-from zwatch.internal import Handoff, SyncEvent
+from zwatch.internal import STATE_DIGEST, STATE_FULL, Handoff, SyncEvent
 from zwatch.requests import KEY_INFINITY
 from zwatch.valuefilter import from_opts
 
-STATE_FULL = 1       # opts["state"]: every kv of the range
-STATE_DIGEST = 2     # opts["state"]: only kvs with mod_revision > opts["state_since"]; the others by key
 
 MARK_STATE = "state"
 MARK_STATE_END = "state_end"
